@@ -1,0 +1,73 @@
+"""The ``onnxkd`` command line: one command = parse args, call the API, render with rich.
+
+Commands live in ``onnxkd/commands/<name>.py`` (one file each) and are registered below by name, so
+``onnxkd --help`` does not import torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from onnxkd import __version__
+from onnxkd.errors import OnnxkdError
+
+# command name -> module in onnxkd.commands defining a click command called `command`
+COMMANDS = {
+    "inspect": "inspect",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        module = COMMANDS.get(name)
+        if module is None:
+            return None
+        return importlib.import_module(f"onnxkd.commands.{module}").command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="onnxkd")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Shrink trained ONNX models: prune channels in the graph, distill in PyTorch, prove it with onnxruntime.
+
+    \b
+    Example:
+      onnxkd inspect model.onnx
+    """
+    ctx.obj = {"debug": debug}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line `Error: ...` and exit 2 (no traceback)."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="onnxkd", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except OnnxkdError as exc:
+        if debug:
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug: still one line unless --debug
+        if debug:
+            raise
+        click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        sys.exit(1)

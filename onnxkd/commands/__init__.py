@@ -1,0 +1,1 @@
+"""One click command per file; registered by name in onnxkd.cli.COMMANDS."""
