@@ -15,8 +15,7 @@ from onnxkd import __version__
 from onnxkd.errors import OnnxkdError
 
 # command name -> module in onnxkd.commands defining a click command called `command`
-COMMANDS = {
-    "inspect": "inspect",
+COMMANDS: dict[str, str] = {
 }
 
 
