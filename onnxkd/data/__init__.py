@@ -1,0 +1,35 @@
+"""Data sources as numpy batches (no torch): npz files, image folders, random inputs of the model's shapes.
+
+Validation reads them directly; distillation wraps the same ``Dataset`` for torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from onnxkd.data.dataset import Dataset
+from onnxkd.data.fit import fit_to_model
+from onnxkd.data.images import ImageOptions, load_image_folder
+from onnxkd.data.npz import load_npz
+from onnxkd.data.spec import InputSpec, concrete_shape, input_specs, parse_input_shapes
+from onnxkd.data.synthetic import random_inputs
+from onnxkd.errors import OnnxkdError
+
+__all__ = [
+    "Dataset", "ImageOptions", "InputSpec", "concrete_shape", "fit_to_model", "input_specs", "load_data",
+    "load_image_folder", "load_npz", "parse_input_shapes", "random_inputs",
+]
+
+
+def load_data(path: str | Path, specs: list[InputSpec], image_options: ImageOptions | None = None) -> Dataset:
+    """Read ``--data`` (an .npz/.npy file or an image folder) and fit it to the model's inputs."""
+    path = Path(path)
+    if not path.exists():
+        raise OnnxkdError(f"--data {path}: no such file or folder")
+    if path.is_dir():
+        if len(specs) != 1:
+            raise OnnxkdError(f"--data {path}: an image folder feeds one input, the model has {len(specs)}")
+        data = load_image_folder(path, specs[0], image_options or ImageOptions())
+    else:
+        data = load_npz(path)
+    return fit_to_model(data, specs)

@@ -1,0 +1,34 @@
+"""A data set as numpy arrays: one array per graph input (samples on axis 0) and optional int labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+
+@dataclass
+class Dataset:
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    source: str = ""
+    # names the arrays had in the file, for error messages after renaming (e.g. "arr_0" -> "input")
+    origin: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def take(self, indices: np.ndarray | slice) -> "Dataset":
+        labels = None if self.labels is None else self.labels[indices]
+        return Dataset({k: v[indices] for k, v in self.arrays.items()}, labels, self.source, self.origin)
+
+    def batches(self, size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        for start in range(0, len(self), size):
+            part = self.take(slice(start, start + size))
+            yield part.arrays, part.labels
+
+    def first(self, n: int) -> dict[str, np.ndarray]:
+        """``n`` samples for timing; a data set smaller than ``n`` is repeated."""
+        index = np.arange(n) % len(self)
+        return {k: np.ascontiguousarray(v[index]) for k, v in self.arrays.items()}

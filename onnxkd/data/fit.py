@@ -1,0 +1,84 @@
+"""Check that a data set fits a model and cast it to the input dtypes; every refusal names the input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxkd.data.dataset import Dataset
+from onnxkd.data.spec import InputSpec
+from onnxkd.errors import OnnxkdError
+
+UNNAMED = "arr_0"  # the key numpy gives an array saved without a name: np.savez(path, array)
+
+
+def fit_to_model(data: Dataset, specs: list[InputSpec]) -> Dataset:
+    """A copy of ``data`` keyed by input name, cast to each input's dtype, with int64 labels."""
+    arrays = _match_names(data, specs)
+    where = f"{data.source}: " if data.source else ""
+    n = None
+    fitted = {}
+    for spec in specs:
+        array = arrays[spec.name]
+        shown = spec.name if data.origin.get(spec.name, spec.name) == spec.name else f"{spec.name} (array {UNNAMED})"
+        fitted[spec.name] = _fit_array(array, spec, f"{where}input {shown!r}")
+        if n is None:
+            n = len(array)
+        elif len(array) != n:
+            raise OnnxkdError(f"{where}input {spec.name!r} has {len(array)} samples, other inputs have {n}")
+    if not n:
+        raise OnnxkdError(f"{where}input {specs[0].name!r} has no samples")
+    labels = None if data.labels is None else _fit_labels(data.labels, n, where)
+    return Dataset(fitted, labels, data.source)
+
+
+def _match_names(data: Dataset, specs: list[InputSpec]) -> dict[str, np.ndarray]:
+    names = [s.name for s in specs]
+    arrays = dict(data.arrays)
+    if len(specs) == 1 and list(arrays) == [UNNAMED]:
+        data.origin[names[0]] = UNNAMED
+        return {names[0]: arrays[UNNAMED]}
+    where = f"{data.source}: " if data.source else ""
+    unknown = [k for k in arrays if k not in names]
+    if unknown:
+        raise OnnxkdError(f"{where}unknown input name {unknown[0]!r}; the model's inputs are {', '.join(map(repr, names))}")
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        raise OnnxkdError(f"{where}no array for input {missing[0]!r}")
+    return arrays
+
+
+def _fit_array(array: np.ndarray, spec: InputSpec, label: str) -> np.ndarray:
+    if array.dtype.kind not in "biuf":
+        raise OnnxkdError(f"{label}: non-numeric array of dtype {array.dtype}, model expects {spec.describe()}")
+    if array.ndim != spec.rank:
+        raise OnnxkdError(
+            f"{label}: array of shape {list(array.shape)} has rank {array.ndim}, model expects {spec.describe()} "
+            "(samples on axis 0)"
+        )
+    # axis 0 counts samples; the model's batch dim only limits how many run at once
+    for axis, (want, got) in enumerate(zip(spec.shape[1:], array.shape[1:]), start=1):
+        if isinstance(want, int) and want != got:
+            raise OnnxkdError(f"{label}: dim {axis} is {got}, model expects {spec.describe()}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise OnnxkdError(f"{label}: {bad} NaN/Inf values")
+    if spec.dtype.kind in "iub" and array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+        raise OnnxkdError(f"{label}: non-integer values for a {spec.dtype} input")
+    with np.errstate(over="ignore"):
+        cast = np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+    if cast.dtype.kind == "f" and not np.isfinite(cast).all():  # e.g. float64 beyond float16's range
+        raise OnnxkdError(f"{label}: values overflow {spec.dtype}")
+    return cast
+
+
+def _fit_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
+    if labels.dtype.kind not in "iu":
+        raise OnnxkdError(f"{where}labels: expected integer class ids, got dtype {labels.dtype}")
+    labels = labels.reshape(-1) if labels.ndim == 2 and 1 in labels.shape else labels
+    if labels.ndim != 1:
+        raise OnnxkdError(f"{where}labels: expected a 1-D array of class ids, got shape {list(labels.shape)}")
+    if len(labels) != n:
+        raise OnnxkdError(f"{where}labels: {len(labels)} labels for {n} samples")
+    if len(labels) and labels.min() < 0:
+        raise OnnxkdError(f"{where}labels: negative class id {int(labels.min())}")
+    return labels.astype(np.int64)

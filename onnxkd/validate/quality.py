@@ -1,0 +1,95 @@
+"""Teacher-vs-student quality metrics: pure numpy, on outputs already computed for the whole data set."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def is_class_scores(output: np.ndarray) -> bool:
+    """[N, C] with C > 1 reads as class scores (logits or probabilities)."""
+    return output.ndim == 2 and output.shape[1] > 1
+
+
+def top1(scores: np.ndarray) -> np.ndarray:
+    return np.argmax(scores, axis=1)
+
+
+def softmax(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def kl_divergence(teacher: np.ndarray, student: np.ndarray) -> float:
+    """Mean over samples of KL(softmax(teacher) || softmax(student)), in nats: the distillation loss's view."""
+    p = softmax(teacher.astype(np.float64))
+    log_p = np.log(np.clip(p, 1e-300, None))
+    log_q = np.log(np.clip(softmax(student.astype(np.float64)), 1e-300, None))
+    return float(np.mean(np.sum(p * (log_p - log_q), axis=-1)))
+
+
+def cosine(teacher: np.ndarray, student: np.ndarray) -> float:
+    """Cosine similarity of the whole output, flattened (1.0 = same direction)."""
+    a, b = teacher.astype(np.float64).ravel(), student.astype(np.float64).ravel()
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    if denom == 0:
+        return 1.0 if np.array_equal(a, b) else 0.0
+    return float(np.dot(a, b) / denom)
+
+
+def output_metrics(name: str, teacher: np.ndarray, student: np.ndarray) -> dict:
+    finite = np.isfinite(teacher) & np.isfinite(student) if teacher.dtype.kind == "f" else np.ones(teacher.shape, bool)
+    diff = np.abs(teacher.astype(np.float64) - student.astype(np.float64))[finite]
+    metrics = {
+        "name": name,
+        "shape": list(teacher.shape),
+        "max_abs_error": float(diff.max()) if diff.size else None,
+        "mean_abs_error": float(diff.mean()) if diff.size else None,
+        "cosine": cosine(np.where(finite, teacher, 0), np.where(finite, student, 0)),
+        "kl": None,
+        "top1_agreement": None,
+        "teacher_nonfinite": nonfinite(teacher),
+        "student_nonfinite": nonfinite(student),
+    }
+    if is_class_scores(teacher) and teacher.dtype.kind == "f":
+        metrics["top1_agreement"] = float(np.mean(top1(teacher) == top1(student)))
+        if finite.all():
+            metrics["kl"] = kl_divergence(teacher, student)
+    return metrics
+
+
+def nonfinite(array: np.ndarray) -> dict:
+    if array.dtype.kind != "f":
+        return {"nan": 0, "inf": 0}
+    return {"nan": int(np.isnan(array).sum()), "inf": int(np.isinf(array).sum())}
+
+
+def bootstrap_mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> list[float]:
+    """Percentile bootstrap CI of the mean of per-sample values (e.g. correct_t - correct_s per sample)."""
+    values = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))
+    means = values[index].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
+
+
+def accuracy_comparison(teacher: np.ndarray, student: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
+    """Accuracies and the drop (teacher - student) with a paired bootstrap CI: same samples for both models."""
+    correct_t = (top1(teacher) == labels).astype(np.float64)
+    correct_s = (top1(student) == labels).astype(np.float64)
+    drop = correct_t - correct_s
+    return {
+        "teacher": float(correct_t.mean()),
+        "student": float(correct_s.mean()),
+        "drop": float(drop.mean()),
+        "drop_ci95": bootstrap_mean_ci(drop, seed),
+        "n": int(len(labels)),
+    }
+
+
+def agreement(teacher: np.ndarray, student: np.ndarray, seed: int = 0) -> dict:
+    same = (top1(teacher) == top1(student)).astype(np.float64)
+    return {"top1": float(same.mean()), "top1_ci95": bootstrap_mean_ci(same, seed), "n": int(len(same))}

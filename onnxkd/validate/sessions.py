@@ -1,0 +1,77 @@
+"""onnxruntime sessions for teacher and student, built from one ``SessionConfig`` so they are comparable."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import onnxruntime as ort
+
+from onnxkd.errors import OnnxkdError
+
+PROVIDERS = {
+    "tensorrt": "TensorrtExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+}
+OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    provider: str = "auto"  # auto | cpu | cuda | tensorrt
+    threads: int = 0  # intra-op threads; 0 = onnxruntime's default (one per physical core)
+    graph_opt: str = "all"  # disable | basic | extended | all
+
+    def to_dict(self) -> dict:
+        return {"provider": self.provider, "threads": self.threads, "graph_optimization_level": self.graph_opt,
+                "providers": resolve_providers(self.provider)}
+
+
+def resolve_providers(provider: str) -> list[str]:
+    """Execution providers in priority order; CPU stays last as onnxruntime's fallback for unsupported nodes."""
+    available = ort.get_available_providers()
+    if provider == "auto":
+        return [p for p in PROVIDERS.values() if p in available]
+    if provider not in PROVIDERS:
+        raise OnnxkdError(f"--provider {provider!r}: choose from auto, {', '.join(PROVIDERS)}")
+    wanted = PROVIDERS[provider]
+    if wanted not in available:
+        raise OnnxkdError(
+            f"--provider {provider}: {wanted} is not available in this onnxruntime "
+            f"(available: {', '.join(available)})"
+        )
+    return [wanted] + ([] if wanted == PROVIDERS["cpu"] else [PROVIDERS["cpu"]])
+
+
+def session_options(config: SessionConfig) -> ort.SessionOptions:
+    if config.graph_opt not in OPT_LEVELS:
+        raise OnnxkdError(f"--graph-opt {config.graph_opt!r}: choose from {', '.join(OPT_LEVELS)}")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = OPT_LEVELS[config.graph_opt]
+    options.intra_op_num_threads = config.threads
+    options.inter_op_num_threads = 1  # sequential execution: parallel branches would add timing noise
+    options.log_severity_level = 3  # onnxruntime warnings go to stderr and would break the one-line error rule
+    return options
+
+
+def create_session(source: str | bytes, config: SessionConfig, label: str) -> tuple[ort.InferenceSession, float]:
+    """The session and its creation time in ms (load + graph optimisation + kernel setup)."""
+    providers = resolve_providers(config.provider)
+    options = session_options(config)
+    start = time.perf_counter_ns()
+    try:
+        session = ort.InferenceSession(source, sess_options=options, providers=providers)
+    except Exception as exc:  # onnxruntime raises Fail/InvalidGraph/RuntimeException: all a bad model
+        raise OnnxkdError(f"{label}: onnxruntime cannot load the model ({_first_line(exc)})") from None
+    return session, (time.perf_counter_ns() - start) / 1e6
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:240] if lines else type(exc).__name__

@@ -1,0 +1,346 @@
+"""The architecture zoo: small torch models of each family onnxkd must handle, and their ONNX exports.
+
+Each family is defined here (no torchvision/timm/transformers) at a size that exports and runs in
+well under a second, and is exported with BOTH torch exporters: the legacy TorchScript one
+(``dynamo=False``: deduplicated initializers behind Identity, opset 17) and the dynamo one
+(``dynamo=True``: value_info for every tensor, weights optionally in an external ``.data`` file).
+
+``export(name, folder, dynamo=...)`` caches by path, so a test session exports each model once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+# --------------------------------------------------------------------------- CNN building blocks
+
+
+def conv_bn_act(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: type = nn.ReLU) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        act(),
+    )
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1, groups: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, groups=groups, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.down = None
+        if stride != 1 or cin != cout:
+            self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.down is None else self.down(x)
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + identity)
+
+
+class ResNetTiny(nn.Module):
+    """Residual Adds couple the channels of a whole stage; a downsample branch starts a new group."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16, groups: int = 1):
+        super().__init__()
+        self.stem = conv_bn_act(3, width)
+        self.layer1 = nn.Sequential(BasicBlock(width, width, groups=groups), BasicBlock(width, width, groups=groups))
+        self.layer2 = nn.Sequential(BasicBlock(width, 2 * width, 2, groups=groups), BasicBlock(2 * width, 2 * width, groups=groups))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x):
+        x = self.layer2(self.layer1(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+class SqueezeExcite(nn.Module):
+    def __init__(self, channels: int, reduced: int):
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, reduced, 1)
+        self.fc2 = nn.Conv2d(reduced, channels, 1)
+
+    def forward(self, x):
+        scale = F.adaptive_avg_pool2d(x, 1)
+        scale = F.hardsigmoid(self.fc2(F.relu(self.fc1(scale))))
+        return x * scale
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, expand: int, stride: int, act: type, se: bool):
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = [conv_bn_act(cin, hidden, 1, act=act), conv_bn_act(hidden, hidden, 3, stride, groups=hidden, act=act)]
+        if se:
+            layers.append(SqueezeExcite(hidden, max(4, hidden // 4)))
+        layers += [nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        out = self.block(x)
+        return x + out if self.residual else out
+
+
+class MobileNetV2Tiny(nn.Module):
+    """Depthwise convs (group == channels) and ReLU6 (Clip)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn_act(3, 16, stride=2, act=nn.ReLU6)
+        self.blocks = nn.Sequential(
+            InvertedResidual(16, 16, 4, 1, nn.ReLU6, se=False),
+            InvertedResidual(16, 24, 4, 2, nn.ReLU6, se=False),
+            InvertedResidual(24, 24, 4, 1, nn.ReLU6, se=False),
+        )
+        self.head = conv_bn_act(24, 64, 1, act=nn.ReLU6)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        x = self.head(self.blocks(self.stem(x)))
+        return self.classifier(x.mean((2, 3)))
+
+
+class MobileNetV3Tiny(nn.Module):
+    """Squeeze-excitation gates, hardswish/hardsigmoid."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn_act(3, 16, stride=2, act=nn.Hardswish)
+        self.blocks = nn.Sequential(
+            InvertedResidual(16, 16, 3, 1, nn.ReLU, se=True),
+            InvertedResidual(16, 24, 3, 2, nn.Hardswish, se=True),
+            InvertedResidual(24, 24, 3, 1, nn.Hardswish, se=True),
+        )
+        self.head = nn.Sequential(nn.Linear(24, 48), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(48, num_classes))
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1)
+        return self.head(torch.flatten(x, 1))
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, cin: int, growth: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(cin)
+        self.conv = nn.Conv2d(cin, growth, 3, 1, 1, bias=False)
+
+    def forward(self, x):
+        return torch.cat([x, self.conv(F.relu(self.bn(x)))], 1)
+
+
+class DenseNetTiny(nn.Module):
+    """Concat on the channel axis: consumers see the producers' channels at offsets."""
+
+    def __init__(self, num_classes: int = 10, growth: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.block1 = nn.Sequential(DenseLayer(16, growth), DenseLayer(16 + growth, growth), DenseLayer(16 + 2 * growth, growth))
+        c = 16 + 3 * growth
+        self.transition = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, 24, 1, bias=False), nn.AvgPool2d(2))
+        self.block2 = nn.Sequential(DenseLayer(24, growth), DenseLayer(24 + growth, growth))
+        self.norm = nn.BatchNorm2d(24 + 2 * growth)
+        self.fc = nn.Linear(24 + 2 * growth, num_classes)
+
+    def forward(self, x):
+        x = self.block2(self.transition(self.block1(self.stem(x))))
+        x = F.relu(self.norm(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class UNetTiny(nn.Module):
+    """ConvTranspose and Resize upsampling, Concat skips, a dense (segmentation) output."""
+
+    def __init__(self, num_classes: int = 3):
+        super().__init__()
+        self.enc1 = nn.Sequential(conv_bn_act(3, 16), conv_bn_act(16, 16))
+        self.enc2 = nn.Sequential(conv_bn_act(16, 32), conv_bn_act(32, 32))
+        self.bottom = conv_bn_act(32, 64)
+        self.up2 = nn.ConvTranspose2d(64, 32, 2, 2)
+        self.dec2 = conv_bn_act(64, 32)
+        self.dec1 = conv_bn_act(32 + 16, 16)
+        self.out = nn.Conv2d(16, num_classes, 1)
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.max_pool2d(e1, 2))
+        b = self.bottom(F.max_pool2d(e2, 2))
+        d2 = self.dec2(torch.cat([self.up2(b), e2], 1))
+        d1 = F.interpolate(d2, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return self.out(self.dec1(torch.cat([d1, e1], 1)))
+
+
+class ResNeXtTiny(ResNetTiny):
+    """Grouped 3x3 convs (group=4): a kept-channel set must keep every group equally wide."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__(num_classes, width=16, groups=4)
+
+
+# --------------------------------------------------------------------------- transformers
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, causal: bool):
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, d = x.shape
+        h = self.heads
+
+        def split(y):
+            return y.reshape(b, t, h, d // h).transpose(1, 2)
+
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // h)
+        if self.causal:
+            mask = torch.triu(torch.ones(t, t, dtype=torch.bool, device=x.device), 1)
+            scores = scores.masked_fill(mask, float("-inf"))
+        out = torch.softmax(scores, -1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp: int, causal: bool):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = SelfAttention(dim, heads, causal)
+        self.ln2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, mlp)
+        self.fc2 = nn.Linear(mlp, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class TransformerEncoderTiny(nn.Module):
+    """BERT-style: token + position embeddings, post-blocks LayerNorm, mean-pooled classifier."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2, num_classes: int = 5, max_len: int = 16):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
+        self.blocks = nn.Sequential(*[TransformerBlock(dim, heads, mlp, causal=False) for _ in range(layers)])
+        self.ln = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, ids):
+        x = self.tok(ids) + self.pos[:, : ids.shape[1]]
+        return self.head(self.ln(self.blocks(x)).mean(1))
+
+
+class GPTTiny(nn.Module):
+    """Decoder: causal mask (Trilu + Where), positions from arange (Range), tied LM head."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2, max_len: int = 16):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Embedding(max_len, dim)
+        self.blocks = nn.Sequential(*[TransformerBlock(dim, heads, mlp, causal=True) for _ in range(layers)])
+        self.ln = nn.LayerNorm(dim)
+        self.lm_head = nn.Linear(dim, vocab, bias=False)
+
+    def forward(self, ids):
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        x = self.blocks(self.tok(ids) + self.pos(positions))
+        return self.lm_head(self.ln(x))
+
+
+# --------------------------------------------------------------------------- the zoo
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    build: Callable[[], nn.Module]
+    example_input: Callable[[int], torch.Tensor]  # batch size -> input
+    family: str  # "cnn" or "transformer"
+
+
+def _image(size: int) -> Callable[[int], torch.Tensor]:
+    return lambda batch: torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
+
+
+def _tokens(length: int, vocab: int = 50) -> Callable[[int], torch.Tensor]:
+    return lambda batch: torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(batch))
+
+
+ZOO: dict[str, Arch] = {
+    arch.name: arch
+    for arch in [
+        Arch("resnet", ResNetTiny, _image(32), "cnn"),
+        Arch("mobilenetv2", MobileNetV2Tiny, _image(32), "cnn"),
+        Arch("mobilenetv3", MobileNetV3Tiny, _image(32), "cnn"),
+        Arch("densenet", DenseNetTiny, _image(32), "cnn"),
+        Arch("unet", UNetTiny, _image(32), "cnn"),
+        Arch("resnext", ResNeXtTiny, _image(32), "cnn"),
+        Arch("transformer", TransformerEncoderTiny, _tokens(12), "transformer"),
+        Arch("gpt", GPTTiny, _tokens(12), "transformer"),
+    ]
+}
+
+EXPORTERS = ("legacy", "dynamo")
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    """The model with deterministic, non-trivial weights (BN stats randomised so BN is not identity)."""
+    torch.manual_seed(seed)
+    model = ZOO[name].build()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_data: bool = False) -> Path:
+    """Export zoo model ``name`` to ``folder/<name>-<exporter>.onnx`` (cached) with a dynamic batch axis."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = "-ext" if external_data else ""
+    path = folder / f"{name}-{exporter}{suffix}.onnx"
+    if path.exists():
+        return path
+    model = build(name)
+    example = ZOO[name].example_input(2)
+    input_name = "input" if ZOO[name].family == "cnn" else "input_ids"
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "legacy":
+            torch.onnx.export(
+                model, (example,), str(path), dynamo=False, opset_version=17,
+                input_names=[input_name], output_names=["output"],
+                dynamic_axes={input_name: {0: "batch"}, "output": {0: "batch"}},
+            )
+        elif exporter == "dynamo":
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, input_names=[input_name], output_names=["output"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), verbose=False,
+            )
+            program.save(str(path), external_data=external_data)
+        else:
+            raise ValueError(f"unknown exporter {exporter!r}")
+    return path
