@@ -19,6 +19,7 @@ _API = {
     "to_torch": "onnxkd.torch_bridge:to_torch",
     "write_back": "onnxkd.torch_bridge:write_back",
     "OnnxModule": "onnxkd.torch_bridge:OnnxModule",
+    "validate": "onnxkd.validate.api:validate",
 }
 
 __all__ = sorted(_API)

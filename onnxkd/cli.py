@@ -16,6 +16,7 @@ from onnxkd.errors import OnnxkdError
 
 # command name -> module in onnxkd.commands defining a click command called `command`
 COMMANDS: dict[str, str] = {
+    "validate": "validate",
 }
 
 
@@ -48,7 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line `Error: ...` and exit 2 (no traceback)."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="onnxkd", standalone_mode=False)
+        # Without standalone mode click hands back ctx.exit(code) as a return value instead of exiting.
+        code = cli.main(args=argv, prog_name="onnxkd", standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -26,8 +26,8 @@ def run_dataset(session: ort.InferenceSession, data: Dataset, specs: list[InputS
         if fixed and n < size:
             pad = np.arange(size) % n
             arrays = {k: v[pad] for k, v in arrays.items()}
-        outputs = run_once(session, arrays, label)
-        chunks.append([o[:n] if o.ndim and o.shape[0] == size else o for o in outputs])
+        outputs = [np.atleast_1d(o) for o in run_once(session, arrays, label)]  # scalars cannot be concatenated
+        chunks.append([o[:n] if o.shape[0] == size else o for o in outputs])
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 

@@ -12,7 +12,8 @@ from typing import Callable
 
 import numpy as np
 
-BOOTSTRAP_RESAMPLES = 2000
+from onnxkd.validate.bootstrap import paired_ci
+
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
@@ -84,12 +85,12 @@ def speedup(teacher_ms: list[float], student_ms: list[float], seed: int = 0, lev
     """teacher p50 / student p50, with a bootstrap CI resampling the interleaved (teacher, student) pairs."""
     t = np.asarray(teacher_ms, dtype=np.float64)
     s = np.asarray(student_ms, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(t), size=(BOOTSTRAP_RESAMPLES, len(t)))
-    ratios = np.median(t[index], axis=1) / np.median(s[index], axis=1)
-    tail = (1 - level) / 2 * 100
     return {
         "p50": float(np.median(t) / np.median(s)),
-        "ci95": [float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))],
+        "ci95": paired_ci(t, s, _ratio_of_medians, seed, level),
         "mean": float(t.mean() / s.mean()),
     }
+
+
+def _ratio_of_medians(teacher: np.ndarray, student: np.ndarray) -> np.ndarray:
+    return np.median(teacher, axis=1) / np.median(student, axis=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-BOOTSTRAP_RESAMPLES = 2000
+from onnxkd.validate.bootstrap import mean_ci
 
 
 def is_class_scores(output: np.ndarray) -> bool:
@@ -66,16 +66,6 @@ def nonfinite(array: np.ndarray) -> dict:
     return {"nan": int(np.isnan(array).sum()), "inf": int(np.isinf(array).sum())}
 
 
-def bootstrap_mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> list[float]:
-    """Percentile bootstrap CI of the mean of per-sample values (e.g. correct_t - correct_s per sample)."""
-    values = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(values), size=(BOOTSTRAP_RESAMPLES, len(values)))
-    means = values[index].mean(axis=1)
-    tail = (1 - level) / 2 * 100
-    return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
-
-
 def accuracy_comparison(teacher: np.ndarray, student: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
     """Accuracies and the drop (teacher - student) with a paired bootstrap CI: same samples for both models."""
     correct_t = (top1(teacher) == labels).astype(np.float64)
@@ -85,11 +75,11 @@ def accuracy_comparison(teacher: np.ndarray, student: np.ndarray, labels: np.nda
         "teacher": float(correct_t.mean()),
         "student": float(correct_s.mean()),
         "drop": float(drop.mean()),
-        "drop_ci95": bootstrap_mean_ci(drop, seed),
+        "drop_ci95": mean_ci(drop, seed),
         "n": int(len(labels)),
     }
 
 
 def agreement(teacher: np.ndarray, student: np.ndarray, seed: int = 0) -> dict:
     same = (top1(teacher) == top1(student)).astype(np.float64)
-    return {"top1": float(same.mean()), "top1_ci95": bootstrap_mean_ci(same, seed), "n": int(len(same))}
+    return {"top1": float(same.mean()), "top1_ci95": mean_ci(same, seed), "n": int(len(same))}

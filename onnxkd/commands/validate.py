@@ -1,0 +1,125 @@
+"""``onnxkd validate``: measure teacher and student on onnxruntime, report, and gate a pipeline."""
+
+from __future__ import annotations
+
+import click
+
+from onnxkd.errors import OnnxkdError
+
+GATE_HELP = "Exit 1 unless"
+
+
+@click.command(name="validate", short_help="Measure a student against its teacher.")
+@click.argument("teacher", type=click.Path(dir_okay=False))
+@click.argument("student", type=click.Path(dir_okay=False))
+@click.option("--data", type=click.Path(), help="An .npz of arrays keyed by input name (+ optional int `labels`), or an image folder DIR/<class>/*.png|jpg.")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write report.json, report.md and report.html here.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True, help="Execution provider; auto = best available.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Intra-op threads (0 = onnxruntime default).")
+@click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all", show_default=True, help="onnxruntime graph optimisation level.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Batch for quality runs and the second latency measurement (the first is batch 1).")
+@click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per model, at most (see --time-budget).")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs per model before timing.")
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True, help="Seconds of timed runs per model and batch size, at most.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D0,D1,...", help="Fix an input's dynamic dims for random inputs and MACs (repeatable).")
+@click.option("--image-size", metavar="H[,W]", help="Image folder: resize to this (default: the model's input size, else 224).")
+@click.option("--mean", metavar="R,G,B", default="0.485,0.456,0.406", show_default=True, help="Image folder: per-channel mean of pixels in [0, 1].")
+@click.option("--std", metavar="R,G,B", default="0.229,0.224,0.225", show_default=True, help="Image folder: per-channel std.")
+@click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True, help="Image folder: channel order.")
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True, help="Image folder: tensor layout.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), help=f"{GATE_HELP} teacher - student accuracy <= X (fraction: 0.01 = 1 point).")
+@click.option("--min-agreement", type=click.FloatRange(0, 1), help=f"{GATE_HELP} top-1 agreement >= X (fraction).")
+@click.option("--min-speedup", type=click.FloatRange(min=0), help=f"{GATE_HELP} the p50 speed-up at batch 1 >= X.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs and bootstrap intervals.")
+def command(teacher, student, data, report_dir, provider, threads, graph_opt, batch_size, runs,
+            warmup, time_budget, input_shapes, image_size, mean, std, channel_order, layout, max_accuracy_drop,
+            min_agreement, min_speedup, seed) -> None:
+    """Compare a student with its teacher on onnxruntime: accuracy, agreement, latency, MACs.
+
+    Exit code 0 when all gates pass, 1 when one fails, 2 for bad input.
+
+    \b
+    Example:
+      onnxkd validate teacher.onnx student.onnx --data val.npz --report out/ \\
+          --max-accuracy-drop 0.01 --min-speedup 1.5
+    """
+    from rich.console import Console
+
+    from onnxkd.data import ImageOptions
+    from onnxkd.report import write_report
+    from onnxkd.report.terminal import render
+    from onnxkd.validate.api import validate
+    from onnxkd.validate.gates import GateFailed
+
+    options = ImageOptions(size=_size(image_size), mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
+                           channel_order=channel_order, layout=layout)
+    console = Console()
+    with _progress(Console(stderr=True)) as progress:
+        result = validate(
+            teacher, student, data, batch_size=batch_size, provider=provider, threads=threads, graph_opt=graph_opt,
+            input_shapes=list(input_shapes), image_options=options, warmup=warmup, runs=runs, budget_s=time_budget,
+            max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, min_speedup=min_speedup, seed=seed,
+            progress=progress,
+        )
+    r = result.to_dict()
+    render(r, console)
+    if report_dir:
+        paths = write_report(r, report_dir)
+        console.print(f"Report: {', '.join(str(p) for p in paths)}", highlight=False)
+    if not result.passed:
+        # an exception, not ctx.exit(1): onnxkd.cli.main runs click with standalone_mode=False, which would
+        # turn ctx.exit's code into a return value and exit 0
+        raise GateFailed([g for g in r["gates"] if not g["passed"]])
+
+
+class _progress:
+    """A rich progress bar (stage, it/s, ETA) on a terminal; nothing when output is piped or tested."""
+
+    def __init__(self, console):
+        self.console, self.bar, self.tasks = console, None, {}
+
+    def __enter__(self):
+        if not self.console.is_terminal:
+            return None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"),
+                            TimeRemainingColumn(), console=self.console, transient=True)
+        self.bar.__enter__()
+        return self.update
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=total, rate="")
+        task = self.tasks[stage]
+        self.bar.update(task, completed=done)
+        speed = self.bar.tasks[task].speed
+        self.bar.update(task, rate=f"{speed:,.0f} it/s" if speed else "")
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+        return False
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise OnnxkdError(f"{flag} {text!r}: expected comma-separated numbers") from None
+    if flag == "--std" and any(v <= 0 for v in values):
+        raise OnnxkdError(f"{flag} {text!r}: values must be positive")
+    return values
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        dims = [int(v) for v in text.replace("x", ",").split(",")]
+        if len(dims) not in (1, 2) or min(dims) < 1:
+            raise ValueError
+    except ValueError:
+        raise OnnxkdError(f"--image-size {text!r}: expected H or H,W in pixels") from None
+    return (dims[0], dims[-1])

@@ -1,0 +1,34 @@
+"""The compact terminal view: summary and gates as rich tables, then warnings."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from onnxkd.report.tables import Table, gates, quality, summary
+
+
+def render(r: dict, console: Console) -> None:
+    console.print(_rich(summary(r)))
+    if r.get("quality") and len(r["quality"]) > 1:
+        console.print(_rich(quality(r)))
+    gate_table = gates(r)
+    if gate_table.rows:
+        console.print(_rich(gate_table, status_column=3))
+    for warning in r.get("warnings", []):
+        console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+
+
+def _rich(table: Table, status_column: int | None = None) -> RichTable:
+    out = RichTable(title=table.title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold",
+                     pad_edge=False)
+    for i, header in enumerate(table.headers):
+        out.add_column(header, justify="left" if i < table.left else "right", no_wrap=True)
+    for row in table.rows:
+        cells = list(row)
+        if status_column is not None:
+            colour = "green" if cells[status_column] == "PASS" else "bold red"
+            cells[status_column] = f"[{colour}]{cells[status_column]}[/]"
+        out.add_row(*cells)
+    return out

@@ -1,0 +1,236 @@
+"""``validate(teacher, student, data=...)``: measure both models on onnxruntime and compare them.
+
+The story: load both models -> fit the data -> create sessions alike -> quality on the data ->
+interleaved latency at batch 1 and at ``batch_size`` -> static counts -> gates. Nothing is written
+here; the report layer renders the returned result.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from onnxkd.data import Dataset, ImageOptions, InputSpec, fit_to_model, input_specs, load_data, parse_input_shapes
+from onnxkd.data import random_inputs
+from onnxkd.errors import OnnxkdError
+from onnxkd.model import ModelLike
+from onnxkd.validate import latency, quality, static
+from onnxkd.validate.environment import environment
+from onnxkd.validate.gates import Gates, evaluate
+from onnxkd.validate.inference import batch_limit, run_dataset, run_once
+from onnxkd.validate.latency import LatencyProtocol, Progress
+from onnxkd.validate.loaded import LoadedModel, load_model
+from onnxkd.validate.result import ModelFigures, ValidationResult
+from onnxkd.validate.sessions import SessionConfig, create_session
+
+DataLike = str | os.PathLike | Dataset | Mapping[str, np.ndarray] | None
+
+
+def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, batch_size: int = 8,
+             provider: str = "auto", threads: int = 0, graph_opt: str = "all",
+             input_shapes: Mapping[str, Sequence[int]] | Iterable[str] | None = None,
+             image_options: ImageOptions | None = None, warmup: int = 5, runs: int = 50, budget_s: float = 2.0,
+             max_accuracy_drop: float | None = None, min_agreement: float | None = None,
+             min_speedup: float | None = None, seed: int = 0, progress: Progress | None = None) -> ValidationResult:
+    """Compare ``student`` with ``teacher``: quality on ``data``, latency, static counts, gates.
+
+    ``data`` is an .npz path, an image folder, a ``Dataset`` or a dict of arrays keyed by input name
+    (optionally ``labels``); without it, latency runs on random inputs and quality is omitted.
+    """
+    if batch_size < 1 or runs < 1 or warmup < 0 or budget_s <= 0:
+        raise OnnxkdError("batch size and runs must be >= 1, warm-up >= 0 and the time budget > 0")
+    gates = Gates(max_accuracy_drop, min_agreement, min_speedup)
+    t_model, s_model = load_model(teacher, "teacher"), load_model(student, "student")
+    specs = _common_inputs(input_specs(t_model.proto), input_specs(s_model.proto))
+    overrides = _input_shapes(input_shapes, specs)
+    dataset = _dataset(data, specs, image_options)
+    gates.check_measurable(dataset is not None, dataset is not None and dataset.labels is not None)
+
+    config = SessionConfig(provider, threads, graph_opt)
+    t_session, t_create_ms = create_session(t_model.source, config, "teacher")
+    s_session, s_create_ms = create_session(s_model.source, config, "student")
+
+    batch_one = batch_limit(specs, 1)
+    batched = batch_limit(specs, batch_size)
+    feeds_one = _feeds(dataset, specs, overrides, batch_one, seed)
+    t_first_ms = latency.time_once(lambda: run_once(t_session, feeds_one, "teacher"))
+    s_first_ms = latency.time_once(lambda: run_once(s_session, feeds_one, "student"))
+    _check_outputs(run_once(t_session, feeds_one, "teacher"), run_once(s_session, feeds_one, "student"))
+
+    result_quality, accuracy, agreement, warnings = [], None, None, []
+    if dataset is not None:
+        if progress:
+            progress("quality", 0, 1)
+        t_out = run_dataset(t_session, dataset, specs, batch_size, "teacher")
+        s_out = run_dataset(s_session, dataset, specs, batch_size, "student")
+        result_quality, accuracy, agreement, warnings = _quality(t_session, t_out, s_out, dataset.labels, seed)
+        if progress:
+            progress("quality", 1, 1)
+
+    protocol = LatencyProtocol(warmup=warmup, runs=runs, budget_s=budget_s)
+    lat_one = _latency_pair(t_session, s_session, feeds_one, batch_one, protocol, progress)
+    lat_batched = None
+    if batched != batch_one:
+        feeds_b = _feeds(dataset, specs, overrides, batched, seed)
+        lat_batched = _latency_pair(t_session, s_session, feeds_b, batched, protocol, progress)
+
+    measured = {k: tuple(v.shape) for k, v in feeds_one.items()}
+    t_fig = _figures(t_model, specs, measured, t_session, t_create_ms, t_first_ms)
+    s_fig = _figures(s_model, specs, measured, s_session, s_create_ms, s_first_ms)
+    t_fig.latency_ms, s_fig.latency_ms = lat_one["teacher"], lat_one["student"]
+    if lat_batched:
+        t_fig.latency_ms_batched, s_fig.latency_ms_batched = lat_batched["teacher"], lat_batched["student"]
+    if accuracy is not None:
+        t_fig.accuracy, s_fig.accuracy = accuracy["teacher"], accuracy["student"]
+
+    speedup = dict(lat_one["speedup"], batch_size=batch_one)
+    speedup["macs_reduction"] = _ratio(t_fig.macs, s_fig.macs)
+    speedup["params_reduction"] = _ratio(t_fig.params, s_fig.params)
+    speedup["batched"] = dict(lat_batched["speedup"], batch_size=batched) if lat_batched else None
+    warnings += _speed_warnings(speedup, t_fig, s_fig)
+
+    gate_results = evaluate(gates, accuracy["drop"] if accuracy else None,
+                            agreement["top1"] if agreement else None, speedup["p50"])
+    channels = static.compare_channels(static.channels_per_layer(t_model.proto), static.channels_per_layer(s_model.proto))
+    run_config = {
+        "session": config.to_dict(),
+        "latency": protocol.to_dict(),
+        "batch_size": batched,
+        "seed": seed,
+        "gates": gates.to_dict(),
+    }
+    data_info = None
+    if dataset is not None:
+        data_info = {"source": dataset.source, "n": len(dataset), "labels": dataset.labels is not None}
+    return ValidationResult(
+        teacher=t_fig, student=s_fig, speedup=speedup,
+        environment=environment(config.to_dict(), t_session.get_providers()),
+        config=run_config, agreement=agreement, accuracy=accuracy, quality=result_quality,
+        channels=channels, gates=gate_results, warnings=warnings, data=data_info,
+    )
+
+
+def _common_inputs(teacher: list[InputSpec], student: list[InputSpec]) -> list[InputSpec]:
+    t_names, s_names = [s.name for s in teacher], [s.name for s in student]
+    if sorted(t_names) != sorted(s_names):
+        raise OnnxkdError(f"teacher inputs {t_names} and student inputs {s_names} differ; they must be fed the same data")
+    if not teacher:
+        raise OnnxkdError("teacher: the model has no inputs to feed")
+    for t in teacher:
+        s = next(x for x in student if x.name == t.name)
+        if t.dtype != s.dtype or t.rank != s.rank:
+            raise OnnxkdError(f"input {t.name!r}: teacher expects {t.describe()}, student {s.describe()}")
+    return teacher
+
+
+def _input_shapes(shapes, specs: list[InputSpec]) -> dict[str, tuple[int, ...]]:
+    if shapes is None:
+        return {}
+    parsed = dict(shapes) if isinstance(shapes, Mapping) else parse_input_shapes(shapes)
+    names = [s.name for s in specs]
+    for name in parsed:
+        if name not in names:
+            raise OnnxkdError(f"--input-shape: unknown input name {name!r}; the model's inputs are {', '.join(map(repr, names))}")
+    return parsed
+
+
+def _dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptions | None) -> Dataset | None:
+    if data is None:
+        return None
+    if isinstance(data, Dataset):
+        return fit_to_model(data, specs)
+    if isinstance(data, Mapping):
+        arrays = {k: np.asarray(v) for k, v in data.items() if k != "labels"}
+        labels = None if data.get("labels") is None else np.asarray(data["labels"])
+        return fit_to_model(Dataset(arrays, labels, "data"), specs)
+    return load_data(Path(data), specs, image_options)
+
+
+def _feeds(dataset: Dataset | None, specs, overrides, batch: int, seed: int) -> dict[str, np.ndarray]:
+    if dataset is not None:
+        return dataset.first(batch)
+    return random_inputs(specs, overrides, batch=batch, seed=seed)
+
+
+def _check_outputs(teacher: list[np.ndarray], student: list[np.ndarray]) -> None:
+    if len(teacher) != len(student):
+        raise OnnxkdError(f"teacher has {len(teacher)} outputs, student {len(student)}; they cannot be compared")
+    for i, (t, s) in enumerate(zip(teacher, student)):
+        if t.shape != s.shape:
+            raise OnnxkdError(f"output {i}: teacher shape {list(t.shape)}, student shape {list(s.shape)} differ")
+
+
+def _quality(session, t_out, s_out, labels, seed: int):
+    names = [o.name for o in session.get_outputs()]
+    per_output = [quality.output_metrics(n, t, s) for n, t, s in zip(names, t_out, s_out)]
+    warnings = []
+    for m in per_output:
+        for who in ("teacher", "student"):
+            bad = m[f"{who}_nonfinite"]
+            if bad["nan"] or bad["inf"]:
+                warnings.append(f"{who} output {m['name']!r} has {bad['nan']} NaN and {bad['inf']} Inf values")
+    scores = next((i for i, t in enumerate(t_out) if quality.is_class_scores(t) and t.dtype.kind == "f"), None)
+    if scores is None:
+        if labels is not None:
+            warnings.append("labels given but no output looks like class scores [N, C]: accuracy omitted")
+        return per_output, None, None, warnings
+    t, s = t_out[scores], s_out[scores]
+    agreement = dict(quality.agreement(t, s, seed), output=names[scores])
+    accuracy = None
+    if labels is not None:
+        if labels.max() >= t.shape[1]:
+            raise OnnxkdError(f"labels: class id {int(labels.max())} >= the {t.shape[1]} scores of output {names[scores]!r}")
+        accuracy = dict(quality.accuracy_comparison(t, s, labels, seed), output=names[scores])
+    return per_output, accuracy, agreement, warnings
+
+
+def _latency_pair(t_session, s_session, feeds, batch: int, protocol: LatencyProtocol, progress) -> dict:
+    t_ms, s_ms = latency.time_interleaved(
+        lambda: t_session.run(None, feeds), lambda: s_session.run(None, feeds), protocol,
+        stage=f"latency batch {batch}", progress=progress,
+    )
+    return {
+        "teacher": latency.summarize(t_ms, batch),
+        "student": latency.summarize(s_ms, batch),
+        "speedup": latency.speedup(t_ms, s_ms),
+    }
+
+
+def _figures(model: LoadedModel, specs, measured, session, create_ms: float, first_ms: float) -> ModelFigures:
+    macs = static.count_macs(model.proto, measured)
+    return ModelFigures(
+        path=model.path, sha256=model.sha256, size_bytes=model.size_bytes,
+        params=static.count_params(model.proto), macs=macs["total"], macs_by_op=macs["by_op"],
+        macs_unknown_nodes=macs["unknown_nodes"], nodes=static.node_count(model.proto),
+        op_histogram=static.op_histogram(model.proto),
+        inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape), "measured_shape": list(measured[s.name])}
+                for s in specs],
+        outputs=[o.name for o in session.get_outputs()],
+        session_create_ms=create_ms, first_run_ms=first_ms,
+    )
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def _speed_warnings(speedup: dict, teacher: ModelFigures, student: ModelFigures) -> list[str]:
+    warnings = []
+    macs = f"MACs reduction {speedup['macs_reduction']:.2f}x" if speedup["macs_reduction"] else "MACs not counted"
+    for speed in (speedup, speedup["batched"]):
+        if speed is None:
+            continue
+        lo, hi = speed["ci95"]
+        where = f"speed-up p50 at batch {speed['batch_size']} {speed['p50']:.2f}x (95% CI {lo:.2f}-{hi:.2f})"
+        if speed["p50"] <= 1.0:
+            warnings.append(f"student is not faster than teacher: {where} with {macs}")
+        elif lo <= 1.0:
+            warnings.append(f"{where} is not significant (the interval includes 1) with {macs}")
+    for fig in (teacher, student):
+        if fig.macs_unknown_nodes:
+            warnings.append(f"MACs of {len(fig.macs_unknown_nodes)} node(s) of the {'teacher' if fig is teacher else 'student'} "
+                            "are unknown (shapes not inferable) and not counted")
+    return warnings

@@ -1,0 +1,57 @@
+"""Pass/fail thresholds for pipelines: exit code 1 when one fails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from onnxkd.errors import OnnxkdError
+
+
+class GateFailed(OnnxkdError):
+    """Raised by the CLI after the report is written: pipelines see exit code 1 and the failed gates."""
+
+    exit_code = 1
+
+    def __init__(self, failed: list[dict]):
+        shown = "; ".join(f"{g['name']} {_show(g['name'], g['value'])} (needs {g['op']} {_show(g['name'], g['threshold'])})"
+                          for g in failed)
+        super().__init__(f"{len(failed)} gate(s) failed: {shown}")
+
+
+def _show(name: str, value: float) -> str:
+    return f"{value:.2f}x" if "speed" in name else f"{value * 100:.2f}%"
+
+
+@dataclass(frozen=True)
+class Gates:
+    max_accuracy_drop: float | None = None  # teacher accuracy - student accuracy, as a fraction (0.01 = 1 point)
+    min_agreement: float | None = None  # top-1 agreement, fraction
+    min_speedup: float | None = None  # teacher p50 / student p50 at batch 1
+
+    def check_measurable(self, has_data: bool, has_labels: bool) -> None:
+        """Refuse up front a gate the run could not measure, rather than fail it after minutes of timing."""
+        if self.max_accuracy_drop is not None and not has_labels:
+            raise OnnxkdError("--max-accuracy-drop needs --data with labels")
+        if self.min_agreement is not None and not has_data:
+            raise OnnxkdError("--min-agreement needs --data")
+
+    def to_dict(self) -> dict:
+        return {"max_accuracy_drop": self.max_accuracy_drop, "min_agreement": self.min_agreement,
+                "min_speedup": self.min_speedup}
+
+
+def evaluate(gates: Gates, accuracy_drop: float | None, agreement: float | None, speedup: float | None) -> list[dict]:
+    results = []
+    checks = [
+        ("accuracy drop", "<=", gates.max_accuracy_drop, accuracy_drop),
+        ("top-1 agreement", ">=", gates.min_agreement, agreement),
+        ("speed-up p50", ">=", gates.min_speedup, speedup),
+    ]
+    for name, op, threshold, value in checks:
+        if threshold is None:
+            continue
+        if value is None:  # e.g. no class-score output to compute agreement from
+            raise OnnxkdError(f"gate {name}: the model's outputs do not allow measuring it (no [N, C] class scores)")
+        passed = value <= threshold if op == "<=" else value >= threshold
+        results.append({"name": name, "op": op, "threshold": threshold, "value": value, "passed": bool(passed)})
+    return results

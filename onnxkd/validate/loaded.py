@@ -1,0 +1,49 @@
+"""A model as validation needs it: the proto for static counts, what onnxruntime loads, and its identity."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from onnxkd import model as model_io
+from onnxkd.errors import OnnxkdError
+from onnxkd.validate.environment import sha256_bytes, sha256_file
+
+
+@dataclass
+class LoadedModel:
+    label: str  # "teacher" / "student", for error messages
+    proto: onnx.ModelProto
+    source: str | bytes  # a path keeps external data loadable by onnxruntime
+    path: str
+    sha256: str  # of the .onnx file (external weight files are counted in size_bytes, not hashed)
+    size_bytes: int
+
+
+def load_model(model: model_io.ModelLike, label: str) -> LoadedModel:
+    try:
+        loaded = model_io.load(model)
+    except OnnxkdError as exc:
+        raise OnnxkdError(f"{label} {exc}") from None
+    proto = ir.to_proto(loaded)
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        size = path.stat().st_size + sum(f.stat().st_size for f in _external_files(loaded, path.parent))
+        return LoadedModel(label, proto, str(path), str(path), sha256_file(path), size)
+    data = proto.SerializeToString()
+    return LoadedModel(label, proto, data, "<in memory>", sha256_bytes(data), len(data))
+
+
+def _external_files(model: ir.Model, folder: Path) -> set[Path]:
+    files = set()
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if isinstance(tensor, ir.ExternalTensor):
+            candidate = Path(tensor.base_dir or folder) / tensor.location
+            if candidate.exists():
+                files.add(candidate.resolve())
+    return files

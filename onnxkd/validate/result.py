@@ -1,0 +1,72 @@
+"""The validation result: plain dataclasses that serialise to report.json (the API, CLI and report share it).
+
+Bump SCHEMA_VERSION's major part when a field is renamed or removed, the minor part when one is added.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+SCHEMA_VERSION = "1.0"
+
+
+@dataclass
+class ModelFigures:
+    path: str
+    sha256: str
+    size_bytes: int
+    params: int
+    macs: int
+    macs_by_op: dict[str, int]
+    macs_unknown_nodes: list[str]
+    nodes: int
+    op_histogram: dict[str, int]
+    inputs: list[dict]  # name, dtype, shape (model's, with symbols) and measured_shape
+    outputs: list[str]
+    session_create_ms: float | None = None
+    first_run_ms: float | None = None
+    accuracy: float | None = None  # fraction 0-1 on --data labels
+    latency_ms: dict | None = None  # batch 1: p50, p90, p95, p99, mean, std, cv, n, samples, ...
+    latency_ms_batched: dict | None = None  # same at --batch-size (None when the model fixes batch 1)
+
+
+@dataclass
+class ValidationResult:
+    teacher: ModelFigures
+    student: ModelFigures
+    speedup: dict  # p50, ci95, mean, macs_reduction, params_reduction, batched {...}
+    environment: dict
+    config: dict
+    agreement: dict | None = None  # top1, top1_ci95, n, output
+    accuracy: dict | None = None  # teacher, student, drop, drop_ci95, n, output
+    quality: list[dict] = field(default_factory=list)  # one entry per output
+    channels: list[dict] = field(default_factory=list)  # layer, op_type, teacher, student, kept
+    gates: list[dict] = field(default_factory=list)  # name, op, threshold, value, passed
+    warnings: list[str] = field(default_factory=list)
+    data: dict | None = None  # source, n, labels
+    schema_version: str = SCHEMA_VERSION
+
+    @property
+    def passed(self) -> bool:
+        return all(g["passed"] for g in self.gates)
+
+    def to_dict(self) -> dict:
+        raw = dataclasses.asdict(self)
+        ordered = {"schema_version": raw.pop("schema_version"), "passed": self.passed}
+        ordered.update(raw)
+        return _plain(ordered)
+
+
+def _plain(value):
+    """JSON-safe: numpy scalars -> Python, NaN/Inf -> None (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
