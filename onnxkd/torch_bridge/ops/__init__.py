@@ -19,6 +19,8 @@ FAMILIES = [
     "logical",
     "controlflow",
     "misc",
+    "rnn",
+    "strings",
 ]
 
 for _family in FAMILIES:
