@@ -39,16 +39,38 @@ def count_params(model: ModelLike) -> int:
 
     What counts is what the file stores: weights, biases, and BatchNormalization scale, bias *and*
     running mean/var (they are float initializers too). A weight shared by several nodes counts once;
-    integer/bool initializers (shapes, indices, masks) and Constant nodes do not count (normalise first
-    so weights are initializers). Subgraph initializers count.
+    integer/bool initializers (shapes, indices, masks) do not count. Float Constant nodes count too,
+    since some exporters keep weights in them. Subgraph initializers count.
     """
     graph_model = load(model)
-    return sum(
+    initializers = sum(
         value.const_value.size if value.const_value is not None else prod(_static_dims(value))
         for graph in graph_model.graphs()
         for value in graph.initializers.values()
         if value.dtype is not None and value.dtype.is_floating_point()
     )
+    constants = sum(
+        node.attributes["value"].value.size
+        for node in ir.traversal.RecursiveGraphIterator(graph_model.graph)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and "value" in node.attributes
+        and node.attributes["value"].value.dtype.is_floating_point()
+    )
+    return initializers + constants
+
+
+def op_histogram(model: ModelLike) -> dict[str, int]:
+    """Op type (``domain::op`` outside ai.onnx) -> count, subgraphs included, most frequent first."""
+    histogram = Counter(
+        node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
+        for node in ir.traversal.RecursiveGraphIterator(load(model).graph)
+    )
+    return dict(sorted(histogram.items(), key=lambda item: (-item[1], item[0])))
+
+
+def macs_and_unknown(model: ModelLike, input_shapes: dict[str, list[int]] | None = None) -> tuple[dict[str, int], list[str]]:
+    """``count_macs`` plus the names of MAC nodes whose shapes inference left unknown (not counted)."""
+    by_op, unknown, _ = _macs(load(model), input_shapes)
+    return by_op, unknown
 
 
 def count_macs(model: ModelLike, input_shapes: dict[str, list[int]] | None = None) -> dict[str, int]:
@@ -68,16 +90,13 @@ def model_stats(model: ModelLike, input_shapes: dict[str, list[int]] | None = No
     """All the figures above in one object (see ``count_params`` and ``count_macs`` for definitions)."""
     graph_model = load(model)
     by_op, unknown, shapes = _macs(graph_model, input_shapes)
-    histogram = Counter(
-        node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-        for node in ir.traversal.RecursiveGraphIterator(graph_model.graph)
-    )
+    histogram = op_histogram(graph_model)
     return ModelStats(
         params=count_params(graph_model),
         macs_total=sum(by_op.values()),
         macs_by_op=by_op,
         node_count=sum(histogram.values()),
-        op_histogram=dict(sorted(histogram.items(), key=lambda item: (-item[1], item[0]))),
+        op_histogram=histogram,
         size_bytes=_size_bytes(model, graph_model),
         input_shapes=shapes,
         macs_unknown=unknown,
