@@ -20,6 +20,7 @@ _API = {
     "write_back": "onnxkd.torch_bridge:write_back",
     "OnnxModule": "onnxkd.torch_bridge:OnnxModule",
     "validate": "onnxkd.validate.api:validate",
+    "prune": "onnxkd.graph_passes.api:prune",
 }
 
 __all__ = sorted(_API)

@@ -16,6 +16,8 @@ from onnxkd.errors import OnnxkdError
 
 # command name -> module in onnxkd.commands defining a click command called `command`
 COMMANDS: dict[str, str] = {
+    "inspect": "inspect",
+    "prune": "prune",
     "validate": "validate",
 }
 

@@ -20,6 +20,10 @@ def _to_torch_value(value: Any) -> Any:
     array = np.asarray(value)
     if array.dtype == object or array.dtype.kind in "SU":
         return array  # string tensors stay numpy; only string ops read them
+    if array.dtype.name == "bfloat16":  # ml_dtypes: numpy has no native bfloat16, torch does
+        return torch.from_numpy(np.array(array.view(np.int16), copy=True)).view(torch.bfloat16)
+    if array.dtype.name.startswith("float8"):  # ml_dtypes float8: same bits, torch dtype of the same name
+        return torch.from_numpy(np.array(array.view(np.uint8), copy=True)).view(getattr(torch, array.dtype.name))
     return torch.from_numpy(np.array(array, copy=True))
 
 
@@ -29,8 +33,11 @@ def _to_numpy_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_to_numpy_value(v) for v in value]
     if isinstance(value, torch.Tensor):
-        if value.dtype == torch.bfloat16:
-            return value.float().numpy()
+        if value.dtype == torch.bfloat16 or (value.dtype.is_floating_point and value.dtype.itemsize == 1):
+            import ml_dtypes  # the reference outputs carry these exact dtypes
+
+            bits = value.detach().cpu().view(torch.int16 if value.dtype.itemsize == 2 else torch.uint8).numpy()
+            return bits.view(getattr(ml_dtypes, str(value.dtype).removeprefix("torch.")))
         return value.detach().cpu().numpy()
     return np.asarray(value)
 

@@ -2,7 +2,12 @@
 
 Every float initializer is an ``nn.Parameter`` keyed by its (sanitised) initializer name; integer and
 bool initializers and BatchNormalization running statistics are buffers. A weight shared by two nodes
-is one parameter, because parameters are keyed by tensor name, not by node.
+is one parameter, because parameters are keyed by tensor name, not by node (an Identity in front of a
+weight, as the legacy torch exporter writes for shared weights, passes the same parameter through).
+
+Weights some exporters keep in Constant nodes or behind ``ConstantOfShape(shape initializer)`` are
+folded at conversion time and treated like initializers of the same name (scalar Constants stay
+buffers: they are arithmetic, not weights); ``write_back`` turns those it changed into initializers.
 """
 
 from __future__ import annotations
@@ -17,10 +22,18 @@ from torch import nn
 from onnxkd import model as model_io
 from onnxkd.torch_bridge import dtypes
 from onnxkd.torch_bridge.program import Program, tensor_from_ir
-from onnxkd.torch_bridge.registry import RunState
+from onnxkd.torch_bridge.registry import RunState, normalize_domain
 
-# Inputs of these ops are statistics, not trainable weights: (op_type, input index).
-_STATISTIC_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
+# Float inputs read as constants, never trained: running statistics, resize scales, clip bounds.
+# A float tensor used only at such (op_type, input index) slots is a buffer, not a parameter.
+_NON_TRAINABLE_INPUTS = {
+    ("BatchNormalization", 3), ("BatchNormalization", 4),
+    ("Resize", 1), ("Resize", 2), ("Upsample", 1),
+    ("Clip", 1), ("Clip", 2), ("Dropout", 1),
+    ("Range", 0), ("Range", 1), ("Range", 2),
+}
+# Inputs that an op updates in place (train-mode running statistics).
+_MUTATED_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
 
 class OnnxModule(nn.Module):
@@ -35,22 +48,46 @@ class OnnxModule(nn.Module):
         self.params = nn.ParameterDict()
         self.consts = _BufferDict()
         self.onnx_to_key: dict[str, str] = {}  # initializer name -> key in params/consts
+        self.folded: dict[str, str] = {}  # tensor name -> op_type of the Constant/ConstantOfShape node folded into it
         self._state = RunState()
         graph = model.graph
         initializers = _all_initializers(graph)
-        statistics = _statistic_names(graph)
+        tensors = {name: tensor_from_ir(value.const_value) for name, value in initializers.items()}
+        for name, (op_type, tensor) in _fold_constants(graph, tensors).items():
+            tensors[name] = tensor
+            self.folded[name] = op_type
+        slots = _constant_slots(graph, set(tensors))
+        constants_only = {name for name, used in slots.items() if used <= _NON_TRAINABLE_INPUTS}
         taken: set[str] = set()
-        for name, value in initializers.items():
+        for name, tensor in tensors.items():
             key = _sanitize(name, taken)
-            tensor = tensor_from_ir(value.const_value)
-            trainable = isinstance(tensor, torch.Tensor) and tensor.dtype in dtypes.FLOAT_TYPES and name not in statistics
+            trainable = isinstance(tensor, torch.Tensor) and tensor.dtype in dtypes.FLOAT_TYPES and name not in constants_only
+            if name in self.folded and tensor.numel() <= 1:
+                trainable = False  # a scalar Constant node (0.5, sqrt(2), eps) is arithmetic, not a weight
             if trainable:
                 self.params[key] = nn.Parameter(tensor)
             else:
                 self.consts.add(key, tensor)
             self.onnx_to_key[name] = key
+        self.key_to_onnx = {key: name for name, key in self.onnx_to_key.items()}
+        self._param_items = [(name, key) for name, key in self.onnx_to_key.items() if key in self.params]
+        self._const_items = [(name, key) for name, key in self.onnx_to_key.items() if key in self.consts._buffers]
+        self._other_items = [(name, key) for name, key in self.onnx_to_key.items()
+                             if key not in self.params and key not in self.consts._buffers]  # string constants
+        # An Identity in front of a constant (the legacy exporter's shared weights) is the same tensor: no step.
+        self._aliases = list(_identity_aliases(graph, set(tensors)).items())
         opsets = {("" if d in ("", "ai.onnx") else d): v for d, v in model.opset_imports.items()}
-        self.program = Program(graph, opsets, self._state, set(initializers))
+        # Constants no op ever changes (not parameters, not running statistics): shape-only steps may be cached.
+        unchanging = {name for name, key in self.onnx_to_key.items()
+                      if key not in self.params and not slots.get(name, set()) & _MUTATED_INPUTS}
+        unchanging |= {alias for alias, root in self._aliases if root in unchanging}
+        weight_shapes = {name: tuple(self.params[key].shape) for name, key in self._param_items}
+        weight_shapes.update((alias, weight_shapes[root]) for alias, root in self._aliases if root in weight_shapes)
+        scalars = {name: float(tensors[name].reshape(-1)[0]) for name in unchanging
+                   if name in tensors and isinstance(tensors[name], torch.Tensor) and tensors[name].is_floating_point()
+                   and tensors[name].numel() == 1}
+        self.program = Program(graph, opsets, self._state, set(tensors) | {a for a, _ in self._aliases},
+                               static_names=unchanging, weight_shapes=weight_shapes, scalars=scalars)
         self.input_names = list(self.program.input_names)
         self.output_names = list(self.program.output_names)
 
@@ -69,7 +106,13 @@ class OnnxModule(nn.Module):
             for name in capture:
                 if name in env:
                     captured[name] = env[name]
-        outputs = tuple(self.program.run(env, captured))
+        # Cached shape-only values are reused for inputs of the same shapes (not across inference mode: its
+        # tensors cannot be saved for backward).
+        static_key = tuple((tuple(x.shape), x.dtype, x.device) if isinstance(x, torch.Tensor) else None for x in inputs)
+        compiling = torch.compiler.is_compiling()
+        if not compiling and torch.is_inference_mode_enabled():
+            static_key += ("inference",)
+        outputs = tuple(self.program.run(env, captured, static_key, compiling))
         if capture is None:
             return outputs
         missing = [name for name, value in captured.items() if value is None]
@@ -78,11 +121,25 @@ class OnnxModule(nn.Module):
         return outputs, captured
 
     def _initial_env(self) -> dict[str, torch.Tensor]:
-        env = {}
-        params, consts = self.params, self.consts
-        for name, key in self.onnx_to_key.items():
-            env[name] = params[key] if key in params else consts[key]
+        # Looked up on every call: .to() and users replace parameter/buffer objects, so nothing is cached.
+        params, buffers = self.params._parameters, self.consts._buffers
+        env = {name: params[key] for name, key in self._param_items}
+        for name, key in self._const_items:
+            env[name] = buffers[key]
+        for name, key in self._other_items:
+            env[name] = getattr(self.consts, key)
+        for alias, root in self._aliases:
+            env[alias] = env[root]
         return env
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.cuda()/.half() replace buffer objects: cached shape-only values may hold the old ones.
+        self.program._static_cache.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.program._static_cache.clear()
+        return super()._load_from_state_dict(*args, **kwargs)
 
     # ------------------------------------------------------------------ naming
 
@@ -126,8 +183,10 @@ def _sanitize(name: str, taken: set[str]) -> str:
     key = re.sub(r"[^0-9A-Za-z_]", "_", name) or "t"
     if key[0].isdigit():
         key = "t_" + key
+    if hasattr(nn.ParameterDict, key) or hasattr(_BufferDict, key):  # "half", "to", "training", ...
+        key += "_"
     base, counter = key, 1
-    while key in taken:
+    while key in taken or hasattr(nn.ParameterDict, key) or hasattr(_BufferDict, key):
         counter += 1
         key = f"{base}_{counter}"
     taken.add(key)
@@ -155,14 +214,82 @@ def _graphs(graph: ir.Graph) -> Iterable[ir.Graph]:
                     yield from _graphs(sub)
 
 
-def _statistic_names(graph: ir.Graph) -> set[str]:
-    names = set()
+def _fold_constants(graph: ir.Graph, tensors: dict[str, object]) -> dict[str, tuple[str, torch.Tensor]]:
+    """Outputs of the main graph's Constant nodes and of ConstantOfShape nodes with a constant shape."""
+    folded: dict[str, tuple[str, torch.Tensor]] = {}
+    for node in graph:
+        if normalize_domain(node.domain) != "" or len(node.outputs) != 1:
+            continue
+        if node.op_type == "Constant":
+            value = _constant_node_value(node)
+        elif node.op_type == "ConstantOfShape" and node.inputs and node.inputs[0] is not None:
+            shape_name = node.inputs[0].name
+            shape = folded[shape_name][1] if shape_name in folded else tensors.get(shape_name)
+            value = _constant_of_shape(node, shape) if isinstance(shape, torch.Tensor) else None
+        else:
+            continue
+        if value is not None:
+            folded[node.outputs[0].name] = (node.op_type, value)
+    return folded
+
+
+def _constant_node_value(node: ir.Node) -> torch.Tensor | None:
+    """The value of a Constant node as a tensor; None for string and sparse constants (left to the op)."""
+    for key, attr in node.attributes.items():
+        if key == "value":
+            tensor = tensor_from_ir(attr.value)
+            return tensor if isinstance(tensor, torch.Tensor) else None
+        if key == "value_float":
+            return torch.tensor(attr.value, dtype=torch.float32)
+        if key == "value_floats":
+            return torch.tensor(list(attr.value), dtype=torch.float32)
+        if key == "value_int":
+            return torch.tensor(attr.value, dtype=torch.int64)
+        if key == "value_ints":
+            return torch.tensor(list(attr.value), dtype=torch.int64)
+    return None
+
+
+def _constant_of_shape(node: ir.Node, shape: torch.Tensor) -> torch.Tensor:
+    attr = node.attributes.get("value")
+    fill = tensor_from_ir(attr.value) if attr is not None else torch.zeros(1, dtype=torch.float32)
+    return torch.full([int(d) for d in shape.reshape(-1).tolist()], fill.reshape(-1)[0].item(), dtype=fill.dtype)
+
+
+def _identity_aliases(graph: ir.Graph, names: set[str]) -> dict[str, str]:
+    """Outputs of the main graph's Identity nodes over constants (also chained) -> the constant's name."""
+    alias: dict[str, str] = {}
+    for node in graph:
+        if node.op_type == "Identity" and normalize_domain(node.domain) == "" and node.inputs and node.inputs[0] is not None:
+            root = alias.get(node.inputs[0].name, node.inputs[0].name)
+            if root in names:
+                alias[node.outputs[0].name] = root
+    return alias
+
+
+def _constant_only_names(graph: ir.Graph, names: set[str]) -> set[str]:
+    """Names among ``names`` read only at non-trainable slots (looking through Identity), or never read."""
+    return {name for name, used in _constant_slots(graph, names).items() if used <= _NON_TRAINABLE_INPUTS}
+
+
+def _constant_slots(graph: ir.Graph, names: set[str]) -> dict[str, set[tuple[str, int]]]:
+    """name -> the (op_type, input index) slots reading it, looking through Identity nodes."""
+    alias: dict[str, str] = {}  # Identity output -> the constant it forwards
+    slots: dict[str, set[tuple[str, int]]] = {name: set() for name in names}
     for g in _graphs(graph):
         for node in g:
+            first = node.inputs[0].name if node.inputs and node.inputs[0] is not None else None
+            if node.op_type == "Identity" and first is not None and alias.get(first, first) in names:
+                alias[node.outputs[0].name] = alias.get(first, first)
+                continue
             for index, value in enumerate(node.inputs):
-                if value is not None and (node.op_type, index) in _STATISTIC_INPUTS:
-                    names.add(value.name)
-    return names
+                if value is not None and alias.get(value.name, value.name) in names:
+                    slots[alias.get(value.name, value.name)].add((node.op_type, index))
+    for g in [graph]:
+        for value in g.outputs:
+            if alias.get(value.name, value.name) in names:
+                slots[alias.get(value.name, value.name)].add(("graph output", 0))
+    return slots
 
 
 def _first_device(module: nn.Module) -> torch.device:

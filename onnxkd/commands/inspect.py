@@ -1,0 +1,209 @@
+"""``onnxkd inspect MODEL``: what a model holds (inputs, outputs, parameters) and which of its ops the bridge runs.
+
+The report is a dict built from small section functions (``SECTIONS``: name -> function of the loaded
+model) and rendered section by section (``RENDERERS``); ``--json`` prints the dict itself. A new section is
+one function in SECTIONS (and, for a nicer look than the generic table, one renderer).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from typing import Any, Callable
+
+import click
+import onnx_ir as ir
+
+from onnxkd import model as model_io
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def summary(model: ir.Model) -> dict[str, Any]:
+    graph = model.graph
+    initializers = set(graph.initializers)
+    trainable, buffers = _weight_counts(model)
+    return {
+        "producer": f"{model.producer_name or '?'} {model.producer_version or ''}".strip(),
+        "ir_version": model.ir_version,
+        "opsets": {(domain or "ai.onnx"): version for domain, version in sorted(model.opset_imports.items())},
+        "inputs": [_value_info(v) for v in graph.inputs if v.name not in initializers],
+        "outputs": [_value_info(v) for v in graph.outputs],
+        "nodes": sum(1 for _ in graph.all_nodes()),
+        "initializers": len(initializers),
+        "parameters": trainable,
+        "buffer_elements": buffers,
+    }
+
+
+def ops(model: ir.Model) -> list[dict[str, Any]]:
+    """One row per (domain, op type): opset, count, and whether the torch bridge has an implementation."""
+    from onnxkd.torch_bridge.registry import lookup, normalize_domain
+
+    counts = Counter((normalize_domain(node.domain), node.op_type) for node in model.graph.all_nodes())
+    rows = []
+    for (domain, op_type), count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
+        opset = model_io.opset_of(model, domain)
+        rows.append({
+            "op_type": op_type, "domain": domain or "ai.onnx", "opset": opset, "count": count,
+            "supported": lookup(op_type, domain, opset) is not None,
+        })
+    return rows
+
+
+SECTIONS: dict[str, Callable[[ir.Model], Any]] = {
+    "summary": summary,
+    "ops": ops,
+    "groups": lambda model: __import__("onnxkd.commands.prune", fromlist=["x"]).groups_section(model),
+}
+
+
+def inspect_model(path: str) -> dict[str, Any]:
+    model = model_io.load(path)
+    report: dict[str, Any] = {"model": str(path)}
+    for name, section in SECTIONS.items():
+        report[name] = section(model)
+    return report
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_summary(data: dict[str, Any], console) -> None:
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False, title="Model", title_justify="left", title_style="bold")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("producer", data["producer"])
+    table.add_row("opsets", ", ".join(f"{d} {v}" for d, v in data["opsets"].items()))
+    for kind in ("inputs", "outputs"):
+        table.add_row(kind, "\n".join(f"{v['name']}: {v['dtype']} {v['shape']}" for v in data[kind]) or "-")
+    table.add_row("nodes", str(data["nodes"]))
+    table.add_row("parameters", f"{data['parameters']:,} ({_human(data['parameters'])})")
+    table.add_row("buffers", f"{data['buffer_elements']:,} elements")
+    console.print(table)
+
+
+def render_ops(rows: list[dict[str, Any]], console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    supported = sum(r["supported"] for r in rows)
+    table = Table(title=f"Ops ({supported} of {len(rows)} op types supported by the torch bridge)",
+                  title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, justify in [("op type", "left"), ("domain", "left"), ("opset", "right"), ("count", "right"), ("bridge", "left")]:
+        table.add_column(header, justify=justify)
+    for r in rows:
+        mark = "[green]yes[/]" if r["supported"] else "[bold red]no[/]"
+        table.add_row(r["op_type"], r["domain"], str(r["opset"]), str(r["count"]), mark)
+    console.print(table)
+    missing = [r["op_type"] for r in rows if not r["supported"]]
+    if missing:
+        console.print(f"[yellow]The torch bridge cannot convert this model yet:[/] {', '.join(missing)}", highlight=False)
+
+
+def render_generic(name: str, data: Any, console) -> None:
+    """Any section without its own renderer: a table for a list of dicts, else the JSON text."""
+    from rich.table import Table
+
+    if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+        table = Table(title=name.replace("_", " ").capitalize(), title_justify="left", title_style="bold", pad_edge=False)
+        for key in data[0]:
+            table.add_column(str(key))
+        for row in data:
+            table.add_row(*(str(row.get(key, "")) for key in data[0]))
+        console.print(table)
+    else:
+        console.print(f"[bold]{name}[/]: {json.dumps(data, default=str)}", highlight=False)
+
+
+RENDERERS: dict[str, Callable[[Any, Any], None]] = {
+    "summary": render_summary,
+    "ops": render_ops,
+    "groups": lambda rows, console: __import__("onnxkd.commands.prune", fromlist=["x"]).render_groups(rows, console),
+}
+
+
+def render(report: dict[str, Any], console) -> None:
+    console.print(f"[bold]{report['model']}[/]", highlight=False)
+    for name in SECTIONS:
+        renderer = RENDERERS.get(name)
+        if renderer is None:
+            render_generic(name, report[name], console)
+        else:
+            renderer(report[name], console)
+
+
+@click.command(name="inspect", short_help="List a model's inputs, outputs, parameters and ops (and bridge support).")
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
+def command(model: str, as_json: bool) -> None:
+    """Show what MODEL holds: inputs, outputs, parameter count, and every op type with its count,
+    opset and whether the torch bridge supports it.
+
+    \b
+    Example:
+      onnxkd inspect model.onnx
+      onnxkd inspect model.onnx --json | jq '.ops[] | select(.supported | not)'
+    """
+    report = inspect_model(model)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, default=str))
+        return
+    from rich.console import Console
+
+    render(report, Console())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _value_info(value: ir.Value) -> dict[str, Any]:
+    dtype = value.dtype.name.lower() if value.dtype is not None else "?"
+    shape = [d if isinstance(d, int) else str(d) for d in value.shape] if value.shape is not None else None
+    return {"name": value.name, "dtype": dtype, "shape": shape}
+
+
+_FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.DataType.DOUBLE}
+
+
+def _weight_counts(model: ir.Model) -> tuple[int, int]:
+    """(elements of trainable float weights, elements of other constants), without materialising folded weights.
+
+    Mirrors the bridge: float initializers and float weights behind Constant / ConstantOfShape(constant
+    shape) are parameters unless only read as statistics, scales or bounds.
+    """
+    from onnxkd.torch_bridge.module import _constant_only_names
+
+    graph = model.graph
+    sizes: dict[str, tuple[int, bool]] = {}  # name -> (elements, is float)
+    for name, value in graph.initializers.items():
+        tensor = value.const_value
+        if tensor is not None:
+            sizes[name] = (math.prod(tensor.shape.numpy()), tensor.dtype in _FLOATS)
+    for node in graph:
+        if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
+            continue
+        if node.op_type == "Constant" and "value" in node.attributes:
+            tensor = node.attributes["value"].value
+            sizes[node.outputs[0].name] = (math.prod(tensor.shape.numpy()), tensor.dtype in _FLOATS)
+        elif node.op_type == "ConstantOfShape" and node.inputs and node.inputs[0] is not None:
+            shape = node.inputs[0].const_value
+            if shape is None:
+                continue
+            fill = node.attributes.get("value")
+            is_float = fill is None or fill.value.dtype in _FLOATS
+            sizes[node.outputs[0].name] = (int(math.prod(int(d) for d in shape.numpy().reshape(-1))), is_float)
+    constants = _constant_only_names(graph, set(sizes))
+    trainable = sum(n for name, (n, is_float) in sizes.items() if is_float and name not in constants)
+    return trainable, sum(n for _, (n, _) in sizes.items()) - trainable
+
+
+def _human(count: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f}{unit}"
+    return str(count)

@@ -1,0 +1,149 @@
+"""``onnxkd prune``: structural channel pruning in the ONNX graph; also the channel-group table of ``inspect``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from onnxkd.errors import OnnxkdError
+
+CRITERIA = ["l1", "l2", "bn", "random"]
+
+
+@click.command(name="prune", short_help="Remove channels from a model's layers (ONNX in, smaller ONNX out).")
+@click.argument("model", type=click.Path())
+@click.option("--ratio", type=float, required=True, help="Fraction of channels removed from every prunable group, in [0, 1).")
+@click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the pruned model.")
+@click.option("--criterion", type=click.Choice(CRITERIA), default="l1", show_default=True,
+              help="Channel importance: weight norm over the whole group (l1, l2), BN scale, or random.")
+@click.option("--global", "global_rank", is_flag=True, help="Rank channels across groups (same overall fraction, capped per group).")
+@click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
+@click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
+@click.option("--recipe", type=click.Path(), help='JSON file with per-node ratios: {"overrides": {"REGEX": RATIO}}.')
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --criterion random.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary and plan as JSON.")
+def command(model, ratio, output, criterion, global_rank, round_to, ignore, recipe, seed, as_json) -> None:
+    """Prune MODEL's channels with ONNX-native dependency analysis and write the smaller model to OUTPUT.
+
+    Coupled channels (residual adds, concats, depthwise convs, attention heads) are cut together;
+    groups the analysis cannot prove safe are left whole. The plan (kept channels per group) is stored
+    in the output's metadata for distillation.
+
+    \b
+    Example:
+      onnxkd prune resnet50.onnx --ratio 0.5 -o resnet50-pruned.onnx
+      onnxkd prune bert.onnx --ratio 0.3 --global --round-to 8 --ignore 'classifier' -o small.onnx
+    """
+    from onnxkd.graph_passes.api import prune
+    from onnxkd.model import save
+
+    if not 0 <= ratio < 1:
+        raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
+    if round_to < 1:
+        raise OnnxkdError(f"--round-to {round_to}: must be >= 1")
+    source, target = Path(model), Path(output)
+    same = source.resolve() == target.resolve() or (target.exists() and source.exists() and os.path.samefile(source, target))
+    if same:
+        raise OnnxkdError(f"{output}: output path is the input model; choose another path")
+    if target.is_dir():
+        raise OnnxkdError(f"{output}: is a directory, expected a file path")
+    result = prune(model, ratio, criterion=criterion, global_rank=global_rank, round_to=round_to, ignore=ignore,
+                   recipe=_recipe(recipe), seed=seed)
+    try:
+        save(result.model, target, external_data=True if _has_external_data(source) else None)
+    except OSError as exc:
+        raise OnnxkdError(f"{output}: cannot write ({exc.strerror or exc})") from None
+    if as_json:
+        click.echo(json.dumps({"output": str(target), "summary": result.summary,
+                               "plan": {str(k): v for k, v in result.plan.items()}}, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    render_summary(result.summary, console)
+    console.print(f"Wrote {target}", highlight=False)
+
+
+def _recipe(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise OnnxkdError(f"--recipe {path}: cannot read JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise OnnxkdError(f"--recipe {path}: expected a JSON object")
+    return data.get("prune", data)
+
+
+def _has_external_data(path: Path) -> bool:
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    from onnx.external_data_helper import uses_external_data
+
+    return any(uses_external_data(t) for t in proto.graph.initializer)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_summary(summary: dict[str, Any], console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Pruning", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, justify in [("", "left"), ("before", "right"), ("after", "right"), ("ratio", "right")]:
+        table.add_column(header, justify=justify)
+    table.add_row("channel groups", str(summary["groups"]),
+                  f"{summary['pruned']} pruned, {summary['frozen']} frozen", "")
+    for key in ("channels", "params", "macs"):
+        before, after = summary.get(f"{key}_before"), summary.get(f"{key}_after")
+        ratio = f"{after / before:.3f}" if before and after is not None else "-"
+        table.add_row(key.upper() if key == "macs" else key, _num(before), _num(after), ratio)
+    console.print(table)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def groups_section(model) -> list[dict[str, Any]]:
+    """The channel groups of a model as rows (``onnxkd inspect``'s groups section and its --json)."""
+    from onnxkd.graph_passes.api import channel_groups
+
+    try:
+        _, groups = channel_groups(model)
+    except OnnxkdError as exc:  # inspect still shows the rest of the model
+        return [{"error": str(exc)}]
+    return [{"id": g.id, "size": g.size, "block": g.channel_block, "members": len(g.members),
+             "weights": len({s.name for s in g.slices}), "source": g.source,
+             "status": "prunable" if g.prunable else "frozen",
+             "reason": g.frozen or ("single channel" if not g.prunable else "")} for g in groups]
+
+
+def render_groups(rows: list[dict[str, Any]], console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    if rows and "error" in rows[0]:
+        console.print(f"[yellow]Channel groups: not analysed[/] ({rows[0]['error']})", highlight=False)
+        return
+    prunable = sum(r["status"] == "prunable" for r in rows)
+    table = Table(title=f"Channel groups ({prunable} of {len(rows)} prunable)", title_justify="left",
+                  title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, justify in [("id", "right"), ("size", "right"), ("block", "right"), ("members", "right"),
+                            ("weights", "right"), ("source", "left"), ("status", "left")]:
+        table.add_column(header, justify=justify)
+    for r in rows:
+        status = "[green]prunable[/]" if r["status"] == "prunable" else f"[yellow]frozen[/]: {r['reason']}"
+        table.add_row(str(r["id"]), str(r["size"]), str(r["block"]), str(r["members"]), str(r["weights"]),
+                      r["source"], status)
+    console.print(table)

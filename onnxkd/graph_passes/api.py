@@ -1,0 +1,135 @@
+"""``prune``: analysis -> importance -> plan -> rewrite, as one call; the plan is stored in the student."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import onnx_ir as ir
+from onnx_ir.passes.common import DeduplicateInitializersPass, ShapeInferencePass
+
+from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.dependency import analyze
+from onnxkd.graph_passes.groups import ChannelGroup
+from onnxkd.graph_passes.importance import importance
+from onnxkd.graph_passes.plan import Plan, make_plan, plan_from_json, plan_to_json
+from onnxkd.graph_passes.prepare import prepare
+from onnxkd.graph_passes.rewrite import apply_plan
+from onnxkd.model import ModelLike, load
+
+PLAN_KEY = "onnxkd.prune_plan"
+
+
+@dataclass
+class PruneResult:
+    model: ir.Model
+    plan: Plan
+    groups: list[ChannelGroup]
+    summary: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"summary": self.summary, "plan": {str(k): v for k, v in self.plan.items()},
+                "groups": [g.to_dict() for g in self.groups]}
+
+
+def channel_groups(model: ModelLike) -> tuple[ir.Model, list[ChannelGroup]]:
+    """The prepared copy of ``model`` and its channel groups (``onnxkd inspect``)."""
+    prepared = prepare(model)
+    return prepared, analyze(prepared)
+
+
+def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bool = False, round_to: int = 1,
+          ignore: str | None = None, recipe: dict | None = None, gradients: Mapping[str, np.ndarray] | None = None,
+          seed: int = 0, input_shapes: dict[str, list[int]] | None = None) -> PruneResult:
+    """Remove ``ratio`` of the channels of every prunable group; the caller's model is not modified."""
+    if not 0 <= ratio < 1:
+        raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
+    teacher = load(model)
+    prepared, groups = channel_groups(teacher)
+    names = {s.name for g in groups if g.prunable for s in g.slices}
+    arrays = {name: prepared.graph.initializers[name].const_value.numpy() for name in names}
+    scores = importance(groups, arrays, criterion, gradients, seed)
+    plan = make_plan(groups, scores, ratio, global_rank=global_rank, round_to=round_to, ignore=ignore, recipe=recipe)
+    return _rewrite(teacher, prepared, groups, plan, input_shapes)
+
+
+def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[int]] | None = None) -> PruneResult:
+    """Apply a given plan (group id -> kept indices, e.g. from ``read_plan``) to ``model``."""
+    teacher = load(model)
+    prepared, groups = channel_groups(teacher)
+    by_id = {g.id: g for g in groups}
+    for gid, kept in plan.items():
+        group = by_id.get(gid)
+        if group is None or not group.prunable and len(kept) != group.size:
+            raise OnnxkdError(f"plan group {gid}: not a prunable group of this model")
+        if not kept or len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= group.size:
+            raise OnnxkdError(f"plan group {gid}: kept indices must be distinct, in [0, {group.size}), not empty")
+    plan = {gid: sorted(int(i) for i in kept) for gid, kept in plan.items()}
+    return _rewrite(teacher, prepared, groups, plan, input_shapes)
+
+
+def _rewrite(teacher, prepared, groups, plan, input_shapes) -> PruneResult:
+    apply_plan(prepared, groups, plan)
+    student = DeduplicateInitializersPass(size_limit=2**40)(prepared).model
+    try:
+        student = ShapeInferencePass(strict_mode=False)(student).model
+    except Exception:  # shapes are a convenience; the model is valid without them
+        pass
+    _keep_interface(teacher, student)
+    student.metadata_props[PLAN_KEY] = plan_to_json(plan, groups)
+    summary = _summary(teacher, student, groups, plan, input_shapes)
+    return PruneResult(student, plan, groups, summary)
+
+
+def _keep_interface(teacher: ir.Model, student: ir.Model) -> None:
+    """Inputs and outputs keep the teacher's declared shapes (dynamic axes included): channels there are never cut."""
+    declared = {v.name: v.shape for v in list(teacher.graph.inputs) + list(teacher.graph.outputs)}
+    for value in list(student.graph.inputs) + list(student.graph.outputs):
+        if value.name in declared and declared[value.name] is not None:
+            value.shape = ir.Shape(list(declared[value.name]))
+
+
+def read_plan(model: ModelLike) -> Plan:
+    """The plan stored in a pruned model ({} for a model onnxkd did not prune)."""
+    text = load(model).metadata_props.get(PLAN_KEY)
+    return plan_from_json(text) if text else {}
+
+
+def read_plan_details(model: ModelLike) -> dict:
+    """The stored plan with each group's size, source node and member tensors (for distillation)."""
+    text = load(model).metadata_props.get(PLAN_KEY)
+    return json.loads(text) if text else {"version": 1, "groups": []}
+
+
+def _summary(teacher: ir.Model, student: ir.Model, groups, plan, input_shapes) -> dict:
+    pruned = sum(1 for g in groups if g.id in plan and len(plan[g.id]) < g.size)
+    summary = {
+        "groups": len(groups),
+        "prunable": sum(1 for g in groups if g.prunable),
+        "pruned": pruned,
+        "frozen": sum(1 for g in groups if g.frozen is not None),
+        "channels_before": sum(g.size for g in groups),
+        "channels_after": sum(len(plan[g.id]) if g.id in plan else g.size for g in groups),
+    }
+    summary.update(measure(teacher, "before", input_shapes))
+    summary.update(measure(student, "after", input_shapes))
+    return summary
+
+
+def measure(model: ir.Model, tag: str, input_shapes=None) -> dict:
+    """params/MACs via the metrics pass (None where it cannot count)."""
+    try:
+        from onnxkd.graph_passes.metrics import count_macs, count_params
+    except ImportError:
+        return {f"params_{tag}": None, f"macs_{tag}": None}
+    try:
+        params = int(count_params(model))
+    except Exception:
+        params = None
+    try:
+        macs = int(sum(count_macs(model, input_shapes).values()))
+    except Exception:
+        macs = None
+    return {f"params_{tag}": params, f"macs_{tag}": macs}

@@ -1,0 +1,84 @@
+"""Channel groups: the (tensor, axis) dimensions cut together, and everything that changes with them.
+
+A group of ``size`` channels maps channel ``c`` to the indices ``[offset + c*block, offset + (c+1)*block)``
+along ``axis`` of each member tensor and of each initializer slice. Edits are constants (attributes,
+shape entries) that shrink by ``mult`` per removed channel. All plain data, JSON-serialisable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# Slice roles: "out" = a producer's output rows, "in" = a consumer's contracted input (where the
+# zero-at-consumers oracle zeroes), "param" = per-channel elementwise parameters, "bn_scale" = a
+# normalisation scale (the `bn` criterion), "stat" = running statistics (not importance).
+ROLES = ("out", "in", "param", "bn_scale", "stat")
+
+
+@dataclass(frozen=True)
+class Member:
+    tensor: str
+    axis: int
+    offset: int
+    block: int
+
+
+@dataclass(frozen=True)
+class InitializerSlice:
+    name: str
+    axis: int
+    offset: int
+    block: int
+    role: str
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A constant that shrinks by ``mult`` for every removed channel of the group.
+
+    kind "attr": node attribute ``attr`` (``index`` into an INTS attribute, or -1 for an INT);
+    kind "tensor": entry ``index`` of the int64 initializer ``target``;
+    kind "minus_one": input ``index`` of Concat node ``target`` becomes the constant [-1] once any
+    channel is removed (a dynamic Reshape entry that would otherwise still read the old size).
+    """
+
+    kind: str
+    target: str
+    index: int
+    mult: int = 0
+    attr: str = ""
+
+
+@dataclass
+class ChannelGroup:
+    id: int
+    size: int
+    members: list[Member] = field(default_factory=list)
+    slices: list[InitializerSlice] = field(default_factory=list)
+    edits: list[Edit] = field(default_factory=list)
+    divisor: int = 1
+    frozen: str | None = None
+    source: str = ""  # the node whose output channels started the group
+
+    @property
+    def prunable(self) -> bool:
+        return self.frozen is None and self.size > 1
+
+    @property
+    def channel_block(self) -> int:
+        """Elements per channel in the producer's output (heads: head_dim; plain channels: 1)."""
+        blocks = [s.block for s in self.slices if s.role == "out"] or [s.block for s in self.slices] or [1]
+        return min(blocks)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ChannelGroup":
+        return cls(
+            id=data["id"], size=data["size"], divisor=data.get("divisor", 1), frozen=data.get("frozen"),
+            source=data.get("source", ""),
+            members=[Member(**m) for m in data.get("members", [])],
+            slices=[InitializerSlice(**s) for s in data.get("slices", [])],
+            edits=[Edit(**e) for e in data.get("edits", [])],
+        )

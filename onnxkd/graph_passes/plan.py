@@ -1,0 +1,124 @@
+"""The prune plan: kept channel indices per group, from scores, a ratio and the user's constraints.
+
+``--ratio R`` removes floor(R * size) channels from every prunable group (uniform); ``global_rank``
+removes the same overall fraction where scores (normalised per group) are lowest, never more than
+``max_group_ratio`` of one group. ``round_to`` keeps channel counts multiples of N; ``ignore`` (regex
+on node and initializer names) and a recipe's per-node ratios override.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from math import gcd
+
+import numpy as np
+
+from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.groups import ChannelGroup
+
+Plan = dict[int, list[int]]
+
+
+def group_names(group: ChannelGroup) -> list[str]:
+    return [group.source] + sorted({s.name for s in group.slices})
+
+
+def _matches(pattern: re.Pattern, group: ChannelGroup) -> bool:
+    return any(pattern.search(name) for name in group_names(group))
+
+
+def _compile(text: str, what: str) -> re.Pattern:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise OnnxkdError(f"{what} {text!r}: not a valid regular expression ({exc})") from None
+
+
+def group_ratios(groups: list[ChannelGroup], ratio: float, ignore: str | None, recipe: dict | None) -> dict[int, float]:
+    """The ratio each prunable group gets (0 = left whole)."""
+    ignored = _compile(ignore, "--ignore") if ignore else None
+    overrides = [(_compile(k, "recipe override"), float(v)) for k, v in ((recipe or {}).get("overrides") or {}).items()]
+    for _, value in overrides:
+        if not 0 <= value < 1:
+            raise OnnxkdError(f"recipe override ratio {value} outside [0, 1)")
+    ratios = {}
+    for group in groups:
+        if not group.prunable:
+            continue
+        if ignored is not None and _matches(ignored, group):
+            ratios[group.id] = 0.0
+            continue
+        ratios[group.id] = next((v for p, v in overrides if _matches(p, group)), ratio)
+    return ratios
+
+
+def _round(kept: int, group: ChannelGroup, round_to: int) -> int:
+    step = max(1, round_to // gcd(round_to, group.channel_block)) if round_to > 1 else 1
+    step = max(step, group.divisor)
+    kept = max(step, math.ceil(kept / step) * step)
+    return min(kept, group.size)
+
+
+def make_plan(groups: list[ChannelGroup], scores: dict[int, np.ndarray], ratio: float, *, global_rank: bool = False,
+              round_to: int = 1, ignore: str | None = None, recipe: dict | None = None,
+              max_group_ratio: float = 0.9) -> Plan:
+    """Kept indices (sorted) of every prunable group."""
+    if not 0 <= ratio < 1:
+        raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
+    if round_to < 1:
+        raise OnnxkdError(f"--round-to {round_to}: must be >= 1")
+    ratios = group_ratios(groups, ratio, ignore, recipe)
+    by_id = {g.id: g for g in groups}
+    counts = {gid: g_size - math.floor(r * g_size + 1e-9) for gid, r in ratios.items()
+              for g_size in [by_id[gid].size]}
+    if global_rank:
+        counts = _global_counts(by_id, scores, ratios, max(ratio, max_group_ratio))
+    plan = {}
+    for gid, kept in counts.items():
+        group = by_id[gid]
+        kept = _round(max(kept, 1), group, round_to) if ratios[gid] > 0 else group.size
+        order = np.argsort(-scores[gid], kind="stable")[:kept]
+        plan[gid] = sorted(int(i) for i in order)
+    return plan
+
+
+def _global_counts(by_id, scores, ratios, cap: float) -> dict[int, int]:
+    """Remove the lowest normalised scores over all groups, for the same total fraction of channels."""
+    budget = sum(math.floor(r * by_id[gid].size + 1e-9) for gid, r in ratios.items())
+    candidates = []
+    limits = {}
+    for gid, r in ratios.items():
+        size = by_id[gid].size
+        limits[gid] = min(size - 1, math.floor(cap * size)) if r > 0 else 0
+        s = scores[gid]
+        normalised = s / (s.mean() + 1e-12)
+        candidates.extend((float(v), gid) for v in np.sort(normalised)[: limits[gid]])
+    candidates.sort(key=lambda item: item[0])
+    removed = {gid: 0 for gid in ratios}
+    for _, gid in candidates:
+        if budget <= 0:
+            break
+        if removed[gid] < limits[gid]:
+            removed[gid] += 1
+            budget -= 1
+    return {gid: by_id[gid].size - removed[gid] for gid in ratios}
+
+
+def plan_to_json(plan: Plan, groups: list[ChannelGroup]) -> str:
+    """The plan as saved with the student: kept teacher indices and the tensors they index."""
+    by_id = {g.id: g for g in groups}
+    entries = []
+    for gid, kept in sorted(plan.items()):
+        group = by_id[gid]
+        if len(kept) == group.size:
+            continue
+        entries.append({"group": gid, "size": group.size, "kept": kept, "source": group.source,
+                        "members": [[m.tensor, m.axis, m.offset, m.block] for m in group.members]})
+    return json.dumps({"version": 1, "groups": entries}, separators=(",", ":"))
+
+
+def plan_from_json(text: str) -> Plan:
+    data = json.loads(text)
+    return {int(e["group"]): list(e["kept"]) for e in data.get("groups", [])}

@@ -1,0 +1,27 @@
+"""The form the dependency analysis reads: normalised, every constant an initializer, untied, named."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx_ir.passes.common import LiftConstantsToInitializersPass, ShapeInferencePass
+
+from onnxkd.graph_passes.explicit_split import ExplicitSplitSizesPass
+from onnxkd.graph_passes.fold_views import FoldConstantViewsPass
+from onnxkd.graph_passes.untie import NameNodesPass, UntieInitializersPass
+from onnxkd.model import ModelLike
+
+
+def prepare(model: ModelLike, *, simplify: bool = False) -> ir.Model:
+    """A new model (the caller's is untouched) numerically equal to ``model``, ready for analysis."""
+    from onnxkd.graph_passes.normalize import normalize
+
+    prepared = normalize(model, simplify=simplify)
+    steps = (LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0), FoldConstantViewsPass(),
+             UntieInitializersPass(), NameNodesPass(), ExplicitSplitSizesPass())
+    for step in steps:
+        prepared = step(prepared).model
+    try:
+        prepared = ShapeInferencePass(strict_mode=False)(prepared).model
+    except Exception:  # shapes already inferred by normalize; a failure here only loses new copies' shapes
+        pass
+    return prepared

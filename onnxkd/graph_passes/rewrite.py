@@ -1,0 +1,100 @@
+"""Apply a plan: slice initializers, shrink attributes and shape constants, drop stale shapes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx_ir as ir
+
+from onnxkd.graph_passes.groups import ChannelGroup
+
+
+def removed_indices(group: ChannelGroup, kept: list[int]) -> list[int]:
+    keep = set(kept)
+    return [c for c in range(group.size) if c not in keep]
+
+
+def apply_plan(model: ir.Model, groups: list[ChannelGroup], plan: dict[int, list[int]]) -> ir.Model:
+    """Rewrite the prepared ``model`` in place so that group g keeps only channels ``plan[g]``."""
+    cut: dict[tuple[str, int], set[int]] = defaultdict(set)
+    delta: dict[tuple[str, str, int, str], int] = defaultdict(int)
+    minus_one: set[tuple[str, int]] = set()
+    for group in groups:
+        kept = plan.get(group.id)
+        if kept is None:
+            continue
+        removed = removed_indices(group, kept)
+        if not removed:
+            continue
+        for s in group.slices:
+            indices = cut[(s.name, s.axis)]
+            for c in removed:
+                start = s.offset + c * s.block
+                indices.update(range(start, start + s.block))
+        for e in group.edits:
+            if e.kind == "minus_one":
+                minus_one.add((e.target, e.index))
+            else:
+                delta[(e.kind, e.target, e.index, e.attr)] += e.mult * len(removed)
+    graph = model.graph
+    _slice_initializers(graph, cut)
+    _edit_constants(graph, delta, minus_one)
+    _forget_shapes(graph)
+    return model
+
+
+def _slice_initializers(graph: ir.Graph, cut: dict[tuple[str, int], set[int]]) -> None:
+    by_name: dict[str, list[tuple[int, set[int]]]] = defaultdict(list)
+    for (name, axis), indices in cut.items():
+        by_name[name].append((axis, indices))
+    for name, axes in by_name.items():
+        value = graph.initializers[name]
+        array = value.const_value.numpy()
+        for axis, indices in axes:
+            array = np.delete(array, sorted(indices), axis=axis)
+        _set_const(value, array)
+
+
+def _set_const(value: ir.Value, array: np.ndarray) -> None:
+    value.const_value = ir.Tensor(np.ascontiguousarray(array), name=value.name)
+    value.shape = ir.Shape(array.shape)
+
+
+def _edit_constants(graph: ir.Graph, delta: dict, minus_one: set[tuple[str, int]]) -> None:
+    nodes = {node.name: node for node in graph}
+    for (kind, target, index, attr), amount in delta.items():
+        if not amount:
+            continue
+        if kind == "tensor":
+            value = graph.initializers[target]
+            array = value.const_value.numpy().copy()
+            array[index] -= amount
+            _set_const(value, array)
+        elif kind == "attr":
+            node = nodes[target]
+            old = node.attributes[attr].value
+            if index < 0:
+                node.attributes[attr] = ir.AttrInt64(attr, int(old) - amount)
+            else:
+                values = list(old)
+                values[index] -= amount
+                node.attributes[attr] = ir.AttrInt64s(attr, values)
+    for target, index in sorted(minus_one):
+        node = nodes[target]
+        name = f"{target}__minus_one_{index}"
+        while name in graph.initializers:
+            name += "_"
+        value = ir.Value(name=name, shape=ir.Shape([1]), type=ir.TensorType(ir.DataType.INT64),
+                         const_value=ir.Tensor(np.array([-1], dtype=np.int64), name=name))
+        graph.register_initializer(value)
+        node.replace_input_with(index, value)
+
+
+def _forget_shapes(graph: ir.Graph) -> None:
+    """Intermediate shapes (the dynamo exporter writes them all) may be stale: let inference redo them."""
+    outputs = {id(v) for v in graph.outputs}
+    for node in graph:
+        for value in node.outputs:
+            if id(value) not in outputs:
+                value.shape = None

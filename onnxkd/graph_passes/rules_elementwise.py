@@ -1,0 +1,205 @@
+"""Rules for ops that keep channels apart: activations, elementwise arithmetic, pooling, reductions."""
+
+from __future__ import annotations
+
+from onnxkd.graph_passes.dependency import Ctx, rule
+from onnxkd.graph_passes.groups import Edit
+from onnxkd.graph_passes.layout import total
+
+UNARY = (
+    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
+    "Softsign", "Mish", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Neg", "Abs", "Reciprocal", "Floor", "Ceil", "Round",
+    "Sign", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "ThresholdedRelu",
+    "Shrink", "Identity", "Cast", "CastLike", "Not", "IsNaN", "IsInf", "Dropout", "Clip", "Swish",
+)
+BINARY = ("Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Where", "Equal", "Greater", "Less",
+          "GreaterOrEqual", "LessOrEqual", "And", "Or", "Xor", "Mod", "BitShift", "PRelu")
+
+
+@rule(*UNARY)
+def unary(ctx: Ctx) -> None:
+    # Clip's min/max, CastLike's target and Dropout's ratio are scalars: only input 0 carries channels.
+    layouts = ctx.layouts(0)
+    for extra in range(1, len(ctx.node.inputs)):
+        if ctx.layouts(extra):
+            ctx.freeze_inputs()
+            return
+    for i in range(len(ctx.node.outputs)):
+        ctx.set_out(dict(layouts), i)
+
+
+@rule(*BINARY)
+def broadcast(ctx: Ctx) -> None:
+    """Numpy broadcasting: aligned channel axes of activations are coupled; constants are sliced."""
+    inputs = [i for i, v in enumerate(ctx.node.inputs) if v is not None]
+    if not any(ctx.layouts(i) for i in inputs):
+        return
+    shapes = {i: ctx.in_shape(i) for i in inputs}
+    if any(s is None for s in shapes.values()):
+        ctx.freeze_inputs(f"unknown operand shape at {ctx.where}")
+        return
+    rank = max(len(s) for s in shapes.values())
+    out = {}
+    for axis in range(rank):
+        operands = []
+        for i in inputs:
+            k = axis - (rank - len(shapes[i]))
+            if k >= 0:
+                operands.append((i, k, shapes[i][k], ctx.layouts(i).get(k)))
+        tracked = [lay for *_, lay in operands if lay]
+        if not tracked:
+            continue
+        base = tracked[0]
+        extent = total(base)
+        for i, k, dim, lay in operands:
+            if lay:
+                ctx.state.unify(base, lay, ctx.where)
+            elif dim == 1 and extent != 1:
+                continue  # broadcast along the channels: nothing to cut
+            elif dim == extent and ctx.initializer(i) is not None:
+                ctx.state.slice_layout(base, ctx.initializer(i), k, "param")
+            else:
+                ctx.freeze(base, "combined with an operand whose channels cannot be cut")
+        out[axis] = base
+    ctx.set_out(out)
+
+
+@rule("Softmax", "LogSoftmax", "Hardmax")
+def softmax(ctx: Ctx) -> None:
+    layouts = ctx.layouts(0)
+    shape = ctx.in_shape(0)
+    rank = len(shape) if shape else None
+    axis = ctx.attr("axis", -1 if ctx.opset >= 13 else 1)
+    if rank is None:
+        ctx.freeze_inputs()
+        return
+    axis %= rank
+    reduced = {axis} if ctx.opset >= 13 else set(range(axis, rank))
+    for k in list(layouts):
+        if k in reduced:
+            ctx.freeze(layouts.pop(k), "normalised over the channel axis")
+    ctx.set_out(dict(layouts))
+
+
+REDUCE = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+          "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin")
+
+
+@rule(*REDUCE)
+def reduce(ctx: Ctx) -> None:
+    layouts = ctx.layouts(0)
+    if not layouts:
+        return
+    shape = ctx.in_shape(0)
+    if shape is None:
+        ctx.freeze_inputs()
+        return
+    rank = len(shape)
+    if ctx.node.op_type in ("ArgMax", "ArgMin"):
+        axes = [ctx.attr("axis", 0)]
+    else:
+        axes = ctx.attr("axes")
+        if axes is None and len(ctx.node.inputs) > 1 and ctx.input(1) is not None:
+            const = ctx.const(1)
+            if const is None:
+                ctx.freeze_inputs(f"reduction axes not constant ({ctx.where})")
+                return
+            axes = const.tolist()
+        if not axes:
+            axes = [] if ctx.attr("noop_with_empty_axes", 0) else list(range(rank))
+    axes = {a % rank for a in axes}
+    keep = ctx.attr("keepdims", 1)
+    out = {}
+    for k, lay in layouts.items():
+        if k in axes:
+            ctx.freeze(lay, "reduced over the channel axis")
+            continue
+        out[k if keep else k - sum(a < k for a in axes)] = lay
+    ctx.set_out(out)
+
+
+POOL = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+
+
+@rule(*POOL)
+def pool(ctx: Ctx) -> None:
+    layouts = ctx.layouts(0)
+    out = {}
+    for k, lay in layouts.items():
+        if k >= 2:
+            ctx.freeze(lay, "pooled over the channel axis")
+        else:
+            out[k] = lay
+    if len(ctx.node.outputs) > 1 and ctx.node.outputs[1].uses():
+        ctx.freeze_inputs(f"pooling indices used ({ctx.where})")
+        return
+    ctx.set_out(out)
+
+
+@rule("Pad")
+def pad(ctx: Ctx) -> None:
+    layouts = ctx.layouts(0)
+    if not layouts:
+        return
+    pads = ctx.attr("pads") if ctx.opset < 11 else (None if ctx.input(1) is None else ctx.const(1))
+    axes = ctx.const(3) if ctx.input(3) is not None else None
+    if pads is None or (ctx.input(3) is not None and axes is None):
+        ctx.freeze_inputs(f"pads not constant ({ctx.where})")
+        return
+    pads = list(pads.tolist() if hasattr(pads, "tolist") else pads)
+    rank = len(ctx.in_shape(0) or [])
+    axes = [a % rank for a in axes.tolist()] if axes is not None else list(range(rank))
+    n = len(axes)
+    padded = {a for j, a in enumerate(axes) if pads[j] or pads[j + n]}
+    out = {}
+    for k, lay in layouts.items():
+        if k in padded:
+            ctx.freeze(lay, "padded along the channel axis")
+        else:
+            out[k] = lay
+    ctx.set_out(out)
+
+
+def entry_follows(ctx, value, position, lay):
+    from onnxkd.graph_passes.rules_reshape import entry_follows as follows
+
+    return follows(ctx, value, position, lay)
+
+
+@rule("Resize", "Upsample")
+def resize(ctx: Ctx) -> None:
+    """Channels pass when their scale is 1, or their `sizes` entry is a constant we can shrink."""
+    layouts = ctx.layouts(0)
+    if not layouts:
+        return
+    rank = len(ctx.in_shape(0) or [])
+    if ctx.node.op_type == "Upsample" and ctx.opset < 9:
+        scales = ctx.attr("scales")
+    else:
+        index = 1 if ctx.node.op_type == "Upsample" else 2
+        scales = ctx.const(index) if ctx.input(index) is not None else None
+    sizes = ctx.const(3) if ctx.node.op_type == "Resize" and ctx.input(3) is not None else None
+    axes = [a % rank for a in ctx.attr("axes")] if ctx.attr("axes") is not None and rank else list(range(rank))
+    out = {}
+    for k, lay in layouts.items():
+        if k not in axes:
+            out[k] = lay
+            continue
+        position = axes.index(k)
+        if scales is not None and len(scales) and float(scales[position]) == 1.0:
+            out[k] = lay
+        elif sizes is not None and int(sizes[position]) == total(lay) and ctx.initializer(3):
+            for seg in lay:
+                if seg.gid is not None:
+                    ctx.state.add_edit(seg.gid, Edit("tensor", ctx.initializer(3), position), seg.block)
+            out[k] = lay
+        elif sizes is None and ctx.input(3) is not None and entry_follows(ctx, ctx.input(3), position, lay):
+            out[k] = lay  # sizes = Concat(Shape(x)[:2], spatial): the channel entry reads x itself
+        else:
+            ctx.freeze(lay, "resized along the channel axis")
+    ctx.set_out(out)
+
+
+@rule("Shape", "Size")
+def shape_only(ctx: Ctx) -> None:
+    """Reads sizes, not values: shape arithmetic downstream follows the pruned sizes by itself."""

@@ -1,0 +1,71 @@
+"""Rules for normalisations: per-channel ones are sliced, ones that mix channels freeze the group."""
+
+from __future__ import annotations
+
+from onnxkd.graph_passes.dependency import Ctx, rule
+
+# input index -> slice role, for the per-channel parameters (shape [C]) of each op
+PER_CHANNEL = {
+    "BatchNormalization": {1: "bn_scale", 2: "param", 3: "stat", 4: "stat"},
+    "InstanceNormalization": {1: "bn_scale", 2: "param"},
+}
+
+
+@rule("BatchNormalization", "InstanceNormalization")
+def per_channel_norm(ctx: Ctx) -> None:
+    layouts = ctx.layouts(0)
+    if not layouts:
+        return
+    for k in layouts:
+        if k != 1:
+            ctx.freeze_inputs(f"normalisation statistics over a channel axis ({ctx.where})")
+            return
+    channels = layouts[1]
+    for index, role in PER_CHANNEL[ctx.node.op_type].items():
+        if ctx.input(index) is None:
+            continue
+        name = ctx.initializer(index)
+        if name is None:
+            ctx.freeze(channels, "normalisation parameters are not plain initializers")
+            return
+        ctx.state.slice_layout(channels, name, 0, role)
+    ctx.set_out({1: channels})
+    if ctx.node.op_type == "BatchNormalization":
+        for extra in ctx.node.outputs[1:]:
+            if extra.uses():
+                ctx.freeze(channels, "training-mode statistics used")
+
+
+@rule("LayerNormalization")
+def layer_norm(ctx: Ctx) -> None:
+    layouts = ctx.layouts(0)
+    if not layouts:
+        return
+    rank = len(ctx.in_shape(0) or [])
+    axis = ctx.attr("axis", -1) % rank
+    out = {}
+    for k, lay in layouts.items():
+        if k >= axis:
+            ctx.freeze(lay, "LayerNormalization statistics over the hidden size")
+        else:
+            out[k] = lay
+    ctx.set_out(out)
+
+
+@rule("GroupNormalization", "LRN", "MeanVarianceNormalization", "LpNormalization")
+def channel_mixing_norm(ctx: Ctx) -> None:
+    layouts = ctx.layouts(0)
+    rank = len(ctx.in_shape(0) or [])
+    if ctx.node.op_type == "MeanVarianceNormalization":
+        mixed = {a % rank for a in ctx.attr("axes", [0, 2, 3])} if rank else set(layouts)
+    elif ctx.node.op_type == "LpNormalization":
+        mixed = {ctx.attr("axis", -1) % rank} if rank else set(layouts)
+    else:
+        mixed = {1}
+    out = {}
+    for k, lay in layouts.items():
+        if k in mixed:
+            ctx.freeze(lay, f"{ctx.node.op_type} mixes channels")
+        else:
+            out[k] = lay
+    ctx.set_out(out)

@@ -1,0 +1,236 @@
+"""Rules for ops that move channels between axes (Reshape, Flatten, Squeeze/Unsqueeze, Transpose), and the
+shape-constant edits that go with them."""
+
+from __future__ import annotations
+
+from math import prod
+
+from onnxkd.graph_passes.dependency import Ctx, rule
+from onnxkd.graph_passes.groups import Edit
+from onnxkd.graph_passes.layout import Layout, Seg, total
+
+
+# --------------------------------------------------------------------------- reshape family
+
+
+def _solve(a: list, b: list) -> tuple[list, list] | None:
+    """Fill one unknown dim from the element count; shared symbolic prefix/suffix dims pair up."""
+    a, b = list(a), list(b)
+    lo = 0
+    while lo < min(len(a), len(b)) and a[lo] is not None and a[lo] == b[lo]:
+        lo += 1
+    hi = 0
+    while hi < min(len(a), len(b)) - lo and a[-1 - hi] is not None and a[-1 - hi] == b[-1 - hi]:
+        hi += 1
+    mid_a, mid_b = a[lo:len(a) - hi], b[lo:len(b) - hi]
+    for x, y in ((mid_a, mid_b), (mid_b, mid_a)):
+        unknown = [i for i, d in enumerate(x) if not isinstance(d, int)]
+        if len(unknown) == 1 and all(isinstance(d, int) for d in y):
+            known = prod(d for d in x if isinstance(d, int))
+            if known and prod(y) % known == 0:
+                x[unknown[0]] = prod(y) // known
+    if not all(isinstance(d, int) for d in mid_a + mid_b):
+        return None
+    return a[:lo] + mid_a + a[len(a) - hi:], b[:lo] + mid_b + b[len(b) - hi:]
+
+
+def axis_groups(a: list, b: list) -> tuple[list[tuple[list[int], list[int]]], list, list] | None:
+    """Pair runs of input axes with runs of output axes that hold the same elements (row-major)."""
+    solved = _solve(a, b)
+    if solved is None:
+        return None
+    a, b = solved
+    groups, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        if not isinstance(a[i], int) or not isinstance(b[j], int):
+            if a[i] != b[j]:
+                return None
+            groups.append(([i], [j]))
+            i, j = i + 1, j + 1
+            continue
+        ia, ob, pa, pb = [i], [j], a[i], b[j]
+        i, j = i + 1, j + 1
+        while pa != pb:
+            if pa < pb:
+                if i >= len(a) or not isinstance(a[i], int):
+                    return None
+                pa, i = pa * a[i], i + 1
+                ia.append(i - 1)
+            else:
+                if j >= len(b) or not isinstance(b[j], int):
+                    return None
+                pb, j = pb * b[j], j + 1
+                ob.append(j - 1)
+        groups.append((ia, ob))
+    rest_a, rest_b = list(range(i, len(a))), list(range(j, len(b)))
+    if any(a[k] != 1 for k in rest_a) or any(b[k] != 1 for k in rest_b):
+        return None
+    if groups:
+        groups[-1] = (groups[-1][0] + rest_a, groups[-1][1] + rest_b)
+    return groups, a, b
+
+
+def remap(ctx: Ctx, layouts: dict[int, Layout], in_shape: list | None, out_shape: list | None) -> dict | None:
+    """Layouts of a reshaped tensor, or None (after freezing) when channels cannot be followed."""
+    if not layouts:
+        return {}
+    found = axis_groups(in_shape, out_shape) if in_shape is not None and out_shape is not None else None
+    if found is None:
+        ctx.freeze_inputs(f"cannot follow channels through {ctx.where} (unknown shapes)")
+        return None
+    groups, a, b = found
+    out = {}
+    for ia, ob in groups:
+        tracked = [k for k in ia if k in layouts]
+        if not tracked:
+            continue
+        if len(tracked) > 1:
+            ctx.freeze_inputs(f"{ctx.where} merges two channel axes")
+            return None
+        k = tracked[0]
+        outer = prod(a[x] for x in ia if x < k)
+        inner = prod(a[x] for x in ia if x > k)
+        valid = [p for p in ob if prod(b[x] for x in ob if x < p) == outer]
+        candidates = [p for p in valid if b[p] > 1] or valid[:1]  # skip size-1 axes unless the channels are 1 wide
+        if not candidates:
+            ctx.freeze_inputs(f"{ctx.where} interleaves channels with another axis")
+            return None
+        p = candidates[-1]
+        inner_out = prod(b[x] for x in ob if x > p)
+        combined = [Seg(s.gid, s.length * inner, s.block * inner) for s in layouts[k]]
+        lay = ctx.state.regroup(combined, inner_out, ctx.where)
+        if lay is None:
+            ctx.freeze_inputs(f"{ctx.where}: channel blocks do not fit the new axes")
+            return None
+        out[p] = lay
+    return out
+
+
+@rule("Reshape")
+def reshape(ctx: Ctx) -> None:
+    layouts = ctx.layouts(0)
+    if not layouts:
+        return
+    out = remap(ctx, layouts, ctx.in_shape(0), ctx.out_shape())
+    if out is None:
+        return
+    for p, lay in out.items():
+        if not _shape_entry_edit(ctx, 1, p, lay, same_axis=layouts.get(p) == lay):
+            ctx.freeze(lay, "reshape shape constant not found")
+            ctx.freeze_inputs(f"reshape shape constant not found ({ctx.where})")
+            return
+    ctx.set_out(out)
+
+
+def _shape_entry_edit(ctx: Ctx, index: int, p: int, lay: Layout, same_axis: bool) -> bool:
+    """Record how entry p of the shape input shrinks; False when it cannot be found or rewritten."""
+    if not any(s.gid is not None for s in lay):
+        return True
+    name = ctx.initializer(index)
+    allow_zero = ctx.attr("allowzero", 0)
+    if name is not None:
+        value = int(ctx.const(index)[p])
+        if value == -1 or (value == 0 and not allow_zero and same_axis):
+            return True
+        if value != total(lay):
+            return False
+        edit_segments(ctx, lay, Edit("tensor", name, p))
+        return True
+    shape_value = ctx.input(index)
+    producer = shape_value.producer() if shape_value is not None else None
+    if producer is None or producer.op_type != "Concat" or len(shape_value.uses()) != 1:
+        return False
+    offset = 0
+    pieces = []
+    for j, piece in enumerate(producer.inputs):
+        shp = ctx.shape(piece)
+        if shp is None or len(shp) != 1 or not isinstance(shp[0], int):
+            return False
+        pieces.append((j, piece, offset, shp[0]))
+        offset += shp[0]
+    j, piece, start, length = next(x for x in pieces if x[2] <= p < x[2] + x[3])
+    if piece.const_value is not None:
+        if not piece.is_initializer() or len(piece.uses()) != 1:
+            return False
+        value = int(piece.const_value.numpy()[p - start])
+        if value == -1:
+            return True
+        if value != total(lay):
+            return False
+        edit_segments(ctx, lay, Edit("tensor", piece.name, p - start))
+        return True
+    if _reads_own_size(ctx, piece, lay, p - start):
+        return True  # Shape(t)[axis] of a tensor that carries the same channels: follows the cut by itself
+    others = [x[1] for x in pieces if x[1] is not piece and x[1].const_value is not None]
+    if length != 1 or any(-1 in o.const_value.numpy().tolist() for o in others):
+        return False
+    for seg in lay:
+        if seg.gid is not None:
+            ctx.state.add_edit(seg.gid, Edit("minus_one", producer.name, j))
+    return True
+
+
+def shape_read(ctx: Ctx, value) -> tuple[object, int] | None:
+    """(t, a) when ``value`` holds Shape(t)[a:a+len] (Shape start/end, Slice or Gather, Unsqueeze), else None."""
+    node = value.producer() if value is not None else None
+    if node is not None and node.op_type == "Unsqueeze":
+        node = node.inputs[0].producer() if node.inputs[0] is not None else None
+    first = 0
+    if node is not None and node.op_type in ("Gather", "Slice") and len(node.inputs) > 1 and node.inputs[1] is not None:
+        index = node.inputs[1].const_value
+        if index is None or index.size != 1 or (node.op_type == "Slice" and len(node.inputs) > 4 and node.inputs[4] is not None):
+            return None
+        first = int(index.numpy().reshape(-1)[0])
+        node = node.inputs[0].producer() if node.inputs[0] is not None else None
+    if node is None or node.op_type != "Shape" or node.inputs[0] is None:
+        return None
+    rank = len(ctx.shape(node.inputs[0]) or [])
+    start = node.attributes["start"].value if "start" in node.attributes else 0
+    if not rank or first < 0:
+        return None
+    return node.inputs[0], start % rank + first
+
+
+def _reads_own_size(ctx: Ctx, piece, lay: Layout, index: int = 0) -> bool:
+    """Whether entry ``index`` of ``piece`` is Shape(t)[k] with t[k] laid out as ``lay`` (it follows the cut)."""
+    found = shape_read(ctx, piece)
+    return found is not None and ctx.state.get(found[0].name).get(found[1] + index) == lay
+
+
+def entry_follows(ctx: Ctx, value, position: int, lay: Layout) -> bool:
+    """Whether entry ``position`` of a shape-like ``value`` (a Concat of pieces, or one piece) reads a size of ``lay``."""
+    producer = value.producer() if value is not None else None
+    if producer is None or producer.op_type != "Concat":
+        return _reads_own_size(ctx, value, lay, position)
+    offset = 0
+    for piece in producer.inputs:
+        shp = ctx.shape(piece)
+        if shp is None or len(shp) != 1 or not isinstance(shp[0], int):
+            return False
+        if offset <= position < offset + shp[0]:
+            return _reads_own_size(ctx, piece, lay, position - offset)
+        offset += shp[0]
+    return False
+
+
+def edit_segments(ctx: Ctx, lay: Layout, edit: Edit) -> None:
+    for seg in lay:
+        if seg.gid is not None:
+            ctx.state.add_edit(seg.gid, edit, seg.block)
+
+
+@rule("Flatten", "Squeeze", "Unsqueeze")
+def flatten(ctx: Ctx) -> None:
+    out = remap(ctx, ctx.layouts(0), ctx.in_shape(0), ctx.out_shape())
+    if out:
+        ctx.set_out(out)
+
+
+@rule("Transpose")
+def transpose(ctx: Ctx) -> None:
+    layouts = ctx.layouts(0)
+    if not layouts:
+        return
+    rank = len(ctx.in_shape(0) or [])
+    perm = ctx.attr("perm") or list(reversed(range(rank)))
+    ctx.set_out({perm.index(k): lay for k, lay in layouts.items()})

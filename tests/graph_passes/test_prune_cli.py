@@ -1,0 +1,118 @@
+"""``onnxkd prune`` and the groups section of ``onnxkd inspect``: output, errors, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import onnx
+import pytest
+from prune_oracle import assert_close, random_inputs, run
+
+from onnxkd.cli import main
+from onnxkd.graph_passes.api import read_plan
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_prune_writes_a_valid_smaller_model(zoo_model, tmp_path, capsys):
+    source = zoo_model("resnet", "legacy")
+    before = digest(source)
+    out = tmp_path / "small.onnx"
+    code, stdout, _ = cli(capsys, "prune", str(source), "--ratio", "0.5", "-o", str(out))
+    assert code == 0, stdout
+    assert "channel groups" in stdout and "MACS" in stdout and "Wrote" in stdout
+    onnx.checker.check_model(str(out), full_check=True)
+    assert read_plan(out)
+    assert digest(source) == before
+    assert list(tmp_path.iterdir()) == [out]  # no temp files left
+
+
+def test_prune_json_summary(zoo_model, tmp_path, capsys):
+    out = tmp_path / "small.onnx"
+    code, stdout, _ = cli(capsys, "prune", str(zoo_model("mobilenetv3", "dynamo")), "--ratio", "0.3", "--global",
+                          "--round-to", "2", "--criterion", "l2", "--ignore", "head", "-o", str(out), "--json")
+    assert code == 0
+    data = json.loads(stdout)
+    assert data["summary"]["macs_after"] < data["summary"]["macs_before"]
+    assert data["summary"]["params_after"] < data["summary"]["params_before"]
+
+
+def test_recipe_file(zoo_model, tmp_path, capsys):
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"prune": {"overrides": {".": 0.0}}}))
+    out = tmp_path / "same.onnx"
+    source = zoo_model("resnet", "dynamo")
+    code, stdout, _ = cli(capsys, "prune", str(source), "--ratio", "0.5", "--recipe", str(recipe), "-o", str(out), "--json")
+    assert code == 0
+    assert json.loads(stdout)["summary"]["pruned"] == 0
+    feeds = random_inputs(source)
+    assert_close(run(out, feeds), run(source, feeds))
+
+
+@pytest.mark.parametrize("case", ["corrupt", "ratio_high", "ratio_negative", "same_path", "missing_dir", "bad_regex",
+                                  "missing_input"])
+def test_bad_input_is_one_line_error_and_no_output(zoo_model, tmp_path, capsys, case):
+    source = zoo_model("resnet", "legacy")
+    out = tmp_path / "out.onnx"
+    args = [str(source), "--ratio", "0.5", "-o", str(out)]
+    if case == "corrupt":
+        bad = tmp_path / "bad.onnx"
+        bad.write_bytes(b"\x08\x07garbage not a protobuf")
+        args[0] = str(bad)
+    elif case == "ratio_high":
+        args[2] = "1.0"
+    elif case == "ratio_negative":
+        args[2] = "-0.1"
+    elif case == "same_path":
+        args[-1] = str(source)
+    elif case == "missing_dir":
+        out = tmp_path / "nope" / "out.onnx"
+        args[-1] = str(out)
+    elif case == "bad_regex":
+        args += ["--ignore", "(unclosed"]
+    elif case == "missing_input":
+        args[0] = str(tmp_path / "missing.onnx")
+    before = digest(source)
+    code, stdout, stderr = cli(capsys, "prune", *args)
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), stderr
+    assert not out.exists()
+    assert digest(source) == before
+
+
+def test_unwritable_output_folder(zoo_model, tmp_path, capsys):
+    import os
+
+    if os.geteuid() == 0:
+        target = "/proc/onnxkd-out.onnx"  # root may write anywhere else
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = str(locked / "out.onnx")
+    code, _, stderr = cli(capsys, "prune", str(zoo_model("resnet", "legacy")), "--ratio", "0.5", "-o", target)
+    assert code == 2 and stderr.startswith("Error: ") and len(stderr.strip().splitlines()) == 1
+
+
+def test_inspect_lists_groups(zoo_model, capsys):
+    path = zoo_model("transformer", "legacy")
+    code, stdout, _ = cli(capsys, "inspect", str(path), "--json")
+    assert code == 0
+    groups = json.loads(stdout)["groups"]
+    assert {g["status"] for g in groups} == {"prunable", "frozen"}
+    assert all(g["reason"] for g in groups if g["status"] == "frozen")
+    code, stdout, _ = cli(capsys, "inspect", str(path))
+    assert "Channel groups" in stdout

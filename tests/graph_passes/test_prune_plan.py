@@ -1,0 +1,90 @@
+"""Importance criteria and plans, against hand-computed expectations on a small hand-made group."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.groups import ChannelGroup, Edit, InitializerSlice, Member
+from onnxkd.graph_passes.importance import importance
+from onnxkd.graph_passes.plan import make_plan, plan_from_json, plan_to_json
+
+
+def group(gid=0, size=4, block=1, source="conv", bn=False):
+    slices = [InitializerSlice("w", 0, 0, block, "out"), InitializerSlice("next", 1, 0, block, "in")]
+    if bn:
+        slices.append(InitializerSlice("gamma", 0, 0, block, "bn_scale"))
+    return ChannelGroup(id=gid, size=size, slices=slices, source=source, members=[Member("t", 1, 0, block)])
+
+
+ARRAYS = {
+    "w": np.array([[1.0, -1.0], [0.0, 0.5], [3.0, 0.0], [-2.0, 2.0]], np.float32),  # |.|: 2, .5, 3, 4
+    "next": np.array([[1.0, 0.0, 0.0, 0.0]], np.float32),  # adds 1 to channel 0
+    "gamma": np.array([0.1, 0.9, -0.5, 0.2], np.float32),
+}
+
+
+def test_l1_l2_bn_scores_by_hand():
+    g = group(bn=True)
+    l1 = importance([g], ARRAYS, "l1")[0]
+    np.testing.assert_allclose(l1, [2 + 1 + 0.1, 0.5 + 0.9, 3 + 0.5, 4 + 0.2], rtol=1e-6)
+    l2 = importance([g], ARRAYS, "l2")[0]
+    np.testing.assert_allclose(l2, np.sqrt([2 + 1 + 0.01, 0.25 + 0.81, 9 + 0.25, 8 + 0.04]), rtol=1e-6)
+    np.testing.assert_allclose(importance([g], ARRAYS, "bn")[0], [0.1, 0.9, 0.5, 0.2], rtol=1e-6)
+
+
+def test_taylor_needs_gradients_and_uses_them():
+    g = group()
+    with pytest.raises(OnnxkdError, match="gradients"):
+        importance([g], ARRAYS, "taylor")
+    grads = {"w": np.ones_like(ARRAYS["w"]), "next": np.zeros_like(ARRAYS["next"])}
+    np.testing.assert_allclose(importance([g], ARRAYS, "taylor", gradients=grads)[0], [0, 0.5, 3, 0])
+
+
+def test_uniform_plan_keeps_highest_scores():
+    scores = {0: np.array([3.0, 1.0, 4.0, 2.0])}
+    assert make_plan([group()], scores, 0.5) == {0: [0, 2]}
+    assert make_plan([group()], scores, 0.0) == {0: [0, 1, 2, 3]}
+    assert make_plan([group()], scores, 0.99) == {0: [2]}  # never empty
+
+
+def test_round_to_and_blocks():
+    scores = {0: np.arange(10.0)}
+    assert len(make_plan([group(size=10)], scores, 0.5, round_to=4)[0]) == 8  # 5 -> 8
+    heads = group(size=4, block=8)  # heads of 8: any head count is a multiple of 8 channels
+    assert len(make_plan([heads], {0: np.arange(4.0)}, 0.5, round_to=8)[0]) == 2
+
+
+def test_global_removes_same_fraction_where_scores_are_lowest():
+    groups = [group(0, 4), group(1, 4, source="other")]
+    scores = {0: np.array([1.0, 1.0, 1.0, 1.0]), 1: np.array([0.1, 1.9, 0.1, 1.9])}
+    plan = make_plan(groups, scores, 0.5, global_rank=True)
+    assert sum(len(v) for v in plan.values()) == 4
+    assert plan[1] == [1, 3]  # the two low-normalised channels of group 1 go first
+    capped = make_plan(groups, {0: np.ones(4), 1: np.array([0.01, 0.01, 0.01, 10])}, 0.5, global_rank=True)
+    assert all(len(v) >= 1 for v in capped.values())
+
+
+def test_ignore_and_recipe_overrides():
+    groups = [group(0, 4, source="stem/conv"), group(1, 4, source="head/fc")]
+    scores = {0: np.arange(4.0), 1: np.arange(4.0)}
+    plan = make_plan(groups, scores, 0.5, ignore="^head")
+    assert plan == {0: [2, 3], 1: [0, 1, 2, 3]}
+    plan = make_plan(groups, scores, 0.5, recipe={"overrides": {"stem": 0.25}})
+    assert plan == {0: [1, 2, 3], 1: [2, 3]}
+    with pytest.raises(OnnxkdError, match="regular expression"):
+        make_plan(groups, scores, 0.5, ignore="(")
+    with pytest.raises(OnnxkdError):
+        make_plan(groups, scores, 1.0)
+
+
+def test_plan_json_round_trip():
+    g = group()
+    g.edits.append(Edit("tensor", "shape", 2, 8))
+    text = plan_to_json({0: [1, 3]}, [g])
+    assert plan_from_json(text) == {0: [1, 3]}
+    assert json.loads(text)["groups"][0]["members"] == [["t", 1, 0, 1]]
+    assert ChannelGroup.from_dict(json.loads(json.dumps(g.to_dict()))) == g

@@ -1,0 +1,107 @@
+"""Pruning the architecture zoo (both exporters): valid models that match the zero-at-consumers oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from prune_oracle import assert_close, random_inputs, run, zeroed_original
+
+from onnxkd.graph_passes.api import PLAN_KEY, channel_groups, prune, read_plan
+from onnxkd.model import load, save, to_proto
+
+ZOO = ["resnet", "mobilenetv2", "mobilenetv3", "densenet", "unet", "resnext", "transformer", "gpt"]
+
+
+def _check_oracle(path, result, batch=2):
+    prepared, groups = channel_groups(path)
+    zeroed = zeroed_original(prepared, groups, result.plan)
+    feeds = random_inputs(path, batch=batch)
+    assert_close(run(result.model, feeds), run(zeroed, feeds))
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("name", ZOO)
+def test_half_ratio_matches_oracle(zoo_model, name, exporter):
+    path = zoo_model(name, exporter)
+    result = prune(path, 0.5)
+    assert result.summary["pruned"] >= 1
+    assert result.summary["channels_after"] < result.summary["channels_before"]
+    onnx.checker.check_model(to_proto(result.model), full_check=True)
+    _check_oracle(path, result, batch=3)  # batch 3: the dynamic batch axis survives
+    teacher = load(path)  # same output shapes, dynamic axes included
+    assert [str(v.shape) for v in result.model.graph.outputs] == [str(v.shape) for v in teacher.graph.outputs]
+    assert [str(v.shape) for v in result.model.graph.inputs] == [str(v.shape) for v in teacher.graph.inputs]
+
+
+@pytest.mark.parametrize("name", ["resnet", "mobilenetv3", "transformer", "unet"])
+def test_ratio_zero_is_identity(zoo_model, name):
+    path = zoo_model(name, "dynamo")
+    result = prune(path, 0.0)
+    assert result.summary["channels_after"] == result.summary["channels_before"]
+    feeds = random_inputs(path)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for actual, wanted in zip(run(result.model, feeds), expected):
+        np.testing.assert_allclose(actual, wanted, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("criterion", ["l2", "bn", "random"])
+def test_criteria_match_oracle(zoo_model, criterion):
+    path = zoo_model("mobilenetv2", "dynamo")
+    result = prune(path, 0.4, criterion=criterion, seed=3)
+    _check_oracle(path, result)
+
+
+def test_global_and_round_to_match_oracle(zoo_model):
+    path = zoo_model("densenet", "legacy")
+    result = prune(path, 0.5, global_rank=True, round_to=4)
+    _check_oracle(path, result)
+    groups = {g.id: g for g in result.groups}
+    for gid, kept in result.plan.items():
+        assert len(kept) % 4 == 0 or len(kept) == groups[gid].size
+
+
+def test_external_data_round_trip(zoo_model, tmp_path):
+    path = zoo_model("resnet", "dynamo", external_data=True)
+    result = prune(path, 0.5)
+    out = save(result.model, tmp_path / "student.onnx", external_data=True)
+    assert (tmp_path / "student.onnx.data").exists()
+    feeds = random_inputs(path)
+    stored = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)
+    assert_close(stored, run(result.model, feeds))
+    assert read_plan(out) == {k: v for k, v in result.plan.items() if len(v) < result.groups[k].size}
+    assert PLAN_KEY in load(out).metadata_props
+
+
+def test_attention_heads_are_pruned(zoo_model):
+    """Heads: Q/K/V columns and output-projection rows go by head_dim blocks; the Reshapes follow."""
+    for exporter in ("legacy", "dynamo"):
+        _, groups = channel_groups(zoo_model("transformer", exporter))
+        heads = [g for g in groups if g.prunable and g.channel_block == 8]
+        assert len(heads) == 2, exporter  # one per block
+        for g in heads:
+            assert g.size == 4
+            assert sum(s.role == "out" for s in g.slices) >= 3  # q, k, v weights
+            assert any(s.role == "in" and s.block == 8 for s in g.slices)  # proj rows
+            assert g.edits  # the Reshape shape entries
+        frozen = [g for g in groups if g.frozen]
+        assert any("LayerNormalization" in g.frozen or "cannot be cut" in g.frozen for g in frozen)
+
+
+def test_taylor_with_gradients_keyed_by_teacher_names(zoo_model):
+    """The bridge hands gradients keyed by the teacher's initializer names (untied copies map back)."""
+    path = zoo_model("transformer", "legacy")
+    teacher = load(path)
+    rng = np.random.default_rng(0)
+    gradients = {name: rng.standard_normal(value.const_value.shape.numpy()).astype(np.float32)
+                 for name, value in teacher.graph.initializers.items() if value.const_value is not None}
+    from onnxkd.graph_passes.importance import importance
+
+    prepared, groups = channel_groups(path)
+    arrays = {n: v.const_value.numpy() for n, v in prepared.graph.initializers.items() if v.const_value is not None}
+    scores = importance(groups, arrays, "taylor", gradients)
+    assert scores and all(s.min() > 0 for s in scores.values())  # every weight slice found its gradient
+    result = prune(path, 0.5, criterion="taylor", gradients=gradients)
+    assert result.summary["pruned"] >= 1
+    _check_oracle(path, result)

@@ -1,0 +1,106 @@
+"""`onnxkd inspect`: the op table against the model itself, --json, and one-line errors for bad files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import light_model_path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "onnxkd", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    """Conv -> Relu -> Relu -> FancyOp(com.example): 2 supported op types, 1 unsupported; 3*2*3*3 + 3 params."""
+    rng = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], kernel_shape=[3, 3]),
+        helper.make_node("Relu", ["c"], ["r1"]),
+        helper.make_node("Relu", ["r1"], ["r2"]),
+        helper.make_node("FancyOp", ["r2"], ["y"], domain="com.example"),
+    ]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 6, 6])],
+        [numpy_helper.from_array(rng.standard_normal((3, 2, 3, 3)).astype(np.float32), "w"),
+         numpy_helper.from_array(np.zeros(3, np.float32), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    path = tmp_path_factory.mktemp("inspect") / "small.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_json_report_counts_ops_and_support(small_model):
+    result = run_cli("inspect", str(small_model), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    rows = {(r["domain"], r["op_type"]): r for r in report["ops"]}
+    assert rows[("ai.onnx", "Relu")]["count"] == 2 and rows[("ai.onnx", "Relu")]["supported"]
+    assert rows[("ai.onnx", "Conv")]["opset"] == 17 and rows[("ai.onnx", "Conv")]["supported"]
+    assert rows[("com.example", "FancyOp")] == {"op_type": "FancyOp", "domain": "com.example", "opset": 1, "count": 1, "supported": False}
+    summary = report["summary"]
+    assert summary["parameters"] == 3 * 2 * 3 * 3 + 3
+    assert summary["inputs"] == [{"name": "x", "dtype": "float", "shape": ["N", 2, 8, 8]}]
+    assert [o["name"] for o in summary["outputs"]] == ["y"]
+
+
+def test_table_lists_every_op_of_a_light_model():
+    path = light_model_path("squeezenet")
+    result = run_cli("inspect", str(path))
+    assert result.returncode == 0, result.stderr
+    counts = Counter(n.op_type for n in onnx.load(str(path)).graph.node)
+    lines = result.stdout.splitlines()
+    for op_type, count in counts.items():
+        row = next(line for line in lines if line.split()[:1] == [op_type])
+        assert row.split()[1:5] == ["ai.onnx", "9", str(count), "yes"], row
+    assert f"{len(counts)} of {len(counts)} op types supported" in result.stdout
+    assert "parameters" in result.stdout
+
+
+def test_table_flags_unsupported_ops(small_model):
+    result = run_cli("inspect", str(small_model))
+    assert result.returncode == 0
+    row = next(line for line in result.stdout.splitlines() if line.split()[:1] == ["FancyOp"])
+    assert row.split()[1:] == ["com.example", "1", "1", "no"]
+    assert "2 of 3 op types supported" in result.stdout
+
+
+def _bad_files(folder: Path, good: Path) -> dict[str, Path]:
+    data = good.read_bytes()
+    files = {
+        "empty": b"",
+        "truncated": data[: len(data) // 2],
+        "random": np.random.default_rng(0).bytes(4096),
+        "text": b"this is not an onnx model\n" * 20,
+    }
+    paths = {}
+    for name, payload in files.items():
+        paths[name] = folder / f"{name}.onnx"
+        paths[name].write_bytes(payload)
+    paths["missing"] = folder / "does_not_exist.onnx"
+    paths["directory"] = folder
+    return paths
+
+
+@pytest.mark.parametrize("case", ["empty", "truncated", "random", "text", "missing", "directory"])
+def test_bad_input_is_one_error_line(tmp_path, small_model, case):
+    path = _bad_files(tmp_path, small_model)[case]
+    result = run_cli("inspect", str(path))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
