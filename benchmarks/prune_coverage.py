@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import io
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -148,6 +149,7 @@ def main_(argv=None) -> None:
         rows.append((name, family, summary["pruned"], summary["groups"], after / before if before else None, valid,
                      seconds, base_ratio, base_valid))
     _print(rows, args)
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def _print(rows, args) -> None:

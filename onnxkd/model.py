@@ -73,14 +73,22 @@ def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *, external
     if not os.access(folder, os.W_OK):
         raise OnnxkdError(f"{path}: output folder {folder} is not writable")
     data_name = path.name + ".data"
-    with _atomic_paths(folder, path.name, data_name if external_data else None) as (tmp_model, tmp_data):
+    try:
+        _write_atomically(model, folder, path.name, data_name if external_data else None)
+    except OSError as exc:
+        raise OnnxkdError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    return path
+
+
+def _write_atomically(model: ir.Model, folder: Path, name: str, data_name: str | None) -> None:
+    external_data = data_name is not None
+    with _atomic_paths(folder, name, data_name) as (tmp_model, tmp_data):
         if external_data:
             # onnx-ir records the data file's name in the model; it must be the final one, not the temp one.
             ir.save(model, tmp_model, external_data=data_name + ".tmp")
             _rename_external_data(tmp_model, data_name + ".tmp", data_name, tmp_data)
         else:
             ir.save(model, tmp_model)
-    return path
 
 
 @contextlib.contextmanager
@@ -91,6 +99,11 @@ def _atomic_paths(folder: Path, name: str, data_name: str | None):
     tmp_data = folder / (data_name + ".tmp") if data_name else None
     try:
         yield tmp_model, tmp_data
+        # mkstemp creates 0600 files; give the output the permissions a plain open() would.
+        mode = 0o666 & ~_umask()
+        for written in (tmp_model, tmp_data):
+            if written is not None and written.exists():
+                os.chmod(written, mode)
         if tmp_data is not None:
             os.replace(tmp_data, folder / data_name)
         os.replace(tmp_model, folder / name)
@@ -98,6 +111,12 @@ def _atomic_paths(folder: Path, name: str, data_name: str | None):
         for leftover in (tmp_model, tmp_data):
             if leftover is not None and leftover.exists():
                 leftover.unlink()
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def _rename_external_data(model_path: Path, old: str, new: str, data_path: Path) -> None:

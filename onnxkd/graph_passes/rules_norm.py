@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from onnxkd.graph_passes.dependency import Ctx, rule
+from onnxkd.graph_passes.groups import Edit
 
 # input index -> slice role, for the per-channel parameters (shape [C]) of each op
 PER_CHANNEL = {
@@ -52,7 +53,33 @@ def layer_norm(ctx: Ctx) -> None:
     ctx.set_out(out)
 
 
-@rule("GroupNormalization", "LRN", "MeanVarianceNormalization", "LpNormalization")
+@rule("GroupNormalization")
+def group_norm(ctx: Ctx) -> None:
+    """Statistics per group of C/num_groups channels: whole norm groups can go (num_groups shrinks)."""
+    layouts = ctx.layouts(0)
+    channels = layouts.get(1)
+    if not channels or any(k != 1 for k in layouts):
+        channel_mixing_norm(ctx)
+        return
+    groups = ctx.attr("num_groups")
+    scale, bias = ctx.initializer(1), ctx.initializer(2)
+    if not groups or scale is None or bias is None:
+        channel_mixing_norm(ctx)
+        return
+    per_group = sum(seg.length for seg in channels) // groups
+    coarse = ctx.state.regroup(channels, per_group, ctx.where)
+    if coarse is None:
+        return
+    params = channels if ctx.opset >= 21 else coarse  # scale/bias per channel from opset 21, per group before
+    ctx.state.slice_layout(params, scale, 0, "bn_scale")
+    ctx.state.slice_layout(params, bias, 0, "param")
+    for seg in coarse:
+        if seg.gid is not None:
+            ctx.state.add_edit(seg.gid, Edit("attr", ctx.node.name, -1, attr="num_groups"), seg.block)
+    ctx.set_out({1: channels})
+
+
+@rule("LRN", "MeanVarianceNormalization", "LpNormalization")
 def channel_mixing_norm(ctx: Ctx) -> None:
     layouts = ctx.layouts(0)
     rank = len(ctx.in_shape(0) or [])

@@ -137,6 +137,8 @@ def _shape_entry_edit(ctx: Ctx, index: int, p: int, lay: Layout, same_axis: bool
         edit_segments(ctx, lay, Edit("tensor", name, p))
         return True
     shape_value = ctx.input(index)
+    if entry_follows(ctx, shape_value, p, lay):
+        return True  # e.g. Reshape(y, Shape(x)) where x carries the same channels
     producer = shape_value.producer() if shape_value is not None else None
     if producer is None or producer.op_type != "Concat" or len(shape_value.uses()) != 1:
         return False

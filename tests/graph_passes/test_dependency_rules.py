@@ -14,16 +14,16 @@ from onnxkd.model import to_proto
 RNG = np.random.default_rng(0)
 
 
-def build(nodes, inits: dict[str, np.ndarray], inputs, outputs, opset=17, domains=()):
+def build(nodes, inits: dict[str, np.ndarray], inputs, outputs, opset=17, domains=(), out_shapes=None):
     graph = helper.make_graph(
         nodes, "g",
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, (out_shapes or {}).get(n)) for n in outputs],
         [numpy_helper.from_array(v.astype(np.float32) if v.dtype.kind == "f" else v, k) for k, v in inits.items()],
     )
     imports = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, 1) for d in domains]
     model = helper.make_model(graph, opset_imports=imports)
-    model.ir_version = 8
+    model.ir_version = 10 if opset >= 21 else 8
     return model
 
 
@@ -275,3 +275,14 @@ def test_fold_constant_views_pass_is_exact():
     folded = model.graph.node(0).inputs[1].const_value.numpy()
     np.testing.assert_array_equal(folded, np.transpose(weight, (0, 3, 1, 2)).reshape(4, 6))
     assert "w4" not in model.graph.initializers
+
+
+def test_group_normalization_prunes_whole_norm_groups():
+    opset, params = 21, 12  # (GroupNormalization-18, per-group scale, is deprecated: the checker rejects it)
+    nodes = [conv("x", "a", "w1"), helper.make_node("GroupNormalization", ["a", "s", "b"], ["n"], num_groups=4),
+             helper.make_node("Relu", ["n"], ["r"]), conv("r", "y", "w2")]
+    inits = {"w1": w(12, 3, 3, 3), "s": w(params), "b": w(params), "w2": w(2, 12, 3, 3)}
+    model = build(nodes, inits, [("x", [1, 3, 8, 8])], ["y"], opset=opset, out_shapes={"y": [1, 2, 8, 8]})
+    groups = check_random_plans(model)  # (onnx shape inference does not see through GroupNormalization)
+    assert groups[0].prunable and groups[0].size == 4 and groups[0].channel_block == 3
+    assert any(e.attr == "num_groups" for e in groups[0].edits)

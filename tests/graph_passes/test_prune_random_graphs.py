@@ -109,7 +109,7 @@ def random_graph(ops: list[str], seed: int):
     return model
 
 
-@settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 @given(ops=st.lists(st.sampled_from(OPS), min_size=3, max_size=10), seed=st.integers(0, 2**31 - 1))
 def test_random_graphs_with_random_plans(ops, seed):
     model = random_graph(ops, seed)
