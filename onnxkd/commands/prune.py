@@ -107,7 +107,7 @@ def render_summary(summary: dict[str, Any], console) -> None:
     for key in ("channels", "params", "macs"):
         before, after = summary.get(f"{key}_before"), summary.get(f"{key}_after")
         ratio = f"{after / before:.3f}" if before and after is not None else "-"
-        table.add_row(key.upper() if key == "macs" else key, _num(before), _num(after), ratio)
+        table.add_row("MACs" if key == "macs" else key, _num(before), _num(after), ratio)
     console.print(table)
 
 

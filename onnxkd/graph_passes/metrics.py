@@ -17,6 +17,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import _c_api_utils
 
 from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.shape_folding import infer_with_folded_shapes
 from onnxkd.model import ModelLike, load
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -149,7 +150,7 @@ def _infer(model: ir.Model, shapes: dict[str, list[int]]) -> dict[str, list[int]
         del proto.graph.value_info[:]
         for value in proto.graph.output:
             value.type.tensor_type.ClearField("shape")
-        return onnx.shape_inference.infer_shapes(proto, data_prop=True)
+        return infer_with_folded_shapes(proto)
 
     # call_onnx_api leaves large initializers out of the proto (typed inputs instead) and restores the
     # model afterwards, so a > 2 GB model works and ``model`` is unchanged.

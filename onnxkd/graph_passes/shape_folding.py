@@ -1,0 +1,112 @@
+"""Shape inference that sees through exporters' shape arithmetic once the input shapes are fixed.
+
+The legacy torch exporter computes slice ends and reshape targets at run time (Shape -> Gather ->
+Unsqueeze -> Concat -> Slice/Reshape). onnx's shape inference gives up on those, so every tensor
+downstream loses its shape and MACs cannot be counted. With static input shapes those chains are
+constants: evaluate them with onnx's reference implementation and infer again, until nothing changes.
+Only small integer tensors are evaluated, never weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+# Ops that appear in shape arithmetic; anything else is left to the real graph.
+_FOLDABLE = {
+    "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Add", "Sub", "Mul", "Div", "Neg",
+    "Range", "Equal", "Where", "Expand", "Reshape", "ConstantOfShape", "Identity", "Min", "Max", "Floor", "Ceil", "Sqrt",
+}
+_MAX_ELEMENTS = 64
+_MAX_ROUNDS = 10
+
+
+def infer_with_folded_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``onnx.shape_inference.infer_shapes`` after folding shape arithmetic into initializers (a copy)."""
+    proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    for _ in range(_MAX_ROUNDS):
+        if not _fold_once(proto, opset):
+            break
+        del proto.graph.value_info[:]
+        proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
+    return proto
+
+
+def _fold_once(proto: onnx.ModelProto, opset: int) -> bool:
+    graph = proto.graph
+    values = _small_constants(graph)
+    shapes = _static_shapes(graph)
+    kept, folded = [], []
+    for node in graph.node:
+        outputs = _evaluate(node, values, shapes, opset)
+        if outputs is None:
+            kept.append(node)
+            continue
+        for name, array in zip(node.output, outputs):
+            values[name] = array
+            folded.append(numpy_helper.from_array(np.asarray(array), name))
+    if not folded:
+        return False
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(folded)
+    return True
+
+
+def _evaluate(node: onnx.NodeProto, values: dict, shapes: dict, opset: int) -> list[np.ndarray] | None:
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if node.op_type == "Shape":
+        dims = shapes.get(node.input[0])
+        if dims is None:
+            return None
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        return [np.array(dims, np.int64)[attrs.get("start", 0): attrs.get("end", len(dims))]]
+    if node.op_type == "Constant":
+        return None  # already a value (see _small_constants); folding it would only move it
+    if node.op_type not in _FOLDABLE or not node.input:
+        return None
+    inputs = [values.get(name) if name else None for name in node.input]
+    if any(name and value is None for name, value in zip(node.input, inputs)):
+        return None
+    model = helper.make_model(
+        helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(o, 0, None) for o in node.output],
+                          [numpy_helper.from_array(v, n) for n, v in zip(node.input, inputs) if n]),
+        opset_imports=[helper.make_opsetid("", opset)],
+    )
+    try:
+        outputs = ReferenceEvaluator(model).run(None, {})
+    except Exception:  # noqa: BLE001  (a node the reference cannot run simply stays in the graph)
+        return None
+    if any(np.asarray(o).size > _MAX_ELEMENTS for o in outputs):
+        return None
+    return [np.asarray(o) for o in outputs]
+
+
+def _small_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    values = {}
+    for tensor in graph.initializer:
+        if int(np.prod(tensor.dims)) <= _MAX_ELEMENTS and tensor.data_location != onnx.TensorProto.EXTERNAL:
+            values[tensor.name] = numpy_helper.to_array(tensor)
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            array = numpy_helper.to_array(node.attribute[0].t)
+            if array.size <= _MAX_ELEMENTS:
+                values[node.output[0]] = array
+    return values
+
+
+def _static_shapes(graph: onnx.GraphProto) -> dict[str, list[int]]:
+    shapes = {}
+    for value in [*graph.input, *graph.value_info, *graph.output]:
+        tensor_type = value.type.tensor_type
+        if tensor_type.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+            if all(d is not None for d in dims):
+                shapes[value.name] = dims
+    for tensor in graph.initializer:
+        shapes[tensor.name] = list(tensor.dims)
+    return shapes

@@ -1,0 +1,24 @@
+"""MACs of transformer exports whose shapes hide behind run-time shape arithmetic (legacy exporter)."""
+
+from __future__ import annotations
+
+import pytest
+
+from onnxkd.graph_passes import metrics
+
+T, D, HEADS, MLP, LAYERS, VOCAB, CLASSES = 12, 32, 4, 64, 2, 50, 5  # tests/models.py defaults
+
+
+def _block_macs() -> int:
+    projections = 4 * T * D * D  # q, k, v, output projection
+    attention = 2 * HEADS * T * T * (D // HEADS)  # q @ k^T and softmax @ v
+    mlp = 2 * T * D * MLP
+    return LAYERS * (projections + attention + mlp)
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("name, head", [("transformer", D * CLASSES), ("gpt", T * D * VOCAB)])
+def test_transformer_macs_match_hand_count(zoo_model, name, head, exporter):
+    by_op, unknown = metrics.macs_and_unknown(zoo_model(name, exporter), {"input_ids": [1, T]})
+    assert unknown == []
+    assert sum(by_op.values()) == _block_macs() + head
