@@ -21,6 +21,7 @@ _API = {
     "OnnxModule": "onnxkd.torch_bridge:OnnxModule",
     "validate": "onnxkd.validate.api:validate",
     "prune": "onnxkd.graph_passes.api:prune",
+    "initializer_gradients": "onnxkd.torch_bridge.gradients:initializer_gradients",
 }
 
 __all__ = sorted(_API)
