@@ -34,20 +34,27 @@ class PruneResult:
                 "groups": [g.to_dict() for g in self.groups]}
 
 
-def channel_groups(model: ModelLike) -> tuple[ir.Model, list[ChannelGroup]]:
+def channel_groups(model: ModelLike, prune_normalized: bool = False) -> tuple[ir.Model, list[ChannelGroup]]:
     """The prepared copy of ``model`` and its channel groups (``onnxkd inspect``)."""
     prepared = prepare(model)
-    return prepared, analyze(prepared)
+    return prepared, analyze(prepared, prune_normalized=prune_normalized)
 
 
 def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bool = False, round_to: int = 1,
           ignore: str | None = None, recipe: dict | None = None, gradients: Mapping[str, np.ndarray] | None = None,
-          seed: int = 0, input_shapes: dict[str, list[int]] | None = None) -> PruneResult:
-    """Remove ``ratio`` of the channels of every prunable group; the caller's model is not modified."""
+          seed: int = 0, input_shapes: dict[str, list[int]] | None = None,
+          prune_normalized: bool = False) -> PruneResult:
+    """Remove ``ratio`` of the channels of every prunable group; the caller's model is not modified.
+
+    ``prune_normalized`` (or the recipe key ``"prune_normalized": true``) also cuts hidden sizes that
+    LayerNormalization normalises (a transformer's residual stream, with its embedding tables): the
+    student is then the network at a smaller width, not the teacher with channels zeroed.
+    """
     if not 0 <= ratio < 1:
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
+    prune_normalized = prune_normalized or bool((recipe or {}).get("prune_normalized", False))
     teacher = load(model)
-    prepared, groups = channel_groups(teacher)
+    prepared, groups = channel_groups(teacher, prune_normalized)
     names = {s.name for g in groups if g.prunable for s in g.slices}
     arrays = {name: prepared.graph.initializers[name].const_value.numpy() for name in names}
     scores = importance(groups, arrays, criterion, gradients, seed)
@@ -55,10 +62,14 @@ def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bo
     return _rewrite(teacher, prepared, groups, plan, input_shapes)
 
 
-def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[int]] | None = None) -> PruneResult:
-    """Apply a given plan (group id -> kept indices, e.g. from ``read_plan``) to ``model``."""
+def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[int]] | None = None,
+                    prune_normalized: bool = False) -> PruneResult:
+    """Apply a given plan (group id -> kept indices, e.g. from ``read_plan``) to ``model``.
+
+    Group ids are those of the analysis with the same ``prune_normalized`` as the plan was made with.
+    """
     teacher = load(model)
-    prepared, groups = channel_groups(teacher)
+    prepared, groups = channel_groups(teacher, prune_normalized)
     by_id = {g.id: g for g in groups}
     for gid, kept in plan.items():
         group = by_id.get(gid)
@@ -110,6 +121,7 @@ def _summary(teacher: ir.Model, student: ir.Model, groups, plan, input_shapes) -
         "prunable": sum(1 for g in groups if g.prunable),
         "pruned": pruned,
         "frozen": sum(1 for g in groups if g.frozen is not None),
+        "normalized_pruned": sum(1 for g in groups if g.normalized and g.id in plan and len(plan[g.id]) < g.size),
         "channels_before": sum(g.size for g in groups),
         "channels_after": sum(len(plan[g.id]) if g.id in plan else g.size for g in groups),
     }

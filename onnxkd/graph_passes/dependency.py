@@ -13,8 +13,8 @@ from typing import Callable
 import numpy as np
 import onnx_ir as ir
 
-from onnxkd.graph_passes.groups import ChannelGroup
-from onnxkd.graph_passes.layout import Layout, State
+from onnxkd.graph_passes.groups import ChannelGroup, Edit
+from onnxkd.graph_passes.layout import Layout, State, total
 
 Rule = Callable[["Ctx"], None]
 RULES: dict[str, Rule] = {}
@@ -97,13 +97,17 @@ def unknown_op(ctx: Ctx) -> None:
         ctx.freeze_inputs()
 
 
-def analyze(model: ir.Model) -> list[ChannelGroup]:
-    """Channel groups of a prepared model (constants as initializers, untied, shapes inferred)."""
+def analyze(model: ir.Model, *, prune_normalized: bool = False) -> list[ChannelGroup]:
+    """Channel groups of a prepared model (constants as initializers, untied, shapes inferred).
+
+    ``prune_normalized``: hidden sizes normalised by LayerNormalization (a transformer's residual
+    stream) become groups too, with embedding tables as their producers (see rules_norm.layer_norm).
+    """
     _load_rules()
     from onnxkd.model import opset_of
 
     opset = opset_of(model)
-    state = State()
+    state = State(prune_normalized)
     graph = model.graph
     main_nodes = set()
     for node in graph:
@@ -120,12 +124,39 @@ def analyze(model: ir.Model) -> list[ChannelGroup]:
                 state.layouts.pop(out.name, None)
     for value in graph.outputs:
         state.freeze_value(value.name, f"graph output {value.name!r}")
+    _pin_shape_reads(graph, state)
     produced = {out.name: out for node in graph for out in node.outputs}
     for name in list(state.layouts):
         value = produced.get(name)
         if value is not None and any(id(use.node) not in main_nodes for use in value.uses()):
             state.freeze_value(name, f"{name!r} is read inside a subgraph")
     return state.finish()
+
+
+def _pin_shape_reads(graph: ir.Graph, state: State) -> None:
+    """Shape(x) of a LayerNorm'd width (legacy exports compute head_dim = Shape(x)[-1] // heads) keeps
+    reading the original size once the width is cut; a read a rule relies on following freezes instead."""
+    normalized = {state.find(g) for g in state.normalized}
+    if not normalized:
+        return
+    for node in graph:
+        if node.op_type not in ("Shape", "Size") or node.inputs[0] is None:
+            continue
+        x = node.inputs[0]
+        rank = len(x.shape) if x.shape is not None else None
+        for k, lay in state.get(x.name).items():
+            segs = [s for s in lay if s.gid is not None and state.find(s.gid) in normalized]
+            if not segs:
+                continue
+            if node.op_type == "Size" or rank is None or (x.name, k) in state.followed_sizes:
+                state.freeze_layout(segs, f"its size is read by {node.op_type} at node {node.name!r}")
+                continue
+            start = node.attributes["start"].value if "start" in node.attributes else 0
+            end = node.attributes["end"].value if "end" in node.attributes else rank
+            start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
+            if start <= k < end:
+                for seg in segs:
+                    state.add_edit(seg.gid, Edit("pin", node.name, k - start, total(lay)))
 
 
 def _load_rules() -> None:

@@ -40,6 +40,8 @@ class Edit:
     kind "tensor": entry ``index`` of the int64 initializer ``target``;
     kind "minus_one": input ``index`` of Concat node ``target`` becomes the constant [-1] once any
     channel is removed (a dynamic Reshape entry that would otherwise still read the old size).
+    kind "pin": entry ``index`` of Shape node ``target``'s output keeps the original size ``mult`` once any
+    channel is removed (shape arithmetic such as head_dim = hidden // heads must not see a cut hidden size).
     """
 
     kind: str
@@ -59,6 +61,9 @@ class ChannelGroup:
     divisor: int = 1
     frozen: str | None = None
     source: str = ""  # the node whose output channels started the group
+    # cut through a LayerNormalization's statistics (opt-in ``prune_normalized``): the pruned model is
+    # the network at a smaller hidden size, not the original with channels zeroed at their consumers
+    normalized: bool = False
 
     @property
     def prunable(self) -> bool:
@@ -77,7 +82,7 @@ class ChannelGroup:
     def from_dict(cls, data: dict) -> "ChannelGroup":
         return cls(
             id=data["id"], size=data["size"], divisor=data.get("divisor", 1), frozen=data.get("frozen"),
-            source=data.get("source", ""),
+            source=data.get("source", ""), normalized=data.get("normalized", False),
             members=[Member(**m) for m in data.get("members", [])],
             slices=[InitializerSlice(**s) for s in data.get("slices", [])],
             edits=[Edit(**e) for e in data.get("edits", [])],

@@ -25,7 +25,10 @@ Layout = list  # list[Seg]
 
 
 class State:
-    def __init__(self):
+    def __init__(self, prune_normalized: bool = False):
+        self.prune_normalized = prune_normalized  # opt-in: LayerNorm'd hidden sizes (and embedding tables) are cut
+        self.normalized: set[int] = set()  # gids whose channels a LayerNormalization normalises over
+        self.followed_sizes: set[tuple[str, int]] = set()  # (tensor, axis) sizes a rule relies on following the cut
         self.size: list[int] = []  # original channels per gid
         self.unit: list[int] = []
         self.parent: list[int] = []
@@ -224,6 +227,7 @@ class State:
         self.sets[new_root] = [new for new, _ in mapping.values()]
         if root in self.frozen:
             self.frozen[new_root] = self.frozen[root]
+        self.normalized.update(mapping[gid][0] for gid in old if gid in self.normalized)
         for gid, name, axis, offset, block, role in list(self.slices):
             if gid in mapping:
                 new, cut = mapping[gid]
@@ -262,7 +266,7 @@ class State:
             group = groups[self.find(gid)]
             eff = _int(self.eff(gid, mult))
             key = (group.id, edit.kind, edit.target, edit.index, edit.attr)
-            if edit.kind == "minus_one":
+            if edit.kind in ("minus_one", "pin"):  # not per channel: mult (pin: the original size) stays
                 if key in seen:
                     continue
                 seen.add(key)
@@ -273,6 +277,8 @@ class State:
                 group.edits.remove(merged[0])
                 eff += merged[0].mult
             group.edits.append(Edit(edit.kind, edit.target, edit.index, eff, edit.attr))
+        for gid in self.normalized:
+            groups[self.find(gid)].normalized = True
         for gid, name, axis, offset, block in self.members:
             groups[self.find(gid)].members.append(Member(name, axis, _int(offset), _int(self.eff(gid, block))))
         for group in groups.values():

@@ -116,6 +116,8 @@ def plan_to_json(plan: Plan, groups: list[ChannelGroup]) -> str:
             continue
         entries.append({"group": gid, "size": group.size, "kept": kept, "source": group.source,
                         "members": [[m.tensor, m.axis, m.offset, m.block] for m in group.members]})
+        if group.normalized:  # a LayerNorm'd width: student channels are not the teacher's zeroed ones
+            entries[-1]["normalized"] = True
     return json.dumps({"version": 1, "groups": entries}, separators=(",", ":"))
 
 

@@ -20,6 +20,7 @@ def apply_plan(model: ir.Model, groups: list[ChannelGroup], plan: dict[int, list
     cut: dict[tuple[str, int], set[int]] = defaultdict(set)
     delta: dict[tuple[str, str, int, str], int] = defaultdict(int)
     minus_one: set[tuple[str, int]] = set()
+    pins: dict[str, dict[int, int]] = defaultdict(dict)
     for group in groups:
         kept = plan.get(group.id)
         if kept is None:
@@ -35,11 +36,14 @@ def apply_plan(model: ir.Model, groups: list[ChannelGroup], plan: dict[int, list
         for e in group.edits:
             if e.kind == "minus_one":
                 minus_one.add((e.target, e.index))
+            elif e.kind == "pin":
+                pins[e.target][e.index] = e.mult
             else:
                 delta[(e.kind, e.target, e.index, e.attr)] += e.mult * len(removed)
     graph = model.graph
     _slice_initializers(graph, cut)
     _edit_constants(graph, delta, minus_one)
+    _pin_shapes(graph, pins)
     _forget_shapes(graph)
     return model
 
@@ -89,6 +93,40 @@ def _edit_constants(graph: ir.Graph, delta: dict, minus_one: set[tuple[str, int]
                          const_value=ir.Tensor(np.array([-1], dtype=np.int64), name=name))
         graph.register_initializer(value)
         node.replace_input_with(index, value)
+
+
+def _pin_shapes(graph: ir.Graph, pins: dict[str, dict[int, int]]) -> None:
+    """Shape(x) -> Shape(x) * keep + original: the pinned entries read the teacher's sizes."""
+    nodes = {node.name: node for node in graph}
+    for target, entries in sorted(pins.items()):
+        node = nodes[target]
+        read = node.outputs[0]
+        length = read.shape[0] if read.shape is not None and isinstance(read.shape[0], int) else None
+        if length is None:
+            rank = len(node.inputs[0].shape)
+            start = node.attributes["start"].value if "start" in node.attributes else 0
+            end = node.attributes["end"].value if "end" in node.attributes else rank
+            start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
+            length = max(end - start, 0)
+        keep, original = np.ones(length, np.int64), np.zeros(length, np.int64)
+        for index, size in entries.items():
+            keep[index], original[index] = 0, size
+        consts = []
+        for tag, array in (("keep", keep), ("size", original)):
+            name = f"{target}__pin_{tag}"
+            while name in graph.initializers:
+                name += "_"
+            value = ir.Value(name=name, shape=ir.Shape([length]), type=ir.TensorType(ir.DataType.INT64),
+                             const_value=ir.Tensor(array, name=name))
+            graph.register_initializer(value)
+            consts.append(value)
+        uses = list(read.uses())
+        mul = ir.node("Mul", [read, consts[0]], name=f"{target}__pin_mul")
+        add = ir.node("Add", [mul.outputs[0], consts[1]], name=f"{target}__pin_add")
+        add.outputs[0].name = f"{read.name}__pinned"
+        graph.insert_after(node, [mul, add])
+        for use in uses:
+            use.node.replace_input_with(use.idx, add.outputs[0])
 
 
 def _forget_shapes(graph: ir.Graph) -> None:

@@ -17,6 +17,23 @@ def _source(ctx: Ctx, size: int, weight: str, axis: int, bias: str | None, bias_
     return Seg(gid, size)
 
 
+def table_source(ctx: Ctx, taken: set[int], out_rank: int) -> bool:
+    """Opt-in (``prune_normalized``): a Gather/Slice reading a float table (token or position embeddings)
+    starts a group on the table's last axis, its hidden size, when that axis is not the one indexed."""
+    data = ctx.input(0)
+    name = ctx.initializer(0)
+    shape = ctx.in_shape(0)
+    if not ctx.state.prune_normalized or name is None or not shape or len(shape) < 2 or out_rank < 1:
+        return False
+    if not data.const_value.dtype.is_floating_point() or len(shape) - 1 in taken:
+        return False
+    last = len(shape) - 1
+    gid = ctx.state.new_group(shape[last], ctx.node.name or ctx.node.outputs[0].name)
+    ctx.state.add_slice(gid, name, last, 0, Fraction(1), "out")
+    ctx.set_out({out_rank - 1: [Seg(gid, shape[last])]})
+    return True
+
+
 def _spatial_frozen(ctx: Ctx, layouts: dict, channel_axis: int = 1) -> None:
     for k, lay in layouts.items():
         if k != channel_axis and k != 0:

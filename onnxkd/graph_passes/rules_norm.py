@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from onnxkd.graph_passes.dependency import Ctx, rule
 from onnxkd.graph_passes.groups import Edit
+from onnxkd.graph_passes.layout import total
 
 # input index -> slice role, for the per-channel parameters (shape [C]) of each op
 PER_CHANNEL = {
@@ -39,17 +40,38 @@ def per_channel_norm(ctx: Ctx) -> None:
 
 @rule("LayerNormalization")
 def layer_norm(ctx: Ctx) -> None:
+    """Statistics over axes [axis, rank): cutting them changes mean and variance, so it is opt-in.
+
+    With ``prune_normalized`` a hidden size normalised alone (axis = last) is cut: scale and bias are
+    sliced with it. The student then computes the network at a smaller hidden size, which is no longer
+    the teacher with channels zeroed (the group is marked ``normalized``).
+    """
     layouts = ctx.layouts(0)
     if not layouts:
         return
     rank = len(ctx.in_shape(0) or [])
     axis = ctx.attr("axis", -1) % rank
-    out = {}
-    for k, lay in layouts.items():
-        if k >= axis:
-            ctx.freeze(lay, "LayerNormalization statistics over the hidden size")
-        else:
-            out[k] = lay
+    out = {k: lay for k, lay in layouts.items() if k < axis}
+    normalised = {k: lay for k, lay in layouts.items() if k >= axis}
+    if not normalised:
+        ctx.set_out(out)
+        return
+    hidden = normalised.get(rank - 1)
+    width = total(hidden) if hidden else None
+    params = [ctx.input(i) is None or (ctx.initializer(i) is not None and ctx.in_shape(i) == [width]) for i in (1, 2)]
+    stats_used = any(extra.uses() for extra in ctx.node.outputs[1:])
+    if not ctx.state.prune_normalized or hidden is None or len(normalised) > 1 or not all(params) or stats_used:
+        why = ("LayerNormalization statistics over the hidden size" if not ctx.state.prune_normalized else
+               "LayerNormalization over several axes, with non-constant parameters or used statistics")
+        for lay in normalised.values():
+            ctx.freeze(lay, why)
+        ctx.set_out(out)
+        return
+    ctx.state.slice_layout(hidden, ctx.initializer(1), 0, "bn_scale")
+    if ctx.input(2) is not None:
+        ctx.state.slice_layout(hidden, ctx.initializer(2), 0, "param")
+    ctx.state.normalized.update(seg.gid for seg in hidden if seg.gid is not None)
+    out[rank - 1] = hidden
     ctx.set_out(out)
 
 

@@ -92,6 +92,9 @@ def remap(ctx: Ctx, layouts: dict[int, Layout], in_shape: list | None, out_shape
         inner = prod(a[x] for x in ia if x > k)
         valid = [p for p in ob if prod(b[x] for x in ob if x < p) == outer]
         candidates = [p for p in valid if b[p] > 1] or valid[:1]  # skip size-1 axes unless the channels are 1 wide
+        if not candidates and len(ob) == 1 and outer <= MAX_REPEATS:
+            out[ob[0]] = _interleaved(layouts[k], inner, outer)
+            continue
         if not candidates:
             ctx.freeze_inputs(f"{ctx.where} interleaves channels with another axis")
             return None
@@ -104,6 +107,16 @@ def remap(ctx: Ctx, layouts: dict[int, Layout], in_shape: list | None, out_shape
             return None
         out[p] = lay
     return out
+
+
+MAX_REPEATS = 4096
+
+
+def _interleaved(layout: Layout, inner: int, outer: int) -> Layout:
+    """Channels merged under ``outer`` untracked rows (channel shuffle: [N, C/g, g] -> [N, C]): the merged
+    axis is the layout repeated ``outer`` times, so channel i sits at i, i + g, i + 2g, ... (an index
+    mapping; every repeat is sliced and edited alike)."""
+    return [Seg(s.gid, s.length * inner, s.block * inner) for s in layout] * outer
 
 
 @rule("Reshape")
@@ -196,7 +209,10 @@ def shape_read(ctx: Ctx, value) -> tuple[object, int] | None:
 def _reads_own_size(ctx: Ctx, piece, lay: Layout, index: int = 0) -> bool:
     """Whether entry ``index`` of ``piece`` is Shape(t)[k] with t[k] laid out as ``lay`` (it follows the cut)."""
     found = shape_read(ctx, piece)
-    return found is not None and ctx.state.get(found[0].name).get(found[1] + index) == lay
+    if found is None or ctx.state.get(found[0].name).get(found[1] + index) != lay:
+        return False
+    ctx.state.followed_sizes.add((found[0].name, found[1] + index))
+    return True
 
 
 def entry_follows(ctx: Ctx, value, position: int, lay: Layout) -> bool:

@@ -7,6 +7,7 @@ import numpy as np
 from onnxkd.graph_passes.dependency import Ctx, rule
 from onnxkd.graph_passes.groups import Edit
 from onnxkd.graph_passes.layout import Layout, Seg, total
+from onnxkd.graph_passes.rules_linear import table_source
 from onnxkd.graph_passes.rules_reshape import edit_segments
 
 
@@ -111,6 +112,7 @@ def split(ctx: Ctx) -> None:
 def slice_(ctx: Ctx) -> None:
     layouts = ctx.layouts(0)
     if not layouts:
+        _slice_table(ctx)
         return
     shape = ctx.in_shape(0)
     rank = len(shape)
@@ -155,6 +157,18 @@ def slice_(ctx: Ctx) -> None:
     ctx.set_out(out)
 
 
+def _slice_table(ctx: Ctx) -> None:
+    """A position table sliced to the sequence length (``pos[:, :T]``, T often dynamic) along other axes."""
+    rank = len(ctx.in_shape(0) or [])
+    if not rank:
+        return
+    axes = ctx.attr("axes") if ctx.opset < 10 else (ctx.const(3) if ctx.input(3) is not None else None)
+    if ctx.opset >= 10 and ctx.input(3) is not None and axes is None:
+        return
+    taken = {int(a) % rank for a in axes} if axes is not None else set(range(rank))
+    table_source(ctx, taken, rank)
+
+
 # --------------------------------------------------------------------------- gather / expand / tile
 
 
@@ -164,9 +178,11 @@ def gather(ctx: Ctx) -> None:
     if ctx.layouts(1):
         ctx.freeze_inputs(f"channels used as indices ({ctx.where})")
         return
-    if not layouts:
-        return
     rank = len(ctx.in_shape(0) or [])
+    if not layouts:
+        if rank and ctx.in_shape(1) is not None:
+            table_source(ctx, {ctx.attr("axis", 0) % rank}, rank + len(ctx.in_shape(1)) - 1)
+        return
     axis = ctx.attr("axis", 0) % rank
     idx_rank = len(ctx.in_shape(1) or [])
     out = {}

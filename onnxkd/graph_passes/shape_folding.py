@@ -28,14 +28,14 @@ def infer_with_folded_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
     for _ in range(_MAX_ROUNDS):
-        if not _fold_once(proto, opset):
+        if not _fold_once(proto, opset, initializers_are_inputs=proto.ir_version < 4):
             break
         del proto.graph.value_info[:]
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     return proto
 
 
-def _fold_once(proto: onnx.ModelProto, opset: int) -> bool:
+def _fold_once(proto: onnx.ModelProto, opset: int, initializers_are_inputs: bool) -> bool:
     graph = proto.graph
     values = _small_constants(graph)
     shapes = _static_shapes(graph)
@@ -53,6 +53,8 @@ def _fold_once(proto: onnx.ModelProto, opset: int) -> bool:
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(folded)
+    if initializers_are_inputs:  # IR version < 4: inference only sees initializers that are graph inputs
+        graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in folded)
     return True
 
 

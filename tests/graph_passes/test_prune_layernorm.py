@@ -1,0 +1,195 @@
+"""``prune_normalized``: cutting the LayerNorm'd residual stream of the zoo transformers.
+
+The zero-at-consumers oracle does not apply (LayerNorm's mean and variance over d' kept channels are
+not those over d channels, even when the removed ones are zero), so the oracle here is an independent
+re-implementation: the zoo module's forward pass written with torch functionals, run on the torch
+module's own weights sliced at the plan's kept indices (hidden columns, heads, MLP units). Agreement
+proves the pruned ONNX graph is exactly the same architecture at the smaller widths (every coupled
+weight, LayerNorm parameter, embedding and shape constant cut consistently); it proves nothing about
+accuracy, which distillation has to recover. The reference is checked against the teacher at full width.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+from prune_oracle import assert_close, random_inputs, run
+
+from onnxkd.cli import main
+from onnxkd.graph_passes.api import channel_groups, prune, read_plan_details
+from onnxkd.graph_passes.untie import origin
+from onnxkd.model import to_proto
+
+MODELS = [("transformer", "legacy"), ("transformer", "dynamo"), ("gpt", "legacy"), ("gpt", "dynamo")]
+HEAD_DIM, LAYERS = 8, 2
+
+
+def build(name: str, tied: bool = False) -> torch.nn.Module:
+    import models
+
+    model = models.build(name)
+    if tied:
+        model.lm_head.weight = model.tok.weight
+    return model
+
+
+def reference(name: str, ids: np.ndarray, hidden, heads, mlp, tied: bool = False) -> np.ndarray:
+    """The zoo model (tests/models.py) at widths hidden/heads/mlp: kept indices into the teacher's weights."""
+    sd = {k: v.detach().double() for k, v in build(name, tied).state_dict().items()}
+    ids = torch.as_tensor(ids)
+    b, t = ids.shape
+    hid = torch.as_tensor(hidden)
+
+    def ln(x, prefix):
+        return F.layer_norm(x, (len(hidden),), sd[prefix + ".weight"][hid], sd[prefix + ".bias"][hid], 1e-5)
+
+    def linear(x, prefix, rows, cols, bias=True):
+        w = sd[prefix + ".weight"][rows][:, cols]
+        return x @ w.T + (sd[prefix + ".bias"][rows] if bias else 0)
+
+    x = sd["tok.weight"][:, hid][ids]
+    x = x + (sd["pos.weight"][:t][:, hid] if "pos.weight" in sd else sd["pos"][:, :t][..., hid])
+    for i in range(LAYERS):
+        p = f"blocks.{i}."
+        cols = torch.as_tensor([h * HEAD_DIM + j for h in heads[i] for j in range(HEAD_DIM)])
+        h = ln(x, p + "ln1")
+        q, k, v = (linear(h, p + "attn." + n, cols, hid).reshape(b, t, -1, HEAD_DIM).transpose(1, 2) for n in "qkv")
+        scores = q @ k.transpose(-2, -1) / math.sqrt(HEAD_DIM)
+        if name == "gpt":
+            scores = scores.masked_fill(torch.triu(torch.ones(t, t, dtype=torch.bool), 1), float("-inf"))
+        attn = (torch.softmax(scores, -1) @ v).transpose(1, 2).reshape(b, t, -1)
+        x = x + linear(attn, p + "attn.proj", hid, cols)
+        m = torch.as_tensor(mlp[i])
+        x = x + linear(F.gelu(linear(ln(x, p + "ln2"), p + "fc1", m, hid)), p + "fc2", hid, m)
+    x = ln(x, "ln")
+    if name == "gpt":
+        return linear(x, "lm_head", slice(None), hid, bias=False).numpy()
+    return linear(x.mean(1), "head", slice(None), hid).numpy()
+
+
+def widths(groups, plan) -> tuple[list, list, list]:
+    """Kept hidden columns, heads and MLP units per block, read off the groups by their weights' names."""
+    def kept(group):
+        return plan.get(group.id, list(range(group.size)))
+
+    by_weight = {origin(s.name): g for g in groups for s in g.slices}
+    stream = [g for g in groups if g.normalized]
+    assert len(stream) == 1 and stream[0].size == 32
+    table = next(s for s in stream[0].slices if s.name in ("tok.weight", "lm_head.weight"))  # tied: either name
+    assert (table.axis, table.offset, table.block, table.role) == (1, 0, 1, "out")  # channel c = column c
+    heads = [kept(by_weight[f"blocks.{i}.attn.q.bias"]) for i in range(LAYERS)]
+    mlp = [kept(by_weight[f"blocks.{i}.fc1.bias"]) for i in range(LAYERS)]
+    return kept(stream[0]), heads, mlp
+
+
+@pytest.mark.parametrize("name,exporter", MODELS)
+def test_pruned_stream_equals_the_narrow_architecture(zoo_model, name, exporter):
+    path = zoo_model(name, exporter)
+    result = prune(path, 0.5, prune_normalized=True)
+    assert result.summary["normalized_pruned"] == 1
+    onnx.checker.check_model(to_proto(result.model), full_check=True)
+    feeds = random_inputs(path, batch=3)
+    ids = next(iter(feeds.values()))
+    teacher = run(path, feeds)
+    full = widths(result.groups, {})
+    assert_close([reference(name, ids, *full).astype(np.float32)], teacher)  # the reference is the teacher
+    hidden, heads, mlp = widths(result.groups, result.plan)
+    assert len(hidden) == 16 and [len(h) for h in heads] == [2, 2] and [len(m) for m in mlp] == [32, 32]
+    student = run(result.model, feeds)
+    assert [s.shape for s in student] == [t.shape for t in teacher]
+    assert_close(student, [reference(name, ids, hidden, heads, mlp).astype(np.float32)])
+    stored = [g for g in read_plan_details(result.model)["groups"] if g.get("normalized")]
+    assert len(stored) == 1 and stored[0]["kept"] == hidden
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_tied_lm_head(tmp_path, exporter):
+    """GPT with lm_head.weight = tok.weight: the exporters write the head as a transposed copy; its rows
+    are cut with the embedding's columns."""
+    path = tmp_path / "tied.onnx"
+    ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(0))
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "legacy":
+            torch.onnx.export(build("gpt", tied=True), (ids,), str(path), dynamo=False, opset_version=17,
+                              input_names=["input_ids"], output_names=["output"])
+        else:
+            torch.onnx.export(build("gpt", tied=True), (ids,), dynamo=True, input_names=["input_ids"],
+                              output_names=["output"], verbose=False).save(str(path))
+    result = prune(path, 0.5, prune_normalized=True)
+    hidden, heads, mlp = widths(result.groups, result.plan)
+    assert len(hidden) == 16
+    feeds = random_inputs(path)
+    assert_close(run(result.model, feeds), [reference("gpt", feeds["input_ids"], hidden, heads, mlp, tied=True)
+                                            .astype(np.float32)])
+
+
+def test_ratio_zero_with_opt_in_is_identity(zoo_model):
+    path = zoo_model("gpt", "legacy")  # the legacy export reads the hidden size with Shape
+    result = prune(path, 0.0, prune_normalized=True)
+    assert result.summary["channels_after"] == result.summary["channels_before"]
+    feeds = random_inputs(path)
+    for actual, wanted in zip(run(result.model, feeds), run(path, feeds)):
+        np.testing.assert_array_equal(actual, wanted)
+
+
+def test_without_opt_in_the_stream_stays_whole(zoo_model):
+    _, groups = channel_groups(zoo_model("transformer", "legacy"))
+    assert not any(g.normalized for g in groups)
+    _, groups = channel_groups(zoo_model("transformer", "legacy"), prune_normalized=True)
+    assert [g.prunable for g in groups if g.normalized] == [True]
+
+
+def _ln_model(to_output: bool) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+             helper.make_node("LayerNormalization", ["h", "g", "b"], ["n"], name="ln", axis=-1)]
+    out = "n"
+    if not to_output:
+        nodes.append(helper.make_node("MatMul", ["n", "w2"], ["y"], name="fc2"))
+        out = "y"
+    inits = {"w1": rng.standard_normal((6, 8)), "g": rng.uniform(0.5, 1.5, 8), "b": rng.standard_normal(8),
+             "w2": rng.standard_normal((8, 3))}
+    graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_small_graph_matches_numpy_layer_norm_on_kept_channels():
+    """x @ w1 -> LayerNorm -> @ w2: the student is LayerNorm over the kept columns only (numpy)."""
+    model = _ln_model(to_output=False)
+    result = prune(model, 0.5, prune_normalized=True)
+    (group,) = [g for g in result.groups if g.normalized]
+    kept = result.plan[group.id]
+    assert len(kept) == 4
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    x = np.random.default_rng(1).standard_normal((2, 6)).astype(np.float32)
+    h = x @ inits["w1"][:, kept]
+    n = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5) * inits["g"][kept] + inits["b"][kept]
+    assert_close(run(result.model, {"x": x}), [n @ inits["w2"][kept]])
+
+
+def test_layer_norm_at_a_graph_output_stays_frozen():
+    result = prune(_ln_model(to_output=True), 0.5, prune_normalized=True)
+    (group,) = [g for g in result.groups if g.normalized]
+    assert group.frozen and "graph output" in group.frozen
+
+
+def test_cli_flag_and_recipe_key(zoo_model, tmp_path, capsys):
+    path = zoo_model("transformer", "dynamo")
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text('{"prune": {"prune_normalized": true}}')
+    for extra in (["--prune-normalized"], ["--recipe", str(recipe)], []):
+        out = tmp_path / "small.onnx"
+        main(["prune", str(path), "--ratio", "0.5", "-o", str(out), "--json", *extra])
+        stored = read_plan_details(out)["groups"]
+        assert any(g.get("normalized") for g in stored) == bool(extra)
+        assert "summary" in capsys.readouterr().out
