@@ -98,10 +98,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Bridge overhead: training step, CPU, {args.threads} thread(s), {args.steps} interleaved pairs, torch {torch.__version__}")
-    for header in ("model", "mode", "batch", "native ms", "bridge ms", "ratio (median)"):
+    table = Table(title=f"Training step, bridge vs native: CPU, {args.threads} thread(s), {args.steps} pairs, "
+                        f"torch {torch.__version__}, compile backend {args.compile_backend}")
+    for header in ("model", "mode", "batch", "native ms", "bridge ms", "median ratio"):
         table.add_column(header, justify="left" if header in ("model", "mode") else "right")
-    modes = [("eager", None)] + ([] if args.compile_backend == "none" else [(f"compile ({args.compile_backend})", args.compile_backend)])
+    modes = [("eager", None)] + ([] if args.compile_backend == "none" else [("compile", args.compile_backend)])
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             for label, backend in modes:

@@ -104,3 +104,15 @@ def test_bad_input_is_one_error_line(tmp_path, small_model, case):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:"), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("path", [light_model_path("squeezenet"), Path(__file__).parents[1] / "examples/models/tiny_cnn.onnx"],
+                         ids=["light-squeezenet", "example-tiny-cnn"])
+def test_parameter_count_matches_the_bridge(path):
+    """Counted from the graph (weights behind ConstantOfShape included) without building the module."""
+    import onnxkd
+
+    result = run_cli("inspect", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    module = onnxkd.to_torch(path)
+    assert json.loads(result.stdout)["summary"]["parameters"] == sum(p.numel() for p in module.parameters())

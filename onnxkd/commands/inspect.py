@@ -137,7 +137,7 @@ def render(report: dict[str, Any], console) -> None:
             renderer(report[name], console)
 
 
-@click.command(name="inspect", short_help="List a model's inputs, outputs, parameters and ops (and bridge support).")
+@click.command(name="inspect", short_help="Show a model's inputs, outputs, parameters and ops.")
 @click.argument("model", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
 def command(model: str, as_json: bool) -> None:
@@ -173,8 +173,8 @@ _FLOATS = {ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16, ir.Data
 def _weight_counts(model: ir.Model) -> tuple[int, int]:
     """(elements of trainable float weights, elements of other constants), without materialising folded weights.
 
-    Mirrors the bridge: float initializers and float weights behind Constant / ConstantOfShape(constant
-    shape) are parameters unless only read as statistics, scales or bounds.
+    Mirrors the bridge: float initializers with dims and non-scalar float weights behind Constant /
+    ConstantOfShape(constant shape) are parameters unless only read as statistics, scales or bounds.
     """
     from onnxkd.torch_bridge.module import _constant_only_names
 
@@ -183,20 +183,21 @@ def _weight_counts(model: ir.Model) -> tuple[int, int]:
     for name, value in graph.initializers.items():
         tensor = value.const_value
         if tensor is not None:
-            sizes[name] = (math.prod(tensor.shape.numpy()), tensor.dtype in _FLOATS)
+            sizes[name] = (math.prod(tensor.shape.numpy()), tensor.dtype in _FLOATS and len(tensor.shape) > 0)
     for node in graph:
         if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
             continue
         if node.op_type == "Constant" and "value" in node.attributes:
             tensor = node.attributes["value"].value
-            sizes[node.outputs[0].name] = (math.prod(tensor.shape.numpy()), tensor.dtype in _FLOATS)
+            count = math.prod(tensor.shape.numpy())
+            sizes[node.outputs[0].name] = (count, tensor.dtype in _FLOATS and count > 1)  # scalars are arithmetic
         elif node.op_type == "ConstantOfShape" and node.inputs and node.inputs[0] is not None:
             shape = node.inputs[0].const_value
             if shape is None:
                 continue
             fill = node.attributes.get("value")
-            is_float = fill is None or fill.value.dtype in _FLOATS
-            sizes[node.outputs[0].name] = (int(math.prod(int(d) for d in shape.numpy().reshape(-1))), is_float)
+            count = int(math.prod(int(d) for d in shape.numpy().reshape(-1)))
+            sizes[node.outputs[0].name] = (count, (fill is None or fill.value.dtype in _FLOATS) and count > 1)
     constants = _constant_only_names(graph, set(sizes))
     trainable = sum(n for name, (n, is_float) in sizes.items() if is_float and name not in constants)
     return trainable, sum(n for _, (n, _) in sizes.items()) - trainable

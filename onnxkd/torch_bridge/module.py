@@ -1,7 +1,8 @@
 """``OnnxModule``: an nn.Module that IS an ONNX graph.
 
-Every float initializer is an ``nn.Parameter`` keyed by its (sanitised) initializer name; integer and
-bool initializers and BatchNormalization running statistics are buffers. A weight shared by two nodes
+Every float initializer with at least one dimension is an ``nn.Parameter`` keyed by its (sanitised)
+initializer name; integer and bool initializers, 0-d (scalar) initializers, BatchNormalization running
+statistics and tensors only read as scales or bounds are buffers. A weight shared by two nodes
 is one parameter, because parameters are keyed by tensor name, not by node (an Identity in front of a
 weight, as the legacy torch exporter writes for shared weights, passes the same parameter through).
 
@@ -62,8 +63,10 @@ class OnnxModule(nn.Module):
         for name, tensor in tensors.items():
             key = _sanitize(name, taken)
             trainable = isinstance(tensor, torch.Tensor) and tensor.dtype in dtypes.FLOAT_TYPES and name not in constants_only
-            if name in self.folded and tensor.numel() <= 1:
-                trainable = False  # a scalar Constant node (0.5, sqrt(2), eps) is arithmetic, not a weight
+            if trainable and (tensor.dim() == 0 or (name in self.folded and tensor.numel() <= 1)):
+                # A 0-d initializer (the dynamo exporter's sqrt(d), -inf mask fill) or a scalar Constant node is
+                # arithmetic, not a weight: trained, a -inf would turn into NaN under weight decay.
+                trainable = False
             if trainable:
                 self.params[key] = nn.Parameter(tensor)
             else:
@@ -141,6 +144,10 @@ class OnnxModule(nn.Module):
         self.program._static_cache.clear()
         return super()._load_from_state_dict(*args, **kwargs)
 
+    def extra_repr(self) -> str:
+        return (f"inputs={self.input_names}, outputs={self.output_names}, steps={len(self.program.steps)}, "
+                f"parameters={sum(p.numel() for p in self.params.values()):,}")
+
     # ------------------------------------------------------------------ naming
 
     def onnx_tensors(self) -> Iterator[tuple[str, torch.Tensor]]:
@@ -176,7 +183,31 @@ class _BufferDict(nn.Module):
 
 def to_torch(model: model_io.ModelLike) -> OnnxModule:
     """The ONNX model as a trainable ``OnnxModule`` (raises UnsupportedOpError naming the first unsupported node)."""
-    return OnnxModule(model_io.load(model))
+    return OnnxModule(_runnable(model_io.load(model)))
+
+
+def _runnable(model: ir.Model) -> ir.Model:
+    """The model with its local functions inlined and its nodes in topological order (on a copy, if needed).
+
+    Initializer names are unchanged, so ``write_back`` still targets the original graph.
+    """
+    if not model.functions and _is_sorted(model.graph):
+        return model
+    from onnx_ir.passes.common import InlinePass, TopologicalSortPass
+
+    model = ir.from_proto(ir.to_proto(model))
+    InlinePass()(model)
+    TopologicalSortPass()(model)
+    return model
+
+
+def _is_sorted(graph: ir.Graph) -> bool:
+    known = {v.name for v in graph.inputs} | set(graph.initializers) | {""}
+    for node in graph:
+        if any(v is not None and v.name not in known for v in node.inputs):
+            return False
+        known.update(v.name for v in node.outputs)
+    return True
 
 
 def _sanitize(name: str, taken: set[str]) -> str:
@@ -285,10 +316,9 @@ def _constant_slots(graph: ir.Graph, names: set[str]) -> dict[str, set[tuple[str
             for index, value in enumerate(node.inputs):
                 if value is not None and alias.get(value.name, value.name) in names:
                     slots[alias.get(value.name, value.name)].add((node.op_type, index))
-    for g in [graph]:
-        for value in g.outputs:
-            if alias.get(value.name, value.name) in names:
-                slots[alias.get(value.name, value.name)].add(("graph output", 0))
+    for value in graph.outputs:
+        if alias.get(value.name, value.name) in names:
+            slots[alias.get(value.name, value.name)].add(("graph output", 0))
     return slots
 
 

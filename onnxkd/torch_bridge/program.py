@@ -34,7 +34,6 @@ class Step:
     inputs: tuple[str, ...]  # "" = missing optional input
     outputs: tuple[str, ...]
     attrs: dict[str, Any]
-    free_after: tuple[str, ...]  # tensors whose last reader is this step
 
 
 class Subgraph:
@@ -68,7 +67,6 @@ class Program:
             for index, node in enumerate(graph)
             if not (node.outputs and all(v.name in constant_names for v in node.outputs))
         ]
-        self._plan_frees()
         # Exporters split torch's fused kernels into several nodes; run them fused again (fewer steps and
         # kernels, forward and backward). A capture of a tensor a fusion removed runs the unfused steps.
         self.fused_steps, self.fused_away = _fuse_linear(self.steps, weight_shapes or {}, set(self.output_names))
@@ -93,7 +91,7 @@ class Program:
         )
         attrs = {key: self._convert_attr(attr, opsets, constant_names) for key, attr in node.attributes.items()}
         _check_signature(fn, ctx, attrs)
-        step = Step(fn, ctx, ctx.input_names, ctx.output_names, attrs, ())
+        step = Step(fn, ctx, ctx.input_names, ctx.output_names, attrs)
         if any(isinstance(v, Subgraph) or (isinstance(v, list) and v and isinstance(v[0], Subgraph)) for v in attrs.values()):
             self.subgraph_steps.append(step)
         return step
@@ -113,19 +111,6 @@ class Program:
         if kind == ir.AttributeType.SPARSE_TENSOR:
             raise OnnxkdError(f"attribute {attr.name!r}: sparse tensor attributes are not supported")
         return attr.value
-
-    def _plan_frees(self) -> None:
-        """Record after which step each intermediate tensor is dead, so memory follows the graph's frontier."""
-        keep = set(self.output_names)
-        last_reader: dict[str, int] = {}
-        for index, step in enumerate(self.steps):
-            for name in step.inputs + _outer_reads(step):
-                if name:
-                    last_reader[name] = index
-        produced = {name for step in self.steps for name in step.outputs}
-        for index, step in enumerate(self.steps):
-            dead = [n for n in dict.fromkeys(step.inputs + _outer_reads(step)) if n and last_reader.get(n) == index and n in produced and n not in keep]
-            step.free_after = tuple(dead)
 
     def _plan_static(self, static_names: set[str] | None) -> None:
         """Find the steps whose outputs depend only on the input shapes (Shape -> Gather -> Concat -> Reshape
@@ -322,7 +307,7 @@ def _fuse_linear(steps: list[Step], weight_shapes: Mapping[str, tuple[int, ...]]
         bias = add.inputs[1] if add.inputs[0] == out else add.inputs[0]
         if bias == out or weight_shapes.get(bias) != (weight[1],):
             continue
-        replace[users[0]] = Step(_linear, add.ctx, (step.inputs[0], step.inputs[1], bias), add.outputs, {}, ())
+        replace[users[0]] = Step(_linear, add.ctx, (step.inputs[0], step.inputs[1], bias), add.outputs, {})
         drop.add(index)
     fused = [replace.get(i, step) for i, step in enumerate(steps) if i not in drop]
     return fused, {steps[i].outputs[0] for i in drop}
@@ -375,7 +360,7 @@ def _fuse_gelu(steps: list[Step], scalars: Mapping[str, float], keep: set[str]) 
             continue
         if not is_scalar(other(steps[m2], steps[m1].outputs[0]), 0.5):
             continue
-        replace[m2] = Step(_gelu, steps[m2].ctx, (x,), steps[m2].outputs, {}, ())
+        replace[m2] = Step(_gelu, steps[m2].ctx, (x,), steps[m2].outputs, {})
         drop.update((d, e, a, m1))
     fused = [replace.get(i, step) for i, step in enumerate(steps) if i not in drop]
     return fused, {steps[i].outputs[0] for i in drop}
