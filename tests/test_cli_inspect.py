@@ -116,3 +116,25 @@ def test_parameter_count_matches_the_bridge(path):
     assert result.returncode == 0, result.stderr
     module = onnxkd.to_torch(path)
     assert json.loads(result.stdout)["summary"]["parameters"] == sum(p.numel() for p in module.parameters())
+
+
+def test_summary_reports_macs_counted_independently(tmp_path):
+    """A single 1x1 conv, 4 -> 8 channels on 5x5: 8 * 25 * 4 MACs at batch 1."""
+    import json as _json
+    import subprocess
+    import sys
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((8, 4, 1, 1), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
+    path = tmp_path / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    out = subprocess.run([sys.executable, "-m", "onnxkd", "inspect", str(path), "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    summary = _json.loads(out)["summary"]
+    assert summary["macs"] == 8 * 25 * 4 and summary["macs_by_op"] == {"Conv": 800}

@@ -35,7 +35,19 @@ def summary(model: ir.Model) -> dict[str, Any]:
         "initializers": len(initializers),
         "parameters": trainable,
         "buffer_elements": buffers,
+        **_macs(model),
     }
+
+
+def _macs(model: ir.Model) -> dict[str, Any]:
+    """MACs of Conv/ConvTranspose/Gemm/MatMul with every dynamic input dim at 1 (e.g. batch 1)."""
+    from onnxkd.graph_passes.metrics import macs_and_unknown
+
+    try:
+        by_op, unknown = macs_and_unknown(model)
+    except Exception as exc:  # noqa: BLE001  (MACs are informative; an odd graph must not stop inspect)
+        return {"macs": None, "macs_by_op": {}, "macs_note": f"not counted: {type(exc).__name__}"}
+    return {"macs": sum(by_op.values()), "macs_by_op": by_op, "macs_unknown_nodes": unknown}
 
 
 def ops(model: ir.Model) -> list[dict[str, Any]]:
@@ -84,6 +96,9 @@ def render_summary(data: dict[str, Any], console) -> None:
     table.add_row("nodes", str(data["nodes"]))
     table.add_row("parameters", f"{data['parameters']:,} ({_human(data['parameters'])})")
     table.add_row("buffers", f"{data['buffer_elements']:,} elements")
+    if data.get("macs") is not None:
+        unknown = f", {len(data['macs_unknown_nodes'])} node(s) of unknown shape" if data.get("macs_unknown_nodes") else ""
+        table.add_row("MACs", f"{data['macs']:,} ({_human(data['macs'])}) at dynamic dims = 1{unknown}")
     console.print(table)
 
 
