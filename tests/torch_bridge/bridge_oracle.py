@@ -78,3 +78,38 @@ def run_ort(model: str | Path | onnx.ModelProto, inputs: Sequence, output_names:
     sess = session(model)
     feeds = {i.name: _numpy(x) for i, x in zip(sess.get_inputs(), inputs)}
     return sess.run(list(output_names) if output_names else None, feeds)
+
+
+# ---------------------------------------------------------------- single-op graphs (the op family tests)
+
+
+def ort_feeds(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """onnxruntime on a small hand-built model, inputs by name."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    session_ = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session_.run(None, feeds)
+
+
+def bridge_feeds(model: onnx.ModelProto, feeds: dict[str, np.ndarray], train: bool = False) -> list[np.ndarray]:
+    """The bridge on the same model and inputs (by name), outputs as numpy."""
+    import torch
+
+    from onnxkd import to_torch
+
+    module = to_torch(model).train(train)
+    with torch.no_grad():
+        outputs = module(*[torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in module.input_names])
+    return [y.numpy() for y in outputs]
+
+
+def assert_same_as_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray], rtol: float, atol: float) -> list[np.ndarray]:
+    """Bridge outputs equal onnxruntime's in count, dtype, shape and value."""
+    expected = ort_feeds(model, feeds)
+    actual = bridge_feeds(model, feeds)
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected):
+        assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, got.shape, want.dtype, want.shape)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    return actual

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxkd.torch_bridge import to_torch
 from onnxkd.torch_bridge.registry import lookup
+from bridge_oracle import assert_same_as_ort, bridge_feeds, ort_feeds
 
 torch.set_num_threads(1)
 RNG = np.random.default_rng(0)
@@ -33,29 +34,11 @@ def _vi(name, dtype=TensorProto.FLOAT, shape=None):
     return helper.make_tensor_value_info(name, dtype, shape)
 
 
-def _ort(model, feeds):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
-
-
-def _bridge(model, feeds):
-    module = to_torch(model).eval()
-    with torch.no_grad():
-        outputs = module(*[torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
-    return [y.numpy() for y in outputs]
-
-
 def _same_as_ort(model, feeds, rtol=1e-5, atol=1e-6):
-    expected = _ort(model, feeds)
-    actual = _bridge(model, feeds)
-    for got, want in zip(actual, expected):
-        assert got.dtype == want.dtype, (got.dtype, want.dtype)
-        assert got.shape == want.shape, (got.shape, want.shape)
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
-    return actual
+    return assert_same_as_ort(model, feeds, rtol, atol)
+
+
+_ort, _bridge = ort_feeds, bridge_feeds
 
 
 # ---------------------------------------------------------------- broadcasting

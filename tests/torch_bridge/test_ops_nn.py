@@ -16,6 +16,7 @@ import torch
 from onnx import TensorProto, ValueInfoProto, helper, numpy_helper
 
 from onnxkd.torch_bridge import to_torch
+from bridge_oracle import assert_same_as_ort, bridge_feeds, ort_feeds
 
 torch.set_num_threads(1)
 RNG = np.random.default_rng(0)
@@ -41,29 +42,11 @@ def _init(name, array):
     return numpy_helper.from_array(np.asarray(array), name)
 
 
-def _ort(model, feeds):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
-
-
-def _bridge(model, feeds, train=False):
-    module = to_torch(model).train(train)
-    with torch.no_grad():
-        outputs = module(*[torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
-    return [y.numpy() for y in outputs]
-
-
 def _same_as_ort(model, feeds, rtol=1e-4, atol=1e-5):
-    expected = _ort(model, feeds)
-    actual = _bridge(model, feeds)
-    assert len(actual) == len(expected)
-    for got, want in zip(actual, expected):
-        assert got.dtype == want.dtype, (got.dtype, want.dtype)
-        assert got.shape == want.shape, (got.shape, want.shape)
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    assert_same_as_ort(model, feeds, rtol, atol)
+
+
+_ort, _bridge = ort_feeds, bridge_feeds
 
 
 def _single(op, feeds, opset, n_outputs=1, initializers=(), **attrs):

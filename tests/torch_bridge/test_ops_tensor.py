@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxkd.torch_bridge import to_torch
 from onnxkd.torch_bridge.ops import tensor as tensor_ops
+from bridge_oracle import assert_same_as_ort, bridge_feeds, ort_feeds
 
 torch.set_num_threads(1)
 INT64_MAX = np.iinfo(np.int64).max
@@ -38,29 +39,11 @@ def _const(name, values, dtype=np.int64):
     return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
 
 
-def _ort(model, feeds):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
-
-
-def _bridge(model, feeds):
-    module = to_torch(model).eval()
-    with torch.no_grad():
-        outputs = module(*[torch.from_numpy(feeds[name]) for name in module.input_names])
-    return [o.numpy() for o in outputs]
-
-
 def _check(model, feeds, rtol=1e-5, atol=1e-6):
-    expected = _ort(model, feeds)
-    actual = _bridge(model, feeds)
-    assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
-        assert a.dtype == e.dtype and a.shape == e.shape, (a.dtype, a.shape, e.dtype, e.shape)
-        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
-    return actual
+    return assert_same_as_ort(model, feeds, rtol, atol)
+
+
+_ort, _bridge = ort_feeds, bridge_feeds
 
 
 # ---------------------------------------------------------------- dynamic shapes
