@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxkd.cli import main
+from test_prune_cli import cli  # the same in-process CLI runner
 from onnxkd.graph_passes.api import channel_groups, prune, read_plan
 from onnxkd.graph_passes.importance import importance
 
@@ -73,16 +73,6 @@ def kept_by_head(result, head_name: str) -> list[int]:
 
 def ort_run(path, x):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_taylor_removes_the_dead_channel_l1_removes_the_small_one(tmp_path):
