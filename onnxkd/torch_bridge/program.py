@@ -206,21 +206,8 @@ class Program:
 
     @staticmethod
     def _run(plan: list[tuple], env: dict[str, Any], capture: Mapping[str, Any] | None, keep: tuple[str, ...] = ()) -> None:
-        if capture is not None or keep:
-            wanted = set(capture or ()) | set(keep)
-            for fn, ctx, inputs, outputs, single, attrs, _ in plan:
-                result = fn(ctx, *[env[name] for name in inputs], **attrs)
-                if single:
-                    env[outputs[0]] = result[0] if type(result) is tuple else result
-                else:
-                    for name, value in zip(outputs, result):
-                        if name:
-                            env[name] = value
-                for name in outputs:
-                    if name in wanted and capture is not None and name in capture:
-                        capture[name] = env[name]
-            return
-        # The hot loop: nothing but the calls, the stores and the frees.
+        # Capturing or keeping static outputs needs intermediates alive; otherwise each is freed after its last read.
+        free = capture is None and not keep
         for fn, ctx, inputs, outputs, single, attrs, free_after in plan:
             result = fn(ctx, *[env[name] for name in inputs], **attrs)
             if single:
@@ -230,8 +217,13 @@ class Program:
                 for name, value in zip(outputs, result):
                     if name:
                         env[name] = value
-            for name in free_after:
-                env.pop(name, None)
+            if free:
+                for name in free_after:
+                    env.pop(name, None)
+            elif capture is not None:
+                for name in outputs:
+                    if name in capture:
+                        capture[name] = env[name]
 
 
 # Ops whose outputs are not a function of their inputs' values and shapes alone: never cached.
