@@ -21,6 +21,8 @@ _API = {
     "OnnxModule": "onnxkd.torch_bridge:OnnxModule",
     "validate": "onnxkd.validate.api:validate",
     "prune": "onnxkd.graph_passes.api:prune",
+    "distill": "onnxkd.distill.api:distill",
+    "DistillConfig": "onnxkd.distill.config:DistillConfig",
     "initializer_gradients": "onnxkd.torch_bridge.gradients:initializer_gradients",
 }
 

@@ -14,8 +14,11 @@ import click
 from onnxkd import __version__
 from onnxkd.errors import OnnxkdError
 
+INTERNAL_ERROR = 3
+
 # command name -> module in onnxkd.commands defining a click command called `command`
 COMMANDS: dict[str, str] = {
+    "distill": "distill",
     "inspect": "inspect",
     "prune": "prune",
     "validate": "validate",
@@ -48,7 +51,10 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line `Error: ...` and exit 2 (no traceback)."""
+    """Console entry point: user errors become one line `Error: ...` and exit 2 (no traceback).
+
+    Exit codes: 0 success, 1 a gate failed, 2 bad input, 3 internal error (a bug), 130 interrupted.
+    """
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
         # Without standalone mode click hands back ctx.exit(code) as a return value instead of exiting.
@@ -75,4 +81,4 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
-        sys.exit(1)
+        sys.exit(INTERNAL_ERROR)

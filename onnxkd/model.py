@@ -7,6 +7,7 @@ Inputs are never modified; outputs are written atomically (temp file in the targ
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -146,6 +147,38 @@ def _initializer_bytes(model: ir.Model) -> int:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__
+
+
+def has_external_data(model: ModelLike) -> bool:
+    """Whether a model file keeps its weights in external data files (its outputs then do too)."""
+    if not isinstance(model, (str, os.PathLike)):
+        return False
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # noqa: BLE001  (an unreadable file is reported by whoever loads it)
+        return False
+    return any(uses_external_data(t) for t in proto.graph.initializer)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_of(model: ModelLike) -> str:
+    """The identity of a model: its file's SHA-256, or that of its serialised proto when in memory."""
+    if isinstance(model, (str, os.PathLike)):
+        return sha256_file(model)
+    return sha256_bytes(to_proto(model).SerializeToString())
 
 
 def opset_of(model: ir.Model, domain: str = "") -> int:

@@ -16,6 +16,8 @@ FORBIDDEN = {
     "graph_passes": {"torch", "onnxruntime", "onnxkd.torch_bridge", "onnxkd.distill", "onnxkd.validate", "onnxkd.report"},
     "validate": {"torch", "onnxkd.torch_bridge", "onnxkd.distill"},
     "report": {"torch", "onnxruntime", "onnxkd.torch_bridge", "onnxkd.distill", "onnxkd.validate"},
+    "distill": {"onnxruntime", "onnxkd.validate", "onnxkd.report", "onnxkd.pipeline", "onnxkd.commands", "onnxkd.cli"},
+    "torch_bridge": {"onnxruntime", "onnxkd.distill", "onnxkd.validate", "onnxkd.report", "onnxkd.pipeline"},
     "data": {"torch", "onnxruntime", "onnxkd.torch_bridge", "onnxkd.distill", "onnxkd.validate", "onnxkd.report"},
 }
 

@@ -49,7 +49,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
       onnxkd prune resnet50.onnx --ratio 0.5 --criterion taylor --data calib.npz --max-batches 8 -o small.onnx
     """
     from onnxkd.graph_passes.api import prune
-    from onnxkd.model import save
+    from onnxkd.model import has_external_data, save
 
     if not 0 <= ratio < 1:
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
@@ -65,7 +65,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     result = prune(model, ratio, criterion=criterion, gradients=gradients, global_rank=global_rank, round_to=round_to,
                    ignore=ignore, recipe=_recipe(recipe), seed=seed, prune_normalized=prune_normalized)
     try:
-        save(result.model, target, external_data=True if _has_external_data(source) else None)
+        save(result.model, target, external_data=True if has_external_data(source) else None)
     except OSError as exc:
         raise OnnxkdError(f"{output}: cannot write ({exc.strerror or exc})") from None
     if as_json:
@@ -108,18 +108,6 @@ def _recipe(path: str | None) -> dict | None:
     if not isinstance(data, dict):
         raise OnnxkdError(f"--recipe {path}: expected a JSON object")
     return data.get("prune", data)
-
-
-def _has_external_data(path: Path) -> bool:
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:
-        return False
-    from onnx.external_data_helper import uses_external_data
-
-    return any(uses_external_data(t) for t in proto.graph.initializer)
 
 
 # --------------------------------------------------------------------------- rendering

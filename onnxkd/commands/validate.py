@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import click
 
-from onnxkd.errors import OnnxkdError
-
-GATE_HELP = "Exit 1 unless"
+from onnxkd.commands.options import gate_options, image_folder_options, image_options, input_shape_option
 
 
 @click.command(name="validate", short_help="Measure a student against its teacher.")
@@ -21,19 +19,13 @@ GATE_HELP = "Exit 1 unless"
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per model, at most (see --time-budget).")
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True, help="Untimed runs per model before timing.")
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True, help="Seconds of timed runs per model and batch size, at most.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D0,D1,...", help="Fix an input's dynamic dims for random inputs and MACs (repeatable).")
-@click.option("--image-size", metavar="H[,W]", help="Image folder: resize to this (default: the model's input size, else 224).")
-@click.option("--mean", metavar="R,G,B", default="0.485,0.456,0.406", show_default=True, help="Image folder: per-channel mean of pixels in [0, 1].")
-@click.option("--std", metavar="R,G,B", default="0.229,0.224,0.225", show_default=True, help="Image folder: per-channel std.")
-@click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True, help="Image folder: channel order.")
-@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True, help="Image folder: tensor layout.")
-@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), help=f"{GATE_HELP} teacher - student accuracy <= X (fraction: 0.01 = 1 point).")
-@click.option("--min-agreement", type=click.FloatRange(0, 1), help=f"{GATE_HELP} top-1 agreement >= X (fraction).")
-@click.option("--min-speedup", type=click.FloatRange(min=0), help=f"{GATE_HELP} the p50 speed-up at batch 1 >= X.")
+@input_shape_option("Fix an input's dynamic dims for random inputs and MACs (repeatable).")
+@image_folder_options
+@gate_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs and bootstrap intervals.")
 def command(teacher, student, data, report_dir, provider, threads, graph_opt, batch_size, runs,
-            warmup, time_budget, input_shapes, image_size, mean, std, channel_order, layout, max_accuracy_drop,
-            min_agreement, min_speedup, seed) -> None:
+            warmup, time_budget, input_shapes, max_accuracy_drop, min_agreement, min_speedup, seed,
+            **image_flags) -> None:
     """Compare a student with its teacher on onnxruntime: accuracy, agreement, latency, MACs.
 
     Exit code 0 when all gates pass, 1 when one fails, 2 for bad input.
@@ -45,14 +37,12 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
     """
     from rich.console import Console
 
-    from onnxkd.data import ImageOptions
     from onnxkd.report import write_report
     from onnxkd.report.terminal import render
     from onnxkd.validate.api import validate
     from onnxkd.validate.gates import GateFailed
 
-    options = ImageOptions(size=_size(image_size), mean=_floats(mean, "--mean"), std=_floats(std, "--std"),
-                           channel_order=channel_order, layout=layout)
+    options = image_options(image_flags)
     console = Console()
     with _progress(Console(stderr=True)) as progress:
         result = validate(
@@ -101,25 +91,3 @@ class _progress:
         if self.bar is not None:
             self.bar.__exit__(*exc)
         return False
-
-
-def _floats(text: str, flag: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise OnnxkdError(f"{flag} {text!r}: expected comma-separated numbers") from None
-    if flag == "--std" and any(v <= 0 for v in values):
-        raise OnnxkdError(f"{flag} {text!r}: values must be positive")
-    return values
-
-
-def _size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        dims = [int(v) for v in text.replace("x", ",").split(",")]
-        if len(dims) not in (1, 2) or min(dims) < 1:
-            raise ValueError
-    except ValueError:
-        raise OnnxkdError(f"--image-size {text!r}: expected H or H,W in pixels") from None
-    return (dims[0], dims[-1])

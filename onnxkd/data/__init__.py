@@ -5,7 +5,11 @@ Validation reads them directly; distillation wraps the same ``Dataset`` for torc
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Mapping, Union
+
+import numpy as np
 
 from onnxkd.data.dataset import Dataset
 from onnxkd.data.fit import fit_to_model
@@ -15,8 +19,10 @@ from onnxkd.data.spec import InputSpec, concrete_shape, input_specs, parse_input
 from onnxkd.data.synthetic import random_inputs
 from onnxkd.errors import OnnxkdError
 
+DataLike = Union[str, os.PathLike, Dataset, Mapping[str, np.ndarray], None]
+
 __all__ = [
-    "Dataset", "ImageOptions", "InputSpec", "concrete_shape", "fit_to_model", "input_specs", "load_data",
+    "DataLike", "as_dataset", "Dataset", "ImageOptions", "InputSpec", "concrete_shape", "fit_to_model", "input_specs", "load_data",
     "load_image_folder", "load_npz", "parse_input_shapes", "random_inputs",
 ]
 
@@ -33,3 +39,17 @@ def load_data(path: str | Path, specs: list[InputSpec], image_options: ImageOpti
     else:
         data = load_npz(path)
     return fit_to_model(data, specs)
+
+
+def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptions | None = None) -> Dataset | None:
+    """``data`` as given to the API (a path, a ``Dataset``, a dict of arrays with optional ``labels``, or None)
+    fitted to the model's inputs."""
+    if data is None:
+        return None
+    if isinstance(data, Dataset):
+        return fit_to_model(data, specs)
+    if isinstance(data, Mapping):
+        arrays = {k: np.asarray(v) for k, v in data.items() if k != "labels"}
+        labels = None if data.get("labels") is None else np.asarray(data["labels"])
+        return fit_to_model(Dataset(arrays, labels, "data"), specs)
+    return load_data(Path(data), specs, image_options)

@@ -7,7 +7,7 @@ gradients cross the layer boundary as plain numpy arrays.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch

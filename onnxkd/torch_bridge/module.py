@@ -164,6 +164,12 @@ class OnnxModule(nn.Module):
     def parameter(self, onnx_name: str) -> nn.Parameter:
         return self.params[self.onnx_to_key[onnx_name]]
 
+    def onnx_tensor(self, onnx_name: str) -> torch.Tensor:
+        """The parameter or buffer behind an initializer name, or behind an Identity alias of one."""
+        root = dict(self._aliases).get(onnx_name, onnx_name)
+        key = self.onnx_to_key[root]
+        return self.params[key] if key in self.params else self.consts[key]
+
 
 class _BufferDict(nn.Module):
     """Buffers keyed like ParameterDict (moved by .to(), saved in state_dict, never trained)."""

@@ -4,15 +4,6 @@
 submodule rebinds ``onnxkd.validate`` to the package, so the package itself is callable too.
 """
 
-import sys
-import types
+from onnxkd._callable_package import make_callable
 
-
-class _CallablePackage(types.ModuleType):
-    def __call__(self, *args, **kwargs):
-        from onnxkd.validate.api import validate
-
-        return validate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallablePackage
+make_callable(__name__, "onnxkd.validate.api:validate")

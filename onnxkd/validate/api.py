@@ -7,14 +7,11 @@ here; the report layer renders the returned result.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from onnxkd.data import Dataset, ImageOptions, InputSpec, fit_to_model, input_specs, load_data, parse_input_shapes
-from onnxkd.data import random_inputs
+from onnxkd.data import DataLike, Dataset, ImageOptions, InputSpec, as_dataset, input_specs, parse_input_shapes, random_inputs
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
 from onnxkd.validate import latency, quality, static
@@ -25,9 +22,6 @@ from onnxkd.validate.latency import LatencyProtocol, Progress
 from onnxkd.validate.loaded import LoadedModel, load_model
 from onnxkd.validate.result import ModelFigures, ValidationResult
 from onnxkd.validate.sessions import SessionConfig, create_session
-
-DataLike = str | os.PathLike | Dataset | Mapping[str, np.ndarray] | None
-
 
 def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, batch_size: int = 8,
              provider: str = "auto", threads: int = 0, graph_opt: str = "all",
@@ -46,7 +40,7 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     t_model, s_model = load_model(teacher, "teacher"), load_model(student, "student")
     specs = _common_inputs(input_specs(t_model.proto), input_specs(s_model.proto))
     overrides = _input_shapes(input_shapes, specs)
-    dataset = _dataset(data, specs, image_options)
+    dataset = as_dataset(data, specs, image_options)
     gates.check_measurable(dataset is not None, dataset is not None and dataset.labels is not None)
 
     config = SessionConfig(provider, threads, graph_opt)
@@ -135,18 +129,6 @@ def _input_shapes(shapes, specs: list[InputSpec]) -> dict[str, tuple[int, ...]]:
         if name not in names:
             raise OnnxkdError(f"--input-shape: unknown input name {name!r}; the model's inputs are {', '.join(map(repr, names))}")
     return parsed
-
-
-def _dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptions | None) -> Dataset | None:
-    if data is None:
-        return None
-    if isinstance(data, Dataset):
-        return fit_to_model(data, specs)
-    if isinstance(data, Mapping):
-        arrays = {k: np.asarray(v) for k, v in data.items() if k != "labels"}
-        labels = None if data.get("labels") is None else np.asarray(data["labels"])
-        return fit_to_model(Dataset(arrays, labels, "data"), specs)
-    return load_data(Path(data), specs, image_options)
 
 
 def _feeds(dataset: Dataset | None, specs, overrides, batch: int, seed: int) -> dict[str, np.ndarray]:

@@ -11,7 +11,7 @@ import onnx_ir as ir
 
 from onnxkd import model as model_io
 from onnxkd.errors import OnnxkdError
-from onnxkd.validate.environment import sha256_bytes, sha256_file
+from onnxkd.model import sha256_bytes, sha256_file
 
 
 @dataclass

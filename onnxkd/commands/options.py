@@ -1,0 +1,71 @@
+"""Options several commands share: how an image folder becomes tensors, the gates, fixed input shapes."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import click
+
+from onnxkd.errors import OnnxkdError
+
+GATE_HELP = "Exit 1 unless"
+
+
+def image_folder_options(command: Callable) -> Callable:
+    """--image-size/--mean/--std/--channel-order/--layout; the command receives them as ``image_options``."""
+    options = [
+        click.option("--image-size", metavar="H[,W]", help="Image folder: resize to this (default: the model's input size, else 224)."),
+        click.option("--mean", metavar="R,G,B", default="0.485,0.456,0.406", show_default=True, help="Image folder: per-channel mean of pixels in [0, 1]."),
+        click.option("--std", metavar="R,G,B", default="0.229,0.224,0.225", show_default=True, help="Image folder: per-channel std."),
+        click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True, help="Image folder: channel order."),
+        click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True, help="Image folder: tensor layout."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def image_options(kwargs: dict):
+    """Pop the image-folder flags from a command's kwargs into an ``ImageOptions``."""
+    from onnxkd.data import ImageOptions
+
+    return ImageOptions(size=_size(kwargs.pop("image_size")), mean=_floats(kwargs.pop("mean"), "--mean"),
+                        std=_floats(kwargs.pop("std"), "--std"), channel_order=kwargs.pop("channel_order"),
+                        layout=kwargs.pop("layout"))
+
+
+def gate_options(command: Callable) -> Callable:
+    options = [
+        click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), help=f"{GATE_HELP} teacher - student accuracy <= X (fraction: 0.01 = 1 point)."),
+        click.option("--min-agreement", type=click.FloatRange(0, 1), help=f"{GATE_HELP} top-1 agreement >= X (fraction)."),
+        click.option("--min-speedup", type=click.FloatRange(min=0), help=f"{GATE_HELP} the p50 speed-up at batch 1 >= X."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def input_shape_option(help_text: str) -> Callable:
+    return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D0,D1,...", help=help_text)
+
+
+def _floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise OnnxkdError(f"{flag} {text!r}: expected comma-separated numbers") from None
+    if flag == "--std" and any(v <= 0 for v in values):
+        raise OnnxkdError(f"{flag} {text!r}: values must be positive")
+    return values
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        dims = [int(v) for v in text.replace("x", ",").split(",")]
+        if len(dims) not in (1, 2) or min(dims) < 1:
+            raise ValueError
+    except ValueError:
+        raise OnnxkdError(f"--image-size {text!r}: expected H or H,W in pixels") from None
+    return (dims[0], dims[-1])

@@ -1,0 +1,335 @@
+"""``distill(teacher, student, data)``: train the pruned student to match its teacher, write it back to ONNX.
+
+The story: load both graphs and check the student comes from the teacher -> fit the data (hold out
+validation samples) -> bridge both to torch -> one probe batch decides the targets and hints -> cache
+the teacher's outputs when they fit -> recalibrate BatchNorm -> train (``trainer.train``) -> write the
+best epoch's weights into the student graph, atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx_ir as ir
+import torch
+
+from onnxkd import model as model_io
+from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, input_specs, random_inputs
+from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
+from onnxkd.distill.batches import Batches, in_order, split_holdout
+from onnxkd.distill.config import DistillConfig
+from onnxkd.distill.evaluate import describe, evaluate
+from onnxkd.distill.objective import Objective
+from onnxkd.distill.progress import reporter
+from onnxkd.distill.result import DistillResult
+from onnxkd.distill.targets import logits_tensors, plan_targets
+from onnxkd.distill.teacher import Teacher, bytes_per_sample
+from onnxkd.distill.trainer import Session, TrainState, named_outputs, restore, train
+from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.api import read_plan_details
+from onnxkd.model import ModelLike
+from onnxkd.torch_bridge import to_torch, write_back
+
+DATA_FREE_WARNING = ("no --data: distilling on random inputs drawn from the input shapes (data-free). "
+                     "The student will be weak; give real samples with --data")
+
+
+def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, output: str | os.PathLike | None = None, *,
+            val_data: DataLike = None, work_dir: str | os.PathLike | None = None, resume: bool = False,
+            image_options: ImageOptions | None = None, input_shapes: dict | None = None, progress: Any = None,
+            config: DistillConfig | None = None, **options: Any) -> DistillResult:
+    """Distil ``teacher`` into ``student`` (usually ``onnxkd.prune``'s output) on ``data``.
+
+    ``data``/``val_data``: an .npz path, an image folder, a ``Dataset`` or a dict of arrays by input name
+    (+ optional ``labels``); without ``val_data`` a seeded 10% of ``data`` is held out; without ``data``
+    random inputs are used (data-free, weak). ``options`` are the fields of ``DistillConfig`` (epochs,
+    steps, lr, batch_size, optimizer, temperature, alpha, loss, hints, device, bf16, compile, seed, ...),
+    or pass a whole ``config``. ``output``: where the distilled student is written (atomically);
+    checkpoints go to ``work_dir`` (default ``<output>.work``) after every epoch, and ``resume=True``
+    continues from there. ``progress``: a rich Console, a callable receiving event dicts, or None.
+    """
+    started = time.perf_counter()
+    config = _config(config, options)
+    world = distributed.init(config.device)
+    report = reporter(progress, world.main)
+    output, work_dir = _paths(teacher, student, output, work_dir)
+    warnings: list[str] = []
+
+    # ----------------------------------------------------------------- models and data
+    teacher_model, student_model = _load(teacher, "teacher"), _load(student, "student")
+    from onnxkd.distill.pairing import check_pair
+
+    check_pair(teacher_model, student_model)
+    specs = input_specs(ir.to_proto(student_model))
+    train_set, val_set, data_info = _datasets(data, val_data, specs, config, image_options, input_shapes, report,
+                                              warnings)
+    device = _device(config.device, world)
+    torch.manual_seed(config.seed)
+
+    teacher_module = to_torch(teacher_model).to(device).eval()
+    student_module = to_torch(student_model).to(device)
+    input_names = student_module.input_names
+    if sorted(teacher_module.input_names) != sorted(input_names):
+        raise OnnxkdError("teacher and student take different inputs")
+    autocast = _autocast(device, config.bf16)
+
+    def run(module, inputs, capture):
+        with autocast():
+            return module(*inputs, capture=capture)
+
+    # ----------------------------------------------------------------- what is distilled
+    probe = next(in_order(train_set, input_names, min(config.batch_size, len(train_set)), device))
+    logits = logits_tensors(student_model)
+    details = read_plan_details(student_model)
+    hints = hint_rules.resolve(config.hints, teacher_model, student_model, details)
+    probe_teacher = Teacher(teacher_module, list(teacher_module.output_names) + list(logits.values()), hints, run)
+    teacher_values = probe_teacher.forward(probe.inputs, raw=True)
+    targets = plan_targets(student_model, teacher_values, config.loss, config.output_weights)
+    objective = Objective(targets, [h.tensor for h in hints], config.temperature, config.alpha, config.hint_weight)
+    student_module.eval()
+    with torch.no_grad():
+        student_values = named_outputs(student_module, run(student_module, probe.inputs, objective.capture))
+    for hint in hints:
+        hint_rules.check_covered(hint, teacher_values[hint.tensor], student_values[hint.tensor])
+        hint.fit(teacher_values[hint.tensor], student_values[hint.tensor])
+    _check_labels(objective, teacher_values, train_set, val_set)
+
+    # ----------------------------------------------------------------- teacher targets, cached when they fit
+    needed = [t.tensor for t in targets]
+    train_teacher = Teacher(teacher_module, needed, hints, run)
+    val_teacher = Teacher(teacher_module, needed, [], run)
+    per_sample = bytes_per_sample(train_teacher.forward(probe.inputs))
+    cache_mb = per_sample * (len(train_set) + len(val_set)) / 2**20
+    use_cache = cache_mb <= config.cache_mb
+    cache_seconds = 0.0
+    if use_cache:
+        cache_started = time.perf_counter()
+        for who, dataset in ((train_teacher, train_set), (val_teacher, val_set)):
+            report.start("teacher outputs", len(dataset))
+            who.fill(in_order(dataset, input_names, config.batch_size, device), len(dataset),
+                     lambda done: report.update(done))
+            report.stop()
+        cache_seconds = time.perf_counter() - cache_started
+    else:
+        warnings.append(f"teacher outputs ({cache_mb:,.0f} MB) exceed the cache budget ({config.cache_mb:,.0f} MB): "
+                        "the teacher runs on every batch")
+
+    # ----------------------------------------------------------------- the training session
+    batches = Batches(train_set, input_names, config.batch_size, config.seed, device, world.rank, world.size)
+    epochs, total_steps = config.schedule(len(batches))
+    trained = distributed.wrap(student_module, world, device)
+    if config.compile:
+        trained = torch.compile(trained)
+    optimizer = _optimizer(student_module, config)
+    fingerprint = _fingerprint(teacher, student, train_set, val_set, config, world, epochs, total_steps)
+    session = Session(
+        student=student_module, forward=lambda inputs, capture: run(trained, inputs, capture),
+        teacher=train_teacher, val_teacher=val_teacher, objective=objective, batches=batches,
+        val_batches=lambda: in_order(val_set, input_names, config.batch_size, device, world.rank, world.size),
+        optimizer=optimizer, config=config, epochs=epochs, total_steps=total_steps, world=world, device=device,
+        report=report, work_dir=work_dir, fingerprint=fingerprint, autocast=autocast,
+    )
+
+    # ----------------------------------------------------------------- BatchNorm, then training
+    if resume:
+        saved = checkpoint.load(work_dir, fingerprint) if work_dir else _no_work_dir()
+        state = restore(session, saved)
+        recalibration = saved.get("recalibration")
+        report.line(f"resuming at epoch {state.epoch + 1}, step {state.step} (from {checkpoint.path_in(work_dir)})")
+    else:
+        state = TrainState()
+        recalibration = _recalibrate(session, student_model, train_set, input_names, run)
+    session.recalibration = recalibration
+    report.line(f"distilling: {len(train_set):,} training samples, {len(val_set):,} validation, "
+                f"{epochs} epoch(s) = {total_steps:,} steps of {batches.batch_size}, "
+                f"lr {config.peak_lr:g} ({config.optimizer}), T {config.temperature:g}, on {device}"
+                + (f" x {world.size} processes" if world.distributed else ""))
+    state = train(session, state)
+
+    # ----------------------------------------------------------------- the student, written back
+    distilled = write_back(student_module, student_model)
+    if output is not None and world.main:
+        model_io.save(distilled, output, external_data=True if model_io.has_external_data(student) else None)
+    distributed.barrier(world)
+    if work_dir is not None and world.main:
+        checkpoint.remove(work_dir)
+    best = state.best
+    trained_seconds = sum(r["seconds"] for r in state.history)
+    return DistillResult(
+        model=distilled, output=None if output is None else str(output), config=config.to_dict(), device=str(device),
+        world_size=world.size, data=data_info, targets=[t.to_dict() for t in targets],
+        hints=[h.to_dict() for h in hints],
+        teacher_cache={"used": use_cache, "mb": round(cache_mb, 3), "seconds": cache_seconds},
+        recalibration=recalibration, history=state.history, best_epoch=best["epoch"] if best else None,
+        best=best["val"] if best else None, epochs=epochs, steps=state.global_step,
+        wall_s=time.perf_counter() - started,
+        samples_per_s=sum(r["samples_per_s"] * r["seconds"] for r in state.history) / max(trained_seconds, 1e-9),
+        resumed=resume, warnings=warnings,
+    )
+
+
+# --------------------------------------------------------------------------- set-up helpers
+
+
+def _config(config: DistillConfig | None, options: dict) -> DistillConfig:
+    if config is not None and options:
+        config = replace(config, **options)
+    elif config is None:
+        try:
+            config = DistillConfig(**options)
+        except TypeError as exc:
+            raise OnnxkdError(f"distill: {exc}") from None
+    config.check()
+    return config
+
+
+def _paths(teacher, student, output, work_dir) -> tuple[Path | None, Path | None]:
+    """The output path (checked before any training: same as an input, missing folder) and the work dir."""
+    if output is None:
+        return None, Path(work_dir) if work_dir is not None else None
+    output = Path(output)
+    for label, source in (("teacher", teacher), ("student", student)):
+        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and output.exists() \
+                and os.path.samefile(source, output):
+            raise OnnxkdError(f"{output}: the output path is the {label} model; choose another path")
+    if output.is_dir():
+        raise OnnxkdError(f"{output}: is a directory, expected a file path")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise OnnxkdError(f"{output}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OnnxkdError(f"{output}: output folder {folder} is not writable")
+    return output, Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
+
+
+def _load(model: ModelLike, label: str) -> ir.Model:
+    try:
+        return model_io.load(model)
+    except OnnxkdError as exc:
+        raise OnnxkdError(f"{label}: {exc}") from None
+
+
+def _datasets(data, val_data, specs, config: DistillConfig, image_options, input_shapes, report,
+              warnings) -> tuple[Dataset, Dataset, dict]:
+    if data is None:
+        warnings.append(DATA_FREE_WARNING)
+        report.line(f"Warning: {DATA_FREE_WARNING}", "bold yellow")
+        train = _random_dataset(specs, config.data_free_samples, input_shapes, config.seed)
+        val = as_dataset(val_data, specs, image_options) if val_data is not None else \
+            _random_dataset(specs, max(64, config.data_free_samples // 10), input_shapes, config.seed + 1)
+        return train, val, _data_info(train, val, held_out=False, data_free=True)
+    train = as_dataset(data, specs, image_options)
+    if val_data is not None:
+        val = as_dataset(val_data, specs, image_options)
+        return train, val, _data_info(train, val, held_out=False, data_free=False)
+    train, val = split_holdout(train, config.val_fraction, config.seed)
+    report.line(f"no --val-data: holding out {len(val):,} of {len(train) + len(val):,} samples "
+                f"({config.val_fraction:.0%}, seed {config.seed}) for validation")
+    return train, val, _data_info(train, val, held_out=True, data_free=False)
+
+
+def _random_dataset(specs, n: int, input_shapes, seed: int) -> Dataset:
+    arrays = random_inputs(specs, input_shapes, batch=n, seed=seed)
+    return Dataset(arrays, None, "random inputs")
+
+
+def _data_info(train: Dataset, val: Dataset, held_out: bool, data_free: bool) -> dict:
+    return {"train": {"source": train.source, "n": len(train), "labels": train.labels is not None},
+            "val": {"source": val.source, "n": len(val), "labels": val.labels is not None, "held_out": held_out},
+            "data_free": data_free}
+
+
+def _device(choice: str, world: distributed.World) -> torch.device:
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise OnnxkdError(f"--device {choice}: CUDA is not available (torch {torch.__version__}); use --device cpu")
+        if world.distributed:
+            return torch.device("cuda", world.local_rank)
+    try:
+        return torch.device(choice)
+    except RuntimeError:
+        raise OnnxkdError(f"--device {choice!r}: expected auto, cpu, cuda or cuda:N") from None
+
+
+def _autocast(device: torch.device, bf16: bool):
+    if not bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _check_labels(objective: Objective, teacher_values, *datasets: Dataset) -> None:
+    scored = objective.labelled_target
+    for dataset in datasets:
+        if dataset.labels is None or not len(dataset.labels):
+            continue
+        if scored is None:
+            raise OnnxkdError(f"{dataset.source}: labels given, but no output is class scores [N, C] to train "
+                              "them on; drop the labels")
+        classes = teacher_values[scored.tensor].shape[1]
+        if int(dataset.labels.max()) >= classes:
+            raise OnnxkdError(f"{dataset.source}: labels: class id {int(dataset.labels.max())} >= the {classes} "
+                              f"scores of output {scored.output!r}")
+
+
+def _optimizer(student, config: DistillConfig) -> torch.optim.Optimizer:
+    params = [p for p in student.parameters() if p.requires_grad]
+    if not params:
+        raise OnnxkdError("the student has no trainable float initializers")
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.peak_lr, momentum=0.9, nesterov=True,
+                               weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.peak_lr, weight_decay=config.weight_decay)
+
+
+def _fingerprint(teacher, student, train: Dataset, val: Dataset, config: DistillConfig, world, epochs: int,
+                 steps: int) -> dict:
+    """What must be equal for a checkpoint to continue this run."""
+    trajectory = {k: v for k, v in config.to_dict().items() if k not in ("device", "cache_mb", "compile")}
+    return {"teacher": model_io.sha256_of(teacher), "student": model_io.sha256_of(student),
+            "train_samples": len(train), "val_samples": len(val), "processes": world.size,
+            "epochs": epochs, "steps": steps, "options": trajectory}
+
+
+def _no_work_dir():
+    raise OnnxkdError("--resume needs a work directory (give an output path or work_dir)")
+
+
+def _recalibrate(session: Session, student_model: ir.Model, train_set: Dataset, input_names, run) -> dict | None:
+    """BN statistics from training data, with the validation figures before and after."""
+    nodes = batchnorm.batchnorm_nodes(student_model)
+    if not session.config.recalibrate_bn or not nodes:
+        return None
+    before = _validate(session)
+    count = min(len(train_set), session.config.bn_samples)
+    subset = train_set.take(np.random.default_rng([session.config.seed, 20_000]).permutation(len(train_set))[:count])
+    session.report.start("BatchNorm recalibration", None)
+    samples = batchnorm.recalibrate(
+        session.student, student_model,
+        in_order(subset, input_names, session.config.batch_size, session.device, session.world.rank, session.world.size),
+        session.world, run)
+    session.report.stop()
+    after = _validate(session)
+    session.report.line(f"BatchNorm recalibrated on {samples:,} samples ({len(nodes)} layers): "
+                        f"before {describe(before)}; after {describe(after)}")
+    return {"samples": samples, "layers": len(nodes), "before": before, "after": after}
+
+
+def _validate(session: Session) -> dict:
+    session.student.eval()
+    return evaluate(lambda b: named_outputs(session.student, session.forward(b.inputs, session.objective.capture)),
+                    session.val_teacher, session.objective.for_validation(), session.val_batches(), session.world,
+                    session.device)
+
+
+def default_epochs(n_train: int, batch_size: int) -> int:
+    """The epochs a run without --epochs/--steps makes on ``n_train`` samples (documented in the README)."""
+    return DistillConfig(batch_size=batch_size).schedule(max(1, math.ceil(n_train / batch_size)))[0]

@@ -1,0 +1,108 @@
+"""What the student learns from: one target per float graph output, with its loss.
+
+Class scores (an output ``[N, C]``, C > 1) are distilled with KL at temperature T (plus cross-entropy
+when labels exist); everything else (maps, embeddings, regression) with MSE, or cosine on request.
+When an output comes out of a Softmax/LogSoftmax (exported classifiers often end in one), the target
+is the Softmax's *input*, the logits: it has the same tensor name in teacher and student, and KL at a
+temperature needs logits, not probabilities.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Mapping
+
+import onnx_ir as ir
+import torch
+
+from onnxkd.distill.losses import LOSSES
+from onnxkd.errors import OnnxkdError
+
+_PROBABILITY_OPS = {"Softmax", "LogSoftmax"}
+
+
+@dataclass
+class Target:
+    output: str  # the graph output
+    tensor: str  # the tensor distilled: the output itself, or the logits feeding its Softmax
+    loss: str  # "kl", "mse" or "cosine"
+    weight: float
+    class_scores: bool  # [N, C]: agreement, accuracy and cross-entropy apply
+
+    @property
+    def captured(self) -> bool:
+        """Not a graph output: read with ``module(..., capture=[tensor])``."""
+        return self.tensor != self.output
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parse_loss_option(values: str | list[str] | tuple[str, ...] | None) -> dict[str, str]:
+    """``--loss auto|kl|mse|cosine`` or ``--loss OUTPUT=kind`` (repeatable) -> {output or "*": kind}."""
+    if values is None:
+        return {}
+    values = [values] if isinstance(values, str) else list(values)
+    chosen: dict[str, str] = {}
+    for value in values:
+        name, sep, kind = value.rpartition("=")
+        key = name if sep else "*"
+        if kind not in LOSSES + ("auto",):
+            raise OnnxkdError(f"--loss {value!r}: choose auto, kl, mse or cosine (optionally OUTPUT=kind)")
+        if kind != "auto":
+            chosen[key] = kind
+    return chosen
+
+
+def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], losses: Mapping[str, str] | None = None,
+                 weights: Mapping[str, float] | None = None) -> list[Target]:
+    """The targets of ``model`` (the student graph) given one batch of the teacher's outputs by name.
+
+    ``teacher_outputs`` holds every graph output and every Softmax input named by ``logits_tensors``.
+    """
+    losses, weights = dict(losses or {}), dict(weights or {})
+    outputs = [v.name for v in model.graph.outputs]
+    for name in list(losses) + list(weights):
+        if name != "*" and name not in outputs:
+            raise OnnxkdError(f"unknown output {name!r} in --loss/--output-weight; the model's outputs are "
+                              f"{', '.join(map(repr, outputs))}")
+    logits = logits_tensors(model)
+    targets = []
+    for name in outputs:
+        tensor = logits.get(name, name)
+        if teacher_outputs[tensor].dim() != 2:  # a softmax over a map's channels: keep the output itself
+            tensor = name
+        value = teacher_outputs[tensor]
+        if not value.is_floating_point():
+            continue  # class ids, masks, counts: nothing to regress
+        class_scores = value.dim() == 2 and value.shape[1] > 1
+        kind = losses.get(name, losses.get("*", "kl" if class_scores else "mse"))
+        if kind == "kl" and value.dim() < 2:
+            raise OnnxkdError(f"--loss kl for output {name!r}: KL needs class scores on axis 1, the output is "
+                              f"shaped {list(value.shape)}")
+        targets.append(Target(name, tensor, kind, float(weights.get(name, 1.0)), class_scores))
+    if not targets:
+        raise OnnxkdError("no float output to distill: every graph output is an integer or bool tensor")
+    return targets
+
+
+def logits_tensors(model: ir.Model) -> dict[str, str]:
+    """Graph output name -> the input of the Softmax/LogSoftmax over its last axis it comes from (through
+    Identity nodes). Whether that input is ``[N, C]`` class scores is checked on a real batch."""
+    found = {}
+    for value in model.graph.outputs:
+        node = value.producer()
+        while node is not None and node.op_type == "Identity" and node.inputs[0] is not None:
+            node = node.inputs[0].producer()
+        if node is None or node.op_type not in _PROBABILITY_OPS or node.inputs[0] is None:
+            continue
+        axis = node.attributes["axis"].value if "axis" in node.attributes else (-1 if _opset(model) >= 13 else 1)
+        if axis in (1, -1):
+            found[value.name] = node.inputs[0].name
+    return found
+
+
+def _opset(model: ir.Model) -> int:
+    from onnxkd.model import opset_of
+
+    return opset_of(model)
