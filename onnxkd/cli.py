@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         code = cli.main(args=argv, prog_name="onnxkd", standalone_mode=False)
         if isinstance(code, int) and code != 0:
             sys.exit(code)
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+    except click.exceptions.Abort:  # click's form of KeyboardInterrupt
+        click.echo("Interrupted.", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

@@ -315,11 +315,16 @@ def build(name: str, seed: int = 0) -> nn.Module:
     return model.eval()
 
 
-def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_data: bool = False) -> Path:
-    """Export zoo model ``name`` to ``folder/<name>-<exporter>.onnx`` (cached) with a dynamic batch axis."""
+def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_data: bool = False,
+           keep_batchnorm: bool = False) -> Path:
+    """Export zoo model ``name`` to ``folder/<name>-<exporter>.onnx`` (cached) with a dynamic batch axis.
+
+    Both exporters fold BatchNorm into the convs before it; ``keep_batchnorm`` (legacy only) keeps the
+    BatchNormalization nodes, as other exporters (TensorFlow, PaddlePaddle, the ONNX zoo) write them.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = "-ext" if external_data else ""
+    suffix = ("-ext" if external_data else "") + ("-bn" if keep_batchnorm else "")
     path = folder / f"{name}-{exporter}{suffix}.onnx"
     if path.exists():
         return path
@@ -331,11 +336,11 @@ def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_
         warnings.simplefilter("ignore")
         if exporter == "legacy":
             torch.onnx.export(
-                model, (example,), str(path), dynamo=False, opset_version=17,
+                model, (example,), str(path), dynamo=False, opset_version=17, do_constant_folding=not keep_batchnorm,
                 input_names=[input_name], output_names=["output"],
                 dynamic_axes={input_name: {0: "batch"}, "output": {0: "batch"}},
             )
-        elif exporter == "dynamo":
+        elif exporter == "dynamo" and not keep_batchnorm:
             program = torch.onnx.export(
                 model, (example,), dynamo=True, input_names=[input_name], output_names=["output"],
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), verbose=False,

@@ -1,0 +1,69 @@
+"""BatchNorm recalibration against statistics computed with numpy from onnxruntime's tensors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import onnxkd
+from onnxkd.data import Dataset
+from onnxkd.distill import batchnorm
+from onnxkd.distill.batches import in_order
+from onnxkd.distill.distributed import World
+
+from conftest import ort_outputs
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import models  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pruned_with_batchnorm(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bn")
+    teacher = models.export("resnet", folder, "legacy", keep_batchnorm=True)
+    pruned = folder / "pruned.onnx"
+    onnxkd.save(onnxkd.prune(teacher, 0.5).model, pruned)
+    return teacher, pruned
+
+
+def test_first_batchnorm_gets_the_exact_mean_and_unbiased_variance_of_its_input(pruned_with_batchnorm, tmp_path):
+    _, pruned = pruned_with_batchnorm
+    model = onnxkd.load(pruned)
+    nodes = batchnorm.batchnorm_nodes(model)
+    assert len(nodes) == 10
+    first = nodes[0]  # the stem's: its input is a conv of the (uncut) image, whatever the BN statistics
+    x = np.random.default_rng(0).standard_normal((100, 3, 32, 32)).astype(np.float32)
+
+    exposed = onnx.load(str(pruned))
+    exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(first.input))
+    onnx.save(exposed, str(tmp_path / "exposed.onnx"))
+    feature = ort_outputs(tmp_path / "exposed.onnx", {"input": x})[1].astype(np.float64)
+
+    module = onnxkd.to_torch(pruned).eval()
+    before = {n.var: module.onnx_tensor(n.var).clone() for n in nodes}
+    # uneven batches (32, 32, 32, 4): the statistics must be pooled exactly, not averaged per batch
+    samples = batchnorm.recalibrate(module, model, in_order(Dataset({"input": x}), ["input"], 32, "cpu"), World())
+    assert samples == 100
+    np.testing.assert_allclose(module.onnx_tensor(first.mean).numpy(), feature.mean((0, 2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(module.onnx_tensor(first.var).numpy(), feature.var((0, 2, 3), ddof=1), rtol=1e-5)
+    for node in nodes:
+        var = module.onnx_tensor(node.var)
+        assert np.isfinite(var.numpy()).all() and not np.allclose(var.numpy(), before[node.var].numpy())
+    assert not module.training  # the module's mode is restored
+
+
+def test_distill_recalibrates_and_reports_before_and_after(pruned_with_batchnorm, tmp_path):
+    teacher, pruned = pruned_with_batchnorm
+    rng = np.random.default_rng(1)
+    data = {"input": rng.standard_normal((96, 3, 32, 32)).astype(np.float32)}
+    result = onnxkd.distill(teacher, pruned, data, tmp_path / "s.onnx", steps=2, batch_size=32, bn_samples=64)
+    assert result.recalibration["samples"] == 64 and result.recalibration["layers"] == 10
+    for figures in (result.recalibration["before"], result.recalibration["after"]):
+        assert 0 <= figures["agreement"] <= 1 and figures["n"] == result.data["val"]["n"] == 10
+    skipped = onnxkd.distill(teacher, pruned, data, tmp_path / "s2.onnx", steps=1, batch_size=32,
+                             recalibrate_bn=False)
+    assert skipped.recalibration is None
