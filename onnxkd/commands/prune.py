@@ -11,7 +11,7 @@ import click
 
 from onnxkd.errors import OnnxkdError
 
-CRITERIA = ["l1", "l2", "bn", "random", "taylor"]
+CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 
 
 @click.command(name="prune", short_help="Remove channels from a model's layers (ONNX in, smaller ONNX out).")
@@ -19,17 +19,18 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor"]
 @click.option("--ratio", type=float, required=True, help="Fraction of channels removed from every prunable group, in [0, 1).")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the pruned model.")
 @click.option("--criterion", type=click.Choice(CRITERIA), default="l1", show_default=True,
-              help="Channel importance: weight norm over the whole group (l1, l2), BN scale, random, or "
-                   "|weight x gradient| (taylor, needs --data).")
+              help="Channel importance: weight norm over the whole group (l1, l2), BN scale, random, "
+                   "|weight x gradient| (taylor, needs --data), or Fisher saliency under the model's own softened "
+                   "predictions (kd: teacher-guided, no labels needed, needs --data).")
 @click.option("--global", "global_rank", is_flag=True, help="Rank channels across groups (same overall fraction, capped per group).")
 @click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
 @click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
 @click.option("--recipe", type=click.Path(), help='JSON file with per-node ratios: {"overrides": {"REGEX": RATIO}}.')
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --criterion random.")
-@click.option("--data", type=click.Path(), help="--criterion taylor: samples to compute gradients on, an .npz keyed by "
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for --criterion random and the labels kd samples.")
+@click.option("--data", type=click.Path(), help="--criterion taylor/kd: samples to compute gradients on, an .npz keyed by "
               "input name (+ optional int `labels`) or an image folder DIR/<class>/*.png|jpg.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="--criterion taylor: samples per step.")
-@click.option("--max-batches", type=click.IntRange(min=1), help="--criterion taylor: use at most N batches of --data.")
+@click.option("--max-batches", type=click.IntRange(min=1), help="--criterion taylor/kd: use at most N batches of --data.")
 @click.option("--prune-normalized", is_flag=True,
               help="Also cut hidden sizes normalised by LayerNormalization (residual stream, embeddings); "
                    "changes the statistics, so the student needs distillation.")
@@ -61,9 +62,10 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
         raise OnnxkdError(f"{output}: output path is the input model; choose another path")
     if target.is_dir():
         raise OnnxkdError(f"{output}: is a directory, expected a file path")
-    gradients = _taylor_gradients(model, data, batch_size, max_batches) if criterion == "taylor" else None
-    result = prune(model, ratio, criterion=criterion, gradients=gradients, global_rank=global_rank, round_to=round_to,
-                   ignore=ignore, recipe=_recipe(recipe), seed=seed, prune_normalized=prune_normalized)
+    measured = _measured_importance(criterion, model, data, batch_size, max_batches, seed, prune_normalized) \
+        if criterion in ("taylor", "kd") else {}
+    result = prune(model, ratio, criterion=criterion, global_rank=global_rank, round_to=round_to, ignore=ignore,
+                   recipe=_recipe(recipe), seed=seed, prune_normalized=prune_normalized, **measured)
     try:
         save(result.model, target, external_data=True if has_external_data(source) else None)
     except OSError as exc:
@@ -79,23 +81,33 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     console.print(f"Wrote {target}", highlight=False)
 
 
-def _taylor_gradients(model: str, data: str | None, batch_size: int, max_batches: int | None) -> dict:
-    """Gradients for --criterion taylor, taken on the graph prune analyses: a weight untied for several
-    consumers then gets each consumer's own gradient, not their sum."""
+def _measured_importance(criterion: str, model: str, data: str | None, batch_size: int, max_batches: int | None,
+                         seed: int, prune_normalized: bool) -> dict:
+    """``gradients`` (taylor) or ``scores`` (kd) for ``prune``, measured on --data through the torch bridge.
+
+    Both are taken on the graph prune analyses: a weight untied for several consumers then gets each
+    consumer's own gradient, not their sum."""
     if data is None:
-        raise OnnxkdError("--criterion taylor needs --data (an .npz keyed by input name, or an image folder) "
+        raise OnnxkdError(f"--criterion {criterion} needs --data (an .npz keyed by input name, or an image folder) "
                           "to compute gradients on")
     import onnx_ir as ir
     from rich.console import Console
 
     from onnxkd.data import input_specs, load_data
     from onnxkd.graph_passes.prepare import prepare
-    from onnxkd.torch_bridge.gradients import initializer_gradients
 
     prepared = prepare(model)
     dataset = load_data(data, input_specs(ir.to_proto(prepared)))
-    return initializer_gradients(prepared, dataset, batch_size=batch_size, max_batches=max_batches,
-                                 progress=Console(stderr=True))
+    if criterion == "kd":
+        from onnxkd.distill.importance import BATCH, MAX_SAMPLES, kd_scores
+
+        limit = MAX_SAMPLES if max_batches is None else max_batches * BATCH
+        return {"scores": kd_scores(model, dataset, max_samples=limit, seed=seed, prune_normalized=prune_normalized,
+                                    progress=Console(stderr=True))}
+    from onnxkd.torch_bridge.gradients import initializer_gradients
+
+    return {"gradients": initializer_gradients(prepared, dataset, batch_size=batch_size, max_batches=max_batches,
+                                               progress=Console(stderr=True))}
 
 
 def _recipe(path: str | None) -> dict | None:

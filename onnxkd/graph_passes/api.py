@@ -43,8 +43,12 @@ def channel_groups(model: ModelLike, prune_normalized: bool = False) -> tuple[ir
 def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bool = False, round_to: int = 1,
           ignore: str | None = None, recipe: dict | None = None, gradients: Mapping[str, np.ndarray] | None = None,
           seed: int = 0, input_shapes: dict[str, list[int]] | None = None,
-          prune_normalized: bool = False) -> PruneResult:
+          prune_normalized: bool = False, scores: Mapping[int, np.ndarray] | None = None) -> PruneResult:
     """Remove ``ratio`` of the channels of every prunable group; the caller's model is not modified.
+
+    ``gradients`` (criterion ``taylor``) and ``scores`` (criterion ``kd``, per group id of this model's
+    analysis) come from data through the torch bridge: ``onnxkd.initializer_gradients`` and
+    ``onnxkd.distill.importance.kd_scores``.
 
     ``prune_normalized`` (or the recipe key ``"prune_normalized": true``) also cuts hidden sizes that
     LayerNormalization normalises (a transformer's residual stream, with its embedding tables): the
@@ -57,7 +61,7 @@ def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bo
     prepared, groups = channel_groups(teacher, prune_normalized)
     names = {s.name for g in groups if g.prunable for s in g.slices}
     arrays = {name: prepared.graph.initializers[name].const_value.numpy() for name in names}
-    scores = importance(groups, arrays, criterion, gradients, seed)
+    scores = importance(groups, arrays, criterion, gradients, seed, scores)
     plan = make_plan(groups, scores, ratio, global_rank=global_rank, round_to=round_to, ignore=ignore, recipe=recipe)
     return _rewrite(teacher, prepared, groups, plan, input_shapes)
 

@@ -1,8 +1,8 @@
 """Channel importance per group: one score per channel, from every coupled parameter (group norm).
 
 Criteria are data: ``CRITERIA[name](group, arrays, gradients, rng) -> np.ndarray`` of ``group.size``.
-``taylor`` needs gradients keyed by initializer name (from the distillation bridge); untied copies
-fall back to their exported name.
+``taylor`` and ``kd`` need arrays keyed by initializer name, computed through the torch bridge and
+handed in as numpy (this layer never imports torch); untied copies fall back to their exported name.
 """
 
 from __future__ import annotations
@@ -52,29 +52,59 @@ def _random(group, arrays, gradients, rng):
     return rng.random(group.size)
 
 
-def _taylor(group, arrays, gradients, rng):
-    """|sum over a channel's weights of w * dL/dw| (first-order change of the loss when it is removed)."""
-    if not gradients:
-        raise OnnxkdError("criterion 'taylor' needs gradients (from the distillation bridge)")
-    total = np.zeros(group.size)
+def _slice_sums(group, arrays, gradients):
+    """Per coupled weight slice: sum over each channel's weights of w * dL/dw (signed)."""
     for s in group.slices:
         grad = gradients.get(s.name, gradients.get(origin(s.name)))
         if s.role in WEIGHT_ROLES and grad is not None:
             product = arrays[s.name].astype(np.float64) * np.asarray(grad, dtype=np.float64)
             others = tuple(k for k in range(product.ndim) if k != s.axis)
-            signed = product.sum(axis=others) if others else product
-            total += np.abs(per_channel(signed, s, group.size))
-    return total
+            yield per_channel(product.sum(axis=others) if others else product, s, group.size)
 
 
-CRITERIA: dict[str, Callable] = {"l1": _norm(1), "l2": _norm(2), "bn": _bn, "random": _random, "taylor": _taylor}
+def channel_sums(group: ChannelGroup, arrays: Mapping[str, np.ndarray], gradients: Mapping[str, np.ndarray]) -> np.ndarray:
+    """sum over all of a channel's coupled weights of w * dL/dw: the loss gradient of a mask on the channel.
+
+    (Through positively homogeneous ops such as ReLU, a producer's rows and a consumer's columns each
+    give the same mask gradient, so the sum is a fixed multiple of it.) ``onnxkd.distill.importance``
+    squares it per batch for the ``kd`` criterion.
+    """
+    return sum(_slice_sums(group, arrays, gradients), np.zeros(group.size))
+
+
+def _taylor(group, arrays, gradients, rng):
+    """|sum over a channel's weights of w * dL/dw| (first-order change of the loss when it is removed)."""
+    if not gradients:
+        raise OnnxkdError("criterion 'taylor' needs gradients (from the distillation bridge)")
+    return sum((np.abs(t) for t in _slice_sums(group, arrays, gradients)), np.zeros(group.size))
+
+
+def _kd(group, arrays, gradients, rng):
+    raise OnnxkdError("criterion 'kd' needs scores measured on data by the torch bridge "
+                      "(onnxkd prune --criterion kd --data ..., or onnxkd.distill.importance.kd_scores)")
+
+
+CRITERIA: dict[str, Callable] = {"l1": _norm(1), "l2": _norm(2), "bn": _bn, "random": _random, "taylor": _taylor,
+                                 "kd": _kd}
+# criteria whose scores come from data through the torch bridge (``gradients`` must be given)
+DATA_CRITERIA = ("taylor", "kd")
 
 
 def importance(groups: list[ChannelGroup], arrays: Mapping[str, np.ndarray], criterion: str = "l1",
-               gradients: Mapping[str, np.ndarray] | None = None, seed: int = 0) -> dict[int, np.ndarray]:
-    """Scores of every prunable group's channels (higher = keep)."""
+               gradients: Mapping[str, np.ndarray] | None = None, seed: int = 0,
+               scores: Mapping[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Scores of every prunable group's channels (higher = keep).
+
+    ``scores``: measured elsewhere (the ``kd`` criterion, per group id of this same analysis); checked
+    to cover every prunable group with one score per channel.
+    """
     if criterion not in CRITERIA:
         raise OnnxkdError(f"unknown criterion {criterion!r} (choose from {', '.join(CRITERIA)})")
+    if scores is not None:
+        for group in groups:
+            if group.prunable and (group.id not in scores or len(scores[group.id]) != group.size):
+                raise OnnxkdError(f"scores: none, or not {group.size} values, for channel group {group.id}")
+        return {g.id: np.asarray(scores[g.id], dtype=np.float64) for g in groups if g.prunable}
     rng = np.random.default_rng(seed)
     score = CRITERIA[criterion]
     return {g.id: score(g, arrays, gradients, rng) for g in groups if g.prunable}

@@ -1,0 +1,49 @@
+"""Pruning in several steps: the groups of a pruned student matched to its teacher's, and the plans composed.
+
+A student pruned again is analysed afresh: its groups have the same structure as the teacher's (the same
+source nodes and member tensors; pruning keeps every name) but fewer channels. A step's plan keeps
+indices *of the student*; composed with the plan that made the student, it keeps indices *of the
+teacher*, which is what the final student must store so that hints still line up with the teacher.
+"""
+
+from __future__ import annotations
+
+import math
+
+from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.groups import ChannelGroup
+from onnxkd.graph_passes.plan import Plan
+
+
+def group_key(group: ChannelGroup) -> tuple:
+    """What identifies a group across pruning steps: where it starts and which (tensor, axis) it cuts."""
+    return group.source, tuple(sorted({(m.tensor, m.axis) for m in group.members}))
+
+
+def match_groups(teacher: list[ChannelGroup], student: list[ChannelGroup]) -> dict[int, int]:
+    """student group id -> teacher group id."""
+    by_key = {group_key(g): g.id for g in teacher}
+    matched = {}
+    for group in student:
+        gid = by_key.get(group_key(group))
+        if gid is not None:
+            matched[group.id] = gid
+    return matched
+
+
+def compose(previous: Plan, step: Plan, student_to_teacher: dict[int, int], teacher_sizes: dict[int, int]) -> Plan:
+    """Teacher indices kept after ``step`` (student indices) is applied to the student ``previous`` made."""
+    composed = {gid: list(kept) for gid, kept in previous.items()}
+    for student_gid, kept in step.items():
+        teacher_gid = student_to_teacher.get(student_gid)
+        if teacher_gid is None:
+            raise OnnxkdError(f"pruning step: student group {student_gid} has no counterpart in the teacher")
+        before = previous.get(teacher_gid, list(range(teacher_sizes[teacher_gid])))
+        composed[teacher_gid] = [before[i] for i in kept]
+    return composed
+
+
+def step_counts(final: dict[int, int], sizes: dict[int, int], step: int, steps: int) -> dict[int, int]:
+    """Channels each group keeps after ``step`` of ``steps`` (1-based): from the teacher's size down to the
+    final count in equal parts, the last step exactly at ``final``."""
+    return {gid: sizes[gid] - math.floor((sizes[gid] - count) * step / steps) for gid, count in final.items()}
