@@ -1,0 +1,102 @@
+"""The Python API: the objective's weighted sum, Softmax heads, data-free runs, the cache, the result."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import onnxkd
+from onnxkd.distill import losses
+from onnxkd.distill.objective import Objective
+from onnxkd.distill.targets import Target
+
+from conftest import ort_outputs
+
+
+def test_objective_is_the_weighted_sum_of_each_outputs_loss_ce_and_hints():
+    torch.manual_seed(0)
+    s = {"logits": torch.randn(4, 5), "map": torch.randn(4, 2, 3), "feat": torch.randn(4, 6)}
+    t = {"logits": torch.randn(4, 5), "map": torch.randn(4, 2, 3), "feat": torch.randn(4, 6)}
+    labels = torch.tensor([0, 1, 2, 3])
+    targets = [Target("probs", "logits", "kl", 2.0, True), Target("map", "map", "cosine", 0.5, False)]
+    objective = Objective(targets, ["feat"], temperature=3.0, alpha=0.25, hint_weight=0.7)
+    total, parts = objective(s, t, labels)
+    expected = (2.0 * (0.25 * losses.kd_kl(s["logits"], t["logits"], 3.0) + 0.75 * losses.cross_entropy(s["logits"], labels))
+                + 0.5 * losses.cosine(s["map"], t["map"]) + 0.7 * losses.hint(s["feat"], t["feat"]))
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+    assert set(parts) == {"kl:probs", "ce", "cosine:map", "hint"}
+    assert objective.capture == ["logits", "feat"]  # logits behind a Softmax and hints are captured
+    unlabelled, _ = objective(s, t, None)  # no labels: KD alone on the class scores
+    assert float(unlabelled) == pytest.approx(float(expected - 2.0 * 0.75 * losses.cross_entropy(s["logits"], labels)
+                                                    - 2.0 * 0.25 * losses.kd_kl(s["logits"], t["logits"], 3.0)
+                                                    + 2.0 * losses.kd_kl(s["logits"], t["logits"], 3.0)), rel=1e-6)
+
+
+class SoftmaxHead(nn.Module):
+    """Exported classifiers often end in a Softmax (PaddlePaddle's always do)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return torch.softmax(self.fc(self.body(x)), dim=1)
+
+
+def test_softmax_outputs_are_distilled_on_their_logits(digits, small_digits, tmp_path):
+    teacher = tmp_path / "softmax.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        torch.onnx.export(SoftmaxHead().eval(), (torch.zeros(2, 1, 8, 8),), str(teacher), dynamo=False,
+                          input_names=["image"], output_names=["probs"], dynamic_axes={"image": {0: "b"}})
+    pruned = tmp_path / "pruned.onnx"
+    onnxkd.save(onnxkd.prune(teacher, 0.5).model, pruned)
+    result = onnxkd.distill(teacher, pruned, small_digits["train"], tmp_path / "s.onnx", val_data=small_digits["val"],
+                            epochs=2)
+    [target] = result.targets
+    assert target["output"] == "probs" and target["tensor"] != "probs" and target["loss"] == "kl"
+    probs = ort_outputs(tmp_path / "s.onnx", {"image": np.load(small_digits["val"])["image"]})[0]
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)  # still a Softmax model
+
+
+def test_data_free_run_warns_and_still_writes_a_valid_student(digits, digits_student, tmp_path):
+    events = []
+    result = onnxkd.distill(digits["teacher"], digits_student, None, tmp_path / "s.onnx", epochs=1,
+                            data_free_samples=128, progress=events.append)
+    assert result.data["data_free"] and result.data["train"]["n"] == 128 and result.data["val"]["n"] == 64
+    assert any("data-free" in w for w in result.warnings)
+    assert any(e["event"] == "line" and "data-free" in e["text"] for e in events)
+    logits = ort_outputs(tmp_path / "s.onnx", {"image": np.zeros((2, 1, 8, 8), np.float32)})[0]
+    assert logits.shape == (2, 10) and np.isfinite(logits).all()
+
+
+def test_teacher_cache_changes_speed_not_results(digits, digits_student, small_digits, tmp_path):
+    common = dict(val_data=small_digits["val"], epochs=2, batch_size=32, seed=1)
+    cached = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "a.onnx", **common)
+    uncached = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "b.onnx",
+                              cache_mb=0, **common)
+    assert cached.teacher_cache["used"] and not uncached.teacher_cache["used"]
+    assert any("cache budget" in w for w in uncached.warnings)
+    a = {n: v.const_value.numpy() for n, v in cached.model.graph.initializers.items()}
+    b = {n: v.const_value.numpy() for n, v in uncached.model.graph.initializers.items()}
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_result_serialises_and_describes_the_run(digits, digits_student, small_digits, tmp_path):
+    result = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "s.onnx", epochs=2,
+                            hints=["auto"])
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["output"] == str(tmp_path / "s.onnx") and data["epochs"] == 2 and len(data["history"]) == 2
+    assert data["data"]["val"]["held_out"] and data["data"]["val"]["n"] == 30 and data["data"]["train"]["n"] == 270
+    assert data["best_epoch"] in (1, 2) and data["best"] == data["history"][data["best_epoch"] - 1]["val"]
+    assert data["samples_per_s"] > 0 and data["steps"] == 2 * -(-270 // 64)
+    assert len(data["hints"]) >= 2 and data["config"]["hints"] == ["auto"]
+    assert onnxkd.distill is not None and callable(onnxkd.distill)
