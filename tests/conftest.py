@@ -1,10 +1,11 @@
-"""Shared fixtures: the exported architecture zoo and the ONNX-zoo light models, made once a session."""
+"""Shared fixtures: the exported architecture zoo, the ONNX-zoo light models and the digits example, made once a session."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -31,3 +32,33 @@ def zoo_model(zoo_dir):
 
 def light_model_path(name: str) -> Path:
     return LIGHT_DIR / f"light_{name}.onnx"
+
+
+# --------------------------------------------------------------------------- the digits example
+
+DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits"
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return {"teacher": DIGITS / "teacher.onnx", "train": DIGITS / "train.npz", "val": DIGITS / "val.npz"}
+
+
+@pytest.fixture(scope="session")
+def digits_student(digits, tmp_path_factory) -> Path:
+    """The digits teacher with half the channels of every prunable group cut (l1), not retrained."""
+    import onnxkd
+
+    path = tmp_path_factory.mktemp("digits") / "pruned.onnx"
+    onnxkd.save(onnxkd.prune(digits["teacher"], 0.5).model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_digits(digits, tmp_path_factory) -> dict:
+    """300 training and 100 validation digits: enough for a few fast steps in the robustness tests."""
+    folder = tmp_path_factory.mktemp("small_digits")
+    train, val = np.load(digits["train"]), np.load(digits["val"])
+    np.savez(folder / "train.npz", image=train["image"][:300], labels=train["labels"][:300])
+    np.savez(folder / "val.npz", image=val["image"][:100], labels=val["labels"][:100])
+    return {"train": folder / "train.npz", "val": folder / "val.npz"}

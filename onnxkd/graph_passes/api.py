@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import DeduplicateInitializersPass, ShapeInferencePass
+from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.dependency import analyze
@@ -17,6 +17,7 @@ from onnxkd.graph_passes.importance import importance
 from onnxkd.graph_passes.plan import Plan, make_plan, plan_from_json, plan_to_json
 from onnxkd.graph_passes.prepare import prepare
 from onnxkd.graph_passes.rewrite import apply_plan
+from onnxkd.graph_passes.untie import RetieInitializersPass
 from onnxkd.model import ModelLike, load
 
 PLAN_KEY = "onnxkd.prune_plan"
@@ -87,7 +88,7 @@ def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[i
 
 def _rewrite(teacher, prepared, groups, plan, input_shapes) -> PruneResult:
     apply_plan(prepared, groups, plan)
-    student = DeduplicateInitializersPass(size_limit=2**40)(prepared).model
+    student = RetieInitializersPass()(prepared).model
     try:
         student = ShapeInferencePass(strict_mode=False)(student).model
     except Exception:  # shapes are a convenience; the model is valid without them

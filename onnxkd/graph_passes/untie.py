@@ -11,6 +11,7 @@ from __future__ import annotations
 import onnx_ir as ir
 
 SUFFIX = "__u"
+_STATISTIC_SLOTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
 
 
 def origin(name: str) -> str:
@@ -20,7 +21,12 @@ def origin(name: str) -> str:
 
 
 class UntieInitializersPass(ir.passes.InPlacePass):
-    """Each initializer of rank >= 1 is read by one node only; copies are made for the others."""
+    """Each initializer of rank >= 1 is read by one node only; copies are made for the others.
+
+    A BatchNormalization running statistic is also untied from the other inputs of its own node (an
+    exporter that deduplicates equal tensors may feed one zero tensor as both bias and running mean):
+    training updates the one and trains the other.
+    """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
@@ -29,13 +35,15 @@ class UntieInitializersPass(ir.passes.InPlacePass):
         for value in list(graph.initializers.values()):
             if value.const_value is None or len(value.const_value.shape) == 0:  # scalars are never cut
                 continue
-            consumers = []
+            readers: dict[tuple, list[int]] = {}  # (node, statistic slot or None) -> input indices
             for use in value.uses():
-                if use.node not in consumers:
-                    consumers.append(use.node)
+                slot = use.idx if (use.node.op_type, use.idx) in _STATISTIC_SLOTS else None
+                readers.setdefault((id(use.node), slot), [use.node]).append(use.idx)
+            groups = list(readers.values())
             if value.is_graph_output():
-                consumers.insert(0, None)  # the output keeps the original
-            for k, node in enumerate(consumers[1:], start=1):
+                groups.insert(0, None)  # the output keeps the original
+            for k, group in enumerate(groups[1:], start=1):
+                node, indices = group[0], group[1:]
                 name = f"{value.name}{SUFFIX}{k}"
                 while name in names:
                     name += "_"
@@ -43,9 +51,8 @@ class UntieInitializersPass(ir.passes.InPlacePass):
                 copy = ir.Value(name=name, shape=value.shape, type=value.type,
                                 const_value=ir.Tensor(value.const_value.numpy().copy(), name=name))
                 graph.register_initializer(copy)
-                for i, inp in enumerate(node.inputs):
-                    if inp is value:
-                        node.replace_input_with(i, copy)
+                for i in indices:
+                    node.replace_input_with(i, copy)
                 modified = True
         return ir.passes.PassResult(model, modified)
 
@@ -64,4 +71,43 @@ class NameNodesPass(ir.passes.InPlacePass):
             if name != node.name:
                 node.name = name
                 modified = True
+        return ir.passes.PassResult(model, modified)
+
+
+def _is_statistic(value: ir.Value) -> bool:
+    """Read as BatchNormalization running statistics (directly or through Identity nodes)."""
+    for use in value.uses():
+        if (use.node.op_type, use.idx) in _STATISTIC_SLOTS:
+            return True
+        if use.node.op_type == "Identity" and _is_statistic(use.node.outputs[0]):
+            return True
+    return False
+
+
+class RetieInitializersPass(ir.passes.InPlacePass):
+    """Undo ``UntieInitializersPass`` where pruning left the copies of one exported tensor identical.
+
+    Copies of one exported initializer (same ``origin``) that still have equal dtype, shape and bytes
+    become one tensor again, as the exporter had them (a tied embedding and LM head stay tied). Two
+    initializers the exporter kept apart are never merged, even when equal (two zero-initialised biases
+    are two weights to train). BatchNormalization running statistics are never re-tied: each node's
+    are its own, and training updates them in place (an exporter that deduplicates equal tensors may
+    have shared one zero tensor between many layers' means and biases).
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        kept: dict[tuple, ir.Value] = {}
+        modified = False
+        for value in list(graph.initializers.values()):
+            tensor = value.const_value
+            if tensor is None or value.is_graph_output() or value.is_graph_input() or _is_statistic(value):
+                continue
+            key = (origin(value.name), tensor.dtype, tuple(tensor.shape), tensor.tobytes())
+            first = kept.setdefault(key, value)
+            if first is value:
+                continue
+            value.replace_all_uses_with(first)
+            graph.initializers.pop(value.name)
+            modified = True
         return ir.passes.PassResult(model, modified)

@@ -115,7 +115,8 @@ class OnnxModule(nn.Module):
         compiling = torch.compiler.is_compiling()
         if not compiling and torch.is_inference_mode_enabled():
             static_key += ("inference",)
-        outputs = tuple(self.program.run(env, captured, static_key, compiling))
+        # An empty capture runs like none: intermediates are freed after their last read.
+        outputs = tuple(self.program.run(env, captured or None, static_key, compiling))
         if capture is None:
             return outputs
         missing = [name for name, value in captured.items() if value is None]

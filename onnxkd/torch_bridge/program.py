@@ -206,8 +206,9 @@ class Program:
 
     @staticmethod
     def _run(plan: list[tuple], env: dict[str, Any], capture: Mapping[str, Any] | None, keep: tuple[str, ...] = ()) -> None:
-        # Capturing or keeping static outputs needs intermediates alive; otherwise each is freed after its last read.
-        free = capture is None and not keep
+        # Each intermediate is freed after its last read (a captured one lives on in ``capture``), unless the
+        # static outputs are being collected for the cache.
+        free = not keep
         for fn, ctx, inputs, outputs, single, attrs, free_after in plan:
             result = fn(ctx, *[env[name] for name in inputs], **attrs)
             if single:
@@ -217,13 +218,13 @@ class Program:
                 for name, value in zip(outputs, result):
                     if name:
                         env[name] = value
-            if free:
-                for name in free_after:
-                    env.pop(name, None)
-            elif capture is not None:
+            if capture is not None:
                 for name in outputs:
                     if name in capture:
                         capture[name] = env[name]
+            if free:
+                for name in free_after:
+                    env.pop(name, None)
 
 
 # Ops whose outputs are not a function of their inputs' values and shapes alone: never cached.

@@ -15,7 +15,7 @@ from onnxkd.distill import losses
 from onnxkd.distill.objective import Objective
 from onnxkd.distill.targets import Target
 
-from conftest import ort_outputs
+from ort_oracle import ort_outputs
 
 
 def test_objective_is_the_weighted_sum_of_each_outputs_loss_ce_and_hints():

@@ -15,7 +15,7 @@ from onnxkd.distill import batchnorm
 from onnxkd.distill.batches import in_order
 from onnxkd.distill.distributed import World
 
-from conftest import ort_outputs
+from ort_oracle import ort_outputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import models  # noqa: E402
@@ -67,3 +67,31 @@ def test_distill_recalibrates_and_reports_before_and_after(pruned_with_batchnorm
     skipped = onnxkd.distill(teacher, pruned, data, tmp_path / "s2.onnx", steps=1, batch_size=32,
                              recalibrate_bn=False)
     assert skipped.recalibration is None
+
+
+def test_statistics_an_exporter_shared_with_biases_are_untied_and_trainable(tmp_path):
+    """An untrained net exported without folding: the legacy exporter deduplicates equal tensors, so one
+    zero tensor is every BN's bias AND running mean. The pruned student gives each BN its own statistics
+    (never shared with a weight or another layer), so it trains, and the oracle still holds."""
+    import warnings
+
+    import torch
+
+    native = models.ResNetTiny(width=16).eval()  # fresh BN: bias == running_mean == 0, weight == var == 1
+    teacher = tmp_path / "dedup.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(native, (torch.zeros(2, 3, 32, 32),), str(teacher), dynamo=False, opset_version=17,
+                          do_constant_folding=False, input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    pruned = tmp_path / "pruned.onnx"
+    onnxkd.save(onnxkd.prune(teacher, 0.5).model, pruned)
+    model = onnxkd.load(pruned)
+    statistics = [(n.inputs[3], n.inputs[4]) for n in model.graph if n.op_type == "BatchNormalization"]
+    for mean, var in statistics:
+        for value in (mean, var):
+            assert [(u.node.op_type, u.idx) for u in value.uses()] in ([("BatchNormalization", 3)],
+                                                                      [("BatchNormalization", 4)])
+    data = {"input": np.random.default_rng(0).standard_normal((64, 3, 32, 32)).astype(np.float32)}
+    result = onnxkd.distill(teacher, pruned, data, tmp_path / "s.onnx", steps=2, batch_size=32)
+    assert result.steps == 2 and result.recalibration["layers"] == len(statistics)

@@ -10,7 +10,7 @@ import pytest
 import onnxkd
 from onnxkd.graph_passes.api import read_plan
 
-from conftest import ort_accuracy, ort_outputs, relative_error
+from ort_oracle import ort_accuracy, ort_outputs, relative_error
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 import models  # noqa: E402

@@ -12,7 +12,7 @@ from onnxkd.distill import hints
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import read_plan_details
 
-from conftest import ort_outputs
+from ort_oracle import ort_outputs
 
 
 def test_removed_channels_follow_offsets_and_blocks():
