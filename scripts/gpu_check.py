@@ -1,8 +1,17 @@
-"""The body of scripts/gpu_check.sh: fidelity, bf16 distillation steps and throughput on one device."""
+"""The body of scripts/gpu_check.sh: fidelity, bf16 distillation and throughput on one CUDA device.
+
+Fails loudly (exit 1) when a check fails or when CUDA is absent (``--allow-cpu`` runs it on the CPU as a
+dry run of the script itself). Checks:
+1. bridge fidelity on the device vs onnxruntime (fp32, relative error <= 1e-4);
+2. `onnxkd.distill` for a few bf16-autocast steps on the device: finite losses, a written student;
+3. training-step time of the bridge vs the native module (ratio printed), and the distillation
+   throughput table of benchmarks/distill_throughput.py (onnxkd vs a hand-written KD loop).
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -12,70 +21,59 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import models  # noqa: E402  (the architecture zoo lives with the tests)
 
 import onnxkd  # noqa: E402
 
 ZOO = ["resnet", "mobilenetv3", "unet", "transformer", "gpt"]
+FIDELITY = 1e-4
 
 
 def fidelity(path: Path, name: str, device: torch.device) -> float:
     module = onnxkd.to_torch(path).to(device).eval()
     x = models.ZOO[name].example_input(4)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
+    session = ort.InferenceSession(str(path), providers=providers)
     expected = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
         got = module(x.to(device))[0].float().cpu().numpy()
     return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
-def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):
-    return F.kl_div(
-        F.log_softmax(student_logits / temperature, -1), F.softmax(teacher_logits / temperature, -1), reduction="batchmean"
-    ) * temperature**2
-
-
-def distill_steps(path: Path, name: str, device: torch.device, steps: int = 5) -> tuple[float, float]:
-    teacher = onnxkd.to_torch(path).to(device).eval()
-    student = onnxkd.to_torch(path).to(device).train()
-    with torch.no_grad():
-        for p in student.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9)
-    x = models.ZOO[name].example_input(16).to(device)
-    losses = []
-    for _ in range(steps):
-        with torch.autocast(device.type, dtype=torch.bfloat16):
-            with torch.no_grad():
-                t = teacher(x)[0]
-            loss = kd_loss(student(x)[0].float(), t.float())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
+def bf16_distill(path: Path, name: str, device: torch.device, folder: Path) -> tuple[float, float]:
+    """A few bf16 steps of the real engine on a pruned student: (first, last) epoch loss."""
+    pruned = folder / f"{name}-pruned.onnx"
+    onnxkd.save(onnxkd.prune(path, 0.5).model, pruned)
+    x = torch.cat([models.ZOO[name].example_input(16) for _ in range(4)]).numpy()
+    feeds = {onnxkd.load(path).graph.inputs[0].name: x}
+    result = onnxkd.distill(path, pruned, feeds, folder / f"{name}-student.onnx", val_data=feeds, epochs=3,
+                            batch_size=16, device=str(device), bf16=True)
+    losses = [r["loss"] for r in result.history]
     return losses[0], losses[-1]
 
 
 def step_time(module: torch.nn.Module, x: torch.Tensor, device: torch.device) -> float:
     optimizer = torch.optim.SGD(module.parameters(), lr=1e-3)
     module.train()
-    out = module(x)
-    out = out[0] if isinstance(out, tuple) else out
-    out.float().square().mean().backward()
-    optimizer.step()
+
+    def step():
+        out = module(x)
+        out = out[0] if isinstance(out, tuple) else out
+        optimizer.zero_grad()
+        out.float().square().mean().backward()
+        optimizer.step()
+
+    step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    out = module(x)
-    out = out[0] if isinstance(out, tuple) else out
-    optimizer.zero_grad()
-    out.float().square().mean().backward()
-    optimizer.step()
+    step()
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -97,22 +95,40 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--allow-cpu", action="store_true", help="dry run on the CPU when CUDA is absent")
     args = parser.parse_args()
+    console = Console(width=160)
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        console.print(f"[red]FAIL[/]: CUDA is not available to torch {torch.__version__} "
+                      "(use --allow-cpu for a dry run on the CPU)")
+        sys.exit(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    console = Console()
-    console.print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
+    console.print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
+                  f"onnxruntime providers {ort.get_available_providers()}")
     table = Table(title="onnxkd GPU check")
-    for column in ("model", "fidelity rel err", "bf16 KD loss first -> last", "native samples/s", "bridge / native step time"):
+    for column in ("model", "fidelity rel err", "bf16 distill loss, epoch 1 -> 3", "native samples/s",
+                   "bridge / native step time", "verdict"):
         table.add_column(column, justify="right")
+    failures = []
     with tempfile.TemporaryDirectory() as folder:
         for name in ZOO:
             path = models.export(name, folder, "legacy")
             error = fidelity(path, name, device)
-            first, last = distill_steps(path, name, device)
+            first, last = bf16_distill(path, name, device, Path(folder))
             rate, ratio = throughput(path, name, device, args.batch, args.rounds)
-            table.add_row(name, f"{error:.1e}", f"{first:.4f} -> {last:.4f}", f"{rate:,.0f}", f"{ratio:.2f}x")
+            ok = error <= FIDELITY and math.isfinite(first) and math.isfinite(last)
+            if not ok:
+                failures.append(name)
+            table.add_row(name, f"{error:.1e}", f"{first:.4f} -> {last:.4f}", f"{rate:,.0f}", f"{ratio:.2f}x",
+                          "[green]ok[/]" if ok else "[red]FAIL[/]")
     console.print(table)
-    console.print("command: bash scripts/gpu_check.sh " + " ".join(sys.argv[1:]))
+    from distill_throughput import throughput_table
+
+    throughput_table(argparse.Namespace(rounds=3, epochs=2, batch=args.batch, device=str(device)), console)
+    console.print("command: bash scripts/gpu_check.sh " + " ".join(sys.argv[1:]), highlight=False)
+    if failures:
+        console.print(f"[red]FAIL[/]: {', '.join(failures)} (fidelity above {FIDELITY:g} or a non-finite bf16 loss)")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

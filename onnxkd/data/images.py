@@ -33,7 +33,8 @@ def load_image_folder(folder: str | Path, spec: InputSpec, options: ImageOptions
     if not files:
         raise OnnxkdError(f"{folder}: no images found (expected {folder}/<class>/*.png|jpg)")
     height, width = _target_size(spec, options)
-    images = np.stack([_load_one(path, height, width, options) for path, _ in files])
+    grey = _channels(spec, options) == 1
+    images = np.stack([_load_one(path, height, width, options, grey) for path, _ in files])
     if options.layout == "nchw":
         images = images.transpose(0, 3, 1, 2)
     labels = np.array([label for _, label in files], dtype=np.int64)
@@ -51,16 +52,27 @@ def _target_size(spec: InputSpec, options: ImageOptions) -> tuple[int, int]:
     return 224, 224
 
 
-def _load_one(path: Path, height: int, width: int, options: ImageOptions) -> np.ndarray:
+def _channels(spec: InputSpec, options: ImageOptions) -> int | None:
+    dim = spec.shape[1] if options.layout == "nchw" else spec.shape[3]
+    return dim if isinstance(dim, int) else None
+
+
+def _load_one(path: Path, height: int, width: int, options: ImageOptions, grey: bool) -> np.ndarray:
+    """[H, W, C] pixels in [0, 1], normalised; a one-channel model reads grey images (the mean of several
+    --mean/--std values is used for its one channel)."""
     from PIL import Image  # pillow ships with matplotlib; imported here so `onnxkd.data` stays light
 
     try:
         with Image.open(path) as image:
-            pixels = np.asarray(image.convert("RGB").resize((width, height), Image.BILINEAR), dtype=np.float32)
+            converted = image.convert("L" if grey else "RGB").resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(converted, dtype=np.float32)
     except OSError as exc:
         raise OnnxkdError(f"{path}: cannot read image ({exc})") from None
+    mean, std = np.asarray(options.mean, np.float32), np.asarray(options.std, np.float32)
+    if grey:
+        pixels, mean, std = pixels[..., None], mean.mean(keepdims=True), std.mean(keepdims=True)
     pixels = pixels / 255.0
-    pixels = (pixels - np.asarray(options.mean, np.float32)) / np.asarray(options.std, np.float32)
+    pixels = (pixels - mean) / std
     if options.channel_order == "bgr":
         pixels = pixels[..., ::-1]
     return pixels

@@ -126,7 +126,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     epochs, total_steps = config.schedule(len(batches))
     trained = distributed.wrap(student_module, world, device)
     if config.compile:
-        trained = torch.compile(trained)
+        trained = torch.compile(trained, backend=config.compile_backend)
     optimizer = _optimizer(student_module, config)
     fingerprint = _fingerprint(teacher, student, train_set, val_set, config, world, epochs, total_steps)
     session = Session(
@@ -293,7 +293,8 @@ def _optimizer(student, config: DistillConfig) -> torch.optim.Optimizer:
 def _fingerprint(teacher, student, train: Dataset, val: Dataset, config: DistillConfig, world, epochs: int,
                  steps: int) -> dict:
     """What must be equal for a checkpoint to continue this run."""
-    trajectory = {k: v for k, v in config.to_dict().items() if k not in ("device", "cache_mb", "compile")}
+    trajectory = {k: v for k, v in config.to_dict().items()
+                  if k not in ("device", "cache_mb", "compile", "compile_backend")}
     return {"teacher": model_io.sha256_of(teacher), "student": model_io.sha256_of(student),
             "train_samples": len(train), "val_samples": len(val), "processes": world.size,
             "epochs": epochs, "steps": steps, "options": trajectory}

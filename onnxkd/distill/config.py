@@ -38,6 +38,7 @@ class DistillConfig:
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:N"
     bf16: bool = False  # bf16 autocast (the losses stay fp32)
     compile: bool = False  # torch.compile the student
+    compile_backend: str = "inductor"  # torch.compile's backend ("aot_eager" compiles fast, for checks)
     seed: int = 0
     val_fraction: float = 0.1  # held out of --data when no --val-data is given
     recalibrate_bn: bool = True

@@ -100,3 +100,30 @@ def test_result_serialises_and_describes_the_run(digits, digits_student, small_d
     assert data["samples_per_s"] > 0 and data["steps"] == 2 * -(-270 // 64)
     assert len(data["hints"]) >= 2 and data["config"]["hints"] == ["auto"]
     assert onnxkd.distill is not None and callable(onnxkd.distill)
+
+
+def test_compiled_student_trains_like_the_eager_one(digits, digits_student, small_digits, tmp_path):
+    common = dict(val_data=small_digits["val"], steps=3, batch_size=32, optimizer="sgd", lr=0.01, seed=2)
+    eager = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], None, **common)
+    compiled = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], None, compile=True,
+                              compile_backend="aot_eager", **common)
+    a = {n: v.const_value.numpy() for n, v in eager.model.graph.initializers.items()}
+    b = {n: v.const_value.numpy() for n, v in compiled.model.graph.initializers.items()}
+    for name in a:
+        np.testing.assert_allclose(b[name], a[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_image_folder_data(digits, digits_student, tmp_path):
+    """--data DIR/<class>/*.png, with the same preprocessing options as onnxkd validate."""
+    from PIL import Image
+
+    from onnxkd.data import ImageOptions
+
+    train = np.load(digits["train"])
+    for index in range(40):
+        folder = tmp_path / "images" / str(int(train["labels"][index]))
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((train["image"][index, 0] * 255).astype(np.uint8)).save(folder / f"{index}.png")
+    result = onnxkd.distill(digits["teacher"], digits_student, tmp_path / "images", None, steps=1, batch_size=16,
+                            image_options=ImageOptions(mean=(0.0,), std=(1.0,)))
+    assert result.data["train"]["labels"] and result.data["train"]["n"] + result.data["val"]["n"] == 40
