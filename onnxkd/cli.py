@@ -18,6 +18,7 @@ INTERNAL_ERROR = 3
 
 # command name -> module in onnxkd.commands defining a click command called `command`
 COMMANDS: dict[str, str] = {
+    "compress": "compress",
     "distill": "distill",
     "inspect": "inspect",
     "prune": "prune",

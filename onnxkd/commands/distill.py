@@ -10,11 +10,13 @@ from onnxkd.commands.options import image_folder_options, image_options, input_s
 from onnxkd.errors import OnnxkdError
 
 
-def distill_options(command):
-    """The training flags, shared with ``onnxkd compress``; the command receives them as keyword arguments."""
+def distill_options(command, optimizer_steps: bool = True):
+    """The training flags, shared with ``onnxkd compress`` (where --steps means pruning steps, so
+    ``optimizer_steps=False`` leaves it out); the command receives them as keyword arguments."""
     options = [
         click.option("--epochs", type=click.IntRange(min=1), help="Passes over --data (default: chosen from the data size, see README)."),
-        click.option("--steps", "total_steps", type=click.IntRange(min=1), help="Optimizer steps in all, instead of --epochs."),
+    ] + ([click.option("--steps", "total_steps", type=click.IntRange(min=1), help="Optimizer steps in all, instead of --epochs.")]
+         if optimizer_steps else []) + [
         click.option("--lr", type=float, help="Peak learning rate (default 1e-3 for adamw, 0.05 for sgd), with warm-up and cosine decay."),
         click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True, help="Samples per step, over all processes."),
         click.option("--optimizer", type=click.Choice(["adamw", "sgd"]), default="adamw", show_default=True),
@@ -46,7 +48,7 @@ def config_from_flags(flags: dict):
         epochs=flags.pop("epochs"), steps=flags.pop("total_steps"), lr=flags.pop("lr"),
         batch_size=flags.pop("batch_size"), optimizer=flags.pop("optimizer"), weight_decay=flags.pop("weight_decay"),
         temperature=flags.pop("temperature"), alpha=flags.pop("alpha"), loss=parse_loss_option(flags.pop("losses")),
-        output_weights=_weights(flags.pop("output_weights")), hints=list(flags.pop("hints")),
+        output_weights=parse_weights(flags.pop("output_weights")), hints=list(flags.pop("hints")),
         hint_weight=flags.pop("hint_weight"), device=flags.pop("device"), bf16=flags.pop("bf16"),
         compile=flags.pop("compile_"), seed=flags.pop("seed"), recalibrate_bn=not flags.pop("no_recalibrate_bn"),
         cache_mb=flags.pop("cache_mb"),
@@ -123,7 +125,7 @@ def render_result(result: dict, console) -> None:
         console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
 
 
-def _weights(items) -> dict[str, float]:
+def parse_weights(items) -> dict[str, float]:
     weights = {}
     for item in items:
         name, sep, value = item.rpartition("=")

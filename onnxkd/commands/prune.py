@@ -16,7 +16,7 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 
 @click.command(name="prune", short_help="Remove channels from a model's layers (ONNX in, smaller ONNX out).")
 @click.argument("model", type=click.Path())
-@click.option("--ratio", type=float, required=True, help="Fraction of channels removed from every prunable group, in [0, 1).")
+@click.option("--ratio", type=float, help="Fraction of channels removed from every prunable group, in [0, 1) (required unless --recipe gives it).")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the pruned model.")
 @click.option("--criterion", type=click.Choice(CRITERIA), default="l1", show_default=True,
               help="Channel importance: weight norm over the whole group (l1, l2), BN scale, random, "
@@ -25,7 +25,7 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 @click.option("--global", "global_rank", is_flag=True, help="Rank channels across groups (same overall fraction, capped per group).")
 @click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
 @click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
-@click.option("--recipe", type=click.Path(), help='JSON file with per-node ratios: {"overrides": {"REGEX": RATIO}}.')
+@click.option("--recipe", type=click.Path(), help='A recipe JSON (its "prune" section: ratio, criterion, overrides {"REGEX": RATIO}, ...); flags override it.')
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --criterion random and the labels kd samples.")
 @click.option("--data", type=click.Path(), help="--criterion taylor/kd: samples to compute gradients on, an .npz keyed by "
               "input name (+ optional int `labels`) or an image folder DIR/<class>/*.png|jpg.")
@@ -52,6 +52,14 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     from onnxkd.graph_passes.api import prune
     from onnxkd.model import has_external_data, save
 
+    options = from_recipe(click.get_current_context(), recipe, ratio=ratio, criterion=criterion,
+                          global_rank=global_rank, round_to=round_to, ignore=ignore, seed=seed,
+                          prune_normalized=prune_normalized)
+    ratio, criterion, global_rank, round_to, ignore, seed, prune_normalized, plan_recipe = (
+        options["ratio"], options["criterion"], options["global_rank"], options["round_to"], options["ignore"],
+        options["seed"], options["prune_normalized"], options["plan_recipe"])
+    if ratio is None:
+        raise OnnxkdError("--ratio is required (or a --recipe that gives it)")
     if not 0 <= ratio < 1:
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
     if round_to < 1:
@@ -65,7 +73,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     measured = _measured_importance(criterion, model, data, batch_size, max_batches, seed, prune_normalized) \
         if criterion in ("taylor", "kd") else {}
     result = prune(model, ratio, criterion=criterion, global_rank=global_rank, round_to=round_to, ignore=ignore,
-                   recipe=_recipe(recipe), seed=seed, prune_normalized=prune_normalized, **measured)
+                   recipe=plan_recipe, seed=seed, prune_normalized=prune_normalized, **measured)
     try:
         save(result.model, target, external_data=True if has_external_data(source) else None)
     except OSError as exc:
@@ -110,16 +118,23 @@ def _measured_importance(criterion: str, model: str, data: str | None, batch_siz
                                                progress=Console(stderr=True))}
 
 
-def _recipe(path: str | None) -> dict | None:
+def from_recipe(ctx: click.Context, path: str | None, **flags) -> dict:
+    """The prune options: a flag given on the command line wins, then the recipe's prune section, then the
+    flag's default. Also ``plan_recipe``, the per-node overrides ``graph_passes.prune`` reads."""
     if path is None:
-        return None
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise OnnxkdError(f"--recipe {path}: cannot read JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise OnnxkdError(f"--recipe {path}: expected a JSON object")
-    return data.get("prune", data)
+        return dict(flags, plan_recipe=None)
+    from click.core import ParameterSource
+
+    from onnxkd.recipe import load_recipe
+
+    recipe, _ = load_recipe(path)
+    section = recipe.prune
+    merged = dict(flags)
+    for name in flags:
+        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            merged[name] = recipe.seed if name == "seed" else getattr(section, name)
+    merged["criterion"] = merged["criterion"] or "l1"
+    return dict(merged, plan_recipe=dict(section.plan_recipe(), prune_normalized=merged["prune_normalized"]))
 
 
 # --------------------------------------------------------------------------- rendering

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from onnxkd.commands.options import gate_options, image_folder_options, image_options, input_shape_option
+from onnxkd.report.progress import StageBars
 
 
 @click.command(name="validate", short_help="Measure a student against its teacher.")
@@ -44,7 +45,7 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
 
     options = image_options(image_flags)
     console = Console()
-    with _progress(Console(stderr=True)) as progress:
+    with StageBars(Console(stderr=True)) as progress:
         result = validate(
             teacher, student, data, batch_size=batch_size, provider=provider, threads=threads, graph_opt=graph_opt,
             input_shapes=list(input_shapes), image_options=options, warmup=warmup, runs=runs, budget_s=time_budget,
@@ -60,34 +61,3 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
         # an exception, not ctx.exit(1): onnxkd.cli.main runs click with standalone_mode=False, which would
         # turn ctx.exit's code into a return value and exit 0
         raise GateFailed([g for g in r["gates"] if not g["passed"]])
-
-
-class _progress:
-    """A rich progress bar (stage, it/s, ETA) on a terminal; nothing when output is piped or tested."""
-
-    def __init__(self, console):
-        self.console, self.bar, self.tasks = console, None, {}
-
-    def __enter__(self):
-        if not self.console.is_terminal:
-            return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[rate]}"),
-                            TimeRemainingColumn(), console=self.console, transient=True)
-        self.bar.__enter__()
-        return self.update
-
-    def update(self, stage: str, done: int, total: int) -> None:
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=total, rate="")
-        task = self.tasks[stage]
-        self.bar.update(task, completed=done)
-        speed = self.bar.tasks[task].speed
-        self.bar.update(task, rate=f"{speed:,.0f} it/s" if speed else "")
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-        return False

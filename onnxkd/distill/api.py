@@ -37,8 +37,8 @@ from onnxkd.graph_passes.api import read_plan_details
 from onnxkd.model import ModelLike
 from onnxkd.torch_bridge import to_torch, write_back
 
-DATA_FREE_WARNING = ("no --data: distilling on random inputs drawn from the input shapes (data-free). "
-                     "The student will be weak; give real samples with --data")
+DATA_FREE_WARNING = ("no --data: distilling on random inputs drawn from the input shapes (data-free, BatchNorm "
+                     "statistics frozen). The student will be weak; give real samples with --data")
 
 
 def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, output: str | os.PathLike | None = None, *,
@@ -57,6 +57,8 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     """
     started = time.perf_counter()
     config = _config(config, options)
+    if data is None:  # random inputs must not become BatchNorm statistics
+        config = replace(config, recalibrate_bn=False, freeze_bn=True)
     world = distributed.init(config.device)
     report = reporter(progress, world.main)
     output, work_dir = _paths(teacher, student, output, work_dir)

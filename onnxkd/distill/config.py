@@ -42,6 +42,7 @@ class DistillConfig:
     seed: int = 0
     val_fraction: float = 0.1  # held out of --data when no --val-data is given
     recalibrate_bn: bool = True
+    freeze_bn: bool = False  # train with BatchNorm (and Dropout) in eval mode: running statistics untouched
     bn_samples: int = 4096  # at most this many training samples for BN recalibration
     cache_mb: float = 2048.0  # teacher outputs are cached when they fit in this many MB
     data_free_samples: int = 1024  # random inputs when there is no data

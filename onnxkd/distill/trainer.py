@@ -92,7 +92,7 @@ def train(s: Session, state: TrainState) -> TrainState:
 
 
 def run_epoch(s: Session, state: TrainState, warmup: int) -> None:
-    s.student.train()
+    training_mode(s)
     batch_size = s.batches.batch_size
     s.report.start(f"epoch {state.epoch + 1}/{s.epochs}", len(s.batches) * batch_size)
     running = torch.zeros((), dtype=torch.float64, device=s.device)
@@ -147,7 +147,12 @@ def end_epoch(s: Session, state: TrainState) -> None:
     state.loss_sum = state.samples = 0
     state.seconds = 0.0
     save_checkpoint(s, state)
-    s.student.train()
+    training_mode(s)
+
+
+def training_mode(s: Session) -> None:
+    """Train mode, unless BatchNorm is frozen (data-free runs: random inputs must not become statistics)."""
+    s.student.train(not s.config.freeze_bn)
 
 
 def named_outputs(student: OnnxModule, result: tuple) -> dict[str, torch.Tensor]:

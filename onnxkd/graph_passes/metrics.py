@@ -70,7 +70,7 @@ def op_histogram(model: ModelLike) -> dict[str, int]:
 
 def macs_and_unknown(model: ModelLike, input_shapes: dict[str, list[int]] | None = None) -> tuple[dict[str, int], list[str]]:
     """``count_macs`` plus the names of MAC nodes whose shapes inference left unknown (not counted)."""
-    by_op, unknown, _ = _macs(load(model), input_shapes)
+    by_op, unknown, _, _ = _macs(load(model), input_shapes)
     return by_op, unknown
 
 
@@ -87,10 +87,15 @@ def count_macs(model: ModelLike, input_shapes: dict[str, list[int]] | None = Non
     return _macs(load(model), input_shapes)[0]
 
 
+def macs_by_node(model: ModelLike, input_shapes: dict[str, list[int]] | None = None) -> dict[str, int]:
+    """``count_macs`` per node (node name -> MACs), in graph order; nodes of unknown shape are left out."""
+    return _macs(load(model), input_shapes)[3]
+
+
 def model_stats(model: ModelLike, input_shapes: dict[str, list[int]] | None = None) -> ModelStats:
     """All the figures above in one object (see ``count_params`` and ``count_macs`` for definitions)."""
     graph_model = load(model)
-    by_op, unknown, shapes = _macs(graph_model, input_shapes)
+    by_op, unknown, shapes, _ = _macs(graph_model, input_shapes)
     histogram = op_histogram(graph_model)
     return ModelStats(
         params=count_params(graph_model),
@@ -106,10 +111,12 @@ def model_stats(model: ModelLike, input_shapes: dict[str, list[int]] | None = No
 
 def _macs(
     model: ir.Model, input_shapes: dict[str, list[int]] | None
-) -> tuple[dict[str, int], list[str], dict[str, list[int]]]:
+) -> tuple[dict[str, int], list[str], dict[str, list[int]], dict[str, int]]:
+    """(MACs by op type, nodes of unknown shape, the input shapes used, MACs by node name)."""
     shapes = _fixed_input_shapes(model, input_shapes or {})
     inferred = _infer(model, shapes)
     by_op: dict[str, int] = {}
+    by_node: dict[str, int] = {}
     unknown: list[str] = []
     for node in model.graph:
         if node.op_type not in MAC_OPS or node.domain not in ("", "ai.onnx"):
@@ -119,7 +126,8 @@ def _macs(
             unknown.append(node.name or node.outputs[0].name)
         else:
             by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
-    return by_op, unknown, shapes
+            by_node[node.name or node.outputs[0].name] = macs
+    return by_op, unknown, shapes, by_node
 
 
 def _fixed_input_shapes(model: ir.Model, given: dict[str, list[int]]) -> dict[str, list[int]]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 from html import escape
 
-from onnxkd.report import fmt
+from onnxkd.report import compress_tables, fmt
 from onnxkd.report.tables import Table, all_tables
 
 CSS = """
@@ -30,30 +31,54 @@ td.wrap { white-space: normal; word-break: break-all; text-align: left; }
 .warn { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 8px 12px; margin: 8px 0; }
 .verdict-pass { color: #1a7f37; } .verdict-fail { color: #cf222e; }
 figure { margin: 12px 0; } figure img { max-width: 100%; }
+.story { background: #f6f8fa; border-left: 4px solid #4C72B0; padding: 4px 14px; margin: 12px 0; }
+pre { background: #f6f8fa; padding: 10px 14px; border-radius: 6px; overflow-x: auto; font-size: 12px; }
 """
 
 
 def render(r: dict, plots: dict[str, bytes]) -> str:
-    tables = {t.key: t for t in all_tables(r)}
-    parts = [_header(r), _cards(r)]
+    tables = {t.key: t for t in all_tables(r) + compress_tables.compress_tables(r)}
+    compress = "compress" in r
+    parts = [_header(r)]
+    if compress:
+        parts.append('<div class="story">' + "".join(f"<p>{escape(s)}</p>" for s in compress_tables.narrative(r))
+                     + "</div>")
+    parts.append(_cards(r))
     parts += [f'<div class="warn"><b>Warning:</b> {escape(w)}</div>' for w in r.get("warnings", [])]
     for key in ("summary", "gates"):
         if key in tables:
             parts.append(_table(tables.pop(key)))
+    if compress:
+        parts.append(_table(tables.pop("pruning")))
+        if "channels" in plots:
+            parts.append(_img(plots["channels"], "channels kept per layer"))
+        tables.pop("channels", None)  # the layers table below has the same rows, with MACs
+        for key in ("layers", "frozen"):
+            if key in tables:
+                parts.append(_table(tables.pop(key)))
+        if "training" in plots:
+            parts.append(f"<h2>Training</h2>{_img(plots['training'], 'training curve')}")
+        if "training" in tables:
+            parts.append(_table(tables.pop("training"), heading="training" not in plots))
     for name, title in (("quality", "Accuracy and agreement"), ("latency", "Latency")):
         if name in plots:
             parts.append(f"<h2>{title}</h2>{_img(plots[name], title)}")
         if name in tables:
             parts.append(_table(tables.pop(name), heading=name not in plots))
-    if "channels" in plots:
+    if "channels" in plots and not compress:
         parts.append(f"<h2>Channels kept per layer</h2>{_img(plots['channels'], 'channels kept per layer')}")
         if "channels" in tables:
             parts.append(_table(tables.pop("channels"), heading=False))
     parts += [_table(t) for t in tables.values()]
+    if compress:
+        recipe = json.dumps(r["compress"]["recipe"], indent=2)
+        parts.append(f"<h2>Recipe</h2><p class=\"note\">Saved beside the student; replay it with "
+                     f"<code>onnxkd compress TEACHER --recipe FILE</code>.</p><pre>{escape(recipe)}</pre>")
     body = "\n".join(parts)
+    title = "onnxkd compress report" if compress else "onnxkd validate report"
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>onnxkd validate report</title><style>{CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n")
+            f"<title>{title}</title><style>{CSS}</style></head>\n<body><main>\n{body}\n</main></body></html>\n")
 
 
 def _header(r: dict) -> str:
@@ -63,7 +88,8 @@ def _header(r: dict) -> str:
     else:
         verdict = "report"
     env = r["environment"]
-    return (f"<h1>onnxkd validate — {verdict}</h1>"
+    command = "compress" if "compress" in r else "validate"
+    return (f"<h1>onnxkd {command} — {verdict}</h1>"
             f"<p class=\"sub\">teacher <code>{escape(r['teacher']['path'])}</code> vs student "
             f"<code>{escape(r['student']['path'])}</code><br>onnxruntime {escape(env['onnxruntime_version'])} on "
             f"{escape(', '.join(env['providers']))}, {escape(env['cpu_model'])}, {escape(env['timestamp_utc'])}</p>")

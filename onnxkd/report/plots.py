@@ -18,30 +18,31 @@ def render_all(r: dict) -> dict[str, bytes]:
         plots["quality"] = quality(r)
     if any(c["student"] is not None for c in r.get("channels", [])):
         plots["channels"] = channels(r)
+    if (r.get("compress") or {}).get("distill", {}).get("history"):
+        plots["training"] = training(r)
     return plots
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(nrows: int = 1, ncols: int = 1, **kwargs):
+    """A figure on its own Agg canvas: pyplot's global state (a notebook's backend, open figures) is left alone."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+    figure = Figure(figsize=kwargs.pop("figsize", None))
+    FigureCanvasAgg(figure)
+    return figure, figure.subplots(nrows, ncols, **kwargs)
 
 
 def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
     return buffer.getvalue()
 
 
 def latency(r: dict) -> bytes:
     """Per batch size: distributions (left) and empirical CDFs (right) of the raw samples."""
-    plt = _pyplot()
     keys = [k for k in ("latency_ms", "latency_ms_batched") if r["teacher"].get(k)]
-    fig, axes = plt.subplots(len(keys), 2, figsize=(10, 3.2 * len(keys)), squeeze=False)
+    fig, axes = _subplots(len(keys), 2, figsize=(10, 3.2 * len(keys)), squeeze=False)
     for row, key in zip(axes, keys):
         t, s = r["teacher"][key], r["student"][key]
         hist, cdf = row
@@ -80,7 +81,6 @@ def latency(r: dict) -> bytes:
 
 def quality(r: dict) -> bytes:
     """Accuracies and agreement as bars with their 95% bootstrap intervals."""
-    plt = _pyplot()
     names, values, errors, colors = [], [], [], []
     if r.get("accuracy"):
         acc = r["accuracy"]
@@ -94,7 +94,7 @@ def quality(r: dict) -> bytes:
         values.append(ag["top1"])
         errors.append(ag["top1_ci95"])
         colors.append("#55A868")
-    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.55 * len(names)))
+    fig, ax = _subplots(figsize=(6, 0.6 + 0.55 * len(names)))
     y = np.arange(len(names))[::-1]
     ax.barh(y, [v * 100 for v in values], color=colors, height=0.6)
     for yi, v, e in zip(y, values, errors):
@@ -113,11 +113,10 @@ def quality(r: dict) -> bytes:
 
 def channels(r: dict) -> bytes:
     """Teacher vs student output channels per layer, in graph order."""
-    plt = _pyplot()
     rows = r["channels"]
     labels = [c["layer"] for c in rows]
     y = np.arange(len(rows))[::-1]
-    fig, ax = plt.subplots(figsize=(8, 0.8 + 0.32 * len(rows)))
+    fig, ax = _subplots(figsize=(8, 0.8 + 0.32 * len(rows)))
     ax.barh(y, [c["teacher"] for c in rows], color=TEACHER, alpha=0.35, height=0.8, label="teacher")
     ax.barh(y, [c["student"] or 0 for c in rows], color=STUDENT, height=0.5, label="student")
     for yi, c in zip(y, rows):
@@ -130,3 +129,45 @@ def channels(r: dict) -> bytes:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return _png(fig)
+
+
+def training(r: dict) -> bytes:
+    """Training loss and the validation figure per epoch; the pruned and BN-recalibrated student at epoch 0."""
+    d = r["compress"]["distill"]
+    history = d["history"]
+    fig, (loss_ax, val_ax) = _subplots(1, 2, figsize=(10, 3.4))
+    epochs = [h["epoch"] for h in history]
+    loss_ax.plot(epochs, [h["loss"] for h in history], marker="o", color=STUDENT, label="train loss")
+    loss_ax.plot(epochs, [h["val"]["loss"] for h in history], marker="s", color=TEACHER, label="validation loss")
+    loss_ax.set_yscale("log")
+    loss_ax.set_xlabel("epoch")
+    loss_ax.set_title("distillation loss", fontsize=10)
+    loss_ax.legend(fontsize=8)
+    loss_ax.grid(alpha=0.3)
+    key, label, scale = _val_figure(history[-1]["val"])
+    if key is not None:
+        xs, ys = list(epochs), [h["val"][key] * scale for h in history]
+        recalibration = d.get("recalibration")
+        if recalibration and recalibration["before"].get(key) is not None:
+            val_ax.scatter([0], [recalibration["before"][key] * scale], color="grey", label="pruned, as cut", zorder=3)
+            val_ax.scatter([0], [recalibration["after"][key] * scale], color="#55A868", label="BN recalibrated",
+                           zorder=3)
+        val_ax.plot(xs, ys, marker="o", color=STUDENT, label="student")
+        best = d.get("best_epoch")
+        if best in xs:
+            val_ax.scatter([best], [ys[xs.index(best)]], s=120, facecolors="none", edgecolors="black",
+                           label=f"best (epoch {best})", zorder=4)
+        val_ax.set_title(f"validation {label} vs the teacher", fontsize=10)
+        val_ax.set_xlabel("epoch")
+        val_ax.legend(fontsize=8)
+        val_ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _val_figure(val: dict) -> tuple[str | None, str, float]:
+    for key, label, scale in (("accuracy", "accuracy (%)", 100.0), ("agreement", "top-1 agreement (%)", 100.0),
+                              ("output_error", "relative output error", 1.0)):
+        if val.get(key) is not None:
+            return key, label, scale
+    return None, "", 1.0

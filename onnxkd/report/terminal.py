@@ -6,6 +6,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table as RichTable
 
+from onnxkd.report import compress_tables
 from onnxkd.report.tables import Table, gates, quality, summary
 
 
@@ -20,11 +21,20 @@ def render(r: dict, console: Console) -> None:
         console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
 
 
-def _rich(table: Table, status_column: int | None = None) -> RichTable:
+def render_compress(r: dict, console: Console) -> None:
+    """After the summary: the pipeline's stages and the three-sentence verdict."""
+    if "compress" not in r:
+        return
+    console.print(_rich(compress_tables.stages(r), wrap=1))
+    for sentence in compress_tables.narrative(r):
+        console.print(sentence, highlight=False)
+
+
+def _rich(table: Table, status_column: int | None = None, wrap: int | None = None) -> RichTable:
     out = RichTable(title=table.title, box=box.SIMPLE_HEAD, title_justify="left", title_style="bold",
                      pad_edge=False)
     for i, header in enumerate(table.headers):
-        out.add_column(header, justify="left" if i < table.left else "right", no_wrap=True)
+        out.add_column(header, justify="left" if i < table.left else "right", no_wrap=i != wrap)
     for row in table.rows:
         cells = list(row)
         if status_column is not None:

@@ -1,0 +1,147 @@
+"""``onnxkd compress``: prune, distill, validate and report in one command (a thin CLI over ``onnxkd.pipeline``)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from onnxkd.commands.distill import distill_options
+from onnxkd.commands.options import gate_options, image_folder_options, image_options, input_shape_option
+
+CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
+
+# flag (click parameter name) -> (recipe section, field); a flag given on the command line overrides the recipe
+FLAGS = {
+    "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "prune_steps": ("prune", "steps"),
+    "global_rank": ("prune", "global_rank"), "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
+    "prune_normalized": ("prune", "prune_normalized"),
+    "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
+    "optimizer": ("distill", "optimizer"), "weight_decay": ("distill", "weight_decay"),
+    "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "losses": ("distill", "loss"),
+    "output_weights": ("distill", "output_weights"), "hints": ("distill", "hints"),
+    "hint_weight": ("distill", "hint_weight"), "device": ("distill", "device"), "bf16": ("distill", "bf16"),
+    "compile_": ("distill", "compile"), "no_recalibrate_bn": ("distill", "recalibrate_bn"),
+    "cache_mb": ("distill", "cache_mb"),
+    "provider": ("validate", "provider"), "threads": ("validate", "threads"),
+    "validate_batch_size": ("validate", "batch_size"), "max_accuracy_drop": ("validate", "max_accuracy_drop"),
+    "min_agreement": ("validate", "min_agreement"), "min_speedup": ("validate", "min_speedup"),
+    "seed": (None, "seed"),
+}
+
+
+def training_options(command):
+    """The flags of ``onnxkd distill`` but --steps, which here counts pruning steps."""
+    return distill_options(command, optimizer_steps=False)
+
+
+@click.command(name="compress", short_help="Prune + distill + validate a model in one go (the whole pipeline).")
+@click.argument("teacher", type=click.Path(dir_okay=False))
+@click.option("--ratio", type=float, help="Fraction of channels removed from every prunable group, in [0, 1) (default 0.5).")
+@click.option("--data", type=click.Path(), help="Training samples: an .npz keyed by input name (+ optional int `labels`) or an image folder DIR/<class>/*.png|jpg. Without it: data-free (weak).")
+@click.option("--val-data", type=click.Path(), help="Validation samples (same formats). Without it a seeded 10% of --data is held out, never trained on.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="The student (default: TEACHER with .student.onnx).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Report folder (default: TEACHER with .report).")
+@click.option("--steps", "prune_steps", type=click.IntRange(min=1), default=1, show_default=True, help="Prune in K steps, distilling between them (re-scoring on the student).")
+@click.option("--criterion", type=click.Choice(CRITERIA), help="Channel importance (default: kd with --data, l1 without).")
+@click.option("--global", "global_rank", is_flag=True, help="Rank channels across groups (same overall fraction).")
+@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True, help="Keep channel counts multiples of N.")
+@click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
+@click.option("--prune-normalized", is_flag=True, help="Also cut LayerNorm-normalised hidden sizes (transformers' residual stream).")
+@training_options
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True, help="onnxruntime execution provider for validation.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="onnxruntime intra-op threads (0 = default).")
+@click.option("--validate-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch for the second latency measurement (the first is batch 1).")
+@gate_options
+@click.option("--recipe", type=click.Path(dir_okay=False), help="Replay a saved recipe (JSON); flags given here override it.")
+@click.option("--work-dir", type=click.Path(file_okay=False), help="Stage outputs and checkpoints (default: STUDENT.work).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last completed stage or epoch.")
+@input_shape_option("Fix an input's dynamic dims for random inputs and MACs (repeatable).")
+@image_folder_options
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
+def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resume, input_shapes, as_json,
+            **flags) -> None:
+    """Compress TEACHER: prune its channels, distil the student from it, measure both with onnxruntime.
+
+    Writes the student, its recipe (STUDENT.recipe.json, replayable with --recipe) and a report
+    (report.json, report.md, report.html). Exit 0 when done and every gate passes, 1 when a gate fails
+    (the student and report are still written), 2 for bad input, 130 when interrupted (nothing is left
+    half-written; --resume continues).
+
+    \b
+    Example:
+      onnxkd compress teacher.onnx --ratio 0.5 --data train.npz
+      onnxkd compress teacher.onnx --ratio 0.6 --data train.npz --val-data val.npz --steps 3 --epochs 30 \\
+          --max-accuracy-drop 0.01 --min-speedup 1.5 -o small.onnx --report out/
+      onnxkd compress teacher.onnx --recipe small.recipe.json --data train.npz
+    """
+    from rich.console import Console
+
+    from onnxkd.data import parse_input_shapes
+    from onnxkd.pipeline import compress
+    from onnxkd.report.terminal import render, render_compress
+    from onnxkd.validate.gates import GateFailed
+
+    options = image_options(flags)
+    plan, saved_sha = _recipe(click.get_current_context(), recipe, flags)
+    console = Console(stderr=as_json)
+    _warn_other_teacher(teacher, saved_sha, console)
+    result = compress(teacher, data=data, output=output, report=report_dir, val_data=val_data, recipe=plan,
+                      work_dir=work_dir, resume=resume, image_options=options,
+                      input_shapes=parse_input_shapes(input_shapes), progress=console)
+    r = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+    else:
+        render(r, console)
+        render_compress(r, console)
+        where = f"Student: {result.student} · recipe: {result.recipe_path}"
+        console.print(where + (f" · report: {result.report_dir}/report.html" if result.report_dir else ""),
+                      highlight=False)
+    if not result.passed:
+        raise GateFailed([g for g in r["gates"] if not g["passed"]])
+
+
+def _recipe(ctx: click.Context, path, flags: dict):
+    """The run's recipe: --recipe (or the defaults), then every flag given on the command line."""
+    from click.core import ParameterSource
+
+    from onnxkd.distill.targets import parse_loss_option
+    from onnxkd.commands.distill import parse_weights
+    from onnxkd.recipe import Recipe, load_recipe
+
+    plan, raw = load_recipe(path) if path else (Recipe(), {})
+    sections = {"prune": plan.prune, "distill": plan.distill, "validate": plan.validate}
+    for name, (section, key) in FLAGS.items():
+        if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+            continue
+        value = flags[name]
+        if name == "losses":
+            value = parse_loss_option(value)
+        elif name == "output_weights":
+            value = parse_weights(value)
+        elif name in ("hints",):
+            value = list(value)
+        elif name == "no_recalibrate_bn":
+            value = not value
+        if section is None:
+            plan.seed = value
+        else:
+            setattr(sections[section], key, value)
+    plan.prune.check()
+    plan.distill.check()
+    return plan, raw.get("teacher_sha256")
+
+
+def _warn_other_teacher(teacher: str, saved_sha: str | None, console) -> None:
+    if not saved_sha:
+        return
+    from onnxkd.model import sha256_file
+
+    try:
+        current = sha256_file(teacher)
+    except OSError:
+        return  # a missing teacher is reported by the pipeline
+    if current != saved_sha:
+        console.print("[yellow]Warning:[/] the recipe was made for another teacher (SHA-256 differs); "
+                      "group-specific settings may not apply", highlight=False)

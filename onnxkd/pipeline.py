@@ -1,0 +1,434 @@
+"""``compress``: the whole job — prune, distill, validate, report — in one call. Orchestration only.
+
+    teacher.onnx -> [prune] importance (kd with data) + plan + rewrite, in K steps with distillation between
+                 -> [distill] BN recalibration + knowledge distillation from the teacher, written back to ONNX
+                 -> [validate] onnxruntime against the ORIGINAL teacher file, on held-out data
+                 -> [report] report.json / .md / .html, the student and its recipe moved into place
+
+Everything a stage makes goes to the work folder first (``<student>.work``): the student, the report
+and the recipe are moved into place only once every stage succeeded, so Ctrl-C or a failing stage
+leaves none of them behind, and ``resume=True`` picks up after the last completed stage (or epoch:
+distillation checkpoints its own progress there). The algorithms live in graph_passes, distill,
+validate and report; this module only calls them in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from onnxkd import model as model_io
+from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, input_specs
+from onnxkd.errors import OnnxkdError
+from onnxkd.model import ModelLike
+from onnxkd.recipe import PruneOptions, Recipe, ValidateOptions, load_recipe, save_recipe
+
+STATE = "compress-state.json"
+# flat keyword options of ``compress`` -> (recipe section, field)
+FLAT_OPTIONS = {
+    "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "steps": ("prune", "steps"),
+    "global_rank": ("prune", "global_rank"), "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
+    "prune_normalized": ("prune", "prune_normalized"),
+    "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
+    "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "hints": ("distill", "hints"),
+    "device": ("distill", "device"), "bf16": ("distill", "bf16"),
+    "max_accuracy_drop": ("validate", "max_accuracy_drop"), "min_agreement": ("validate", "min_agreement"),
+    "min_speedup": ("validate", "min_speedup"), "provider": ("validate", "provider"),
+}
+
+
+@dataclass
+class CompressResult:
+    model: ir.Model  # the student
+    student: str  # where it was written
+    report_dir: str | None
+    recipe_path: str
+    report: dict  # report.json: the validation figures plus the "compress" section
+
+    @property
+    def passed(self) -> bool:
+        return self.report["passed"]
+
+    def to_dict(self) -> dict:
+        return self.report
+
+
+def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = None, *, output=None, report=None,
+             val_data: DataLike = None, recipe: Recipe | str | os.PathLike | dict | None = None, work_dir=None,
+             resume: bool = False, image_options: ImageOptions | None = None, input_shapes: dict | None = None,
+             progress: Any = None, **options: Any) -> CompressResult:
+    """Prune ``teacher`` at ``ratio``, distil the student on ``data``, validate it with onnxruntime, report.
+
+    ``output`` defaults to ``<teacher>.student.onnx`` and ``report`` to the folder ``<teacher>.report``
+    (``report=False``: none). ``recipe``: a ``Recipe``, its dict or a JSON path; ``options`` override it —
+    ``ratio``, ``criterion``, ``steps`` (prune steps), ``epochs``, ``hints``, ``device``, the gates
+    ``max_accuracy_drop``/``min_agreement``/``min_speedup``, ``seed``, any of ``FLAT_OPTIONS``, or whole
+    sections ``prune=``/``distill=``/``validate=`` as dicts. ``progress``: a rich Console or None.
+    """
+    started = time.perf_counter()
+    plan = _recipe(recipe, dict(options, **({} if ratio is None else {"ratio": ratio})))
+    say = _Say(progress)
+    output, report_dir, work = _paths(teacher, output, report, work_dir)
+    teacher_model = _load_teacher(teacher)
+    teacher_sha = model_io.sha256_of(teacher)
+    specs = input_specs(ir.to_proto(teacher_model))
+    train, val, held_out = _datasets(data, val_data, specs, image_options, plan.seed)
+    fingerprint = {"teacher": teacher_sha, "recipe": _trajectory(plan), "data": _data_identity(train, val)}
+    state = _State(work, fingerprint, resume)
+    stages: list[dict] = []
+    if held_out:
+        say(f"no --val-data: {len(val):,} of {len(train) + len(val):,} samples (10%, seed {plan.seed}) are held out "
+            "for validation and never trained on")
+
+    # ------------------------------------------------------------------ 1. prune
+    pruned_path = work / "pruned.onnx"
+    if state.done("prune"):
+        prune_info = state.results["prune"]
+        say(f"[1/4] prune: done before ({pruned_path}), resuming")
+    else:
+        say(f"[1/4] prune: ratio {plan.prune.ratio:g}, criterion {plan.prune.criterion_for(train is not None)}"
+            + (f", {plan.prune.steps} steps" if plan.prune.steps > 1 else ""))
+        clock = time.perf_counter()
+        pruned_model, prune_info = _prune(teacher_model, plan, train, val, progress)
+        model_io.save(pruned_model, pruned_path)
+        prune_info["seconds"] = time.perf_counter() - clock
+        state.complete("prune", prune_info)
+    stages.append(_stage("prune", prune_info["seconds"], _describe_prune(prune_info)))
+    say(f"      {stages[-1]['detail']} ({prune_info['seconds']:.1f} s)")
+
+    # ------------------------------------------------------------------ 2. distill
+    student_path = work / "student.onnx"
+    if state.done("distill"):
+        distilled = state.results["distill"]
+        say(f"[2/4] distill: done before ({student_path}), resuming")
+    else:
+        say("[2/4] distill")
+        from onnxkd.distill.api import distill
+
+        from onnxkd.distill import checkpoint
+
+        result = distill(teacher_model, pruned_path, train, student_path, val_data=val, work_dir=work / "distill",
+                         resume=resume and checkpoint.path_in(work / "distill").exists(), input_shapes=input_shapes,
+                         progress=progress, config=plan.distill)
+        distilled = {k: v for k, v in result.to_dict().items() if k != "config"}
+        state.complete("distill", distilled)
+    stages.append(_stage("distill", distilled["wall_s"], _describe_distill(distilled)))
+
+    # ------------------------------------------------------------------ 3. validate
+    say("[3/4] validate with onnxruntime against the original teacher")
+    clock = time.perf_counter()
+    validation = _validate(teacher, student_path, val, plan.validate, input_shapes, plan.seed, progress)
+    stages.append(_stage("validate", time.perf_counter() - clock, _describe_validation(validation)))
+
+    # ------------------------------------------------------------------ 4. report, then everything into place
+    say("[4/4] report")
+    validation["student"]["path"] = str(output)
+    student_model = model_io.load(student_path)
+    prune_info["layers"] = _layers(teacher_model, student_model, validation)
+    body = dict(validation)
+    body["compress"] = {"stages": stages, "prune": prune_info, "distill": distilled,
+                        "recipe": plan.to_dict(teacher_sha), "held_out": held_out,
+                        "wall_s": time.perf_counter() - started}
+    staged_report = None
+    if report_dir is not None:
+        from onnxkd.report import write_report
+
+        staged_report = work / "report"
+        write_report(body, staged_report)
+    recipe_path = output.with_name(output.name.removesuffix(".onnx") + ".recipe.json")
+    save_recipe(plan, work / "recipe.json", teacher_sha)
+    _move_into_place(work, output, staged_report, report_dir, recipe_path)
+    return CompressResult(student_model, str(output), None if report_dir is None else str(report_dir),
+                          str(recipe_path), body)
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset | None, progress) -> tuple[ir.Model, dict]:
+    """The pruned student and what the report says about it."""
+    from onnxkd.graph_passes.api import channel_groups, measure, prune
+
+    options = plan.prune
+    criterion = options.criterion_for(train is not None)
+    common = dict(global_rank=options.global_rank, round_to=options.round_to, ignore=options.ignore,
+                  recipe=options.plan_recipe(), seed=plan.seed, prune_normalized=options.prune_normalized)
+    if options.steps > 1:
+        from onnxkd.distill.iterative import iterative_prune
+
+        between = replace(plan.distill, epochs=_epochs_between(plan.distill, train, options.steps), steps=None,
+                          hints=[])
+        result = iterative_prune(teacher, options.ratio, options.steps, train, val_data=val, criterion=criterion,
+                                 config=between, progress=progress, **common)
+        model, kept, steps = result.model, result.plan, result.steps
+    else:
+        measured = _measured(criterion, teacher, train, options, plan.seed, progress)
+        one_shot = prune(teacher, options.ratio, criterion=criterion, **common, **measured)
+        model, kept, steps = one_shot.model, one_shot.plan, []
+    _, groups = channel_groups(teacher, options.prune_normalized)
+    summary = {"groups": len(groups), "prunable": sum(g.prunable for g in groups),
+               "pruned": sum(1 for g in groups if g.id in kept and len(kept[g.id]) < g.size),
+               "frozen": sum(g.frozen is not None for g in groups),
+               "channels_before": sum(g.size for g in groups),
+               "channels_after": sum(len(kept[g.id]) if g.id in kept else g.size for g in groups)}
+    summary.update(measure(teacher, "before"))
+    summary.update(measure(model, "after"))
+    rows = [{"id": g.id, "source": g.source, "size": g.size,
+             "kept": len(kept[g.id]) if g.id in kept else g.size,
+             "status": "frozen" if g.frozen is not None else
+                       ("pruned" if g.id in kept and len(kept[g.id]) < g.size else "whole"),
+             "reason": g.frozen or ("single channel" if g.size < 2 else "")} for g in groups]
+    return model, {"criterion": criterion, "ratio": options.ratio, "steps": steps, "summary": summary, "groups": rows}
+
+
+def _measured(criterion: str, teacher: ir.Model, train: Dataset | None, options: PruneOptions, seed: int,
+              progress) -> dict:
+    """Scores (kd) or gradients (taylor) measured on the training data; nothing for the other criteria."""
+    if criterion == "kd":
+        from onnxkd.distill.importance import kd_scores
+
+        return {"scores": kd_scores(teacher, train, prune_normalized=options.prune_normalized, seed=seed,
+                                    progress=progress)}
+    if criterion == "taylor":
+        from onnxkd.graph_passes.prepare import prepare
+        from onnxkd.torch_bridge.gradients import initializer_gradients
+
+        return {"gradients": initializer_gradients(prepare(teacher), train, max_batches=32, progress=progress)}
+    return {}
+
+
+def _epochs_between(config, train: Dataset | None, steps: int) -> int:
+    """Distillation between pruning steps: a share of the final run (at least one epoch per step)."""
+    from onnxkd.distill.api import default_epochs
+
+    final = config.epochs or default_epochs(len(train) if train is not None else config.data_free_samples,
+                                            config.batch_size)
+    return max(1, final // (2 * steps))
+
+
+def _validate(teacher: ModelLike, student: Path, val: Dataset | None, options: ValidateOptions, input_shapes,
+              seed: int, progress) -> dict:
+    from onnxkd.validate.api import validate
+
+    bars = _stage_bars(progress)
+    with bars as update:
+        result = validate(teacher, student, val, batch_size=options.batch_size, provider=options.provider,
+                          threads=options.threads, graph_opt=options.graph_opt, input_shapes=input_shapes,
+                          warmup=options.warmup, runs=options.runs, budget_s=options.time_budget,
+                          max_accuracy_drop=options.max_accuracy_drop, min_agreement=options.min_agreement,
+                          min_speedup=options.min_speedup, seed=seed, progress=update)
+    return result.to_dict()
+
+
+def _layers(teacher: ir.Model, student: ir.Model, validation: dict) -> list[dict]:
+    """Per MAC layer: channels (from the validation) and MACs at the measured batch-1 shape, teacher vs student."""
+    from onnxkd.graph_passes.metrics import macs_by_node
+
+    shapes = {i["name"]: i["measured_shape"] for i in validation["teacher"]["inputs"]}
+    t_macs, s_macs = macs_by_node(teacher, shapes), macs_by_node(student, shapes)
+    return [dict(row, macs_teacher=t_macs.get(row["layer"]), macs_student=s_macs.get(row["layer"]))
+            for row in validation["channels"]]
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def _recipe(recipe, options: dict) -> Recipe:
+    """The recipe (file, dict or object; defaults without one) with the keyword options applied on top."""
+    if recipe is None:
+        plan = Recipe()
+    elif isinstance(recipe, Recipe):
+        plan = Recipe.from_dict(recipe.to_dict())  # a copy: the caller's object is not changed
+    elif isinstance(recipe, dict):
+        plan = Recipe.from_dict(recipe)
+    else:
+        plan = load_recipe(recipe)[0]
+    sections = {"prune": plan.prune, "distill": plan.distill, "validate": plan.validate}
+    for name, value in options.items():
+        if name == "seed":
+            plan.seed = int(value)
+        elif name in sections:
+            for key, item in dict(value).items():
+                _set(sections[name], key, item, name)
+        elif name in FLAT_OPTIONS:
+            section, key = FLAT_OPTIONS[name]
+            _set(sections[section], key, value, section)
+        else:
+            raise OnnxkdError(f"compress: unknown option {name!r}")
+    plan.distill = replace(plan.distill, seed=plan.seed)  # one seed for the run; also re-checks the options
+    plan.prune.check()
+    return plan
+
+
+def _set(section, key: str, value, where: str) -> None:
+    if not hasattr(section, key):
+        raise OnnxkdError(f"compress: unknown {where} option {key!r}")
+    setattr(section, key, list(value) if key == "hints" else value)
+
+
+def _paths(teacher, output, report, work_dir) -> tuple[Path, Path | None, Path]:
+    source = Path(teacher) if isinstance(teacher, (str, os.PathLike)) else None
+    if output is None:
+        if source is None:
+            raise OnnxkdError("compress: give output= for a teacher that is not a file")
+        output = source.with_name(source.name.removesuffix(".onnx") + ".student.onnx")
+    output = Path(output)
+    if report is None and source is not None:
+        report = source.with_name(source.name.removesuffix(".onnx") + ".report")
+    report_dir = Path(report) if report not in (None, False) else None
+    if source is not None and source.exists() and (output.resolve() == source.resolve()):
+        raise OnnxkdError(f"-o {output}: the output path is the teacher; choose another path")
+    if output.is_dir():
+        raise OnnxkdError(f"-o {output}: is a directory, expected a file path")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise OnnxkdError(f"-o {output}: output folder {folder} does not exist")
+    if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
+        raise OnnxkdError(f"--report {report_dir}: exists and is not a folder")
+    work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
+    return output, report_dir, work
+
+
+def _load_teacher(teacher: ModelLike) -> ir.Model:
+    try:
+        return model_io.load(teacher)
+    except OnnxkdError as exc:
+        raise OnnxkdError(f"teacher: {exc}") from None
+
+
+def _datasets(data, val_data, specs, image_options, seed: int) -> tuple[Dataset | None, Dataset | None, bool]:
+    """(train, val, held_out): the data split once, so distillation never sees the validation samples."""
+    if data is None:
+        return None, as_dataset(val_data, specs, image_options) if val_data is not None else None, False
+    train = as_dataset(data, specs, image_options)
+    if val_data is not None:
+        return train, as_dataset(val_data, specs, image_options), False
+    from onnxkd.distill.batches import split_holdout
+
+    train, val = split_holdout(train, 0.1, seed)
+    return train, val, True
+
+
+def _trajectory(plan: Recipe) -> dict:
+    """The recipe minus what does not change the student (validation, device, caching)."""
+    recipe = plan.to_dict()
+    recipe.pop("validate")
+    for key in ("device", "compile", "compile_backend", "cache_mb"):
+        recipe["distill"].pop(key, None)
+    return recipe
+
+
+def _data_identity(train: Dataset | None, val: Dataset | None) -> dict:
+    return {name: None if d is None else {"source": d.source, "n": len(d)} for name, d in (("train", train), ("val", val))}
+
+
+class _State:
+    """Which stages a run completed, in the work folder, for ``resume``."""
+
+    def __init__(self, work: Path, fingerprint: dict, resume: bool):
+        self.path, self.fingerprint = work / STATE, fingerprint
+        self.results: dict[str, dict] = {}
+        if resume:
+            if not self.path.exists():
+                raise OnnxkdError(f"--resume: no interrupted run in {work}; run without --resume")
+            saved = json.loads(self.path.read_text())
+            if saved.get("fingerprint") != fingerprint:
+                changed = sorted(k for k in fingerprint if saved.get("fingerprint", {}).get(k) != fingerprint[k])
+                raise OnnxkdError(f"--resume: the run in {work} used another {', '.join(changed)}; "
+                                  "run without --resume to start over")
+            self.results = saved.get("results", {})
+        else:
+            _clear(work)  # a previous failed run's leftovers: start clean
+        work.mkdir(parents=True, exist_ok=True)
+
+    def done(self, stage: str) -> bool:
+        return stage in self.results
+
+    def complete(self, stage: str, result: dict) -> None:
+        self.results[stage] = result
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "results": self.results}, default=str))
+        os.replace(tmp, self.path)
+
+
+# what a run puts in its work folder (and all it ever deletes there: the folder may be the user's)
+WORK_FILES = (STATE, "pruned.onnx", "student.onnx", "recipe.json", "distill", "report")
+
+
+def _clear(work: Path) -> None:
+    for name in WORK_FILES:
+        path = work / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    with contextlib.suppress(OSError):
+        work.rmdir()  # only when nothing else is in it
+
+
+def _move_into_place(work: Path, output: Path, staged_report: Path | None, report_dir: Path | None,
+                     recipe_path: Path) -> None:
+    """Renames only, the student last: before it, a crash leaves the earlier outputs (if any) as they were.
+    An existing report folder keeps whatever else is in it; its three report files are replaced."""
+    if staged_report is not None:
+        if report_dir.exists():
+            for item in staged_report.iterdir():
+                os.replace(item, report_dir / item.name)
+        else:
+            os.replace(staged_report, report_dir)
+    os.replace(work / "recipe.json", recipe_path)
+    os.replace(work / "student.onnx", output)
+    _clear(work)
+
+
+# --------------------------------------------------------------------------- what the terminal says
+
+
+class _Say:
+    def __init__(self, console):
+        self.console = console
+
+    def __call__(self, text: str) -> None:
+        if self.console is not None and hasattr(self.console, "print"):
+            self.console.print(text, highlight=False)
+
+
+def _stage_bars(progress):
+    if progress is None or not hasattr(progress, "is_terminal"):
+        return contextlib.nullcontext(None)
+    from onnxkd.report.progress import StageBars
+
+    return StageBars(progress)
+
+
+def _stage(name: str, seconds: float, detail: str) -> dict:
+    return {"name": name, "seconds": seconds, "detail": detail}
+
+
+def _describe_prune(info: dict) -> str:
+    from onnxkd.report.fmt import count
+
+    s = info["summary"]
+    macs = f", MACs {count(s['macs_before'])} → {count(s['macs_after'])}" if s.get("macs_before") and s.get("macs_after") else ""
+    return (f"{s['pruned']} of {s['groups']} channel groups cut ({s['frozen']} frozen), channels "
+            f"{s['channels_before']:,} → {s['channels_after']:,}{macs}")
+
+
+def _describe_distill(info: dict) -> str:
+    best = info.get("best") or {}
+    figures = ", ".join(f"{k} {best[k]:.1%}" for k in ("accuracy", "agreement") if best.get(k) is not None)
+    return f"{info['steps']:,} steps, best epoch {info['best_epoch']} of {info['epochs']}" + (f" ({figures})" if figures else "")
+
+
+def _describe_validation(r: dict) -> str:
+    speed = r["speedup"]
+    return f"speed-up p50 {speed['p50']:.2f}x at batch {speed['batch_size']}" + (
+        f", {speed['batched']['p50']:.2f}x at batch {speed['batched']['batch_size']}" if speed.get("batched") else "")

@@ -1,0 +1,149 @@
+"""The recipe: the full configuration of a compress run, saved as JSON next to the student and replayable.
+
+One format for every command. A compress recipe has three sections and a seed::
+
+    {
+      "onnxkd_version": "0.1.0",              # written, informative
+      "teacher_sha256": "…",                  # written; a replay on another teacher warns
+      "seed": 0,
+      "prune":    {"ratio": 0.5, "criterion": "kd", "steps": 1, "global": false, "round_to": 1,
+                   "ignore": null, "overrides": {"REGEX": RATIO}, "prune_normalized": false},
+      "distill":  {"epochs": null, "lr": null, "batch_size": 64, "temperature": 4.0, "alpha": 0.5, ...},
+      "validate": {"batch_size": 32, "provider": "auto", "threads": 0, "max_accuracy_drop": null, ...}
+    }
+
+A prune recipe is a compress recipe with only the prune section (``onnxkd prune --recipe`` reads that
+section; a file without sections is taken as the prune section itself, the older format). Missing keys
+take their defaults; unknown keys are an error, so a typo does not silently do nothing. Command-line
+flags override the recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from onnxkd import __version__
+from onnxkd.distill.config import DistillConfig
+from onnxkd.errors import OnnxkdError
+
+CRITERIA = ("l1", "l2", "bn", "random", "taylor", "kd")
+
+
+@dataclass
+class PruneOptions:
+    ratio: float = 0.5
+    criterion: str | None = None  # None: kd when there is data, l1 without
+    steps: int = 1  # prune in K steps, distilling between them
+    global_rank: bool = False  # "global" in JSON
+    round_to: int = 1
+    ignore: str | None = None
+    overrides: dict[str, float] = field(default_factory=dict)
+    prune_normalized: bool = False
+
+    def check(self) -> None:
+        if not 0 <= self.ratio < 1:
+            raise OnnxkdError(f"--ratio {self.ratio}: must be in [0, 1)")
+        if self.criterion is not None and self.criterion not in CRITERIA:
+            raise OnnxkdError(f"--criterion {self.criterion!r}: choose from {', '.join(CRITERIA)}")
+        if self.steps < 1:
+            raise OnnxkdError(f"--steps {self.steps}: must be >= 1")
+        if self.round_to < 1:
+            raise OnnxkdError(f"--round-to {self.round_to}: must be >= 1")
+
+    def criterion_for(self, has_data: bool) -> str:
+        chosen = self.criterion or ("kd" if has_data else "l1")
+        if chosen in ("taylor", "kd") and not has_data:
+            raise OnnxkdError(f"--criterion {chosen} needs --data to measure importance on")
+        return chosen
+
+    def plan_recipe(self) -> dict:
+        """What ``graph_passes.prune`` takes as its ``recipe`` argument."""
+        return {"overrides": dict(self.overrides), "prune_normalized": self.prune_normalized}
+
+
+@dataclass
+class ValidateOptions:
+    batch_size: int = 32
+    provider: str = "auto"
+    threads: int = 0
+    graph_opt: str = "all"
+    runs: int = 50
+    warmup: int = 5
+    time_budget: float = 2.0
+    max_accuracy_drop: float | None = None
+    min_agreement: float | None = None
+    min_speedup: float | None = None
+
+
+@dataclass
+class Recipe:
+    prune: PruneOptions = field(default_factory=PruneOptions)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    validate: ValidateOptions = field(default_factory=ValidateOptions)
+    seed: int = 0
+
+    def to_dict(self, teacher_sha256: str | None = None) -> dict:
+        prune = asdict(self.prune)
+        prune["global"] = prune.pop("global_rank")
+        distill = self.distill.to_dict()
+        distill.pop("seed")  # the recipe's one seed
+        return {"onnxkd_version": __version__, "teacher_sha256": teacher_sha256, "seed": self.seed, "prune": prune,
+                "distill": distill, "validate": asdict(self.validate)}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "recipe") -> "Recipe":
+        if not isinstance(data, dict):
+            raise OnnxkdError(f"{where}: expected a JSON object")
+        known = {"onnxkd_version", "teacher_sha256", "seed", "prune", "distill", "validate"}
+        if not known & set(data):  # the older prune-only format: the prune section alone
+            data = {"prune": data}
+        _no_unknown(data, known, where)
+        seed = int(data.get("seed", 0))
+        prune = dict(data.get("prune") or {})
+        if "global" in prune:
+            prune["global_rank"] = prune.pop("global")
+        recipe = cls(prune=_section(PruneOptions, prune, f"{where}: prune"),
+                     distill=_section(DistillConfig, dict(data.get("distill") or {}, seed=seed), f"{where}: distill"),
+                     validate=_section(ValidateOptions, data.get("validate") or {}, f"{where}: validate"), seed=seed)
+        recipe.prune.check()
+        return recipe
+
+
+def load_recipe(path: str | os.PathLike) -> tuple[Recipe, dict]:
+    """The recipe in a JSON file, and the raw JSON (for its teacher_sha256)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise OnnxkdError(f"--recipe {path}: cannot read JSON ({exc})") from None
+    return Recipe.from_dict(data, f"--recipe {path}"), data
+
+
+def save_recipe(recipe: Recipe, path: str | os.PathLike, teacher_sha256: str | None = None) -> Path:
+    """Write the recipe atomically (temp file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(recipe.to_dict(teacher_sha256), indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _section(kind: type, values: dict[str, Any], where: str):
+    _no_unknown(values, {f.name for f in fields(kind)}, where)
+    try:
+        return kind(**values)
+    except TypeError as exc:
+        raise OnnxkdError(f"{where}: {exc}") from None
+
+
+def _no_unknown(values: dict, known: set[str], where: str) -> None:
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise OnnxkdError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")

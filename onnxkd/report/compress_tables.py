@@ -1,0 +1,145 @@
+"""The compress section of a report: what was cut, what training did, what it cost and bought.
+
+Read from ``r["compress"]`` (present in reports written by ``onnxkd compress``); like ``tables``, every
+table is plain rows of strings that the markdown, HTML and terminal renderers lay out.
+"""
+
+from __future__ import annotations
+
+from onnxkd.report import fmt
+from onnxkd.report.tables import Table
+
+FROZEN_SHOWN = 12  # most frequent reasons listed; the rest are summed in one row
+
+
+def narrative(r: dict) -> list[str]:
+    """Three sentences a newcomer reads first: what was cut, what it cost, what it bought."""
+    c, speed = r["compress"], r["speedup"]
+    p, s = c["prune"], c["prune"]["summary"]
+    cut = (f"What was cut: {s['pruned']} of {s['groups']} channel groups (criterion {p['criterion']}, ratio "
+           f"{p['ratio']:g}{_steps(p)}), {s['channels_before']:,} → {s['channels_after']:,} channels; "
+           f"{_groups(s['frozen'])} left whole because cutting could not be proven safe (listed below).")
+    cost_parts = []
+    if r.get("accuracy"):
+        acc = r["accuracy"]
+        cost_parts.append(f"accuracy {fmt.pct(acc['teacher'])} → {fmt.pct(acc['student'])} "
+                          f"({fmt.points(-acc['drop'])}, 95% CI {_points_ci(acc)})")
+    if r.get("agreement"):
+        cost_parts.append(f"top-1 agreement with the teacher {fmt.pct(r['agreement']['top1'])}")
+    for q in r.get("quality", []):
+        if not r.get("agreement"):
+            cost_parts.append(f"output {q['name']!r}: cosine {fmt.num(q['cosine'])}, mean |Δ| {fmt.num(q['mean_abs_error'])}")
+    n = r["data"]["n"] if r.get("data") else 0
+    cost = ("What it cost: " + "; ".join(cost_parts) + f" on {n:,} held-out samples." if cost_parts else
+            "What it cost: not measured (no validation data: the run was data-free).")
+    bought = (f"What it bought: {fmt.ratio(speed['macs_reduction'])} fewer MACs, "
+              f"{fmt.ratio(speed['params_reduction'])} fewer parameters, a {fmt.ratio(speed['p50'])} faster p50 "
+              f"latency at batch {speed['batch_size']}")
+    if speed.get("batched"):
+        bought += f" and {fmt.ratio(speed['batched']['p50'])} at batch {speed['batched']['batch_size']}"
+    bought += f" on onnxruntime ({', '.join(r['environment']['providers'])})."
+    return [cut, cost, bought]
+
+
+def stages(r: dict) -> Table:
+    table = Table("stages", "Pipeline", ["stage", "result", "wall time"], left=2)
+    for stage in r["compress"]["stages"]:
+        table.rows.append([stage["name"], stage["detail"], f"{stage['seconds']:.1f} s"])
+    table.note = f"Whole run {r['compress']['wall_s']:.1f} s."
+    return table
+
+
+def pruning(r: dict) -> Table:
+    p, s = r["compress"]["prune"], r["compress"]["prune"]["summary"]
+    table = Table("pruning", "What was cut", ["", "teacher", "student", "change"])
+    table.rows = [
+        ["channel groups cut", str(s["groups"]), f"{s['pruned']} cut, {s['frozen']} frozen", ""],
+        ["channels", f"{s['channels_before']:,}", f"{s['channels_after']:,}",
+         fmt.pct(s["channels_after"] / s["channels_before"] if s["channels_before"] else None) + " kept"],
+        ["params", fmt.count(s.get("params_before")), fmt.count(s.get("params_after")),
+         _fewer(s.get("params_before"), s.get("params_after"))],
+        ["MACs", fmt.count(s.get("macs_before")), fmt.count(s.get("macs_after")),
+         _fewer(s.get("macs_before"), s.get("macs_after"))],
+    ]
+    for step in p.get("steps") or []:
+        table.rows.append([f"step {step['step']}", "", f"{step['channels']:,} channels", ""])
+    table.note = f"Criterion {p['criterion']}, ratio {p['ratio']:g}{_steps(p)}; MACs at batch 1."
+    return table
+
+
+def frozen(r: dict) -> Table:
+    table = Table("frozen", "Groups left whole, and why", ["reason", "groups", "channels"], left=1)
+    counts: dict[str, list[int]] = {}
+    for group in r["compress"]["prune"]["groups"]:
+        if group["status"] == "frozen":
+            entry = counts.setdefault(group["reason"], [0, 0])
+            entry[0] += 1
+            entry[1] += group["size"]
+    ordered = sorted(counts.items(), key=lambda item: (-item[1][1], item[0]))
+    for reason, (groups, channels) in ordered[:FROZEN_SHOWN]:
+        table.rows.append([reason, str(groups), f"{channels:,}"])
+    rest = ordered[FROZEN_SHOWN:]
+    if rest:
+        table.rows.append([f"{len(rest)} other reasons", str(sum(v[0] for _, v in rest)),
+                           f"{sum(v[1] for _, v in rest):,}"])
+    return table
+
+
+def layers(r: dict) -> Table:
+    table = Table("layers", "Channels and MACs per layer",
+                  ["layer", "op", "channels", "kept", "MACs teacher", "MACs student", "MACs change"], left=2)
+    for row in r["compress"]["prune"].get("layers", []):
+        channels = f"{row['teacher']} → {fmt.DASH if row['student'] is None else row['student']}"
+        table.rows.append([row["layer"], row["op_type"], channels, fmt.pct(row["kept"], 0),
+                           fmt.count(row.get("macs_teacher")), fmt.count(row.get("macs_student")),
+                           _fewer(row.get("macs_teacher"), row.get("macs_student"))])
+    return table
+
+
+def training(r: dict) -> Table:
+    d = r["compress"]["distill"]
+    headers = ["epoch", "train loss", "val loss", "agreement", "accuracy", "output error", "samples/s", ""]
+    table = Table("training", "Training (validation figures per epoch, measured in PyTorch)", headers, left=1)
+    recalibration = d.get("recalibration")
+    if recalibration:
+        for label, figures in (("pruned", recalibration["before"]), ("BN recalibrated", recalibration["after"])):
+            table.rows.append([label, fmt.DASH, *_figures(figures), fmt.DASH, ""])
+    for record in d.get("history", []):
+        best = "best" if record["epoch"] == d.get("best_epoch") else ""
+        table.rows.append([str(record["epoch"]), fmt.num(record["loss"]), *_figures(record["val"]),
+                           f"{record['samples_per_s']:,.0f}", best])
+    data = d.get("data", {})
+    train_n = data.get("train", {}).get("n", 0)
+    table.note = (f"{d['steps']:,} steps on {train_n:,} samples"
+                  + (" (data-free: random inputs)" if data.get("data_free") else "")
+                  + f", {d['device']}; the student written is the best epoch's ({d.get('best_epoch')}).")
+    return table
+
+
+def compress_tables(r: dict) -> list[Table]:
+    if "compress" not in r:
+        return []
+    tables = [stages(r), pruning(r), frozen(r), layers(r), training(r)]
+    return [t for t in tables if t.rows]
+
+
+def _groups(n: int) -> str:
+    return "1 group was" if n == 1 else f"{n} groups were"
+
+
+def _figures(val: dict) -> list[str]:
+    return [fmt.num(val.get("loss")), fmt.pct(val.get("agreement")), fmt.pct(val.get("accuracy")),
+            fmt.num(val.get("output_error"))]
+
+
+def _steps(prune: dict) -> str:
+    return f", in {len(prune['steps'])} steps" if prune.get("steps") else ""
+
+
+def _fewer(before, after) -> str:
+    return f"{fmt.ratio(before / after)} fewer" if before and after else ""
+
+
+def _points_ci(acc: dict) -> str:
+    lo, hi = acc["drop_ci95"]
+    return f"[{fmt.points(-hi, False)}, {fmt.points(-lo, False)}] pts"
