@@ -22,6 +22,9 @@ _API = {
     "validate": "onnxkd.validate.api:validate",
     "prune": "onnxkd.graph_passes.api:prune",
     "distill": "onnxkd.distill.api:distill",
+    "compress": "onnxkd.pipeline:compress",
+    "CompressResult": "onnxkd.pipeline:CompressResult",
+    "Recipe": "onnxkd.recipe:Recipe",
     "DistillConfig": "onnxkd.distill.config:DistillConfig",
     "initializer_gradients": "onnxkd.torch_bridge.gradients:initializer_gradients",
 }

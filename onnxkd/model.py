@@ -54,6 +54,14 @@ def _load_path(path: Path) -> ir.Model:
     return model
 
 
+def graph_copy(model: ir.Model) -> ir.Model:
+    """A copy whose graph may be changed freely; the tensors are shared (never mutated): no weight is copied."""
+    try:
+        return model.clone()
+    except Exception:  # noqa: BLE001  (onnx-ir cannot clone graphs whose nodes are out of order)
+        return ir.from_proto(ir.to_proto(model))
+
+
 def to_proto(model: ModelLike) -> onnx.ModelProto:
     """A ModelProto of the model (for onnxruntime, the checker and onnxsim)."""
     if isinstance(model, onnx.ModelProto):

@@ -81,6 +81,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     teacher_sha = model_io.sha256_of(teacher)
     specs = input_specs(ir.to_proto(teacher_model))
     train, val, held_out = _datasets(data, val_data, specs, image_options, plan.seed)
+    _refuse_early(plan, train, val)
     fingerprint = {"teacher": teacher_sha, "recipe": _trajectory(plan), "data": _data_identity(train, val)}
     state = _State(work, fingerprint, resume)
     stages: list[dict] = []
@@ -115,7 +116,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
 
         from onnxkd.distill import checkpoint
 
-        result = distill(teacher_model, pruned_path, train, student_path, val_data=val, work_dir=work / "distill",
+        result = distill(teacher, pruned_path, train, student_path, val_data=val, work_dir=work / "distill",
                          resume=resume and checkpoint.path_in(work / "distill").exists(), input_shapes=input_shapes,
                          progress=progress, config=plan.distill)
         distilled = {k: v for k, v in result.to_dict().items() if k != "config"}
@@ -315,6 +316,19 @@ def _datasets(data, val_data, specs, image_options, seed: int) -> tuple[Dataset 
 
     train, val = split_holdout(train, 0.1, seed)
     return train, val, True
+
+
+def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None) -> None:
+    """What would only fail later (a criterion without data, an absent provider, a gate the data cannot
+    measure), refused before any stage runs."""
+    from onnxkd.validate.gates import Gates
+    from onnxkd.validate.sessions import resolve_providers
+
+    plan.prune.criterion_for(train is not None)
+    options = plan.validate
+    resolve_providers(options.provider)
+    gates = Gates(options.max_accuracy_drop, options.min_agreement, options.min_speedup)
+    gates.check_measurable(val is not None, val is not None and val.labels is not None)
 
 
 def _trajectory(plan: Recipe) -> dict:

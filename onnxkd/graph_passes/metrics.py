@@ -18,7 +18,7 @@ from onnx_ir.passes.common import _c_api_utils
 
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.shape_folding import infer_with_folded_shapes
-from onnxkd.model import ModelLike, load
+from onnxkd.model import ModelLike, graph_copy, load
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -160,9 +160,10 @@ def _infer(model: ir.Model, shapes: dict[str, list[int]]) -> dict[str, list[int]
             value.type.tensor_type.ClearField("shape")
         return infer_with_folded_shapes(proto)
 
-    # call_onnx_api leaves large initializers out of the proto (typed inputs instead) and restores the
-    # model afterwards, so a > 2 GB model works and ``model`` is unchanged.
-    proto = _c_api_utils.call_onnx_api(infer, model)
+    # call_onnx_api leaves large initializers out of the proto (typed inputs instead), so a > 2 GB model
+    # works; it puts them back in another order and fills in value types, so it gets a clone (which shares
+    # the tensors): the caller's model stays exactly as it was.
+    proto = _c_api_utils.call_onnx_api(infer, graph_copy(model))
     result: dict[str, list[int] | None] = {}
     for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
         result[value.name] = _proto_shape(value)

@@ -87,10 +87,7 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def _private_copy(model: model_io.ModelLike) -> ir.Model:
     if isinstance(model, ir.Model):
-        try:
-            return model.clone()  # shares the (never mutated) tensors: no copy of the weights
-        except Exception:  # noqa: BLE001  (onnx-ir cannot clone graphs whose nodes are out of order)
-            return ir.from_proto(ir.to_proto(model))
+        return model_io.graph_copy(model)
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)

@@ -169,3 +169,23 @@ def test_unet_conv_transpose_macs_match_the_torch_module(zoo_model):
     expected, _ = _torch_counts("unet", 2)
     assert "ConvTranspose" in expected
     assert count_macs(zoo_model("unet", "dynamo"), {"input": [2, 3, 32, 32]}) == expected
+
+
+def test_counting_and_pruning_leave_the_callers_model_unchanged():
+    """count_macs once reordered the initializers of the ir.Model it was given (prune's summary passes the
+    teacher through it): the serialised bytes must be identical afterwards."""
+    from pathlib import Path
+
+    import onnx_ir as ir
+
+    import onnxkd
+    from onnxkd.graph_passes.api import prune
+    from onnxkd.graph_passes.metrics import count_macs, macs_by_node, model_stats
+
+    model = onnxkd.load(Path(__file__).resolve().parents[2] / "examples" / "digits" / "teacher.onnx")
+    before = ir.to_proto(model).SerializeToString()
+    count_macs(model)
+    macs_by_node(model, {"image": [1, 1, 8, 8]})
+    model_stats(model)
+    prune(model, 0.5)
+    assert ir.to_proto(model).SerializeToString() == before

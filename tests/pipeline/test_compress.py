@@ -1,0 +1,160 @@
+"""`onnxkd compress` end to end: the student (checked by onnx and onnxruntime), the report, the recipe,
+exit codes, Ctrl-C and failing stages (nothing half-written), --resume, and recipe replay."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import onnxkd
+from onnxkd.graph_passes.api import read_plan
+from onnxkd.graph_passes.metrics import count_macs
+
+FAST = ["--epochs", "2", "--batch-size", "32"]
+
+
+def _compress(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "onnxkd", "compress", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workspace(digits, small_digits, tmp_path):
+    """A folder with the teacher and data, as a user has it."""
+    shutil.copy(digits["teacher"], tmp_path / "teacher.onnx")
+    shutil.copy(small_digits["train"], tmp_path / "train.npz")
+    shutil.copy(small_digits["val"], tmp_path / "val.npz")
+    return tmp_path
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name not in ("teacher.onnx", "train.npz", "val.npz"))
+
+
+def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace):
+    run = _compress(workspace / "teacher.onnx", "--ratio", "0.5", "--data", workspace / "train.npz",
+                    "--val-data", workspace / "val.npz", *FAST)
+    assert run.returncode == 0, run.stderr
+    student = workspace / "teacher.student.onnx"
+    assert _leftovers(workspace) == ["teacher.report", "teacher.student.onnx", "teacher.student.recipe.json"]
+    onnx.checker.check_model(str(student), full_check=True)
+    x = np.load(workspace / "val.npz")["image"]
+    logits = ort.InferenceSession(str(student), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    assert logits.shape == (len(x), 10) and np.isfinite(logits).all()
+    shape = {"image": [1, 1, 8, 8]}
+    assert sum(count_macs(student, shape).values()) < 0.5 * sum(count_macs(workspace / "teacher.onnx", shape).values())
+    assert read_plan(student)
+
+    report = json.loads((workspace / "teacher.report" / "report.json").read_text())
+    assert report["schema_version"] == "1.1" and report["passed"] is True
+    assert report["student"]["path"] == str(student)
+    assert [s["name"] for s in report["compress"]["stages"]] == ["prune", "distill", "validate"]
+    assert report["compress"]["prune"]["criterion"] == "kd"  # data and no choice: teacher-guided
+    assert len(report["compress"]["distill"]["history"]) == 2
+    assert report["accuracy"]["student"] == pytest.approx(
+        float((logits.argmax(1) == np.load(workspace / "val.npz")["labels"]).mean()))  # onnxruntime's figure
+    html = (workspace / "teacher.report" / "report.html").read_text()
+    assert "What was cut" in html and "What it bought" in html and "Training" in html and "Recipe" in html
+    recipe = json.loads((workspace / "teacher.student.recipe.json").read_text())
+    assert recipe["prune"]["ratio"] == 0.5 and recipe["distill"]["epochs"] == 2 and recipe["teacher_sha256"]
+    assert "What it bought" in run.stdout and "Student:" in run.stdout
+
+
+def test_recipe_replays_to_the_same_plan_and_prune_reads_it(workspace):
+    first = _compress(workspace / "teacher.onnx", "--ratio", "0.6", "--criterion", "l1", "--data",
+                      workspace / "train.npz", "--epochs", "1", "--seed", "4")
+    assert first.returncode == 0, first.stderr
+    recipe = workspace / "teacher.student.recipe.json"
+    shutil.move(workspace / "teacher.student.onnx", workspace / "first.onnx")
+    replay = _compress(workspace / "teacher.onnx", "--recipe", recipe, "--data", workspace / "train.npz",
+                       "-o", workspace / "replay.onnx", "--report", workspace / "replay-report")
+    assert replay.returncode == 0, replay.stderr
+    assert read_plan(workspace / "replay.onnx") == read_plan(workspace / "first.onnx")
+    again = json.loads((workspace / "replay.recipe.json").read_text())
+    assert again["prune"] == json.loads(recipe.read_text())["prune"] and again["seed"] == 4
+    # one format: onnxkd prune takes the compress recipe's prune section
+    pruned = subprocess.run([sys.executable, "-m", "onnxkd", "prune", str(workspace / "teacher.onnx"), "--recipe",
+                             str(recipe), "-o", str(workspace / "p.onnx")], capture_output=True, text=True)
+    assert pruned.returncode == 0, pruned.stderr
+    assert read_plan(workspace / "p.onnx") == read_plan(workspace / "first.onnx")
+
+
+def test_a_failed_gate_exits_1_and_still_writes_student_and_report(workspace):
+    run = _compress(workspace / "teacher.onnx", "--data", workspace / "train.npz", "--epochs", "1",
+                    "--min-speedup", "1000", "-o", workspace / "s.onnx", "--report", workspace / "out")
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith("Error: 1 gate(s) failed: speed-up p50")
+    assert (workspace / "s.onnx").exists()
+    assert json.loads((workspace / "out" / "report.json").read_text())["passed"] is False
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-o", "{teacher}"], "the output path is the teacher"),
+    (["--ratio", "1.5"], "--ratio 1.5"),
+    (["--max-accuracy-drop", "0.01", "--data", "{unlabelled}"], "--max-accuracy-drop needs --data with labels"),
+    (["--criterion", "taylor"], "--criterion taylor needs --data"),
+    (["--recipe", "{bad_recipe}"], "unknown key"),
+    (["--provider", "tensorrt"], "--provider tensorrt"),
+])
+def test_bad_input_is_refused_before_any_stage(workspace, args, message):
+    np.savez(workspace / "unlabelled.npz", image=np.load(workspace / "train.npz")["image"])
+    (workspace / "bad.json").write_text(json.dumps({"prune": {"ratoi": 0.5}}))
+    paths = {"teacher": workspace / "teacher.onnx", "unlabelled": workspace / "unlabelled.npz",
+             "bad_recipe": workspace / "bad.json"}
+    run = _compress(workspace / "teacher.onnx", *[a.format(**paths) for a in args])
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], run.stderr
+    assert _leftovers(workspace) == ["bad.json", "unlabelled.npz"]
+
+
+def test_ctrl_c_leaves_nothing_then_resume_finishes(workspace):
+    args = [workspace / "teacher.onnx", "--data", workspace / "train.npz", "--val-data", workspace / "val.npz",
+            "--epochs", "40", "--batch-size", "8"]
+    process = subprocess.Popen([sys.executable, "-m", "onnxkd", "compress", *map(str, args)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = workspace / "teacher.student.onnx.work" / "distill" / "distill-checkpoint.pt"
+    deadline = time.time() + 300
+    while not checkpoint.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    assert checkpoint.exists(), process.communicate()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert _leftovers(workspace) == ["teacher.student.onnx.work"]  # no student, no report, no recipe
+
+    resumed = _compress(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "prune: done before" in resumed.stdout and "resuming at epoch" in resumed.stdout
+    assert _leftovers(workspace) == ["teacher.report", "teacher.student.onnx", "teacher.student.recipe.json"]
+
+
+def test_a_failing_stage_leaves_no_student(workspace, monkeypatch):
+    from onnxkd import pipeline
+
+    def broken(*args, **kwargs):
+        raise onnxkd.OnnxkdError("onnxruntime failed")
+
+    monkeypatch.setattr(pipeline, "_validate", broken)
+    with pytest.raises(onnxkd.OnnxkdError):
+        onnxkd.compress(workspace / "teacher.onnx", 0.5, workspace / "train.npz", epochs=1)
+    assert not (workspace / "teacher.student.onnx").exists() and not (workspace / "teacher.report").exists()
+
+
+def test_data_free_compress_still_gives_a_valid_faster_student(workspace):
+    result = onnxkd.compress(workspace / "teacher.onnx", 0.5, None, epochs=1, report=False)
+    r = result.to_dict()
+    assert r["accuracy"] is None and r["agreement"] is None and r["data"] is None
+    assert r["compress"]["prune"]["criterion"] == "l1" and r["compress"]["distill"]["data"]["data_free"]
+    assert r["speedup"]["macs_reduction"] > 2
+    assert os.path.exists(result.student) and not (workspace / "teacher.report").exists()
