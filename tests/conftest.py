@@ -10,8 +10,6 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-LIGHT_DIR = Path(__import__("onnx").__file__).parent / "backend" / "test" / "data" / "light"
-LIGHT_MODELS = sorted(p.stem.removeprefix("light_") for p in LIGHT_DIR.glob("light_*.onnx"))
 
 
 @pytest.fixture(scope="session")
@@ -28,10 +26,6 @@ def zoo_model(zoo_dir):
         return models.export(name, zoo_dir, exporter, external_data=external_data)
 
     return get
-
-
-def light_model_path(name: str) -> Path:
-    return LIGHT_DIR / f"light_{name}.onnx"
 
 
 # --------------------------------------------------------------------------- the digits example

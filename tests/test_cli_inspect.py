@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import light_model_path
+from light_models import light_model_path
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

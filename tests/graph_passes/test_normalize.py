@@ -16,7 +16,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
-from conftest import LIGHT_MODELS, light_model_path
+from light_models import LIGHT_MODELS, light_model_path
 from onnx import helper
 
 from onnxkd.graph_passes.normalize import normalize, normalize_with_report

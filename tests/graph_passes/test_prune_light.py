@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 import pytest
-from conftest import light_model_path
+from light_models import light_model_path
 from prune_oracle import assert_close, random_inputs, run, zeroed_original
 
 from onnxkd.graph_passes.api import channel_groups, prune

@@ -12,7 +12,7 @@ import torch
 
 import models
 from bridge_oracle import load_proto, rel_err, run_ort, with_outputs, with_symbolic_dims
-from conftest import LIGHT_MODELS, light_model_path
+from light_models import LIGHT_MODELS, light_model_path
 
 import onnxkd
 

@@ -68,7 +68,7 @@ def test_latency_and_environment(result):
 
 def test_to_dict_is_the_report_schema(result):
     d = result.to_dict()
-    assert d["schema_version"] == "1.0"
+    assert d["schema_version"] == "1.1"
     for who in ("teacher", "student"):
         assert {"params", "macs", "size_bytes", "accuracy", "latency_ms"} <= set(d[who])
         assert {"p50", "p90", "p95", "p99", "mean", "std", "samples"} <= set(d[who]["latency_ms"])
