@@ -127,6 +127,13 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     say("[3/4] validate with onnxruntime against the original teacher")
     clock = time.perf_counter()
     validation = _validate(teacher, student_path, val, plan.validate, input_shapes, plan.seed, progress)
+    pruned_quality = None
+    if val is not None:  # what distillation bought: the same figures for the pruned student before it
+        from onnxkd.validate.api import compare_quality
+
+        pruned_quality = compare_quality(teacher, pruned_path, val, batch_size=plan.validate.batch_size,
+                                         provider=plan.validate.provider, threads=plan.validate.threads,
+                                         seed=plan.seed)
     stages.append(_stage("validate", time.perf_counter() - clock, _describe_validation(validation)))
 
     # ------------------------------------------------------------------ 4. report, then everything into place
@@ -135,7 +142,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     student_model = model_io.load(student_path)
     prune_info["layers"] = _layers(teacher_model, student_model, validation)
     body = dict(validation)
-    body["compress"] = {"stages": stages, "prune": prune_info, "distill": distilled,
+    body["compress"] = {"stages": stages, "prune": prune_info, "distill": distilled, "pruned_quality": pruned_quality,
                         "recipe": plan.to_dict(teacher_sha), "held_out": held_out,
                         "wall_s": time.perf_counter() - started}
     staged_report = None
@@ -438,7 +445,8 @@ def _describe_prune(info: dict) -> str:
 
 def _describe_distill(info: dict) -> str:
     best = info.get("best") or {}
-    figures = ", ".join(f"{k} {best[k]:.1%}" for k in ("accuracy", "agreement") if best.get(k) is not None)
+    figures = ", ".join([f"{k} {best[k]:.1%}" for k in ("accuracy", "agreement") if best.get(k) is not None]
+                        + ([f"output error {best['output_error']:.3g}"] if best.get("output_error") is not None else []))
     return f"{info['steps']:,} steps, best epoch {info['best_epoch']} of {info['epochs']}" + (f" ({figures})" if figures else "")
 
 

@@ -148,6 +148,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     else:
         state = TrainState()
         recalibration = _recalibrate(session, student_model, train_set, input_names, run)
+        state.initial = recalibration["after"] if recalibration else _validate(session)
     session.recalibration = recalibration
     report.line(f"distilling: {len(train_set):,} training samples, {len(val_set):,} validation, "
                 f"{epochs} epoch(s) = {total_steps:,} steps of {batches.batch_size}, "
@@ -169,7 +170,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
         world_size=world.size, data=data_info, targets=[t.to_dict() for t in targets],
         hints=[h.to_dict() for h in hints],
         teacher_cache={"used": use_cache, "mb": round(cache_mb, 3), "seconds": cache_seconds},
-        recalibration=recalibration, history=state.history, best_epoch=best["epoch"] if best else None,
+        recalibration=recalibration, initial=state.initial, history=state.history, best_epoch=best["epoch"] if best else None,
         best=best["val"] if best else None, epochs=epochs, steps=state.global_step,
         wall_s=time.perf_counter() - started,
         samples_per_s=sum(r["samples_per_s"] * r["seconds"] for r in state.history) / max(trained_seconds, 1e-9),

@@ -62,13 +62,14 @@ class TrainState:
     global_step: int = 0
     history: list[dict] = field(default_factory=list)
     best: dict | None = None  # {"epoch", "score", "val", "state"}
+    initial: dict | None = None  # validation figures before the first step
     loss_sum: float = 0.0  # this epoch so far, over samples
     samples: int = 0
     seconds: float = 0.0
 
     def to_checkpoint(self) -> dict:
-        return {k: getattr(self, k) for k in ("epoch", "step", "global_step", "history", "best", "loss_sum",
-                                              "samples", "seconds")}
+        return {k: getattr(self, k) for k in ("epoch", "step", "global_step", "history", "best", "initial",
+                                              "loss_sum", "samples", "seconds")}
 
 
 def train(s: Session, state: TrainState) -> TrainState:

@@ -41,7 +41,9 @@ def count_params(model: ModelLike) -> int:
     What counts is what the file stores: weights, biases, and BatchNormalization scale, bias *and*
     running mean/var (they are float initializers too). A weight shared by several nodes counts once;
     integer/bool initializers (shapes, indices, masks) do not count. Float Constant nodes count too,
-    since some exporters keep weights in them. Subgraph initializers count.
+    since some exporters keep weights in them, and so do float ConstantOfShape nodes whose shape is a
+    constant (the ONNX zoo's "light" models keep every weight that way; the torch bridge trains them as
+    parameters). Subgraph initializers count.
     """
     graph_model = load(model)
     initializers = sum(
@@ -56,7 +58,26 @@ def count_params(model: ModelLike) -> int:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and "value" in node.attributes
         and node.attributes["value"].value.dtype.is_floating_point()
     )
-    return initializers + constants
+    return initializers + constants + _constant_of_shape_elements(graph_model)
+
+
+def _constant_of_shape_elements(model: ir.Model) -> int:
+    """Elements made by float ConstantOfShape nodes of a constant shape (weights the light models generate)."""
+    total = 0
+    for node in ir.traversal.RecursiveGraphIterator(model.graph):
+        if node.op_type != "ConstantOfShape" or node.domain not in ("", "ai.onnx") or not node.inputs:
+            continue
+        value = node.attributes.get("value")
+        if value is None or not value.value.dtype.is_floating_point():
+            continue  # the default fill is float32 zeros: not a weight anyone would keep like this
+        shape = node.inputs[0]
+        tensor = shape.const_value if shape is not None else None
+        if tensor is None and shape is not None and shape.producer() is not None \
+                and shape.producer().op_type == "Constant" and "value" in shape.producer().attributes:
+            tensor = shape.producer().attributes["value"].value
+        if tensor is not None:
+            total += prod(int(d) for d in tensor.numpy().reshape(-1))
+    return total
 
 
 def op_histogram(model: ModelLike) -> dict[str, int]:

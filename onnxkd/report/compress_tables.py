@@ -20,15 +20,21 @@ def narrative(r: dict) -> list[str]:
            f"{p['ratio']:g}{_steps(p)}), {s['channels_before']:,} → {s['channels_after']:,} channels; "
            f"{_groups(s['frozen'])} left whole because cutting could not be proven safe (listed below).")
     cost_parts = []
+    pruned = c.get("pruned_quality") or {}
     if r.get("accuracy"):
         acc = r["accuracy"]
+        before = f"; {fmt.pct(pruned['accuracy']['student'])} straight after pruning" if pruned.get("accuracy") else ""
         cost_parts.append(f"accuracy {fmt.pct(acc['teacher'])} → {fmt.pct(acc['student'])} "
-                          f"({fmt.points(-acc['drop'])}, 95% CI {_points_ci(acc)})")
+                          f"({fmt.points(-acc['drop'])}, 95% CI {_points_ci(acc)}{before})")
     if r.get("agreement"):
         cost_parts.append(f"top-1 agreement with the teacher {fmt.pct(r['agreement']['top1'])}")
-    for q in r.get("quality", []):
+    for i, q in enumerate(r.get("quality", [])):
         if not r.get("agreement"):
-            cost_parts.append(f"output {q['name']!r}: cosine {fmt.num(q['cosine'])}, mean |Δ| {fmt.num(q['mean_abs_error'])}")
+            before = ""
+            if pruned.get("quality"):
+                before = f" (straight after pruning: cosine {fmt.num(pruned['quality'][i]['cosine'])})"
+            cost_parts.append(f"output {q['name']!r}: cosine {fmt.num(q['cosine'])}, mean |Δ| "
+                              f"{fmt.num(q['mean_abs_error'])}{before}")
     n = r["data"]["n"] if r.get("data") else 0
     cost = ("What it cost: " + "; ".join(cost_parts) + f" on {n:,} held-out samples." if cost_parts else
             "What it cost: not measured (no validation data: the run was data-free).")
@@ -104,6 +110,8 @@ def training(r: dict) -> Table:
     if recalibration:
         for label, figures in (("pruned", recalibration["before"]), ("BN recalibrated", recalibration["after"])):
             table.rows.append([label, fmt.DASH, *_figures(figures), fmt.DASH, ""])
+    elif d.get("initial"):
+        table.rows.append(["pruned", fmt.DASH, *_figures(d["initial"]), fmt.DASH, ""])
     for record in d.get("history", []):
         best = "best" if record["epoch"] == d.get("best_epoch") else ""
         table.rows.append([str(record["epoch"]), fmt.num(record["loss"]), *_figures(record["val"]),

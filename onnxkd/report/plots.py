@@ -147,11 +147,13 @@ def training(r: dict) -> bytes:
     key, label, scale = _val_figure(history[-1]["val"])
     if key is not None:
         xs, ys = list(epochs), [h["val"][key] * scale for h in history]
-        recalibration = d.get("recalibration")
+        recalibration, initial = d.get("recalibration"), d.get("initial")
         if recalibration and recalibration["before"].get(key) is not None:
             val_ax.scatter([0], [recalibration["before"][key] * scale], color="grey", label="pruned, as cut", zorder=3)
             val_ax.scatter([0], [recalibration["after"][key] * scale], color="#55A868", label="BN recalibrated",
                            zorder=3)
+        elif initial and initial.get(key) is not None:
+            val_ax.scatter([0], [initial[key] * scale], color="grey", label="pruned, before training", zorder=3)
         val_ax.plot(xs, ys, marker="o", color=STUDENT, label="student")
         best = d.get("best_epoch")
         if best in xs:
@@ -161,6 +163,10 @@ def training(r: dict) -> bytes:
         val_ax.set_xlabel("epoch")
         val_ax.legend(fontsize=8)
         val_ax.grid(alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (loss_ax, val_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     return _png(fig)
 

@@ -37,8 +37,8 @@ def summary(r: dict) -> Table:
         table.rows.append([f"throughput, batch {sp['batched']['batch_size']}", fmt.rate(t[key]["throughput_per_s"]),
                            fmt.rate(s[key]["throughput_per_s"]), "", ""])
     table.rows += [
-        ["MACs", fmt.count(t["macs"]), fmt.count(s["macs"]), f"{fmt.ratio(sp['macs_reduction'])} fewer", ""],
-        ["params", fmt.count(t["params"]), fmt.count(s["params"]), f"{fmt.ratio(sp['params_reduction'])} fewer", ""],
+        ["MACs", fmt.count(t["macs"]), fmt.count(s["macs"]), _reduction(t["macs"], s["macs"], "fewer"), ""],
+        ["params", fmt.count(t["params"]), fmt.count(s["params"]), _reduction(t["params"], s["params"], "fewer"), ""],
         ["file size", fmt.size(t["size_bytes"]), fmt.size(s["size_bytes"]),
          _reduction(t["size_bytes"], s["size_bytes"], "smaller"), ""],
         ["nodes", str(t["nodes"]), str(s["nodes"]), "", ""],
@@ -137,5 +137,12 @@ def all_tables(r: dict) -> list[Table]:
     return [t for t in tables if t.rows]
 
 
+_OPPOSITE = {"fewer": "more", "smaller": "larger"}
+
+
 def _reduction(a, b, word: str) -> str:
-    return f"{fmt.ratio(a / b)} {word}" if a and b else ""
+    """'3.99x fewer' when b < a; '2.10x more' when the student grew (e.g. weights a teacher generated at run
+    time stored as initializers)."""
+    if not a or not b:
+        return ""
+    return f"{fmt.ratio(a / b)} {word}" if a >= b else f"{fmt.ratio(b / a)} {_OPPOSITE.get(word, word)}"

@@ -20,7 +20,7 @@ from onnxkd.validate.gates import Gates, evaluate
 from onnxkd.validate.inference import batch_limit, run_dataset, run_once
 from onnxkd.validate.latency import LatencyProtocol, Progress
 from onnxkd.validate.loaded import LoadedModel, load_model
-from onnxkd.validate.result import ModelFigures, ValidationResult
+from onnxkd.validate.result import ModelFigures, ValidationResult, json_safe
 from onnxkd.validate.sessions import SessionConfig, create_session
 
 def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, batch_size: int = 8,
@@ -105,6 +105,24 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
         config=run_config, agreement=agreement, accuracy=accuracy, quality=result_quality,
         channels=channels, gates=gate_results, warnings=warnings, data=data_info,
     )
+
+
+def compare_quality(teacher: ModelLike, student: ModelLike, data: DataLike, *, batch_size: int = 32,
+                    provider: str = "auto", threads: int = 0, seed: int = 0) -> dict:
+    """Quality figures only (no timing): ``{"accuracy", "agreement", "quality"}`` as in ``validate``.
+
+    ``compress`` uses it to measure the pruned student before distillation, on the same held-out data.
+    """
+    t_model, s_model = load_model(teacher, "teacher"), load_model(student, "student")
+    specs = _common_inputs(input_specs(t_model.proto), input_specs(s_model.proto))
+    dataset = as_dataset(data, specs)
+    config = SessionConfig(provider, threads, "all")
+    t_session, _ = create_session(t_model.source, config, "teacher")
+    s_session, _ = create_session(s_model.source, config, "student")
+    t_out = run_dataset(t_session, dataset, specs, batch_size, "teacher")
+    s_out = run_dataset(s_session, dataset, specs, batch_size, "student")
+    per_output, accuracy, agreement, _ = _quality(t_session, t_out, s_out, dataset.labels, seed)
+    return json_safe({"accuracy": accuracy, "agreement": agreement, "quality": per_output})
 
 
 def _common_inputs(teacher: list[InputSpec], student: list[InputSpec]) -> list[InputSpec]:

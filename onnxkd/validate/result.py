@@ -56,15 +56,15 @@ class ValidationResult:
         raw = dataclasses.asdict(self)
         ordered = {"schema_version": raw.pop("schema_version"), "passed": self.passed}
         ordered.update(raw)
-        return _plain(ordered)
+        return json_safe(ordered)
 
 
-def _plain(value):
+def json_safe(value):
     """JSON-safe: numpy scalars -> Python, NaN/Inf -> None (JSON has no NaN)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):

@@ -63,8 +63,16 @@ def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace
     assert len(report["compress"]["distill"]["history"]) == 2
     assert report["accuracy"]["student"] == pytest.approx(
         float((logits.argmax(1) == np.load(workspace / "val.npz")["labels"]).mean()))  # onnxruntime's figure
+    layers = report["compress"]["prune"]["layers"]
+    assert sum(row["macs_teacher"] for row in layers) == report["teacher"]["macs"]  # per layer adds up
+    assert sum(row["macs_student"] for row in layers) == report["student"]["macs"]
+    pruned = report["compress"]["pruned_quality"]["accuracy"]["student"]
+    assert pruned < report["accuracy"]["student"] - 0.2  # what distillation bought, measured by onnxruntime
     html = (workspace / "teacher.report" / "report.html").read_text()
     assert "What was cut" in html and "What it bought" in html and "Training" in html and "Recipe" in html
+    assert html.count("data:image/png;base64,") == 4  # channels, training curve, accuracy, latency
+    md = (workspace / "teacher.report" / "report.md").read_text()
+    assert md.startswith("# onnxkd compress") and "## Channels and MACs per layer" in md and "```json" in md
     recipe = json.loads((workspace / "teacher.student.recipe.json").read_text())
     assert recipe["prune"]["ratio"] == 0.5 and recipe["distill"]["epochs"] == 2 and recipe["teacher_sha256"]
     assert "What it bought" in run.stdout and "Student:" in run.stdout

@@ -1,6 +1,6 @@
-"""The onnxkd demo (what `make demo` runs): an ONNX model into PyTorch, trained, and back to ONNX.
+"""The torch bridge round trip: an ONNX model into PyTorch, trained, and back to ONNX.
 
-    python examples/demo.py
+    python examples/bridge_roundtrip.py
 
 1. ``onnxkd.to_torch`` turns examples/models/tiny_cnn.onnx into an nn.Module whose parameters are the
    model's initializers; its eval output is checked against onnxruntime on the same batch.
