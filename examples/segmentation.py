@@ -12,7 +12,6 @@ connection by concatenation), exported by torch's exporter.
 from __future__ import annotations
 
 import argparse
-import math
 import warnings
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
+
+from teacher_training import fit
 
 
 def conv(cin: int, cout: int) -> nn.Sequential:
@@ -54,21 +55,8 @@ def build(folder: Path, epochs: int = 30) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     x_train, y_train, x_val, y_val = make_data()
     torch.manual_seed(0)
-    model = Denoiser()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    steps = epochs * math.ceil(len(x_train) / 64)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps)
-    x, y = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    for _ in range(epochs):
-        order = torch.randperm(len(x))
-        for start in range(0, len(x), 64):
-            index = order[start:start + 64]
-            loss = F.mse_loss(model(x[index]), y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    model.eval()
+    model = fit(Denoiser(), x_train, y_train, F.mse_loss, epochs, lr=3e-3)
+    x = torch.from_numpy(x_train)
     teacher = folder / "teacher.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from teacher_training import fit
+
 VOCAB, LENGTH, CLASSES = 32, 16, 4
 
 
@@ -73,21 +75,8 @@ def build(folder: Path, epochs: int = 25) -> dict:
     x_train, y_train = make_data(4000, 0)
     x_val, y_val = make_data(1000, 1)
     torch.manual_seed(0)
-    model = Encoder()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    steps = epochs * math.ceil(len(x_train) / 64)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-3, total_steps=steps)
-    ids, labels = torch.from_numpy(x_train), torch.from_numpy(y_train)
-    for _ in range(epochs):
-        order = torch.randperm(len(ids))
-        for start in range(0, len(ids), 64):
-            index = order[start:start + 64]
-            loss = F.cross_entropy(model(ids[index]), labels[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    model.eval()
+    model = fit(Encoder(), x_train, y_train, F.cross_entropy, epochs, lr=2e-3, weight_decay=0.01)
+    ids = torch.from_numpy(x_train)
     teacher = folder / "teacher.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -54,6 +54,24 @@ def _load_path(path: Path) -> ir.Model:
     return model
 
 
+def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag: str = "-o") -> Path:
+    """Refuse, before any work, an output path that is one of the ``inputs`` (label -> path or in-memory
+    model), a directory, or in a folder that does not exist or cannot be written."""
+    output = Path(output)
+    for label, source in inputs.items():
+        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and \
+                (Path(source).resolve() == output.resolve() or (output.exists() and os.path.samefile(source, output))):
+            raise OnnxkdError(f"{flag} {output}: the output path is the {label}; choose another path")
+    if output.is_dir():
+        raise OnnxkdError(f"{flag} {output}: is a directory, expected a file path")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise OnnxkdError(f"{flag} {output}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OnnxkdError(f"{flag} {output}: output folder {folder} is not writable")
+    return output
+
+
 def graph_copy(model: ir.Model) -> ir.Model:
     """A copy whose graph may be changed freely; the tensors are shared (never mutated): no weight is copied."""
     try:

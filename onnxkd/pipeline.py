@@ -288,17 +288,10 @@ def _paths(teacher, output, report, work_dir) -> tuple[Path, Path | None, Path]:
         if source is None:
             raise OnnxkdError("compress: give output= for a teacher that is not a file")
         output = source.with_name(source.name.removesuffix(".onnx") + ".student.onnx")
-    output = Path(output)
+    output = model_io.check_output_path(output, {"teacher": teacher})
     if report is None and source is not None:
         report = source.with_name(source.name.removesuffix(".onnx") + ".report")
     report_dir = Path(report) if report not in (None, False) else None
-    if source is not None and source.exists() and (output.resolve() == source.resolve()):
-        raise OnnxkdError(f"-o {output}: the output path is the teacher; choose another path")
-    if output.is_dir():
-        raise OnnxkdError(f"-o {output}: is a directory, expected a file path")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise OnnxkdError(f"-o {output}: output folder {folder} does not exist")
     if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
         raise OnnxkdError(f"--report {report_dir}: exists and is not a folder")
     work = Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +49,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
       onnxkd prune resnet50.onnx --ratio 0.5 --criterion taylor --data calib.npz --max-batches 8 -o small.onnx
     """
     from onnxkd.graph_passes.api import prune
-    from onnxkd.model import has_external_data, save
+    from onnxkd.model import check_output_path, has_external_data, save
 
     options = from_recipe(click.get_current_context(), recipe, ratio=ratio, criterion=criterion,
                           global_rank=global_rank, round_to=round_to, ignore=ignore, seed=seed,
@@ -64,12 +63,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
     if round_to < 1:
         raise OnnxkdError(f"--round-to {round_to}: must be >= 1")
-    source, target = Path(model), Path(output)
-    same = source.resolve() == target.resolve() or (target.exists() and source.exists() and os.path.samefile(source, target))
-    if same:
-        raise OnnxkdError(f"{output}: output path is the input model; choose another path")
-    if target.is_dir():
-        raise OnnxkdError(f"{output}: is a directory, expected a file path")
+    source, target = Path(model), check_output_path(output, {"input model": model})
     measured = _measured_importance(criterion, model, data, batch_size, max_batches, seed, prune_normalized) \
         if criterion in ("taylor", "kd") else {}
     result = prune(model, ratio, criterion=criterion, global_rank=global_rank, round_to=round_to, ignore=ignore,

@@ -197,18 +197,7 @@ def _paths(teacher, student, output, work_dir) -> tuple[Path | None, Path | None
     """The output path (checked before any training: same as an input, missing folder) and the work dir."""
     if output is None:
         return None, Path(work_dir) if work_dir is not None else None
-    output = Path(output)
-    for label, source in (("teacher", teacher), ("student", student)):
-        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and output.exists() \
-                and os.path.samefile(source, output):
-            raise OnnxkdError(f"{output}: the output path is the {label} model; choose another path")
-    if output.is_dir():
-        raise OnnxkdError(f"{output}: is a directory, expected a file path")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise OnnxkdError(f"{output}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OnnxkdError(f"{output}: output folder {folder} is not writable")
+    output = model_io.check_output_path(output, {"teacher model": teacher, "student model": student})
     return output, Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
 
 
