@@ -56,3 +56,14 @@ def small_digits(digits, tmp_path_factory) -> dict:
     np.savez(folder / "train.npz", image=train["image"][:300], labels=train["labels"][:300])
     np.savez(folder / "val.npz", image=val["image"][:100], labels=val["labels"][:100])
     return {"train": folder / "train.npz", "val": folder / "val.npz"}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """torch.compile caches per code object, and every OnnxModule shares OnnxModule.forward: tests that
+    compile different modules would add up to dynamo's recompile limit in one process. Start each test clean."""
+    import sys
+
+    yield
+    if "torch._dynamo" in sys.modules:
+        sys.modules["torch._dynamo"].reset()

@@ -27,6 +27,7 @@ from onnxkd.distill.batches import Batches, in_order, split_holdout
 from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.evaluate import describe, evaluate
 from onnxkd.distill.objective import Objective
+from onnxkd.distill.pairing import check_pair
 from onnxkd.distill.progress import reporter
 from onnxkd.distill.result import DistillResult
 from onnxkd.distill.targets import logits_tensors, plan_targets
@@ -66,8 +67,6 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
 
     # ----------------------------------------------------------------- models and data
     teacher_model, student_model = _load(teacher, "teacher"), _load(student, "student")
-    from onnxkd.distill.pairing import check_pair
-
     check_pair(teacher_model, student_model)
     specs = input_specs(ir.to_proto(student_model))
     train_set, val_set, data_info = _datasets(data, val_data, specs, config, image_options, input_shapes, report,
@@ -78,50 +77,24 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     teacher_module = to_torch(teacher_model).to(device).eval()
     student_module = to_torch(student_model).to(device)
     input_names = student_module.input_names
-    if sorted(teacher_module.input_names) != sorted(input_names):
-        raise OnnxkdError("teacher and student take different inputs")
     autocast = _autocast(device, config.bf16)
 
     def run(module, inputs, capture):
         with autocast():
             return module(*inputs, capture=capture)
 
-    # ----------------------------------------------------------------- what is distilled
+    # ----------------------------------------------------------------- what is distilled, and the teacher's side
     probe = next(in_order(train_set, input_names, min(config.batch_size, len(train_set)), device))
-    logits = logits_tensors(student_model)
-    details = read_plan_details(student_model)
-    hints = hint_rules.resolve(config.hints, teacher_model, student_model, details)
-    probe_teacher = Teacher(teacher_module, list(teacher_module.output_names) + list(logits.values()), hints, run)
-    teacher_values = probe_teacher.forward(probe.inputs, raw=True)
-    targets = plan_targets(student_model, teacher_values, config.loss, config.output_weights)
-    objective = Objective(targets, [h.tensor for h in hints], config.temperature, config.alpha, config.hint_weight)
-    student_module.eval()
-    with torch.no_grad():
-        student_values = named_outputs(student_module, run(student_module, probe.inputs, objective.capture))
-    for hint in hints:
-        hint_rules.check_covered(hint, teacher_values[hint.tensor], student_values[hint.tensor])
-        hint.fit(teacher_values[hint.tensor], student_values[hint.tensor])
+    objective, hints, teacher_values = _objective(teacher_module, student_module, teacher_model, student_model, probe,
+                                                  config, run)
     _check_labels(objective, teacher_values, train_set, val_set)
-
-    # ----------------------------------------------------------------- teacher targets, cached when they fit
-    needed = [t.tensor for t in targets]
+    needed = [t.tensor for t in objective.targets]
     train_teacher = Teacher(teacher_module, needed, hints, run)
     val_teacher = Teacher(teacher_module, needed, [], run)
-    per_sample = bytes_per_sample(train_teacher.forward(probe.inputs))
-    cache_mb = per_sample * (len(train_set) + len(val_set)) / 2**20
-    use_cache = cache_mb <= config.cache_mb
-    cache_seconds = 0.0
-    if use_cache:
-        cache_started = time.perf_counter()
-        for who, dataset in ((train_teacher, train_set), (val_teacher, val_set)):
-            report.start("teacher outputs", len(dataset))
-            who.fill(in_order(dataset, input_names, config.batch_size, device), len(dataset),
-                     lambda done: report.update(done))
-            report.stop()
-        cache_seconds = time.perf_counter() - cache_started
-    else:
-        warnings.append(f"teacher outputs ({cache_mb:,.0f} MB) exceed the cache budget ({config.cache_mb:,.0f} MB): "
-                        "the teacher runs on every batch")
+    cache = _cache_teacher(train_teacher, val_teacher, train_set, val_set, probe, input_names, config, device, report)
+    if not cache["used"]:
+        warnings.append(f"teacher outputs ({cache['mb']:,.0f} MB) exceed the cache budget ({config.cache_mb:,.0f} "
+                        "MB): the teacher runs on every batch")
 
     # ----------------------------------------------------------------- the training session
     batches = Batches(train_set, input_names, config.batch_size, config.seed, device, world.rank, world.size)
@@ -167,9 +140,8 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     trained_seconds = sum(r["seconds"] for r in state.history)
     return DistillResult(
         model=distilled, output=None if output is None else str(output), config=config.to_dict(), device=str(device),
-        world_size=world.size, data=data_info, targets=[t.to_dict() for t in targets],
-        hints=[h.to_dict() for h in hints],
-        teacher_cache={"used": use_cache, "mb": round(cache_mb, 3), "seconds": cache_seconds},
+        world_size=world.size, data=data_info, targets=[t.to_dict() for t in objective.targets],
+        hints=[h.to_dict() for h in hints], teacher_cache=cache,
         recalibration=recalibration, initial=state.initial, history=state.history, best_epoch=best["epoch"] if best else None,
         best=best["val"] if best else None, epochs=epochs, steps=state.global_step,
         wall_s=time.perf_counter() - started,
@@ -256,6 +228,40 @@ def _autocast(device: torch.device, bf16: bool):
     if not bf16:
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def _objective(teacher_module, student_module, teacher_model, student_model, probe, config: DistillConfig,
+               run) -> tuple[Objective, list, dict]:
+    """One probe batch through both models decides the targets (class scores or maps, Softmax logits) and
+    fixes each hint's kept channels. Returns the objective, the hints and the teacher's raw probe values."""
+    logits = logits_tensors(student_model)
+    hints = hint_rules.resolve(config.hints, teacher_model, student_model, read_plan_details(student_model))
+    probe_teacher = Teacher(teacher_module, list(teacher_module.output_names) + list(logits.values()), hints, run)
+    teacher_values = probe_teacher.forward(probe.inputs, raw=True)
+    targets = plan_targets(student_model, teacher_values, config.loss, config.output_weights)
+    objective = Objective(targets, [h.tensor for h in hints], config.temperature, config.alpha, config.hint_weight)
+    student_module.eval()
+    with torch.no_grad():
+        student_values = named_outputs(student_module, run(student_module, probe.inputs, objective.capture))
+    for hint in hints:
+        hint_rules.check_covered(hint, teacher_values[hint.tensor], student_values[hint.tensor])
+        hint.fit(teacher_values[hint.tensor], student_values[hint.tensor])
+    return objective, hints, teacher_values
+
+
+def _cache_teacher(train_teacher: Teacher, val_teacher: Teacher, train_set: Dataset, val_set: Dataset, probe,
+                   input_names, config: DistillConfig, device, report) -> dict:
+    """Compute the teacher's targets once, when they fit in ``config.cache_mb``: {"used", "mb", "seconds"}."""
+    per_sample = bytes_per_sample(train_teacher.forward(probe.inputs))
+    megabytes = per_sample * (len(train_set) + len(val_set)) / 2**20
+    if megabytes > config.cache_mb:
+        return {"used": False, "mb": round(megabytes, 3), "seconds": 0.0}
+    started = time.perf_counter()
+    for teacher, dataset in ((train_teacher, train_set), (val_teacher, val_set)):
+        report.start("teacher outputs", len(dataset))
+        teacher.fill(in_order(dataset, input_names, config.batch_size, device), len(dataset), report.update)
+        report.stop()
+    return {"used": True, "mb": round(megabytes, 3), "seconds": time.perf_counter() - started}
 
 
 def _check_labels(objective: Objective, teacher_values, *datasets: Dataset) -> None:
