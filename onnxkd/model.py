@@ -6,10 +6,9 @@ Inputs are never modified; outputs are written atomically (temp file in the targ
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Union
 
@@ -88,7 +87,14 @@ def to_proto(model: ModelLike) -> onnx.ModelProto:
 
 
 def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
-    """Write the model atomically; weights go to ``<name>.data`` when asked or when above 2 GB."""
+    """Write the model atomically; weights go to an external data file when asked or when above 2 GB.
+
+    The model goes to a unique temp file that is renamed over ``path`` last, so a reader sees the old
+    model or the new one, never half of one. External weights go to ``<name>.data`` when the output is
+    new; when a model already stands at ``path``, they go to a file of a new name (``<name>.<id>.data``)
+    that only the new model references, so no moment pairs a model with the other's weights, and the old
+    weights file is removed afterwards. Temp names are unique: two writers never delete each other's files.
+    """
     path = Path(path)
     if isinstance(model, onnx.ModelProto):
         model = ir.from_proto(model)
@@ -99,66 +105,61 @@ def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *, external
         raise OnnxkdError(f"{path}: output folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise OnnxkdError(f"{path}: output folder {folder} is not writable")
-    data_name = path.name + ".data"
+    old_data = _external_files(path)  # the weights of the model being replaced, removed once it is
     try:
-        _write_atomically(model, folder, path.name, data_name if external_data else None)
+        if external_data:
+            data_name = _reserve_data_name(folder, path.name)
+            try:  # onnx-ir records the data file's name in the model: the final one, reserved above
+                _replace_with(folder, path.name, lambda tmp: ir.save(model, tmp, external_data=data_name))
+            except BaseException:
+                (folder / data_name).unlink(missing_ok=True)
+                raise
+            old_data.discard(data_name)
+        else:
+            _replace_with(folder, path.name, lambda tmp: ir.save(model, tmp))
+        for stale in old_data:
+            (folder / stale).unlink(missing_ok=True)
     except OSError as exc:
         raise OnnxkdError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
 
 
-def _write_atomically(model: ir.Model, folder: Path, name: str, data_name: str | None) -> None:
-    external_data = data_name is not None
-    with _atomic_paths(folder, name, data_name) as (tmp_model, tmp_data):
-        if external_data:
-            # onnx-ir records the data file's name in the model; it must be the final one, not the temp one.
-            ir.save(model, tmp_model, external_data=data_name + ".tmp")
-            _rename_external_data(tmp_model, data_name + ".tmp", data_name, tmp_data)
-        else:
-            ir.save(model, tmp_model)
-
-
-@contextlib.contextmanager
-def _atomic_paths(folder: Path, name: str, data_name: str | None):
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    tmp_model = Path(tmp)
-    tmp_data = folder / (data_name + ".tmp") if data_name else None
+def _replace_with(folder: Path, name: str, write) -> None:
+    """``write(tmp_path)`` to a unique temp file, then rename it over ``folder/name``."""
+    tmp = folder / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
     try:
-        yield tmp_model, tmp_data
-        # mkstemp creates 0600 files; give the output the permissions a plain open() would.
-        mode = 0o666 & ~_umask()
-        for written in (tmp_model, tmp_data):
-            if written is not None and written.exists():
-                os.chmod(written, mode)
-        if tmp_data is not None:
-            os.replace(tmp_data, folder / data_name)
-        os.replace(tmp_model, folder / name)
+        write(tmp)  # created by a plain open(): the usual permissions under the process umask
+        os.replace(tmp, folder / name)
     finally:
-        for leftover in (tmp_model, tmp_data):
-            if leftover is not None and leftover.exists():
-                leftover.unlink()
+        tmp.unlink(missing_ok=True)
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
+def _reserve_data_name(folder: Path, name: str) -> str:
+    """``<name>.data`` for a new output, else a fresh ``<name>.<id>.data``; created empty (O_EXCL) so that a
+    concurrent writer cannot take the same name."""
+    candidates = [] if (folder / name).exists() else [f"{name}.data"]
+    candidates += [f"{name}.{uuid.uuid4().hex[:8]}.data" for _ in range(8)]
+    for candidate in candidates:
+        try:
+            os.close(os.open(folder / candidate, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return candidate
+        except FileExistsError:
+            continue
+    raise OSError(f"no free name for the weights of {name} in {folder}")
 
 
-def _rename_external_data(model_path: Path, old: str, new: str, data_path: Path) -> None:
-    proto = onnx.load(str(model_path), load_external_data=False)
-    for tensor in _all_tensors(proto):
-        for entry in tensor.external_data:
-            if entry.key == "location" and entry.value == old:
-                entry.value = new
-    onnx.save(proto, str(model_path))
-
-
-def _all_tensors(proto: onnx.ModelProto):
+def _external_files(path: Path) -> set[str]:
+    """Names of the external data files the model at ``path`` references (none when there is no model)."""
+    if not path.exists():
+        return set()
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001  (an unreadable old file: nothing to clean up)
+        return set()
     from onnx.external_data_helper import _get_all_tensors
 
-    return _get_all_tensors(proto)
+    return {entry.value for tensor in _get_all_tensors(proto) for entry in tensor.external_data
+            if entry.key == "location" and "/" not in entry.value}
 
 
 def _initializer_bytes(model: ir.Model) -> int:

@@ -35,7 +35,8 @@ STATE = "compress-state.json"
 # flat keyword options of ``compress`` -> (recipe section, field)
 FLAT_OPTIONS = {
     "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "steps": ("prune", "steps"),
-    "global_rank": ("prune", "global_rank"), "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
+    "global_rank": ("prune", "global_rank"), "max_group_ratio": ("prune", "max_group_ratio"),
+    "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
     "prune_normalized": ("prune", "prune_normalized"),
     "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
     "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "hints": ("distill", "hints"),
@@ -167,7 +168,8 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
 
     options = plan.prune
     criterion = options.criterion_for(train is not None)
-    common = dict(global_rank=options.global_rank, round_to=options.round_to, ignore=options.ignore,
+    common = dict(global_rank=options.global_rank, max_group_ratio=options.max_group_ratio,
+                  round_to=options.round_to, ignore=options.ignore,
                   recipe=options.plan_recipe(), seed=plan.seed, prune_normalized=options.prune_normalized)
     if options.steps > 1:
         from onnxkd.distill.iterative import iterative_prune

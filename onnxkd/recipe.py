@@ -39,6 +39,7 @@ class PruneOptions:
     criterion: str | None = None  # None: kd when there is data, l1 without
     steps: int = 1  # prune in K steps, distilling between them
     global_rank: bool = False  # "global" in JSON
+    max_group_ratio: float = 0.9  # with global_rank: the most any one group may lose
     round_to: int = 1
     ignore: str | None = None
     overrides: dict[str, float] = field(default_factory=dict)

@@ -51,7 +51,9 @@ def test_json_report_counts_ops_and_support(small_model):
     rows = {(r["domain"], r["op_type"]): r for r in report["ops"]}
     assert rows[("ai.onnx", "Relu")]["count"] == 2 and rows[("ai.onnx", "Relu")]["supported"]
     assert rows[("ai.onnx", "Conv")]["opset"] == 17 and rows[("ai.onnx", "Conv")]["supported"]
-    assert rows[("com.example", "FancyOp")] == {"op_type": "FancyOp", "domain": "com.example", "opset": 1, "count": 1, "supported": False}
+    assert rows[("com.example", "FancyOp")] == {"op_type": "FancyOp", "domain": "com.example", "opset": 1, "count": 1,
+                                                "supported": False,
+                                                "reason": "no implementation of FancyOp at opset 1"}
     summary = report["summary"]
     assert summary["parameters"] == 3 * 2 * 3 * 3 + 3
     assert summary["inputs"] == [{"name": "x", "dtype": "float", "shape": ["N", 2, 8, 8]}]
@@ -138,3 +140,23 @@ def test_summary_reports_macs_counted_independently(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     summary = _json.loads(out)["summary"]
     assert summary["macs"] == 8 * 25 * 4 and summary["macs_by_op"] == {"Conv": 800}
+
+
+def test_bridge_support_runs_the_checks_to_torch_makes(tmp_path):
+    """An op the bridge implements, but with an attribute its function does not: to_torch refuses the node,
+    so inspect must say "no" too (it once answered from the opset alone)."""
+    from onnx import TensorProto, helper
+
+    import onnxkd
+    from onnxkd.commands.inspect import ops
+
+    node = helper.make_node("Relu", ["x"], ["y"], name="odd_relu")
+    node.attribute.append(helper.make_attribute("alpha", 0.5))  # Relu has no such attribute
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(onnxkd.OnnxkdError, match="alpha"):
+        onnxkd.to_torch(model)
+    [row] = ops(onnxkd.load(model))
+    assert row["supported"] is False and "alpha" in row["reason"]
+    assert ops(onnxkd.load(light_model_path("squeezenet")))[0]["supported"]

@@ -14,7 +14,8 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 # flag (click parameter name) -> (recipe section, field); a flag given on the command line overrides the recipe
 FLAGS = {
     "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "prune_steps": ("prune", "steps"),
-    "global_rank": ("prune", "global_rank"), "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
+    "global_rank": ("prune", "global_rank"), "max_group_ratio": ("prune", "max_group_ratio"),
+    "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
     "prune_normalized": ("prune", "prune_normalized"),
     "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
     "optimizer": ("distill", "optimizer"), "weight_decay": ("distill", "weight_decay"),
@@ -45,6 +46,8 @@ def training_options(command):
 @click.option("--steps", "prune_steps", type=click.IntRange(min=1), default=1, show_default=True, help="Prune in K steps, distilling between them (re-scoring on the student).")
 @click.option("--criterion", type=click.Choice(CRITERIA), help="Channel importance (default: kd with --data, l1 without).")
 @click.option("--global", "global_rank", is_flag=True, help="Rank channels across groups (same overall fraction).")
+@click.option("--max-group-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
+              help="With --global: the largest fraction of any one group's channels removed.")
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True, help="Keep channel counts multiples of N.")
 @click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
 @click.option("--prune-normalized", is_flag=True, help="Also cut LayerNorm-normalised hidden sizes (transformers' residual stream).")

@@ -51,16 +51,26 @@ def _macs(model: ir.Model) -> dict[str, Any]:
 
 
 def ops(model: ir.Model) -> list[dict[str, Any]]:
-    """One row per (domain, op type): opset, count, and whether the torch bridge has an implementation."""
-    from onnxkd.torch_bridge.registry import lookup, normalize_domain
+    """One row per (domain, op type): opset, count, and whether the torch bridge runs every such node (the
+    checks ``to_torch`` makes: an implementation at the opset, and every attribute the nodes carry)."""
+    from onnxkd.torch_bridge.program import unsupported_reason
+    from onnxkd.torch_bridge.registry import normalize_domain
 
-    counts = Counter((normalize_domain(node.domain), node.op_type) for node in model.graph.all_nodes())
+    opsets = {normalize_domain(d): v for d, v in model.opset_imports.items()}
+    counts: Counter = Counter()
+    reasons: dict[tuple[str, str], str] = {}
+    for node in model.graph.all_nodes():
+        key = (normalize_domain(node.domain), node.op_type)
+        counts[key] += 1
+        if key not in reasons:
+            reason = unsupported_reason(node, opsets)
+            if reason:
+                reasons[key] = reason
     rows = []
     for (domain, op_type), count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        opset = model_io.opset_of(model, domain)
         rows.append({
-            "op_type": op_type, "domain": domain or "ai.onnx", "opset": opset, "count": count,
-            "supported": lookup(op_type, domain, opset) is not None,
+            "op_type": op_type, "domain": domain or "ai.onnx", "opset": model_io.opset_of(model, domain),
+            "count": count, "supported": (domain, op_type) not in reasons, "reason": reasons.get((domain, op_type), ""),
         })
     return rows
 
@@ -115,7 +125,7 @@ def render_ops(rows: list[dict[str, Any]], console) -> None:
         mark = "[green]yes[/]" if r["supported"] else "[bold red]no[/]"
         table.add_row(r["op_type"], r["domain"], str(r["opset"]), str(r["count"]), mark)
     console.print(table)
-    missing = [r["op_type"] for r in rows if not r["supported"]]
+    missing = [f"{r['op_type']} ({r['reason']})" for r in rows if not r["supported"]]
     if missing:
         console.print(f"[yellow]The torch bridge cannot convert this model yet:[/] {', '.join(missing)}", highlight=False)
 

@@ -22,6 +22,8 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
                    "|weight x gradient| (taylor, needs --data), or Fisher saliency under the model's own softened "
                    "predictions (kd: teacher-guided, no labels needed, needs --data).")
 @click.option("--global", "global_rank", is_flag=True, help="Rank channels across groups (same overall fraction, capped per group).")
+@click.option("--max-group-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
+              help="With --global: the largest fraction of any one group's channels removed.")
 @click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
 @click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
 @click.option("--recipe", type=click.Path(), help='A recipe JSON (its "prune" section: ratio, criterion, overrides {"REGEX": RATIO}, ...); flags override it.')
@@ -35,7 +37,7 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
                    "changes the statistics, so the student needs distillation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and plan as JSON.")
 def command(model, ratio, output, criterion, global_rank, round_to, ignore, recipe, seed, as_json,
-            prune_normalized=False, data=None, batch_size=32, max_batches=None) -> None:
+            prune_normalized=False, data=None, batch_size=32, max_batches=None, max_group_ratio=0.9) -> None:
     """Prune MODEL's channels with ONNX-native dependency analysis and write the smaller model to OUTPUT.
 
     Coupled channels (residual adds, concats, depthwise convs, attention heads) are cut together;
@@ -53,21 +55,20 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
 
     options = from_recipe(click.get_current_context(), recipe, ratio=ratio, criterion=criterion,
                           global_rank=global_rank, round_to=round_to, ignore=ignore, seed=seed,
-                          prune_normalized=prune_normalized)
-    ratio, criterion, global_rank, round_to, ignore, seed, prune_normalized, plan_recipe = (
-        options["ratio"], options["criterion"], options["global_rank"], options["round_to"], options["ignore"],
-        options["seed"], options["prune_normalized"], options["plan_recipe"])
+                          prune_normalized=prune_normalized, max_group_ratio=max_group_ratio)
+    ratio, criterion, prune_normalized = options["ratio"], options["criterion"], options["prune_normalized"]
     if ratio is None:
         raise OnnxkdError("--ratio is required (or a --recipe that gives it)")
     if not 0 <= ratio < 1:
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
-    if round_to < 1:
-        raise OnnxkdError(f"--round-to {round_to}: must be >= 1")
+    if options["round_to"] < 1:
+        raise OnnxkdError(f"--round-to {options['round_to']}: must be >= 1")
     source, target = Path(model), check_output_path(output, {"input model": model})
-    measured = _measured_importance(criterion, model, data, batch_size, max_batches, seed, prune_normalized) \
-        if criterion in ("taylor", "kd") else {}
-    result = prune(model, ratio, criterion=criterion, global_rank=global_rank, round_to=round_to, ignore=ignore,
-                   recipe=plan_recipe, seed=seed, prune_normalized=prune_normalized, **measured)
+    measured = _measured_importance(criterion, model, data, batch_size, max_batches, options["seed"],
+                                    prune_normalized) if criterion in ("taylor", "kd") else {}
+    result = prune(model, ratio, criterion=criterion, global_rank=options["global_rank"], round_to=options["round_to"],
+                   ignore=options["ignore"], recipe=options["plan_recipe"], seed=options["seed"],
+                   prune_normalized=prune_normalized, max_group_ratio=options["max_group_ratio"], **measured)
     try:
         save(result.model, target, external_data=True if has_external_data(source) else None)
     except OSError as exc:

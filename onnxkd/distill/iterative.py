@@ -40,7 +40,8 @@ class IterativeResult:
 
 def iterative_prune(teacher: ModelLike, ratio: float, steps: int, data: Dataset, *, val_data: Dataset | None = None,
                     criterion: str = "kd", distill: Callable[..., Any] | None = None,
-                    config: DistillConfig | None = None, global_rank: bool = False, round_to: int = 1,
+                    config: DistillConfig | None = None, global_rank: bool = False, max_group_ratio: float = 0.9,
+                    round_to: int = 1,
                     ignore: str | None = None, recipe: dict | None = None, prune_normalized: bool = False,
                     seed: int = 0, progress: Any = None) -> IterativeResult:
     """Prune ``teacher`` to ``ratio`` in ``steps`` steps, distilling with ``config`` between steps.
@@ -58,8 +59,8 @@ def iterative_prune(teacher: ModelLike, ratio: float, steps: int, data: Dataset,
     teacher_model = load(teacher)
     _, teacher_groups = channel_groups(teacher_model, prune_normalized)
     sizes = {g.id: g.size for g in teacher_groups}
-    options = dict(global_rank=global_rank, round_to=round_to, ignore=ignore, recipe=recipe, seed=seed,
-                   prune_normalized=prune_normalized)
+    options = dict(global_rank=global_rank, max_group_ratio=max_group_ratio, round_to=round_to, ignore=ignore,
+                   recipe=recipe, seed=seed, prune_normalized=prune_normalized)
 
     measured = _scores(criterion, teacher_model, data, None, prune_normalized, seed)
     first = prune(teacher_model, ratio, criterion=criterion, **options, **measured)

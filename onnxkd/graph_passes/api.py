@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -44,12 +45,14 @@ def channel_groups(model: ModelLike, prune_normalized: bool = False) -> tuple[ir
 def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bool = False, round_to: int = 1,
           ignore: str | None = None, recipe: dict | None = None, gradients: Mapping[str, np.ndarray] | None = None,
           seed: int = 0, input_shapes: dict[str, list[int]] | None = None,
-          prune_normalized: bool = False, scores: Mapping[int, np.ndarray] | None = None) -> PruneResult:
+          prune_normalized: bool = False, scores: Mapping[int, np.ndarray] | None = None,
+          max_group_ratio: float = 0.9) -> PruneResult:
     """Remove ``ratio`` of the channels of every prunable group; the caller's model is not modified.
 
     ``gradients`` (criterion ``taylor``) and ``scores`` (criterion ``kd``, per group id of this model's
     analysis) come from data through the torch bridge: ``onnxkd.initializer_gradients`` and
-    ``onnxkd.distill.importance.kd_scores``.
+    ``onnxkd.distill.importance.kd_scores``. ``max_group_ratio``: with ``global_rank``, no group loses more
+    than this fraction of its channels (raised to ``ratio`` when ``ratio`` is higher).
 
     ``prune_normalized`` (or the recipe key ``"prune_normalized": true``) also cuts hidden sizes that
     LayerNormalization normalises (a transformer's residual stream, with its embedding tables): the
@@ -63,8 +66,17 @@ def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bo
     names = {s.name for g in groups if g.prunable for s in g.slices}
     arrays = {name: prepared.graph.initializers[name].const_value.numpy() for name in names}
     scores = importance(groups, arrays, criterion, gradients, seed, scores)
-    plan = make_plan(groups, scores, ratio, global_rank=global_rank, round_to=round_to, ignore=ignore, recipe=recipe)
-    return _rewrite(teacher, prepared, groups, plan, input_shapes)
+    plan = make_plan(groups, scores, ratio, global_rank=global_rank, round_to=round_to, ignore=ignore, recipe=recipe,
+                     max_group_ratio=max_group_ratio)
+    return _rewrite(teacher, prepared, groups, plan, input_shapes, _label(model))
+
+
+def _label(model: ModelLike) -> str:
+    """How an error names the model: its file, else its graph's name."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    graph = model.graph
+    return graph.name or "the model"
 
 
 def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[int]] | None = None,
@@ -83,10 +95,10 @@ def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[i
         if not kept or len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= group.size:
             raise OnnxkdError(f"plan group {gid}: kept indices must be distinct, in [0, {group.size}), not empty")
     plan = {gid: sorted(int(i) for i in kept) for gid, kept in plan.items()}
-    return _rewrite(teacher, prepared, groups, plan, input_shapes)
+    return _rewrite(teacher, prepared, groups, plan, input_shapes, _label(model))
 
 
-def _rewrite(teacher, prepared, groups, plan, input_shapes) -> PruneResult:
+def _rewrite(teacher, prepared, groups, plan, input_shapes, label: str) -> PruneResult:
     apply_plan(prepared, groups, plan)
     student = RetieInitializersPass()(prepared).model
     try:
@@ -95,8 +107,27 @@ def _rewrite(teacher, prepared, groups, plan, input_shapes) -> PruneResult:
         pass
     _keep_interface(teacher, student)
     student.metadata_props[PLAN_KEY] = plan_to_json(plan, groups)
+    _check(student, label)
     summary = _summary(teacher, student, groups, plan, input_shapes)
     return PruneResult(student, plan, groups, summary)
+
+
+class InvalidPrunedModel(RuntimeError):
+    """The rewrite produced a model the ONNX checker rejects: a bug (exit 3), never the user's input."""
+
+
+def _check(student: ir.Model, label: str) -> None:
+    """The full ONNX checker on the pruned model (weights left out, so it works above 2 GB too)."""
+    import onnx
+    from onnx_ir.passes.common import _c_api_utils
+
+    from onnxkd.model import graph_copy
+
+    try:
+        _c_api_utils.call_onnx_api(lambda proto: onnx.checker.check_model(proto, full_check=True), graph_copy(student))
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidPrunedModel(f"pruning {label} produced a model the ONNX checker rejects: {first}") from None
 
 
 def _keep_interface(teacher: ir.Model, student: ir.Model) -> None:

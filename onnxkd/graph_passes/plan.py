@@ -69,6 +69,8 @@ def make_plan(groups: list[ChannelGroup], scores: dict[int, np.ndarray], ratio: 
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
     if round_to < 1:
         raise OnnxkdError(f"--round-to {round_to}: must be >= 1")
+    if not 0 < max_group_ratio < 1:
+        raise OnnxkdError(f"--max-group-ratio {max_group_ratio}: must be in (0, 1)")
     ratios = group_ratios(groups, ratio, ignore, recipe)
     by_id = {g.id: g for g in groups}
     counts = {gid: g_size - math.floor(r * g_size + 1e-9) for gid, r in ratios.items()

@@ -7,6 +7,8 @@ can be re-rendered without the models. Imports neither torch nor onnxruntime.
 from __future__ import annotations
 
 import os
+import shutil
+import uuid
 from pathlib import Path
 
 from onnxkd.errors import OnnxkdError
@@ -19,7 +21,12 @@ def as_dict(result) -> dict:
 
 
 def write_report(result, folder: str | os.PathLike) -> list[Path]:
-    """Write report.json, report.md and report.html into ``folder`` (created), each atomically."""
+    """Write report.json, report.md and report.html into ``folder``, all three or none.
+
+    They are rendered first, written into a temp folder beside ``folder``, and moved into place: a new
+    folder is renamed in whole; in an existing one (which may hold other files) each report file is
+    replaced by a rename.
+    """
     from onnxkd.report import html, json_report, markdown, plots
 
     r = as_dict(result)
@@ -32,21 +39,19 @@ def write_report(result, folder: str | os.PathLike) -> list[Path]:
         "report.md": markdown.render(r),
         "report.html": html.render(r, plots.render_all(r)),
     }
+    staging = folder.with_name(f".{folder.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        return [_write_atomic(folder / name, text) for name, text in contents.items()]
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+        for name, text in contents.items():
+            (staging / name).write_text(text, encoding="utf-8")  # a plain open: the usual permissions
+        if folder.exists():
+            for name in contents:
+                os.replace(staging / name, folder / name)
+        else:
+            os.replace(staging, folder)
     except OSError as exc:
         raise OnnxkdError(f"--report {folder}: cannot write ({exc.strerror or exc})") from None
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    # a plain open (not mkstemp, which makes 0600 files) so the report gets the usual umask permissions
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        shutil.rmtree(staging, ignore_errors=True)
+    return [folder / name for name in contents]

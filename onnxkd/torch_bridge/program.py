@@ -72,7 +72,7 @@ class Program:
         self.fused_steps, self.fused_away = _fuse_linear(self.steps, weight_shapes or {}, set(self.output_names))
         self.fused_steps, gelu_away = _fuse_gelu(self.fused_steps, scalars or {}, set(self.output_names))
         self.fused_away |= gelu_away
-        self._plan_static(static_names)
+        self._plan_static(static_names, set(constant_names) | set(self.input_names))
 
     def _compile_node(self, node: ir.Node, index: int, opsets: Mapping[str, int], constant_names: set[str]) -> Step:
         domain = normalize_domain(node.domain)
@@ -112,12 +112,16 @@ class Program:
             raise OnnxkdError(f"attribute {attr.name!r}: sparse tensor attributes are not supported")
         return attr.value
 
-    def _plan_static(self, static_names: set[str] | None) -> None:
+    def _plan_static(self, static_names: set[str] | None, fixed_shapes: set[str]) -> None:
         """Find the steps whose outputs depend only on the input shapes (Shape -> Gather -> Concat -> Reshape
         chains of exported graphs) and on constants that never change; ``run`` caches their outputs per
         input signature, so a forward with known shapes runs only the other steps. Where such a value is
         read as a list of ints (Reshape's shape, Slice's starts, ...), the cache also holds it as a Python
-        list: no tensor-to-list conversion per call, and nothing data-dependent for torch.compile."""
+        list: no tensor-to-list conversion per call, and nothing data-dependent for torch.compile.
+
+        Shape/Size count as static only when the shape they read is itself a function of the input shapes
+        (``fixed_shapes``: graph inputs and constants, then ``_shape_follows``): after NonZero, Unique,
+        TopK with a computed k, a Loop, ... the shape depends on the data and must be read every call."""
         self.static_outputs: tuple[str, ...] = ()
         self._static_cache: dict[Any, dict[str, Any]] = {}
         self._int_names: tuple[str, ...] = ()
@@ -128,11 +132,14 @@ class Program:
         if static_names is None:
             return
         static = set(static_names) | {""}
+        shaped = set(fixed_shapes) | {""}  # values whose shape depends on the input shapes alone
         static_steps = set()
         for index, step in enumerate(self.steps):
+            if _shape_follows(step, shaped, static, step in self.subgraph_steps):
+                shaped.update(step.outputs)
             if step.ctx.op_type in _NEVER_STATIC or step in self.subgraph_steps or step.ctx.domain != "":
                 continue
-            shape_only = step.ctx.op_type in ("Shape", "Size")
+            shape_only = step.ctx.op_type in ("Shape", "Size") and step.inputs[0] in shaped
             if shape_only or (step.inputs and all(name in static for name in step.inputs)):
                 static.update(step.outputs)
                 static_steps.add(index)
@@ -232,6 +239,29 @@ _NEVER_STATIC = frozenset({
     "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout",
 })
 _STATIC_CACHE_SIZE = 16
+# Ops whose output shape depends on their inputs' values, whatever those are.
+_DATA_SHAPED = frozenset({"NonZero", "Unique", "NonMaxSuppression", "Compress", "StringSplit", "RegexFullMatch",
+                          "TfIdfVectorizer", "Loop", "Scan", "If"})
+# Inputs whose *values* set the output shape: (op_type, input index).
+_SHAPE_ARGS = frozenset(
+    [("Reshape", 1), ("Expand", 1), ("Tile", 1), ("ConstantOfShape", 0), ("Upsample", 1), ("TopK", 1),
+     ("OneHot", 1), ("Split", 1), ("Squeeze", 1), ("Unsqueeze", 1), ("CenterCropPad", 1), ("MaxUnpool", 2),
+     ("DFT", 1), ("Col2Im", 1), ("Col2Im", 2), ("STFT", 2), ("STFT", 3), ("Pad", 1), ("Pad", 3)]
+    + [("Slice", i) for i in (1, 2, 3, 4)] + [("Range", i) for i in (0, 1, 2)] + [("Resize", i) for i in (1, 2, 3)]
+    + [(f"Reduce{r}", 1) for r in ("Max", "Min", "Mean", "Sum", "Prod", "L1", "L2", "LogSum", "LogSumExp", "SumSquare")]
+)
+
+
+def _shape_follows(step: "Step", shaped: set[str], static: set[str], has_subgraph: bool) -> bool:
+    """Whether the step's output shapes are a function of the input shapes alone: every input's shape is,
+    every input whose value sets a shape is static, and the op is not one whose shape follows its data."""
+    ctx = step.ctx
+    if has_subgraph or ctx.domain != "" or ctx.op_type in _DATA_SHAPED or ctx.op_type.startswith("Sequence"):
+        return False
+    for index, name in enumerate(step.inputs):
+        if name not in shaped or ((ctx.op_type, index) in _SHAPE_ARGS and name not in static):
+            return False
+    return True
 # Inputs every op reads as a list of ints (through as_ints): (op_type, input index).
 _INT_INPUTS = frozenset(
     [("Reshape", 1), ("Expand", 1), ("Tile", 1), ("Unsqueeze", 1), ("Squeeze", 1), ("Split", 1), ("TopK", 1)]
@@ -374,6 +404,23 @@ def _outer_reads(step: Step) -> tuple[str, ...]:
                 names += [n for s in program.steps for n in s.inputs + _outer_reads(s) if n and n not in local]
                 names += [n for n in program.output_names if n not in local]
     return tuple(dict.fromkeys(names))
+
+
+def unsupported_reason(node: ir.Node, opsets: Mapping[str, int]) -> str | None:
+    """Why ``to_torch`` would refuse ``node`` (no implementation at its opset, an attribute its function does
+    not implement), or None when the bridge runs it. ``onnxkd inspect`` asks the same question."""
+    domain = normalize_domain(node.domain)
+    opset = node.version if node.version is not None else int(opsets.get(domain, 1))
+    fn = lookup(node.op_type, domain, opset)
+    if fn is None:
+        return f"no implementation of {node.op_type} at opset {opset}"
+    ctx = OpContext(node_name=node.name or node.op_type, op_type=node.op_type, domain=domain, opset=opset,
+                    num_outputs=len(node.outputs), state=RunState(), input_names=(), output_names=())
+    try:
+        _check_signature(fn, ctx, dict.fromkeys(node.attributes))
+    except OnnxkdError as exc:
+        return str(exc)
+    return None
 
 
 def _check_signature(fn: Callable, ctx: OpContext, attrs: dict[str, Any]) -> None:

@@ -11,17 +11,21 @@ from onnxkd.graph_passes.api import channel_groups, prune
 from onnxkd.model import to_proto
 
 
-@pytest.mark.parametrize("name", ["squeezenet", "resnet50", "inception_v1", "inception_v2", "bvlc_alexnet", "densenet121"])
+# MACs after / before at --ratio 0.5, a little above what the rules reach today (AlexNet's LRN layers keep
+# conv1/conv2 whole): a rule that regresses into freezing a group fails here
+MACS_CEILING = {"squeezenet": 0.35, "resnet50": 0.28, "inception_v1": 0.40, "inception_v2": 0.29,
+                "bvlc_alexnet": 0.74, "densenet121": 0.28}
+
+
+@pytest.mark.parametrize("name", sorted(MACS_CEILING))
 def test_light_model_half_ratio_matches_oracle(name):
     path = light_model_path(name)
     result = prune(path, 0.5)
-    assert result.summary["pruned"] >= 1
+    assert result.summary["macs_after"] <= MACS_CEILING[name] * result.summary["macs_before"]
     onnx.checker.check_model(to_proto(result.model), full_check=True)
     prepared, groups = channel_groups(path)
     feeds = random_inputs(path)
     assert_close(run(result.model, feeds), run(zeroed_original(prepared, groups, result.plan), feeds))
-    bound = 0.8 if name == "bvlc_alexnet" else 0.5  # AlexNet's LRN layers keep conv1/conv2 whole
-    assert result.summary["macs_after"] < bound * result.summary["macs_before"]
 
 
 def test_channel_shuffle_and_lrn_freeze_with_reasons():

@@ -88,3 +88,18 @@ def test_plan_json_round_trip():
     assert plan_from_json(text) == {0: [1, 3]}
     assert json.loads(text)["groups"][0]["members"] == [["t", 1, 0, 1]]
     assert ChannelGroup.from_dict(json.loads(json.dumps(g.to_dict()))) == g
+
+
+def test_global_ranking_caps_every_group_at_max_group_ratio():
+    """--global removes the lowest-scored channels anywhere, but never more than the cap of one group."""
+    from onnxkd.errors import OnnxkdError
+
+    groups = [ChannelGroup(id=i, size=10) for i in range(3)]
+    # scores are compared after dividing by each group's mean: group 0's nine zeros are the lowest of all
+    scores = {0: np.array([0.0] * 9 + [1.0]), 1: np.ones(10), 2: np.ones(10)}
+    for cap, kept_in_0 in ((0.9, 1), (0.5, 5), (0.3, 7)):
+        plan = make_plan(groups, scores, 0.3, global_rank=True, max_group_ratio=cap)
+        assert len(plan[0]) == kept_in_0
+        assert sum(len(k) for k in plan.values()) == 30 - 9  # the same overall fraction, taken elsewhere
+    with pytest.raises(OnnxkdError, match="--max-group-ratio"):
+        make_plan(groups, scores, 0.3, global_rank=True, max_group_ratio=1.0)

@@ -113,7 +113,12 @@ def random_graph(ops: list[str], seed: int):
 @given(ops=st.lists(st.sampled_from(OPS), min_size=3, max_size=10), seed=st.integers(0, 2**31 - 1))
 def test_random_graphs_with_random_plans(ops, seed):
     model = random_graph(ops, seed)
-    _, groups = channel_groups(model)
+    _, groups = channel_groups(model)  # strict: a rule that raises fails the test (conftest)
+    # every op here has a rule: only the heads' outputs may freeze (a plan over prunable groups alone would
+    # pass if everything froze)
+    frozen = [g.frozen for g in groups if g.frozen]
+    assert all(reason.startswith("graph output") for reason in frozen), frozen
+    assert any(g.prunable for g in groups)
     rng = np.random.default_rng(seed)
     plan = {g.id: sorted(rng.choice(g.size, int(rng.integers(1, g.size + 1)), replace=False).tolist())
             for g in groups if g.prunable}

@@ -12,6 +12,10 @@ from onnxkd.graph_passes.api import PLAN_KEY, channel_groups, prune, read_plan
 from onnxkd.model import load, save, to_proto
 
 ZOO = ["resnet", "mobilenetv2", "mobilenetv3", "densenet", "unet", "resnext", "transformer", "gpt"]
+# MACs after / before at --ratio 0.5, a little above what the rules reach today (benchmarks/prune_coverage.py):
+# a rule that regresses into freezing a group fails here, not only a test that nothing at all was pruned.
+MACS_CEILING = {"resnet": 0.28, "mobilenetv2": 0.33, "mobilenetv3": 0.34, "densenet": 0.29, "unet": 0.28,
+                "resnext": 0.34, "transformer": 0.52, "gpt": 0.56}
 
 
 def _check_oracle(path, result, batch=2):
@@ -26,7 +30,7 @@ def _check_oracle(path, result, batch=2):
 def test_half_ratio_matches_oracle(zoo_model, name, exporter):
     path = zoo_model(name, exporter)
     result = prune(path, 0.5)
-    assert result.summary["pruned"] >= 1
+    assert result.summary["macs_after"] <= MACS_CEILING[name] * result.summary["macs_before"]
     assert result.summary["channels_after"] < result.summary["channels_before"]
     onnx.checker.check_model(to_proto(result.model), full_check=True)
     _check_oracle(path, result, batch=3)  # batch 3: the dynamic batch axis survives

@@ -564,3 +564,13 @@ def test_unsupported_op_raises_at_to_torch():
     for part in ("FancyOp", "com.example", "opset 3", "the_fancy_node"):
         assert part in message
     assert isinstance(info.value, onnxkd.OnnxkdError)
+
+
+def test_inductor_compiles_a_real_model(digits):
+    """The other compile tests use aot_eager (fast); this one goes through inductor's code generation once."""
+    module = onnxkd.to_torch(digits["teacher"]).eval()
+    x = torch.from_numpy(np.random.default_rng(0).random((4, 1, 8, 8), dtype=np.float32))
+    compiled = torch.compile(module, backend="inductor")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x)[0], module(x)[0], rtol=1e-5, atol=1e-5)
+    assert rel_err(compiled(x)[0].detach(), run_ort(digits["teacher"], [x])[0]) <= 1e-4

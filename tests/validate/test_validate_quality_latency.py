@@ -97,3 +97,16 @@ def test_bootstrap_intervals_agree_with_the_normal_approximation_and_scale():
     lo, hi = mean_ci(continuous)
     half = 1.96 * continuous.std() / np.sqrt(400)
     assert lo == pytest.approx(continuous.mean() - half, abs=0.03) and hi == pytest.approx(continuous.mean() + half, abs=0.03)
+
+
+def test_runs_and_the_time_budget_as_the_readme_says():
+    """`--runs` is the most per model; the time budget stops earlier but never below 5 runs."""
+    from onnxkd.validate.latency import LatencyProtocol, time_interleaved
+
+    def slow():
+        __import__("time").sleep(0.002)
+
+    teacher, _ = time_interleaved(slow, slow, LatencyProtocol(warmup=0, runs=3, budget_s=10.0))
+    assert len(teacher) == 3
+    teacher, _ = time_interleaved(slow, slow, LatencyProtocol(warmup=0, runs=50, budget_s=1e-6))
+    assert len(teacher) == 5

@@ -55,11 +55,8 @@ class SimplifyPass(ir.passes.FunctionalPass):
         return self._fallback(model.clone())
 
     def _fallback(self, model: ir.Model) -> ir.passes.PassResult:
-        try:
-            from onnxscript import optimizer  # optional: a test dependency, not a runtime one
-        except ImportError:
-            self.note = f"{self.note}; no constant folding (onnxscript is not installed)"
-            return ir.passes.PassResult(model, modified=False)
+        from onnxscript import optimizer  # a runtime dependency; imported here because it is slow to import
+
         folded = model.clone()
         try:
             result = optimizer.fold_constants(folded, onnx_shape_inference=True, should_fold=_fold_constant_of_shape)
