@@ -43,7 +43,7 @@ def models(folder: Path) -> list[tuple[str, str, Path]]:
 
     torch.set_num_threads(1)
     import models as zoo
-    from conftest import light_model_path
+    from light_models import light_model_path
 
     rows = []
     for name, arch in zoo.ZOO.items():

@@ -6,6 +6,7 @@ Inputs are never modified; outputs are written atomically (temp file in the targ
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import uuid
@@ -149,9 +150,9 @@ def _reserve_data_name(folder: Path, name: str) -> str:
 
 
 def _external_files(path: Path) -> set[str]:
-    """Names of the external data files the model at ``path`` references (none when there is no model)."""
-    if not path.exists():
-        return set()
+    """The weights files save() wrote for the model at ``path`` (``<name>[.<id>].data``) that it references."""
+    if not path.exists() or not any(path.parent.glob(f"{glob.escape(path.name)}*.data")):
+        return set()  # no weights file of ours beside it: no need to parse a possibly large model
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001  (an unreadable old file: nothing to clean up)
@@ -159,7 +160,8 @@ def _external_files(path: Path) -> set[str]:
     from onnx.external_data_helper import _get_all_tensors
 
     return {entry.value for tensor in _get_all_tensors(proto) for entry in tensor.external_data
-            if entry.key == "location" and "/" not in entry.value}
+            if entry.key == "location" and entry.value.startswith(path.name) and entry.value.endswith(".data")
+            and "/" not in entry.value}  # only weights files named as save() names them are ever removed
 
 
 def _initializer_bytes(model: ir.Model) -> int:

@@ -97,17 +97,21 @@ class RetieInitializersPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        kept: dict[tuple, ir.Value] = {}
-        modified = False
-        for value in list(graph.initializers.values()):
+        copies: dict[tuple, list[ir.Value]] = {}
+        for value in graph.initializers.values():
             tensor = value.const_value
             if tensor is None or value.is_graph_output() or value.is_graph_input() or _is_statistic(value):
                 continue
-            key = (origin(value.name), tensor.dtype, tuple(tensor.shape), tensor.tobytes())
-            first = kept.setdefault(key, value)
-            if first is value:
-                continue
-            value.replace_all_uses_with(first)
-            graph.initializers.pop(value.name)
-            modified = True
+            copies.setdefault((origin(value.name), tensor.dtype, tuple(tensor.shape)), []).append(value)
+        modified = False
+        for values in copies.values():
+            if len(values) < 2:
+                continue  # the bytes of a tensor without copies are never read (weights can be GBs)
+            kept: dict[bytes, ir.Value] = {}
+            for value in values:
+                first = kept.setdefault(value.const_value.tobytes(), value)
+                if first is not value:
+                    value.replace_all_uses_with(first)
+                    graph.initializers.pop(value.name)
+                    modified = True
         return ir.passes.PassResult(model, modified)
