@@ -265,6 +265,160 @@ class GPTTiny(nn.Module):
         return self.lm_head(self.ln(x))
 
 
+# --------------------------------------------------------------------------- transformers as real exporters write them
+
+
+class EncoderBlock(nn.Module):
+    """A pre-norm block around any attention module ``attn(x, mask) -> y``."""
+
+    def __init__(self, dim: int, mlp: int, attn: nn.Module):
+        super().__init__()
+        self.ln1, self.attn, self.ln2 = nn.LayerNorm(dim), attn, nn.LayerNorm(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, mlp), nn.Linear(mlp, dim)
+
+    def forward(self, x, mask=None):
+        x = x + self.attn(self.ln1(x), mask)
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class MaskedAttention(SelfAttention):
+    """BERT's: an additive mask [B, 1, 1, S] broadcast over the heads, added to the scores."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__(dim, heads, causal=False)
+
+    def forward(self, x, mask=None):
+        b, t, d = x.shape
+        h = self.heads
+        q, k, v = (y.reshape(b, t, h, d // h).transpose(1, 2) for y in (self.q(x), self.k(x), self.v(x)))
+        scores = q @ k.transpose(-2, -1) / math.sqrt(d // h) + mask
+        out = torch.softmax(scores, -1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class BertTiny(nn.Module):
+    """Token ids with padding (id 0): the mask is (1 - (ids != 0)[:, None, None, :]) * -10000, as HF BERT."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2, max_len: int = 16):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, dim), nn.Embedding(max_len, dim)
+        self.blocks = nn.ModuleList([EncoderBlock(dim, mlp, MaskedAttention(dim, heads)) for _ in range(layers)])
+        self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, 5)
+
+    def forward(self, ids):
+        mask = (1.0 - (ids != 0)[:, None, None, :].float()) * -10000.0
+        x = self.tok(ids) + self.pos(torch.arange(ids.shape[1], device=ids.device))
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(self.ln(x)[:, 0])
+
+
+class SdpaAttention(nn.Module):
+    """torch's fused scaled_dot_product_attention (the dynamo exporter writes it out over a heads axis)."""
+
+    def __init__(self, dim: int, heads: int, causal: bool = False):
+        super().__init__()
+        self.heads, self.causal = heads, causal
+        self.q, self.k, self.v, self.proj = (nn.Linear(dim, dim) for _ in range(4))
+
+    def forward(self, x, mask=None):
+        b, t, d = x.shape
+        q, k, v = (y.reshape(b, t, self.heads, d // self.heads).transpose(1, 2) for y in (self.q(x), self.k(x), self.v(x)))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal)
+        return self.proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class SdpaTiny(nn.Module):
+    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2, max_len: int = 16):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
+        self.blocks = nn.ModuleList([EncoderBlock(dim, mlp, SdpaAttention(dim, heads)) for _ in range(layers)])
+        self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, 5)
+
+    def forward(self, ids):
+        x = self.tok(ids) + self.pos[:, : ids.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x).mean(1))
+
+
+class PackedAttention(nn.Module):
+    """nn.MultiheadAttention (torchvision's ViT): one packed in-projection to 3*E, split into q, k, v."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x, mask=None):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+class ViTTiny(nn.Module):
+    """Patches from a strided conv, a learned class token concatenated in front, learned positions."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2, patch: int = 4, size: int = 16):
+        super().__init__()
+        self.patches = nn.Conv2d(3, dim, patch, patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, (size // patch) ** 2 + 1, dim) * 0.02)
+        self.blocks = nn.ModuleList([EncoderBlock(dim, mlp, PackedAttention(dim, heads)) for _ in range(layers)])
+        self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, 10)
+
+    def forward(self, images):
+        x = self.patches(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x)[:, 0])
+
+
+class Conv1D(nn.Module):
+    """GPT-2's linear layer: weight stored [in, out], y = x @ W + b (addmm)."""
+
+    def __init__(self, nin: int, nout: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(nin, nout) * 0.02)
+        self.bias = nn.Parameter(torch.zeros(nout))
+
+    def forward(self, x):
+        shape = x.shape[:-1] + (self.weight.shape[1],)
+        return torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight).reshape(shape)
+
+
+class Gpt2Attention(nn.Module):
+    """One fused c_attn projection to 3*E, split into q, k, v along the last axis; causal mask buffer."""
+
+    def __init__(self, dim: int, heads: int, max_len: int = 16):
+        super().__init__()
+        self.heads = heads
+        self.c_attn, self.c_proj = Conv1D(dim, 3 * dim), Conv1D(dim, dim)
+        self.register_buffer("bias", torch.tril(torch.ones(max_len, max_len, dtype=torch.bool)).view(1, 1, max_len, max_len))
+
+    def forward(self, x, mask=None):
+        b, t, d = x.shape
+        q, k, v = self.c_attn(x).split(d, dim=2)
+        q, k, v = (y.view(b, t, self.heads, d // self.heads).transpose(1, 2) for y in (q, k, v))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(d // self.heads)
+        scores = torch.where(self.bias[:, :, :t, :t], scores, torch.finfo(scores.dtype).min)
+        out = torch.softmax(scores, -1) @ v
+        return self.c_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+class Gpt2Tiny(nn.Module):
+    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4, layers: int = 2, max_len: int = 16):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(vocab, dim), nn.Embedding(max_len, dim)
+        self.blocks = nn.ModuleList([EncoderBlock(dim, 4 * dim, Gpt2Attention(dim, heads, max_len)) for _ in range(layers)])
+        self.ln_f = nn.LayerNorm(dim)
+
+    def forward(self, ids):
+        x = self.wte(ids) + self.wpe(torch.arange(ids.shape[1], device=ids.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x) @ self.wte.weight.t()
+
+
 # --------------------------------------------------------------------------- the zoo
 
 
@@ -295,6 +449,10 @@ ZOO: dict[str, Arch] = {
         Arch("resnext", ResNeXtTiny, _image(32), "cnn"),
         Arch("transformer", TransformerEncoderTiny, _tokens(12), "transformer"),
         Arch("gpt", GPTTiny, _tokens(12), "transformer"),
+        Arch("bert", BertTiny, _tokens(12), "transformer"),
+        Arch("sdpa", SdpaTiny, _tokens(12), "transformer"),
+        Arch("vit", ViTTiny, _image(16), "transformer"),
+        Arch("gpt2", Gpt2Tiny, _tokens(12), "transformer"),
     ]
 }
 
@@ -330,7 +488,7 @@ def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_
         return path
     model = build(name)
     example = ZOO[name].example_input(2)
-    input_name = "input" if ZOO[name].family == "cnn" else "input_ids"
+    input_name = "input" if example.is_floating_point() else "input_ids"
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")

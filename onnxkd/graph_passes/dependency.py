@@ -48,10 +48,14 @@ class Ctx:
         return self.state.get(value.name) if value is not None else {}
 
     def shape(self, value: ir.Value | None) -> list | None:
+        """Static dims where known: the model's, or inferred with dynamic input dims at stand-in values."""
         if value is None:
             return None
         if value.const_value is not None:
             return list(value.const_value.shape)
+        concrete = self.state.concrete.get(value.name)
+        if concrete is not None:
+            return list(concrete)
         if value.shape is None:
             return None
         return [d if isinstance(d, int) else getattr(d, "value", None) for d in value.shape]
@@ -109,8 +113,12 @@ def analyze(model: ir.Model, *, prune_normalized: bool = False) -> list[ChannelG
     _load_rules()
     from onnxkd.model import opset_of
 
+    from onnxkd.graph_passes.concrete_shapes import concrete_shapes
+
     opset = opset_of(model)
     state = State(prune_normalized)
+    state.concrete = concrete_shapes(model)
+    state.dynamic_axes = _dynamic_axes(model)
     graph = model.graph
     main_nodes = set()
     for node in graph:
@@ -136,6 +144,20 @@ def analyze(model: ir.Model, *, prune_normalized: bool = False) -> list[ChannelG
         if value is not None and any(id(use.node) not in main_nodes for use in value.uses()):
             state.freeze_value(name, f"{name!r} is read inside a subgraph")
     return state.finish()
+
+
+def _dynamic_axes(model: ir.Model) -> dict[str, set[int]]:
+    """Tensor name -> axes whose extent is not static in the model (channel positions there are not recorded)."""
+    found = {}
+    for node in model.graph:
+        for value in node.outputs:
+            if value.shape is None:
+                found[value.name] = None  # rank unknown: every axis
+            else:
+                axes = {k for k, d in enumerate(value.shape) if not (isinstance(d, int) and d > 0)}
+                if axes:
+                    found[value.name] = axes
+    return found
 
 
 def _pin_shape_reads(graph: ir.Graph, state: State) -> None:

@@ -39,6 +39,8 @@ class State:
         self.edits: list[tuple[int, Edit, Fraction]] = []
         self.members: list[tuple[int, str, int, int, Fraction]] = []
         self.layouts: dict[str, dict[int, Layout]] = {}
+        self.concrete: dict[str, list[int]] = {}  # shapes with dynamic input dims at stand-in values
+        self.dynamic_axes: dict[str, set[int] | None] = {}  # tensor -> axes of dynamic extent (None: all)
 
     # ------------------------------------------------------------------ groups
     def new_group(self, size: int, source: str) -> int:
@@ -280,6 +282,9 @@ class State:
         for gid in self.normalized:
             groups[self.find(gid)].normalized = True
         for gid, name, axis, offset, block in self.members:
+            dynamic = self.dynamic_axes.get(name, set())
+            if dynamic is None or axis in dynamic:
+                continue  # channels merged with a dynamic axis (batch x heads): positions hold for a stand-in only
             groups[self.find(gid)].members.append(Member(name, axis, _int(offset), _int(self.eff(gid, block))))
         for group in groups.values():
             if group.frozen is None and not any(s.role == "out" for s in group.slices):

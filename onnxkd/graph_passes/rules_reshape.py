@@ -88,25 +88,52 @@ def remap(ctx: Ctx, layouts: dict[int, Layout], in_shape: list | None, out_shape
             ctx.freeze_inputs(f"{ctx.where} merges two channel axes")
             return None
         k = tracked[0]
-        outer = prod(a[x] for x in ia if x < k)
+        lay, outer = layouts[k], prod(a[x] for x in ia if x < k)
         inner = prod(a[x] for x in ia if x > k)
+        if len(ia) == 1 and len(ob) > 1:
+            # a merged axis split again (batch x heads -> batch, heads): channels repeating with the period
+            # of the trailing output axes live on those axes, once
+            for j in range(1, len(ob)):
+                base = _period(lay, prod(b[x] for x in ob[j:]))
+                if base is not None:
+                    lay, ob = base, ob[j:]
+                    break
         valid = [p for p in ob if prod(b[x] for x in ob if x < p) == outer]
         candidates = [p for p in valid if b[p] > 1] or valid[:1]  # skip size-1 axes unless the channels are 1 wide
         if not candidates and len(ob) == 1 and outer <= MAX_REPEATS:
-            out[ob[0]] = _interleaved(layouts[k], inner, outer)
+            out[ob[0]] = _interleaved(lay, inner, outer)
             continue
         if not candidates:
             ctx.freeze_inputs(f"{ctx.where} interleaves channels with another axis")
             return None
         p = candidates[-1]
         inner_out = prod(b[x] for x in ob if x > p)
-        combined = [Seg(s.gid, s.length * inner, s.block * inner) for s in layouts[k]]
-        lay = ctx.state.regroup(combined, inner_out, ctx.where)
-        if lay is None:
+        combined = [Seg(s.gid, s.length * inner, s.block * inner) for s in lay]
+        placed = ctx.state.regroup(combined, inner_out, ctx.where)
+        if placed is None:
             ctx.freeze_inputs(f"{ctx.where}: channel blocks do not fit the new axes")
             return None
-        out[p] = lay
+        out[p] = placed
     return out
+
+
+def _period(layout: Layout, period: int) -> Layout | None:
+    """The first ``period`` elements of ``layout`` when the layout is that part repeated (and tracks
+    channels), else None."""
+    if period <= 0 or total(layout) % period or total(layout) == period:
+        return None
+    chunks, chunk, length = [], [], 0
+    for seg in layout:
+        chunk.append(seg)
+        length += seg.length
+        if length == period:
+            chunks.append(chunk)
+            chunk, length = [], 0
+        elif length > period:
+            return None
+    if chunk or any(c != chunks[0] for c in chunks) or not any(s.gid is not None for s in chunks[0]):
+        return None
+    return list(chunks[0])
 
 
 MAX_REPEATS = 4096
@@ -190,20 +217,27 @@ def shape_read(ctx: Ctx, value) -> tuple[object, int] | None:
     node = value.producer() if value is not None else None
     if node is not None and node.op_type == "Unsqueeze":
         node = node.inputs[0].producer() if node.inputs[0] is not None else None
-    first = 0
+    first, sliced = 0, None
     if node is not None and node.op_type in ("Gather", "Slice") and len(node.inputs) > 1 and node.inputs[1] is not None:
         index = node.inputs[1].const_value
         if index is None or index.size != 1 or (node.op_type == "Slice" and len(node.inputs) > 4 and node.inputs[4] is not None):
             return None
-        first = int(index.numpy().reshape(-1)[0])
+        first, sliced = int(index.numpy().reshape(-1)[0]), node.op_type == "Slice"
         node = node.inputs[0].producer() if node.inputs[0] is not None else None
     if node is None or node.op_type != "Shape" or node.inputs[0] is None:
         return None
     rank = len(ctx.shape(node.inputs[0]) or [])
     start = node.attributes["start"].value if "start" in node.attributes else 0
-    if not rank or first < 0:
+    end = node.attributes["end"].value if "end" in node.attributes else rank
+    if not rank:
         return None
-    return node.inputs[0], start % rank + first
+    start, end = (min(max(v + rank if v < 0 else v, 0), rank) for v in (start, end))
+    if sliced:  # Slice clamps its start (INT64_MIN = from the beginning; negative = from the end)
+        length = end - start
+        first = min(max(first + length if first < 0 else first, 0), length)
+    elif first < 0:
+        return None
+    return node.inputs[0], start + first
 
 
 def _reads_own_size(ctx: Ctx, piece, lay: Layout, index: int = 0) -> bool:

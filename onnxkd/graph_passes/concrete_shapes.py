@@ -1,0 +1,71 @@
+"""Static shapes for the dependency analysis, with every dynamic input dim set to a stand-in value.
+
+Exporters compute reshape targets at run time (head_dim = Shape(x)[-1] / heads; the dynamo exporter's
+scaled-dot-product attention folds batch and heads into one axis and back), so onnx's shape inference
+leaves many dims unknown and channels could not be followed through those reshapes. With each dynamic
+input dim fixed to its own large prime, the shape arithmetic folds (``shape_folding``) and every tensor
+gets a concrete shape.
+
+Why this is sound: a dynamic dim can never be baked into a constant, so no weight, no sliced constant
+and no shape-constant entry the rewrite edits depends on its value; it only decides how many times a
+channel layout repeats along an axis it was merged into (batch x heads), and any value gives the same
+structure. Axes whose real extent is dynamic are marked, so the plan never records channel positions on
+them (those positions would hold for the stand-in only).
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes.common import _c_api_utils
+
+from onnxkd.graph_passes.shape_folding import infer_with_folded_shapes
+from onnxkd.model import graph_copy
+
+# Large primes, one per distinct dynamic dim: unlikely to equal a static dim, so reshapes pair axes
+# the way they do at any real value.
+STAND_INS = (97, 89, 83, 79, 73, 71, 67, 61, 59, 53)
+
+
+def concrete_shapes(model: ir.Model) -> dict[str, list[int]]:
+    """Value name -> static shape, inferred with the dynamic input dims at stand-in values ({} on failure)."""
+    symbols: dict[str, int] = {}
+    fixed: dict[str, list[int]] = {}
+    initializers = set(model.graph.initializers)
+    for value in model.graph.inputs:
+        if value.name in initializers or value.shape is None:
+            continue
+        dims = []
+        for dim in value.shape:
+            if isinstance(dim, int) and dim > 0:
+                dims.append(dim)
+            else:
+                key = str(dim) if isinstance(dim, ir.SymbolicDim) and dim.value else f"?{value.name}:{len(dims)}"
+                symbols.setdefault(key, STAND_INS[len(symbols) % len(STAND_INS)])
+                dims.append(symbols[key])
+        fixed[value.name] = dims
+
+    def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+        for value in proto.graph.input:
+            if value.name in fixed:
+                shape = value.type.tensor_type.shape
+                del shape.dim[:]
+                for d in fixed[value.name]:
+                    shape.dim.add().dim_value = d
+        del proto.graph.value_info[:]
+        for value in proto.graph.output:
+            value.type.tensor_type.ClearField("shape")
+        return infer_with_folded_shapes(proto)
+
+    try:
+        proto = _c_api_utils.call_onnx_api(infer, graph_copy(model))
+    except Exception:  # noqa: BLE001  (inference failing leaves the analysis with the symbolic shapes)
+        return {}
+    shapes: dict[str, list[int]] = {}
+    for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
+        tensor_type = value.type.tensor_type
+        if tensor_type.HasField("shape"):
+            dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+            if all(isinstance(d, int) and d > 0 for d in dims):
+                shapes[value.name] = dims
+    return shapes
