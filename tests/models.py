@@ -351,7 +351,13 @@ class PackedAttention(nn.Module):
         self.mha = nn.MultiheadAttention(dim, heads, batch_first=True)
 
     def forward(self, x, mask=None):
-        return self.mha(x, x, x, need_weights=False)[0]
+        # the functional form: nn.MultiheadAttention's inference fast path is a single op no exporter writes
+        m = self.mha
+        out, _ = F.multi_head_attention_forward(
+            x.transpose(0, 1), x.transpose(0, 1), x.transpose(0, 1), m.embed_dim, m.num_heads, m.in_proj_weight,
+            m.in_proj_bias, None, None, False, 0.0, m.out_proj.weight, m.out_proj.bias, training=False,
+            need_weights=False)
+        return out.transpose(0, 1)
 
 
 class ViTTiny(nn.Module):
@@ -371,6 +377,33 @@ class ViTTiny(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.head(self.ln(x)[:, 0])
+
+
+class NativeMHA(nn.Module):
+    """nn.MultiheadAttention called as modules call it: torch runs its fused inference path, which the dynamo
+    exporter writes as one packed projection to 3*E reshaped to (3, E) and selected with Gather."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.mha = nn.MultiheadAttention(dim, heads, batch_first=True)
+
+    def forward(self, x, mask=None):
+        return self.mha(x, x, x, need_weights=False)[0]
+
+
+class MhaTiny(nn.Module):
+    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2, max_len: int = 16):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
+        self.blocks = nn.ModuleList([EncoderBlock(dim, mlp, NativeMHA(dim, heads)) for _ in range(layers)])
+        self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, 5)
+
+    def forward(self, ids):
+        x = self.tok(ids) + self.pos[:, : ids.shape[1]]
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln(x).mean(1))
 
 
 class Conv1D(nn.Module):
@@ -452,6 +485,7 @@ ZOO: dict[str, Arch] = {
         Arch("bert", BertTiny, _tokens(12), "transformer"),
         Arch("sdpa", SdpaTiny, _tokens(12), "transformer"),
         Arch("vit", ViTTiny, _image(16), "transformer"),
+        Arch("mha", MhaTiny, _tokens(12), "transformer"),
         Arch("gpt2", Gpt2Tiny, _tokens(12), "transformer"),
     ]
 }
@@ -490,7 +524,9 @@ def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_
     example = ZOO[name].example_input(2)
     input_name = "input" if example.is_floating_point() else "input_ids"
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
-    with warnings.catch_warnings(), torch.no_grad():
+    # The legacy exporter traces with gradients enabled: nn.MultiheadAttention then takes its exportable path
+    # (its fused inference op has no ONNX form); the dynamo exporter decomposes the fused op itself.
+    with warnings.catch_warnings(), (torch.enable_grad() if exporter == "legacy" else torch.no_grad()):
         warnings.simplefilter("ignore")
         if exporter == "legacy":
             torch.onnx.export(

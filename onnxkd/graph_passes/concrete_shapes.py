@@ -15,8 +15,10 @@ them (those positions would hold for the stand-in only).
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_ir as ir
+from onnx import numpy_helper
 from onnx_ir.passes.common import _c_api_utils
 
 from onnxkd.graph_passes.shape_folding import infer_with_folded_shapes
@@ -27,8 +29,13 @@ from onnxkd.model import graph_copy
 STAND_INS = (97, 89, 83, 79, 73, 71, 67, 61, 59, 53)
 
 
-def concrete_shapes(model: ir.Model) -> dict[str, list[int]]:
-    """Value name -> static shape, inferred with the dynamic input dims at stand-in values ({} on failure)."""
+def concrete_shapes(model: ir.Model) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
+    """(value name -> static shape, value name -> small integer value folded from shape arithmetic), both
+    with the dynamic input dims at stand-in values; ({}, {}) when inference fails.
+
+    A folded value that does not depend on a dynamic dim (a 1 in an Expand target) is the value at any
+    input size; one that does holds a stand-in (a prime) where the real graph has the dynamic size.
+    """
     symbols: dict[str, int] = {}
     fixed: dict[str, list[int]] = {}
     initializers = set(model.graph.initializers)
@@ -60,7 +67,7 @@ def concrete_shapes(model: ir.Model) -> dict[str, list[int]]:
     try:
         proto = _c_api_utils.call_onnx_api(infer, graph_copy(model))
     except Exception:  # noqa: BLE001  (inference failing leaves the analysis with the symbolic shapes)
-        return {}
+        return {}, {}
     shapes: dict[str, list[int]] = {}
     for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
         tensor_type = value.type.tensor_type
@@ -68,4 +75,7 @@ def concrete_shapes(model: ir.Model) -> dict[str, list[int]]:
             dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
             if all(isinstance(d, int) and d > 0 for d in dims):
                 shapes[value.name] = dims
-    return shapes
+    known = set(model.graph.initializers)
+    values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer
+              if t.name not in known and t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)}
+    return shapes, values

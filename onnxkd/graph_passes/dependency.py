@@ -66,6 +66,14 @@ class Ctx:
     def out_shape(self, i: int = 0) -> list | None:
         return self.shape(self.node.outputs[i]) if i < len(self.node.outputs) else None
 
+    def folded(self, value: ir.Value | None) -> np.ndarray | None:
+        """A constant's value, or a small integer tensor computed from shapes (folded at stand-in sizes)."""
+        if value is None:
+            return None
+        if value.const_value is not None:
+            return value.const_value.numpy()
+        return self.state.concrete_values.get(value.name)
+
     def const(self, i: int) -> np.ndarray | None:
         value = self.input(i)
         if value is None or value.const_value is None:
@@ -117,7 +125,7 @@ def analyze(model: ir.Model, *, prune_normalized: bool = False) -> list[ChannelG
 
     opset = opset_of(model)
     state = State(prune_normalized)
-    state.concrete = concrete_shapes(model)
+    state.concrete, state.concrete_values = concrete_shapes(model)
     state.dynamic_axes = _dynamic_axes(model)
     graph = model.graph
     main_nodes = set()

@@ -1,8 +1,9 @@
-"""Fold layout-only ops on constants (Reshape/Transpose/Squeeze/Unsqueeze/Flatten/Identity of a weight).
+"""Fold layout-only ops on constants (Reshape/Transpose/Squeeze/Unsqueeze/Flatten/Identity/Split of a weight).
 
-Caffe2 exports reshape a classifier's 4-D weight before Gemm; folders with size limits leave such
-views in place, and a weight behind a node cannot be sliced. These ops only move elements, so
-folding them is exact whatever the size.
+Caffe2 exports reshape a classifier's 4-D weight before Gemm; the dynamo exporter splits
+nn.MultiheadAttention's packed in-projection into q/k/v weights in the graph; folders with size
+limits leave such views in place, and a weight behind a node cannot be sliced. These ops only move
+elements, so folding them is exact whatever the size.
 """
 
 from __future__ import annotations
@@ -18,8 +19,28 @@ def _reshape(data: np.ndarray, shape: np.ndarray, allowzero: int) -> np.ndarray:
     return data.reshape(target)
 
 
-def _fold(node: ir.Node, values: list) -> np.ndarray | None:
+def _split(node: ir.Node, values: list, attrs: dict) -> list[np.ndarray] | None:
+    data, axis = values[0], attrs.get("axis", 0)
+    sizes = values[1] if len(values) > 1 and values[1] is not None else attrs.get("split")
+    if sizes is None:
+        parts = len(node.outputs)
+        if data.shape[axis] % parts:
+            return None
+        sizes = [data.shape[axis] // parts] * parts
+    bounds = np.cumsum([int(v) for v in sizes])[:-1]
+    return np.split(data, bounds, axis=axis)
+
+
+def _fold(node: ir.Node, values: list) -> list[np.ndarray] | None:
+    """The node's outputs computed from constant inputs, or None when it is not a pure view."""
     attrs = {name: attr.value for name, attr in node.attributes.items()}
+    if node.op_type == "Split":
+        return _split(node, values, attrs)
+    single = _fold_single(node, values, attrs)
+    return None if single is None else [single]
+
+
+def _fold_single(node: ir.Node, values: list, attrs: dict) -> np.ndarray | None:
     data = values[0]
     op = node.op_type
     if op == "Identity":
@@ -49,24 +70,24 @@ class FoldConstantViewsPass(ir.passes.InPlacePass):
         graph = model.graph
         modified = False
         for node in list(graph):
-            if node.op_type not in ("Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze"):
+            if node.op_type not in ("Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Split"):
                 continue
-            if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1 or node.outputs[0].is_graph_output():
+            if node.domain not in ("", "ai.onnx") or any(out.is_graph_output() for out in node.outputs):
                 continue
             inputs = [v for v in node.inputs if v is not None]
             if not inputs or any(not v.is_initializer() or v.const_value is None for v in inputs):
                 continue
-            folded = _fold(node, [v.const_value.numpy() for v in node.inputs if v is not None])
-            if folded is None:
+            folded = _fold(node, [v.const_value.numpy() if v is not None else None for v in node.inputs])
+            if folded is None or len(folded) != len(node.outputs):
                 continue
-            out = node.outputs[0]
-            name = f"{out.name}__folded"
-            while name in graph.initializers:
-                name += "_"
-            value = ir.Value(name=name, shape=ir.Shape(folded.shape), type=ir.TensorType(inputs[0].dtype),
-                             const_value=ir.Tensor(np.ascontiguousarray(folded), name=name))
-            graph.register_initializer(value)
-            out.replace_all_uses_with(value)
+            for out, array in zip(node.outputs, folded):
+                name = f"{out.name}__folded"
+                while name in graph.initializers:
+                    name += "_"
+                value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(inputs[0].dtype),
+                                 const_value=ir.Tensor(np.ascontiguousarray(array), name=name))
+                graph.register_initializer(value)
+                out.replace_all_uses_with(value)
             graph.remove(node, safe=True)
             for source in inputs:
                 if not source.uses() and not source.is_graph_output() and not source.is_graph_input():

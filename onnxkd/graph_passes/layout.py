@@ -40,6 +40,7 @@ class State:
         self.members: list[tuple[int, str, int, int, Fraction]] = []
         self.layouts: dict[str, dict[int, Layout]] = {}
         self.concrete: dict[str, list[int]] = {}  # shapes with dynamic input dims at stand-in values
+        self.concrete_values: dict = {}  # small int tensors folded from shape arithmetic, same stand-ins
         self.dynamic_axes: dict[str, set[int] | None] = {}  # tensor -> axes of dynamic extent (None: all)
 
     # ------------------------------------------------------------------ groups

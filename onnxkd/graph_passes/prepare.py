@@ -7,6 +7,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, ShapeInferenc
 
 from onnxkd.graph_passes.explicit_split import ExplicitSplitSizesPass
 from onnxkd.graph_passes.fold_views import FoldConstantViewsPass
+from onnxkd.graph_passes.passes.packed_selects import PackedSelectsToSlicesPass
 from onnxkd.graph_passes.untie import NameNodesPass, UntieInitializersPass
 from onnxkd.model import ModelLike
 
@@ -17,7 +18,7 @@ def prepare(model: ModelLike, *, simplify: bool = False) -> ir.Model:
 
     prepared = normalize(model, simplify=simplify)
     steps = (LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0), FoldConstantViewsPass(),
-             UntieInitializersPass(), NameNodesPass(), ExplicitSplitSizesPass())
+             PackedSelectsToSlicesPass(), UntieInitializersPass(), NameNodesPass(), ExplicitSplitSizesPass())
     for step in steps:
         prepared = step(prepared).model
     try:

@@ -103,6 +103,11 @@ def remap(ctx: Ctx, layouts: dict[int, Layout], in_shape: list | None, out_shape
         if not candidates and len(ob) == 1 and outer <= MAX_REPEATS:
             out[ob[0]] = _interleaved(lay, inner, outer)
             continue
+        if not candidates and inner == 1:
+            merged = _merged_with_outer(ctx, lay, outer, [b[x] for x in ob])
+            if merged is not None:
+                out[ob[0]] = merged
+                continue
         if not candidates:
             ctx.freeze_inputs(f"{ctx.where} interleaves channels with another axis")
             return None
@@ -115,6 +120,19 @@ def remap(ctx: Ctx, layouts: dict[int, Layout], in_shape: list | None, out_shape
             return None
         out[p] = placed
     return out
+
+
+def _merged_with_outer(ctx: Ctx, lay: Layout, outer: int, dims: list[int]) -> Layout | None:
+    """[..., outer, E] -> [outer * E / T, T] (batch x heads, head_dim): the channels' trailing ``T`` elements
+    stay whole (each channel covers whole multiples of T) and the rest merges under ``outer`` untracked rows
+    into the first output axis. None when the reshape is not of that form."""
+    if len(dims) != 2 or outer > MAX_REPEATS:
+        return None
+    extent, tail = total(lay), dims[1]
+    if extent % tail or dims[0] != outer * (extent // tail):
+        return None
+    split = ctx.state.regroup(lay, tail, ctx.where)
+    return None if split is None else _interleaved(split, 1, outer)
 
 
 def _period(layout: Layout, period: int) -> Layout | None:

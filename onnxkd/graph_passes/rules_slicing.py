@@ -43,13 +43,44 @@ def concat(ctx: Ctx) -> None:
         if not tracked:
             continue
         if len(tracked) != len(lays):
-            for lay in tracked:
-                ctx.freeze(lay, "concatenated with channels that cannot be cut")
-            continue
+            sources = [None if lay else _learned_constant(ctx, i, k) for i, lay in zip(inputs, lays)]
+            if all(lay or source for lay, source in zip(lays, sources)):
+                for name, init_axis in filter(None, sources):  # a class token: sliced with the channels
+                    ctx.state.slice_layout(tracked[0], name, init_axis, "param")
+            else:
+                for lay in tracked:
+                    ctx.freeze(lay, "concatenated with channels that cannot be cut")
+                continue
         for lay in tracked[1:]:
             ctx.state.unify(tracked[0], lay, ctx.where)
         out[k] = tracked[0]
     ctx.set_out(out)
+
+
+def _learned_constant(ctx: Ctx, i: int, k: int) -> tuple[str, int] | None:
+    """(initializer, its axis) when input i is a weight this node alone reads, or Expand(weight, shape) with the
+    shape's entry for axis k provably 1 (ViT's class token, broadcast over the batch), its axis k full-size."""
+    value = ctx.input(i)
+    rank = len(ctx.in_shape(i) or [])
+    name = ctx.initializer(i)
+    producer = value.producer() if value is not None and name is None else None
+    if producer is not None and producer.op_type == "Expand" and len(value.uses()) == 1:
+        weight, target = producer.inputs[0], ctx.folded(producer.inputs[1])
+        if weight is None or not weight.is_initializer() or weight.const_value is None or target is None:
+            return None
+        if len({id(u.node) for u in weight.uses()}) != 1 or weight.is_graph_output():
+            return None
+        entry = k - (rank - len(target))
+        if entry < 0 or int(np.asarray(target).reshape(-1)[entry]) != 1:
+            return None
+        name = weight.name
+    if name is None:
+        return None
+    shape = list(ctx.input(i).const_value.shape) if name == ctx.initializer(i) else list(producer.inputs[0].const_value.shape)
+    axis = k - (rank - len(shape))
+    if axis < 0 or shape[axis] != (ctx.in_shape(i) or [None] * rank)[k]:
+        return None
+    return name, axis
 
 
 def _cut(layout: Layout, start: int, end: int) -> Layout | None:

@@ -11,11 +11,14 @@ from prune_oracle import assert_close, random_inputs, run, zeroed_original
 from onnxkd.graph_passes.api import PLAN_KEY, channel_groups, prune, read_plan
 from onnxkd.model import load, save, to_proto
 
-ZOO = ["resnet", "mobilenetv2", "mobilenetv3", "densenet", "unet", "resnext", "transformer", "gpt"]
+ZOO = ["resnet", "mobilenetv2", "mobilenetv3", "densenet", "unet", "resnext", "transformer", "gpt", "bert", "sdpa",
+       "vit", "mha", "gpt2"]
+TRANSFORMERS = ["transformer", "gpt", "bert", "sdpa", "vit", "mha", "gpt2"]
 # MACs after / before at --ratio 0.5, a little above what the rules reach today (benchmarks/prune_coverage.py):
 # a rule that regresses into freezing a group fails here, not only a test that nothing at all was pruned.
 MACS_CEILING = {"resnet": 0.28, "mobilenetv2": 0.33, "mobilenetv3": 0.34, "densenet": 0.29, "unet": 0.28,
-                "resnext": 0.34, "transformer": 0.52, "gpt": 0.56}
+                "resnext": 0.34, "transformer": 0.52, "gpt": 0.56, "bert": 0.52, "sdpa": 0.52, "vit": 0.56,
+                "mha": 0.52, "gpt2": 0.55}
 
 
 def _check_oracle(path, result, batch=2):
@@ -109,3 +112,26 @@ def test_taylor_with_gradients_keyed_by_teacher_names(zoo_model):
     result = prune(path, 0.5, criterion="taylor", gradients=gradients)
     assert result.summary["pruned"] >= 1
     _check_oracle(path, result)
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_every_attention_block_has_a_prunable_heads_group(zoo_model, name, exporter):
+    """As real exporters write attention (masks broadcast over heads, the dynamo exporter's decomposed SDPA,
+    packed q/k/v projections selected with Gather or split in the graph, GPT-2's Conv1D and fused c_attn):
+    one group of 4 heads of 8 per block, prunable."""
+    _, groups = channel_groups(zoo_model(name, exporter))
+    heads = [(g.size, g.channel_block) for g in groups if g.prunable and g.channel_block > 1]
+    assert heads == [(4, 8), (4, 8)], [(g.source, g.size, g.channel_block, g.frozen) for g in groups]
+
+
+def test_class_token_and_positions_are_sliced_with_the_residual_stream(zoo_model):
+    """ViT: a learned class token Expand-ed over the batch and concatenated in front of the patches is a weight
+    of the residual stream; with --prune-normalized it is cut with it (it once froze the whole stream)."""
+    path = zoo_model("vit", "dynamo")
+    result = prune(path, 0.5, prune_normalized=True)
+    assert result.summary["normalized_pruned"] == 1
+    sizes = {name: tuple(v.const_value.shape) for name, v in result.model.graph.initializers.items()}
+    assert sizes["cls"] == (1, 1, 16) and sizes["pos"] == (1, 17, 16)
+    feeds = random_inputs(path, batch=3)
+    assert run(result.model, feeds)[0].shape == (3, 10)
