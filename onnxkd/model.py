@@ -32,9 +32,9 @@ def load(model: ModelLike) -> ir.Model:
     if isinstance(model, ir.Model):
         return model
     if isinstance(model, onnx.ModelProto):
-        return ir.from_proto(model)
+        return _dynamic_dims(ir.from_proto(model))
     if isinstance(model, (str, os.PathLike)):
-        return _load_path(Path(model))
+        return _dynamic_dims(_load_path(Path(model)))
     raise OnnxkdError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}")
 
 
@@ -78,6 +78,18 @@ def graph_copy(model: ir.Model) -> ir.Model:
         return model.clone()
     except Exception:  # noqa: BLE001  (onnx-ir cannot clone graphs whose nodes are out of order)
         return ir.from_proto(ir.to_proto(model))
+
+
+def _dynamic_dims(model: ir.Model) -> ir.Model:
+    """Dims written as a number <= 0 (paddle2onnx writes dynamic dims as -1) become unnamed dynamic dims, so
+    that no shape arithmetic downstream (batch limits, MACs, data checks) ever sees a negative size."""
+    values = list(model.graph.inputs) + list(model.graph.outputs)
+    values += [v for node in model.graph.all_nodes() for v in node.outputs]
+    for value in values:
+        shape = value.shape
+        if shape is not None and any(isinstance(d, int) and d <= 0 for d in shape):
+            value.shape = ir.Shape([ir.SymbolicDim(None) if isinstance(d, int) and d <= 0 else d for d in shape])
+    return model
 
 
 def to_proto(model: ModelLike) -> onnx.ModelProto:

@@ -188,7 +188,7 @@ def command(model: str, as_json: bool) -> None:
 
 def _value_info(value: ir.Value) -> dict[str, Any]:
     dtype = value.dtype.name.lower() if value.dtype is not None else "?"
-    shape = [d if isinstance(d, int) else str(d) for d in value.shape] if value.shape is not None else None
+    shape = [d if isinstance(d, int) else (d.value or "?") for d in value.shape] if value.shape is not None else None
     return {"name": value.name, "dtype": dtype, "shape": shape}
 
 

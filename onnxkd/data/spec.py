@@ -47,9 +47,9 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
             raise OnnxkdError(f"input {value.name!r}: only tensor inputs are supported")
         dims: list[Dim] = []
         for dim in tensor_type.shape.dim:
-            if dim.HasField("dim_value"):
+            if dim.HasField("dim_value") and dim.dim_value > 0:
                 dims.append(int(dim.dim_value))
-            elif dim.HasField("dim_param"):
+            elif dim.HasField("dim_param") and dim.dim_param:
                 dims.append(dim.dim_param)
             else:
                 dims.append(None)
