@@ -59,10 +59,19 @@ def conv(ctx: Ctx) -> None:
         out[1] = [_source(ctx, cout, weight, 0, bias)]
         ctx.set_out(out)
         return
-    # Grouped/depthwise: a conv group's inputs and outputs are cut together, whole groups at a time.
-    if not channels:
-        return
     cin_per_group, cout_per_group = shape[1], cout // groups
+    if not channels or not _aligned(ctx, channels, cin_per_group):
+        # Inputs that cannot be cut, or channels straddling the conv groups (after a channel shuffle): cut the
+        # same input positions in every conv group (all groups coupled), and the outputs likewise.
+        base = _same_in_every_group(ctx, channels, cin_per_group, groups) if channels else []
+        if base is None:
+            return
+        if base:
+            ctx.state.slice_layout(base, weight, 1, "in")
+        out[1] = _periodic_source(ctx, weight, bias, groups, cout_per_group)
+        ctx.set_out(out)
+        return
+    # Grouped/depthwise with aligned inputs: a conv group's inputs and outputs are cut together, whole groups.
     coarse = ctx.state.regroup(channels, cin_per_group, ctx.where)
     if coarse is None:
         return
@@ -76,6 +85,51 @@ def conv(ctx: Ctx) -> None:
             ctx.state.add_edit(seg.gid, Edit("attr", ctx.node.name, -1, attr="group"), seg.block)
     out[1] = out_layout
     ctx.set_out(out)
+
+
+def _aligned(ctx: Ctx, layout, width: int) -> bool:
+    """Whether whole conv groups of ``width`` input channels can be cut: segments start and end on group
+    boundaries, and every channel covers whole groups or lies inside one (a shuffled channel straddles)."""
+    offset = 0
+    for seg in layout:
+        if offset % width or seg.length % width:
+            return False
+        if seg.gid is not None:
+            block = ctx.state.eff(seg.gid, seg.block)
+            if block.denominator != 1 or (width % block and block % width):
+                return False
+        offset += seg.length
+    return True
+
+
+def _same_in_every_group(ctx: Ctx, channels, width: int, groups: int):
+    """Split the input at the conv-group boundaries and couple the groups position by position; the first
+    group's layout (now every group's), or None (frozen) when a channel straddles a boundary."""
+    for k in range(1, groups):
+        if not ctx.state.split_at(channels, k * width):
+            ctx.freeze(channels, f"a channel straddles the conv groups of {ctx.where}")
+            return None
+    from onnxkd.graph_passes.rules_slicing import _cut
+
+    chunks = [_cut(channels, k * width, (k + 1) * width) for k in range(groups)]
+    if any(chunk is None for chunk in chunks):
+        ctx.freeze(channels, f"a channel straddles the conv groups of {ctx.where}")
+        return None
+    for chunk in chunks[1:]:
+        if not ctx.state.unify(chunks[0], chunk, ctx.where):
+            return None
+    return chunks[0]
+
+
+def _periodic_source(ctx: Ctx, weight: str, bias: str | None, groups: int, per_group: int) -> list:
+    """A grouped conv's outputs as one group of ``per_group`` channels, repeated in every conv group (the
+    same output positions are cut in all of them, so ``group`` stays)."""
+    gid = ctx.state.new_group(per_group, ctx.node.name or ctx.node.outputs[0].name)
+    layout = [Seg(gid, per_group)] * groups
+    ctx.state.slice_layout(layout, weight, 0, "out")
+    if bias is not None:
+        ctx.state.slice_layout(layout, bias, 0, "out")
+    return layout
 
 
 @rule("ConvTranspose")

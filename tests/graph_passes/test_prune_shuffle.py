@@ -66,3 +66,42 @@ def test_channels_last_flatten_into_a_gemm():
     result = prune(model, 0.5)
     feeds = random_inputs(model)
     assert [o.shape for o in run(result.model, feeds)] == [(1, 3)]
+
+
+def _conv1x1(x, out, weight, bias=None, group=1):
+    return helper.make_node("Conv", [x, weight] + ([bias] if bias else []), [out], name=out, group=group)
+
+
+def test_grouped_conv_after_uncuttable_channels_still_cuts_its_outputs():
+    """A grouped conv reading channels that cannot be cut (a graph input) is itself a producer: the same output
+    positions go in every conv group, so `group` stays."""
+    model = build([_conv1x1("x", "a", "w1", "b1", group=3), helper.make_node("Relu", ["a"], ["r"]),
+                   _conv1x1("r", "y", "w2")],
+                  {"w1": w(12, 2, 1, 1), "b1": w(12), "w2": w(5, 12, 1, 1)}, [("x", [1, 6, 4, 4])], ["y"])
+    groups = check_random_plans(model)
+    (group,) = [g for g in groups if g.prunable]
+    assert group.size == 4  # positions within each of the 3 conv groups
+    assert sorted(s.offset for s in group.slices if s.name == "w1") == [0, 4, 8]
+    result = prune(model, 0.5)
+    shapes = {n: v.const_value.shape for n, v in result.model.graph.initializers.items()}
+    assert tuple(shapes["w1"]) == (6, 2, 1, 1) and tuple(shapes["w2"]) == (5, 6, 1, 1)
+
+
+def test_shufflenet_unit_grouped_convs_around_the_shuffle():
+    """ShuffleNet v1: grouped 1x1 conv -> shuffle -> depthwise 3x3 -> grouped 1x1 conv. Channels after the
+    shuffle straddle the second conv's groups: the same positions are cut in all of them (here 6 positions per
+    conv group, a multiple of the 3 groups, so a shuffled channel's elements can stay together)."""
+    g, c = 3, 18
+    nodes, inits = shuffle("r", "sh", 1, c, g, 4)
+    model = build([_conv1x1("x", "a", "w1", group=g), helper.make_node("Relu", ["a"], ["r"]), *nodes,
+                   conv("sh", "d", "wd", group=c), _conv1x1("d", "e", "w2", group=g),
+                   helper.make_node("Relu", ["e"], ["f"]), _conv1x1("f", "y", "w3")],
+                  {"w1": w(c, 2, 1, 1), "wd": w(c, 1, 3, 3), "w2": w(c, c // g, 1, 1), "w3": w(5, c, 1, 1), **inits},
+                  [("x", [1, 6, 4, 4])], ["y"])
+    groups = check_random_plans(model, seeds=range(6))
+    (group,) = [g for g in groups if g.prunable]
+    assert {"w1", "w2", "wd", "w3"} <= {s.name for s in group.slices}
+    assert sorted(s.offset for s in group.slices if s.name == "w1") == [0, 6, 12]  # the same positions per group
+    result = prune(model, 0.5)
+    onnx.checker.check_model(to_proto(result.model), full_check=True)
+    assert run(result.model, random_inputs(model))[0].shape == (1, 5, 4, 4)

@@ -9,6 +9,9 @@ instead when it is installed (it is a test dependency, imported only here).
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import subprocess
 import sys
 import tempfile
@@ -59,7 +62,9 @@ class SimplifyPass(ir.passes.FunctionalPass):
 
         folded = model.clone()
         try:
-            result = optimizer.fold_constants(folded, onnx_shape_inference=True, should_fold=_fold_constant_of_shape)
+            with _quiet("onnxscript.optimizer._constant_folding"):  # "skipping Split": weights we fold later
+                result = optimizer.fold_constants(folded, onnx_shape_inference=True,
+                                                  should_fold=_fold_constant_of_shape)
         except Exception as exc:  # a folder bug must not cost the user the rest of normalisation
             self.note = f"{self.note}; no constant folding (onnxscript failed: {_first_line(exc)})"
             return ir.passes.PassResult(model, modified=False)
@@ -68,6 +73,18 @@ class SimplifyPass(ir.passes.FunctionalPass):
         self.used = "onnxscript"
         self.note = f"{self.note}; folded with onnxscript.optimizer instead"
         return ir.passes.PassResult(model, modified=bool(result.modified))
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str):
+    """Hide a library's warnings about what it chose not to fold (not the user's business) for one call."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _fold_constant_of_shape(node: ir.Node) -> bool | None:
