@@ -328,12 +328,15 @@ class SdpaAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
 
-class SdpaTiny(nn.Module):
-    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2, max_len: int = 16):
+class TokenEncoder(nn.Module):
+    """Token + learned position embeddings, pre-norm blocks around ``attention(dim, heads)``, mean-pooled head."""
+
+    def __init__(self, attention: type, vocab: int = 50, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2,
+                 max_len: int = 16):
         super().__init__()
         self.tok = nn.Embedding(vocab, dim)
         self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
-        self.blocks = nn.ModuleList([EncoderBlock(dim, mlp, SdpaAttention(dim, heads)) for _ in range(layers)])
+        self.blocks = nn.ModuleList([EncoderBlock(dim, mlp, attention(dim, heads)) for _ in range(layers)])
         self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, 5)
 
     def forward(self, ids):
@@ -389,21 +392,6 @@ class NativeMHA(nn.Module):
 
     def forward(self, x, mask=None):
         return self.mha(x, x, x, need_weights=False)[0]
-
-
-class MhaTiny(nn.Module):
-    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2, max_len: int = 16):
-        super().__init__()
-        self.tok = nn.Embedding(vocab, dim)
-        self.pos = nn.Parameter(torch.randn(1, max_len, dim) * 0.02)
-        self.blocks = nn.ModuleList([EncoderBlock(dim, mlp, NativeMHA(dim, heads)) for _ in range(layers)])
-        self.ln, self.head = nn.LayerNorm(dim), nn.Linear(dim, 5)
-
-    def forward(self, ids):
-        x = self.tok(ids) + self.pos[:, : ids.shape[1]]
-        for block in self.blocks:
-            x = block(x)
-        return self.head(self.ln(x).mean(1))
 
 
 class Conv1D(nn.Module):
@@ -483,9 +471,9 @@ ZOO: dict[str, Arch] = {
         Arch("transformer", TransformerEncoderTiny, _tokens(12), "transformer"),
         Arch("gpt", GPTTiny, _tokens(12), "transformer"),
         Arch("bert", BertTiny, _tokens(12), "transformer"),
-        Arch("sdpa", SdpaTiny, _tokens(12), "transformer"),
+        Arch("sdpa", lambda: TokenEncoder(SdpaAttention), _tokens(12), "transformer"),
         Arch("vit", ViTTiny, _image(16), "transformer"),
-        Arch("mha", MhaTiny, _tokens(12), "transformer"),
+        Arch("mha", lambda: TokenEncoder(NativeMHA), _tokens(12), "transformer"),
         Arch("gpt2", Gpt2Tiny, _tokens(12), "transformer"),
     ]
 }

@@ -19,10 +19,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx import numpy_helper
-from onnx_ir.passes.common import _c_api_utils
-
-from onnxkd.graph_passes.shape_folding import infer_with_folded_shapes
-from onnxkd.model import graph_copy
+from onnxkd.graph_passes.shape_folding import infer_at
 
 # Large primes, one per distinct dynamic dim: unlikely to equal a static dim, so reshapes pair axes
 # the way they do at any real value.
@@ -52,20 +49,8 @@ def concrete_shapes(model: ir.Model) -> tuple[dict[str, list[int]], dict[str, np
                 dims.append(symbols[key])
         fixed[value.name] = dims
 
-    def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
-        for value in proto.graph.input:
-            if value.name in fixed:
-                shape = value.type.tensor_type.shape
-                del shape.dim[:]
-                for d in fixed[value.name]:
-                    shape.dim.add().dim_value = d
-        del proto.graph.value_info[:]
-        for value in proto.graph.output:
-            value.type.tensor_type.ClearField("shape")
-        return infer_with_folded_shapes(proto)
-
     try:
-        proto = _c_api_utils.call_onnx_api(infer, graph_copy(model))
+        proto = infer_at(model, fixed)
     except Exception:  # noqa: BLE001  (inference failing leaves the analysis with the symbolic shapes)
         return {}, {}
     shapes: dict[str, list[int]] = {}

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import _c_api_utils
 
 from onnxkd.errors import OnnxkdError
-from onnxkd.graph_passes.shape_folding import infer_with_folded_shapes
-from onnxkd.model import ModelLike, graph_copy, load
+from onnxkd.graph_passes.shape_folding import infer_at
+from onnxkd.model import ModelLike, load
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -168,23 +167,7 @@ def _fixed_input_shapes(model: ir.Model, given: dict[str, list[int]]) -> dict[st
 def _infer(model: ir.Model, shapes: dict[str, list[int]]) -> dict[str, list[int] | None]:
     """Value name -> static shape (None where not fully known) after inference at ``shapes``."""
 
-    def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
-        for value in proto.graph.input:
-            if value.name in shapes:
-                dims = value.type.tensor_type.shape
-                del dims.dim[:]
-                for d in shapes[value.name]:
-                    dims.dim.add().dim_value = d
-        # recorded shapes hold the old (symbolic) dims: let inference redo them at the fixed ones
-        del proto.graph.value_info[:]
-        for value in proto.graph.output:
-            value.type.tensor_type.ClearField("shape")
-        return infer_with_folded_shapes(proto)
-
-    # call_onnx_api leaves large initializers out of the proto (typed inputs instead), so a > 2 GB model
-    # works; it puts them back in another order and fills in value types, so it gets a clone (which shares
-    # the tensors): the caller's model stays exactly as it was.
-    proto = _c_api_utils.call_onnx_api(infer, graph_copy(model))
+    proto = infer_at(model, shapes)
     result: dict[str, list[int] | None] = {}
     for value in [*proto.graph.input, *proto.graph.value_info, *proto.graph.output]:
         result[value.name] = _proto_shape(value)

@@ -23,6 +23,32 @@ _MAX_ELEMENTS = 64
 _MAX_ROUNDS = 10
 
 
+def infer_at(model, shapes: dict[str, list[int]]) -> onnx.ModelProto:
+    """A proto of ``model`` (an onnx_ir Model, not modified) with its inputs fixed to ``shapes`` and every shape
+    inferred again through folded shape arithmetic."""
+    from onnx_ir.passes.common import _c_api_utils
+
+    from onnxkd.model import graph_copy
+
+    def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+        for value in proto.graph.input:
+            if value.name in shapes:
+                dims = value.type.tensor_type.shape
+                del dims.dim[:]
+                for d in shapes[value.name]:
+                    dims.dim.add().dim_value = d
+        # recorded shapes hold the old (symbolic) dims: let inference redo them at the fixed ones
+        del proto.graph.value_info[:]
+        for value in proto.graph.output:
+            value.type.tensor_type.ClearField("shape")
+        return infer_with_folded_shapes(proto)
+
+    # call_onnx_api leaves large initializers out of the proto (typed inputs instead), so a > 2 GB model
+    # works; it puts them back in another order and fills in value types, so it gets a clone (which shares
+    # the tensors): the caller's model stays exactly as it was.
+    return _c_api_utils.call_onnx_api(infer, graph_copy(model))
+
+
 def infer_with_folded_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """``onnx.shape_inference.infer_shapes`` after folding shape arithmetic into initializers (a copy)."""
     proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)

@@ -9,7 +9,6 @@ Reduce* axes in every form, gradients through arithmetic, and dtypes kept under 
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F

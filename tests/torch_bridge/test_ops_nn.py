@@ -10,7 +10,6 @@ trainable ops, BatchNormalization's running-statistics update in train mode, and
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, ValueInfoProto, helper, numpy_helper
