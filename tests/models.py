@@ -132,6 +132,41 @@ class MobileNetV3Tiny(nn.Module):
         return self.head(torch.flatten(x, 1))
 
 
+class WrittenHardSwish(nn.Module):
+    """x * relu6(x + 3) / 6 spelled out, as TensorFlow and PaddlePaddle exports (and older torch code) write it."""
+
+    def forward(self, x):
+        return x * F.relu6(x + 3) / 6
+
+
+class WrittenSqueezeExcite(SqueezeExcite):
+    def forward(self, x):
+        scale = F.adaptive_avg_pool2d(x, 1)
+        return x * (F.relu6(self.fc2(F.relu(self.fc1(scale))) + 3) / 6)
+
+
+class MobileNetV3Written(nn.Module):
+    """MobileNetV3 as other exporters write it: hard-swish and hard-sigmoid as Add/Clip/Mul/Div chains."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn_act(3, 16, stride=2, act=WrittenHardSwish)
+        self.blocks = nn.Sequential(
+            InvertedResidual(16, 16, 3, 1, nn.ReLU, se=True),
+            InvertedResidual(16, 24, 3, 2, WrittenHardSwish, se=True),
+            InvertedResidual(24, 24, 3, 1, WrittenHardSwish, se=True),
+            InvertedResidual(24, 40, 3, 2, WrittenHardSwish, se=True),
+        )
+        for module in self.blocks.modules():
+            if type(module) is SqueezeExcite:
+                module.__class__ = WrittenSqueezeExcite
+        self.head = nn.Sequential(nn.Linear(40, 96), WrittenHardSwish(), nn.Dropout(0.2), nn.Linear(96, num_classes))
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.blocks(self.stem(x)), 1)
+        return self.head(torch.flatten(x, 1))
+
+
 class DenseLayer(nn.Module):
     def __init__(self, cin: int, growth: int):
         super().__init__()
@@ -465,6 +500,7 @@ ZOO: dict[str, Arch] = {
         Arch("resnet", ResNetTiny, _image(32), "cnn"),
         Arch("mobilenetv2", MobileNetV2Tiny, _image(32), "cnn"),
         Arch("mobilenetv3", MobileNetV3Tiny, _image(32), "cnn"),
+        Arch("mobilenetv3w", MobileNetV3Written, _image(32), "cnn"),
         Arch("densenet", DenseNetTiny, _image(32), "cnn"),
         Arch("unet", UNetTiny, _image(32), "cnn"),
         Arch("resnext", ResNeXtTiny, _image(32), "cnn"),

@@ -62,7 +62,7 @@ class SimplifyPass(ir.passes.FunctionalPass):
 
         folded = model.clone()
         try:
-            with _quiet("onnxscript.optimizer._constant_folding"):  # "skipping Split": weights we fold later
+            with quiet_logger("onnxscript.optimizer._constant_folding"):  # "skipping Split": weights we fold later
                 result = optimizer.fold_constants(folded, onnx_shape_inference=True,
                                                   should_fold=_fold_constant_of_shape)
         except Exception as exc:  # a folder bug must not cost the user the rest of normalisation
@@ -76,7 +76,7 @@ class SimplifyPass(ir.passes.FunctionalPass):
 
 
 @contextlib.contextmanager
-def _quiet(logger_name: str):
+def quiet_logger(logger_name: str):
     """Hide a library's warnings about what it chose not to fold (not the user's business) for one call."""
     logger = logging.getLogger(logger_name)
     level = logger.level

@@ -1,0 +1,92 @@
+"""``optimize``: clean up, then apply each fusion, upgrading the opset first when a fused op needs it.
+
+Not fused, by measurement (onnxruntime 1.32, CPU): SiLU (x * sigmoid(x)) is fused by onnxruntime itself
+into its QuickGelu kernel, while an ONNX Swish op (opset 24) has no kernel and runs 4x slower expanded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+from onnxkd.graph_passes.optimize.cleanup import clean_up
+from onnxkd.graph_passes.optimize.fusion import Fusion
+from onnxkd.graph_passes.optimize.gelu import GELU
+from onnxkd.graph_passes.optimize.hard_activations import HARD_ACTIVATIONS
+from onnxkd.graph_passes.optimize.layer_norm import LAYER_NORM
+from onnxkd.graph_passes.optimize.mish import MISH
+from onnxkd.graph_passes.passes.opset import UpgradeOpsetPass
+from onnxkd.model import ModelLike, graph_copy, load, opset_of
+
+FUSIONS: tuple[Fusion, ...] = (HARD_ACTIVATIONS, GELU, MISH, LAYER_NORM)
+
+
+@dataclass
+class OptimizeResult:
+    model: ir.Model
+    fused: dict[str, int]  # fusion name -> patterns rewritten (0 for fusions that found nothing)
+    nodes_before: int
+    nodes_after: int
+    initializers_removed: int
+    opset_before: int
+    opset_after: int
+    notes: list[str] = field(default_factory=list)  # fusions skipped, and why
+
+    @property
+    def summary(self) -> dict:
+        return {"fused": self.fused, "nodes_before": self.nodes_before, "nodes_after": self.nodes_after,
+                "initializers_removed": self.initializers_removed, "opset_before": self.opset_before,
+                "opset_after": self.opset_after, "notes": self.notes}
+
+
+def optimize(model: ModelLike, fusions: tuple[Fusion, ...] = FUSIONS) -> OptimizeResult:
+    """A deploy-ready copy of ``model``: same inputs and outputs (names, dims), same function.
+
+    The caller's model is not modified. A fusion whose op needs a higher opset than the model's is
+    applied after onnx's version converter upgrades the model; if the converter fails, that fusion
+    is skipped and ``notes`` says so.
+    """
+    source = load(model)
+    nodes_before, initializers_before = _count(source)
+    opset_before = opset_of(source)
+    work = graph_copy(source)
+    clean_up(work)
+    needed = _opset_needed(work, fusions)
+    notes: list[str] = []
+    if needed > opset_of(work):
+        upgrade = UpgradeOpsetPass(needed)
+        upgraded = upgrade(work).model
+        if upgrade.note is None:
+            work = upgraded
+        else:
+            notes.append(f"kept opset {opset_of(work)}: {upgrade.note}")
+    fused = {}
+    for fusion in fusions:
+        if fusion.min_opset > opset_of(work):
+            fused[fusion.name] = 0
+            if _matches(work, fusion):
+                notes.append(f"{fusion.name}: not fused, needs opset {fusion.min_opset} (model has {opset_of(work)})")
+            continue
+        fused[fusion.name] = fusion.apply(work)
+    clean_up(work)
+    nodes_after, initializers_after = _count(work)
+    return OptimizeResult(work, fused, nodes_before, nodes_after, max(0, initializers_before - initializers_after),
+                          opset_before, opset_of(work), notes)
+
+
+def _opset_needed(model: ir.Model, fusions: tuple[Fusion, ...]) -> int:
+    """The highest opset among the fusions that would rewrite something (the model's own if none)."""
+    needed = opset_of(model)
+    for fusion in fusions:
+        if fusion.min_opset > needed and _matches(model, fusion):
+            needed = fusion.min_opset
+    return needed
+
+
+def _matches(model: ir.Model, fusion: Fusion) -> bool:
+    return fusion.apply(graph_copy(model)) > 0
+
+
+def _count(model: ir.Model) -> tuple[int, int]:
+    return sum(1 for _ in model.graph.all_nodes()), len(model.graph.initializers)

@@ -1,0 +1,24 @@
+"""What a deployed graph should not carry: foldable constants, Identity chains, dead nodes and weights.
+
+Pruned students and many exports keep initializers nothing reads any more (onnxruntime warns about
+each one) and Identity nodes left by exporters.
+"""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+from onnx_ir.passes.common import IdentityEliminationPass, RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
+
+from onnxkd.graph_passes.passes.simplify import quiet_logger
+
+
+def clean_up(model: ir.Model) -> None:
+    """Fold constants and drop what no graph output depends on, in place; the interface is kept."""
+    from onnxscript import optimizer  # a runtime dependency, slow to import
+
+    with quiet_logger("onnxscript.optimizer._constant_folding"):
+        optimizer.fold_constants(model, onnx_shape_inference=False)
+    IdentityEliminationPass()(model)
+    RemoveUnusedNodesPass()(model)
+    RemoveUnusedOpsetsPass()(model)
+
