@@ -21,6 +21,7 @@ _API = {
     "OnnxModule": "onnxkd.torch_bridge:OnnxModule",
     "validate": "onnxkd.validate.api:validate",
     "prune": "onnxkd.graph_passes.api:prune",
+    "optimize": "onnxkd.graph_passes.optimize:optimize",
     "distill": "onnxkd.distill.api:distill",
     "compress": "onnxkd.pipeline:compress",
     "CompressResult": "onnxkd.pipeline:CompressResult",

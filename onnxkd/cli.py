@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "compress": "compress",
     "distill": "distill",
     "inspect": "inspect",
+    "optimize": "optimize",
     "prune": "prune",
     "validate": "validate",
 }

@@ -2,7 +2,9 @@
 
     teacher.onnx -> [prune] importance (kd with data) + plan + rewrite, in K steps with distillation between
                  -> [distill] BN recalibration + knowledge distillation from the teacher, written back to ONNX
-                 -> [validate] onnxruntime against the ORIGINAL teacher file, on held-out data
+                 -> [optimize] written-out activations fused, dead weight dropped (checked on onnxruntime)
+                 -> [validate] onnxruntime against the ORIGINAL teacher file, on held-out data; the teacher
+                               optimized alone is timed too, so fusion gains are not taken for pruning gains
                  -> [report] report.json / .md / .html, the student and its recipe moved into place
 
 Everything a stage makes goes to the work folder first (``<student>.work``): the student, the report
@@ -71,7 +73,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     ``output`` defaults to ``<teacher>.student.onnx`` and ``report`` to the folder ``<teacher>.report``
     (``report=False``: none). ``recipe``: a ``Recipe``, its dict or a JSON path; ``options`` override it —
     ``ratio``, ``criterion``, ``steps`` (prune steps), ``epochs``, ``hints``, ``device``, the gates
-    ``max_accuracy_drop``/``min_agreement``/``min_speedup``, ``seed``, any of ``FLAT_OPTIONS``, or whole
+    ``max_accuracy_drop``/``min_agreement``/``min_speedup``, ``seed``, ``optimize`` (default True), any of ``FLAT_OPTIONS``, or whole
     sections ``prune=``/``distill=``/``validate=`` as dicts. ``progress``: a rich Console or None.
     """
     started = time.perf_counter()
@@ -94,9 +96,9 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     pruned_path = work / "pruned.onnx"
     if state.done("prune"):
         prune_info = state.results["prune"]
-        say(f"[1/4] prune: done before ({pruned_path}), resuming")
+        say(f"[1/5] prune: done before ({pruned_path}), resuming")
     else:
-        say(f"[1/4] prune: ratio {plan.prune.ratio:g}, criterion {plan.prune.criterion_for(train is not None)}"
+        say(f"[1/5] prune: ratio {plan.prune.ratio:g}, criterion {plan.prune.criterion_for(train is not None)}"
             + (f", {plan.prune.steps} steps" if plan.prune.steps > 1 else ""))
         clock = time.perf_counter()
         pruned_model, prune_info = _prune(teacher_model, plan, train, val, progress)
@@ -110,9 +112,9 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     student_path = work / "student.onnx"
     if state.done("distill"):
         distilled = state.results["distill"]
-        say(f"[2/4] distill: done before ({student_path}), resuming")
+        say(f"[2/5] distill: done before ({student_path}), resuming")
     else:
-        say("[2/4] distill")
+        say("[2/5] distill")
         from onnxkd.distill.api import distill
 
         from onnxkd.distill import checkpoint
@@ -124,10 +126,31 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         state.complete("distill", distilled)
     stages.append(_stage("distill", distilled["wall_s"], _describe_distill(distilled)))
 
-    # ------------------------------------------------------------------ 3. validate
-    say("[3/4] validate with onnxruntime against the original teacher")
+    # ------------------------------------------------------------------ 3. optimize
+    final_path, optimized = student_path, None
+    if plan.optimize:
+        final_path = work / "optimized.onnx"
+        if state.done("optimize"):
+            optimized = state.results["optimize"]
+            say(f"[3/5] optimize: done before ({final_path}), resuming")
+        else:
+            say("[3/5] optimize: fuse written-out activations, drop dead weight")
+            clock = time.perf_counter()
+            optimized = _optimize(student_path, final_path, input_shapes)
+            optimized["seconds"] = time.perf_counter() - clock
+            state.complete("optimize", optimized)
+        stages.append(_stage("optimize", optimized["seconds"], _describe_optimize(optimized)))
+
+    # ------------------------------------------------------------------ 4. validate
+    say("[4/5] validate with onnxruntime against the original teacher")
     clock = time.perf_counter()
-    validation = _validate(teacher, student_path, val, plan.validate, input_shapes, plan.seed, progress)
+    validation = _validate(teacher, final_path, val, plan.validate, input_shapes, plan.seed, progress)
+    if plan.optimize:  # the same protocol on the teacher optimized alone: what fusion gives without pruning
+        teacher_optimized = work / "teacher.optimized.onnx"
+        _optimize(teacher, teacher_optimized, input_shapes)
+        timing_only = replace(plan.validate, max_accuracy_drop=None, min_agreement=None, min_speedup=None)
+        fusion_alone = _validate(teacher, teacher_optimized, None, timing_only, input_shapes, plan.seed, progress)
+        optimized["latency"] = _latency_split(validation, fusion_alone)
     pruned_quality = None
     if val is not None:  # what distillation bought: the same figures for the pruned student before it
         from onnxkd.validate.api import compare_quality
@@ -138,12 +161,13 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     stages.append(_stage("validate", time.perf_counter() - clock, _describe_validation(validation)))
 
     # ------------------------------------------------------------------ 4. report, then everything into place
-    say("[4/4] report")
+    say("[5/5] report")
     validation["student"]["path"] = str(output)
-    student_model = model_io.load(student_path)
+    student_model = model_io.load(final_path)
     prune_info["layers"] = _layers(teacher_model, student_model, validation)
     body = dict(validation)
-    body["compress"] = {"stages": stages, "prune": prune_info, "distill": distilled, "pruned_quality": pruned_quality,
+    body["compress"] = {"stages": stages, "prune": prune_info, "distill": distilled, "optimize": optimized,
+                        "pruned_quality": pruned_quality,
                         "recipe": plan.to_dict(teacher_sha), "held_out": held_out,
                         "wall_s": time.perf_counter() - started}
     staged_report = None
@@ -238,6 +262,34 @@ def _validate(teacher: ModelLike, student: Path, val: Dataset | None, options: V
     return result.to_dict()
 
 
+def _optimize(source: ModelLike, target: Path, input_shapes) -> dict:
+    """``onnxkd optimize`` on ``source``, checked against it on onnxruntime, written to ``target``."""
+    from onnxkd.graph_passes.optimize import optimize
+    from onnxkd.validate.equivalence import check_same_function
+
+    result = optimize(source)
+    gap = check_same_function(source, result.model, "the optimized student", input_shapes)
+    model_io.save(result.model, target)
+    return dict(result.summary, max_relative_difference=gap)
+
+
+def _latency_split(validation: dict, fusion_alone: dict) -> dict:
+    """p50 latencies of teacher, teacher optimized and student, per batch size, with the speed-ups apart:
+    fusion alone (teacher vs teacher optimized) and the whole (teacher vs student). Each speed-up is a
+    ratio of one interleaved pair, so the two runs' drift does not leak into it."""
+    rows = []
+    for key in ("latency_ms", "latency_ms_batched"):
+        whole, fused = validation["teacher"].get(key), fusion_alone["student"].get(key)
+        if not whole or not fused:
+            continue
+        speed = validation["speedup"] if key == "latency_ms" else validation["speedup"]["batched"]
+        fusion = fusion_alone["speedup"] if key == "latency_ms" else fusion_alone["speedup"]["batched"]
+        rows.append({"batch_size": speed["batch_size"], "teacher_ms": whole["p50"], "teacher_optimized_ms": fused["p50"],
+                     "student_ms": validation["student"][key]["p50"], "fusion_speedup": fusion["p50"],
+                     "speedup": speed["p50"]})
+    return {"rows": rows}
+
+
 def _layers(teacher: ir.Model, student: ir.Model, validation: dict) -> list[dict]:
     """Per MAC layer: channels (from the validation) and MACs at the measured batch-1 shape, teacher vs student."""
     from onnxkd.graph_passes.metrics import macs_by_node
@@ -265,6 +317,8 @@ def _recipe(recipe, options: dict) -> Recipe:
     for name, value in options.items():
         if name == "seed":
             plan.seed = int(value)
+        elif name == "optimize":
+            plan.optimize = bool(value)
         elif name in sections:
             for key, item in dict(value).items():
                 _set(sections[name], key, item, name)
@@ -443,6 +497,11 @@ def _describe_distill(info: dict) -> str:
     figures = ", ".join([f"{k} {best[k]:.1%}" for k in ("accuracy", "agreement") if best.get(k) is not None]
                         + ([f"output error {best['output_error']:.3g}"] if best.get("output_error") is not None else []))
     return f"{info['steps']:,} steps, best epoch {info['best_epoch']} of {info['epochs']}" + (f" ({figures})" if figures else "")
+
+
+def _describe_optimize(info: dict) -> str:
+    fused = ", ".join(f"{count} {name}" for name, count in info["fused"].items() if count) or "nothing to fuse"
+    return f"{fused}; nodes {info['nodes_before']:,} → {info['nodes_after']:,}"
 
 
 def _describe_validation(r: dict) -> str:

@@ -6,6 +6,7 @@ One format for every command. A compress recipe has three sections and a seed::
       "onnxkd_version": "0.1.0",              # written, informative
       "teacher_sha256": "…",                  # written; a replay on another teacher warns
       "seed": 0,
+      "optimize": true,                       # fuse the final student's written-out activations
       "prune":    {"ratio": 0.5, "criterion": "kd", "steps": 1, "global": false, "round_to": 1,
                    "ignore": null, "overrides": {"REGEX": RATIO}, "prune_normalized": false},
       "distill":  {"epochs": null, "lr": null, "batch_size": 64, "temperature": 4.0, "alpha": 0.5, ...},
@@ -86,20 +87,21 @@ class Recipe:
     distill: DistillConfig = field(default_factory=DistillConfig)
     validate: ValidateOptions = field(default_factory=ValidateOptions)
     seed: int = 0
+    optimize: bool = True  # fuse the final student's written-out activations (onnxkd optimize)
 
     def to_dict(self, teacher_sha256: str | None = None) -> dict:
         prune = asdict(self.prune)
         prune["global"] = prune.pop("global_rank")
         distill = self.distill.to_dict()
         distill.pop("seed")  # the recipe's one seed
-        return {"onnxkd_version": __version__, "teacher_sha256": teacher_sha256, "seed": self.seed, "prune": prune,
-                "distill": distill, "validate": asdict(self.validate)}
+        return {"onnxkd_version": __version__, "teacher_sha256": teacher_sha256, "seed": self.seed,
+                "optimize": self.optimize, "prune": prune, "distill": distill, "validate": asdict(self.validate)}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "recipe") -> "Recipe":
         if not isinstance(data, dict):
             raise OnnxkdError(f"{where}: expected a JSON object")
-        known = {"onnxkd_version", "teacher_sha256", "seed", "prune", "distill", "validate"}
+        known = {"onnxkd_version", "teacher_sha256", "seed", "optimize", "prune", "distill", "validate"}
         if not known & set(data):  # the older prune-only format: the prune section alone
             data = {"prune": data}
         _no_unknown(data, known, where)
@@ -109,7 +111,8 @@ class Recipe:
             prune["global_rank"] = prune.pop("global")
         recipe = cls(prune=_section(PruneOptions, prune, f"{where}: prune"),
                      distill=_section(DistillConfig, dict(data.get("distill") or {}, seed=seed), f"{where}: distill"),
-                     validate=_section(ValidateOptions, data.get("validate") or {}, f"{where}: validate"), seed=seed)
+                     validate=_section(ValidateOptions, data.get("validate") or {}, f"{where}: validate"), seed=seed,
+                     optimize=bool(data.get("optimize", True)))
         recipe.prune.check()
         return recipe
 

@@ -27,7 +27,7 @@ FLAGS = {
     "provider": ("validate", "provider"), "threads": ("validate", "threads"),
     "validate_batch_size": ("validate", "batch_size"), "max_accuracy_drop": ("validate", "max_accuracy_drop"),
     "min_agreement": ("validate", "min_agreement"), "min_speedup": ("validate", "min_speedup"),
-    "seed": (None, "seed"),
+    "seed": (None, "seed"), "optimize": (None, "optimize"),
 }
 
 
@@ -55,6 +55,9 @@ def training_options(command):
 @click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True, help="onnxruntime execution provider for validation.")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="onnxruntime intra-op threads (0 = default).")
 @click.option("--validate-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch for the second latency measurement (the first is batch 1).")
+@click.option("--optimize/--no-optimize", default=True, show_default=True,
+              help="Fuse the student's written-out activations and drop dead weight (onnxkd optimize); the report "
+                   "times the teacher optimized alone too, so fusion gains are not taken for pruning gains.")
 @gate_options
 @click.option("--recipe", type=click.Path(dir_okay=False), help="Replay a saved recipe (JSON); flags given here override it.")
 @click.option("--work-dir", type=click.Path(file_okay=False), help="Stage outputs and checkpoints (default: STUDENT.work).")
@@ -128,7 +131,7 @@ def _recipe(ctx: click.Context, path, flags: dict):
         elif name == "no_recalibrate_bn":
             value = not value
         if section is None:
-            plan.seed = value
+            setattr(plan, key, value)
         else:
             setattr(sections[section], key, value)
     plan.prune.check()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 
+from onnxkd.commands.options import input_shape_option
 from onnxkd.errors import OnnxkdError
 
 CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
@@ -15,7 +17,7 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 
 @click.command(name="prune", short_help="Remove channels from a model's layers (ONNX in, smaller ONNX out).")
 @click.argument("model", type=click.Path())
-@click.option("--ratio", type=float, help="Fraction of channels removed from every prunable group, in [0, 1) (required unless --recipe gives it).")
+@click.option("--ratio", type=float, help="Fraction of channels removed from every prunable group, in [0, 1) (required unless --target-speedup or --recipe gives it).")
 @click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the pruned model.")
 @click.option("--criterion", type=click.Choice(CRITERIA), default="l1", show_default=True,
               help="Channel importance: weight norm over the whole group (l1, l2), BN scale, random, "
@@ -35,9 +37,26 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 @click.option("--prune-normalized", is_flag=True,
               help="Also cut hidden sizes normalised by LayerNormalization (residual stream, embeddings); "
                    "changes the statistics, so the student needs distillation.")
+@click.option("--target-speedup", type=click.FloatRange(min=0, min_open=True), metavar="X",
+              help="Instead of --ratio: the smallest ratio whose onnxruntime speed-up over MODEL is >= X, found by "
+                   "timing pruned candidates (bisection). The written model is the pruned one, not optimised.")
+@click.option("--max-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
+              help="--target-speedup: the largest ratio tried.")
+@click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--target-speedup: batch size the candidates are timed at.")
+@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
+              help="--target-speedup: execution provider to time on; auto = best available.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="--target-speedup: intra-op threads (0 = onnxruntime default).")
+@click.option("--optimize/--no-optimize", "optimize_candidates", default=True, show_default=True,
+              help="--target-speedup: time each candidate after `optimize` (fused activations), as compress ships "
+                   "it; the written model is still the pruned, unoptimised one.")
+@input_shape_option("--target-speedup: fix an input's dynamic dims for timing (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and plan as JSON.")
 def command(model, ratio, output, criterion, global_rank, round_to, ignore, recipe, seed, as_json,
-            prune_normalized=False, data=None, batch_size=32, max_batches=None, max_group_ratio=0.9) -> None:
+            prune_normalized=False, data=None, batch_size=32, max_batches=None, max_group_ratio=0.9,
+            target_speedup=None, max_ratio=0.9, latency_batch=1, provider="auto", threads=0,
+            optimize_candidates=True, input_shapes=()) -> None:
     """Prune MODEL's channels with ONNX-native dependency analysis and write the smaller model to OUTPUT.
 
     Coupled channels (residual adds, concats, depthwise convs, attention heads) are cut together;
@@ -49,37 +68,61 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
       onnxkd prune resnet50.onnx --ratio 0.5 -o resnet50-pruned.onnx
       onnxkd prune bert.onnx --ratio 0.3 --global --round-to 8 --ignore 'classifier' -o small.onnx
       onnxkd prune resnet50.onnx --ratio 0.5 --criterion taylor --data calib.npz --max-batches 8 -o small.onnx
+      onnxkd prune resnet50.onnx --target-speedup 1.5 -o resnet50-fast.onnx
     """
     from onnxkd.graph_passes.api import prune
     from onnxkd.model import check_output_path, has_external_data, save
 
-    options = from_recipe(click.get_current_context(), recipe, ratio=ratio, criterion=criterion,
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    options = from_recipe(ctx, recipe, ratio=ratio, criterion=criterion,
                           global_rank=global_rank, round_to=round_to, ignore=ignore, seed=seed,
                           prune_normalized=prune_normalized, max_group_ratio=max_group_ratio)
     ratio, criterion, prune_normalized = options["ratio"], options["criterion"], options["prune_normalized"]
-    if ratio is None:
-        raise OnnxkdError("--ratio is required (or a --recipe that gives it)")
-    if not 0 <= ratio < 1:
+    if target_speedup is not None:
+        # a recipe's ratio yields to --target-speedup like any recipe value to a flag; a typed --ratio conflicts
+        if ctx.get_parameter_source("ratio") == ParameterSource.COMMANDLINE:
+            raise OnnxkdError("--ratio and --target-speedup exclude each other: give one")
+    elif ratio is None:
+        raise OnnxkdError("--ratio or --target-speedup is required (or a --recipe that gives the ratio)")
+    elif not 0 <= ratio < 1:
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
     if options["round_to"] < 1:
         raise OnnxkdError(f"--round-to {options['round_to']}: must be >= 1")
     source, target = Path(model), check_output_path(output, {"input model": model})
     measured = _measured_importance(criterion, model, data, batch_size, max_batches, options["seed"],
                                     prune_normalized) if criterion in ("taylor", "kd") else {}
-    result = prune(model, ratio, criterion=criterion, global_rank=options["global_rank"], round_to=options["round_to"],
-                   ignore=options["ignore"], recipe=options["plan_recipe"], seed=options["seed"],
-                   prune_normalized=prune_normalized, max_group_ratio=options["max_group_ratio"], **measured)
+
+    def prune_at(at: float):
+        return prune(model, at, criterion=criterion, global_rank=options["global_rank"], round_to=options["round_to"],
+                     ignore=options["ignore"], recipe=options["plan_recipe"], seed=options["seed"],
+                     prune_normalized=prune_normalized, max_group_ratio=options["max_group_ratio"], **measured)
+
+    search = None
+    if target_speedup is not None:
+        from onnxkd.data import parse_input_shapes
+
+        search = _search_ratio(model, lambda at: prune_at(at).model, target_speedup, max_ratio, latency_batch,
+                               provider, threads, optimize_candidates, parse_input_shapes(input_shapes))
+        ratio = search.ratio
+    result = prune_at(ratio)  # again for the chosen ratio: only one candidate is ever held in memory
     try:
         save(result.model, target, external_data=True if has_external_data(source) else None)
     except OSError as exc:
         raise OnnxkdError(f"{output}: cannot write ({exc.strerror or exc})") from None
     if as_json:
-        click.echo(json.dumps({"output": str(target), "summary": result.summary,
-                               "plan": {str(k): v for k, v in result.plan.items()}}, indent=2))
+        report = {"output": str(target), "ratio": ratio, "summary": result.summary,
+                  "plan": {str(k): v for k, v in result.plan.items()}}
+        if search is not None:
+            report.update(target_speedup=target_speedup, speed_search=search.to_dict())
+        click.echo(json.dumps(report, indent=2))
         return
     from rich.console import Console
 
     console = Console()
+    if search is not None:
+        render_search(search, console)
     render_summary(result.summary, console)
     console.print(f"Wrote {target}", highlight=False)
 
@@ -111,6 +154,38 @@ def _measured_importance(criterion: str, model: str, data: str | None, batch_siz
 
     return {"gradients": initializer_gradients(prepared, dataset, batch_size=batch_size, max_batches=max_batches,
                                                progress=Console(stderr=True))}
+
+
+def _search_ratio(model: str, prune_at, target_speedup: float, max_ratio: float, batch: int, provider: str,
+                  threads: int, optimize_candidates: bool, input_shapes: dict):
+    """``search_ratio`` timed on onnxruntime against MODEL as given, with a spinner on a terminal."""
+    from rich.console import Console
+
+    from onnxkd.model import load
+    from onnxkd.validate.sessions import SessionConfig
+    from onnxkd.validate.speed_search import onnxruntime_speedup, search_ratio
+
+    prepare = None
+    if optimize_candidates:  # timed as compress ships them; the written model stays the plain pruned one
+        from onnxkd.graph_passes.optimize import optimize
+
+        def prepare(candidate):
+            return optimize(candidate).model
+
+    speedup_of = onnxruntime_speedup(model, SessionConfig(provider, threads), batch, input_shapes=input_shapes)
+    search = partial(search_ratio, prune_at, speedup_of, target_speedup, max_ratio, prepare=prepare,
+                     reference=load(model))  # MACs ratios against MODEL, like the prune summary's
+    console = Console(stderr=True)
+    if not console.is_terminal:  # like the other commands' progress bars: nothing when piped or tested
+        return search()
+    with console.status(f"Searching the ratio for a {target_speedup:g}x speed-up") as status:
+        def progress(at: float, candidate) -> None:
+            if candidate is None:
+                status.update(f"Timing candidate ratio {at:.3f}")
+            else:
+                console.print(f"candidate ratio {at:.3f}: speed-up {candidate.speedup:.2f}x", highlight=False)
+
+        return search(progress=progress)
 
 
 def from_recipe(ctx: click.Context, path: str | None, **flags) -> dict:
@@ -149,6 +224,23 @@ def render_summary(summary: dict[str, Any], console) -> None:
         ratio = f"{after / before:.3f}" if before and after is not None else "-"
         table.add_row("MACs" if key == "macs" else key, _num(before), _num(after), ratio)
     console.print(table)
+
+
+def render_search(search, console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"Speed search (target {search.target:g}x)", title_justify="left", title_style="bold",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    for header, justify in [("ratio", "right"), ("MACs ratio", "right"), ("speed-up", "right"), ("", "left")]:
+        table.add_column(header, justify=justify)
+    for c in sorted(search.candidates, key=lambda c: c.ratio):
+        macs = "-" if c.macs_ratio is None else f"{c.macs_ratio:.3f}"
+        chosen = "[green]<- chosen[/]" if c.ratio == search.ratio else ""
+        table.add_row(f"{c.ratio:.3f}", macs, f"{c.speedup:.2f}x", chosen)
+    console.print(table)
+    note = " (no channel needs to be cut: the unpruned model meets the target)" if search.ratio == 0 else ""
+    console.print(f"Chosen ratio {search.ratio:.3f}: speed-up {search.speedup:.2f}x{note}", highlight=False)
 
 
 def _num(value) -> str:

@@ -26,6 +26,9 @@ def render_compress(r: dict, console: Console) -> None:
     if "compress" not in r:
         return
     console.print(_rich(compress_tables.stages(r), wrap=1))
+    split = compress_tables.latency_split(r)
+    if split.rows:
+        console.print(_rich(split))
     for sentence in compress_tables.narrative(r):
         console.print(sentence, highlight=False)
 

@@ -35,19 +35,20 @@ class GeluErf(pattern.RewriteRuleClassBase):
 
 
 class GeluTanh(pattern.RewriteRuleClassBase):
-    """0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))"""
+    """0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), the cube as Pow(x, 3) or x * (x * x) (torch's)."""
 
-    def __init__(self, halve_first: bool):
-        super().__init__(f"GeluTanh{'Halved' if halve_first else ''}")
-        self.halve_first = halve_first
+    def __init__(self, halve_first: bool, cube_by_mul: bool):
+        super().__init__(f"GeluTanh{'Halved' if halve_first else ''}{'Mul' if cube_by_mul else 'Pow'}")
+        self.halve_first, self.cube_by_mul = halve_first, cube_by_mul
 
     def pattern(self, op, x, three, coeff, root, one, half):
-        inner = op.Mul(op.Add(x, op.Mul(op.Pow(x, three), coeff)), root)
+        cube = op.Mul(x, op.Mul(x, x)) if self.cube_by_mul else op.Pow(x, three)
+        inner = op.Mul(op.Add(x, op.Mul(cube, coeff)), root)
         gate = op.Add(op.Tanh(inner), one)
         return op.Mul(x, op.Mul(gate, half)) if self.halve_first else op.Mul(op.Mul(x, gate), half)
 
     def check(self, op, x, three, coeff, root, one, half, **_):
-        return (scalar_close(three, 3.0) and scalar_close(coeff, 0.044715) and scalar_close(root, math.sqrt(2 / math.pi))
+        return ((self.cube_by_mul or scalar_close(three, 3.0)) and scalar_close(coeff, 0.044715) and scalar_close(root, math.sqrt(2 / math.pi))
                 and scalar_close(one, 1.0) and scalar_close(half, 0.5))
 
     def rewrite(self, op, x, **_):
@@ -56,7 +57,7 @@ class GeluTanh(pattern.RewriteRuleClassBase):
 
 def _rules() -> pattern.RewriteRuleSet:
     erf = [GeluErf.rule(h, m) for h in (False, True) for m in (False, True)]
-    return pattern.RewriteRuleSet(erf + [GeluTanh.rule(h) for h in (False, True)], commute=True)
+    return pattern.RewriteRuleSet(erf + [GeluTanh.rule(h, c) for h in (False, True) for c in (False, True)], commute=True)
 
 
 GELU = Fusion("Gelu", min_opset=20, rules=_rules)

@@ -1,0 +1,468 @@
+"""Speed efficiency: are pruned students as fast as their MACs say?
+
+For every test architecture (the zoo, both exporters, and the ONNX-zoo light models) the teacher is
+pruned at ``--ratio`` and four models are timed with onnxruntime on the CPU, interleaved in a rotating
+order (warm-up excluded, medians over rounds): T = the teacher as given, T* = the teacher optimized
+(``graph_passes.optimize``), S = the pruned student, S* = the pruned student optimized. Speed-ups are
+ratios of medians against T (or T*), and an efficiency is a speed-up divided by the MACs reduction:
+1.0 means the student is exactly as fast as its MACs say. The pruning-only efficiency
+((T*/S*) / MACs reduction) keeps fusion gains from passing for pruning gains.
+
+Section 2 ("round-to") prunes the zoo CNNs and a few light models at ``round_to`` 1, 8 and 16 to choose
+the default of ``--round-to``: onnxruntime's NCHWc convolutions work on blocks of 16 channels with
+AVX-512 (8 with AVX2), so channel counts off the block may cost more than their MACs. Section 3
+(``--target-speedup``) runs ``onnxkd.validate.speed_search.search_ratio`` on two zoo models and
+re-measures the chosen student independently.
+
+Goal: efficiency with optimize close to 1 (median) on CNNs and transformers; every model prunes and
+optimizes. Figures are ratios within one run (DESIGN.md, "Performance method"), never absolute times.
+
+    python benchmarks/speed_efficiency.py [--ratio 0.5] [--batches 1,8] [--threads 2] [--rounds 200]
+        [--budget 3] [--round-to 1] [--only REGEX] [--target-speedup 1.5,2.0] [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import re
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from onnxkd.graph_passes.api import prune  # noqa: E402
+from onnxkd.graph_passes.optimize import optimize  # noqa: E402
+from onnxkd.model import to_proto  # noqa: E402
+from onnxkd.validate.sessions import SessionConfig, session_options  # noqa: E402
+
+LIGHT = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",
+         "vgg19", "zfnet512"]
+ROUND_TO = (1, 8, 16)
+ROUND_TO_LIGHT = ["resnet50", "squeezenet", "shufflenet"]  # residual, fire-module and grouped/shuffle CNNs
+SEARCH_MODELS = ["resnet-legacy", "mobilenetv3w-legacy"]
+VARIANTS = ("T", "T*", "S", "S*")
+
+
+# --------------------------------------------------------------------------- models and inputs
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    family: str  # "cnn" or "transformer"
+    path: Path
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dims: tuple[int | None, ...]  # None: dynamic
+    integer: bool
+
+
+def cases(folder: Path, exporters: tuple[str, ...], light: list[str]) -> list[Case]:
+    import torch
+
+    torch.set_num_threads(1)  # exports only; keep torch's thread pool from competing with onnxruntime
+    import models as zoo
+    from light_models import light_model_path
+
+    rows = [Case(f"{name}-{exporter}", arch.family, zoo.export(name, folder, exporter))
+            for name, arch in zoo.ZOO.items() for exporter in exporters]
+    return rows + [Case(f"light_{n}", "cnn", light_model_path(n)) for n in light]
+
+
+def input_specs(path: Path) -> list[InputSpec]:
+    proto = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in proto.graph.initializer}
+    return [InputSpec(v.name, tuple(d.dim_value if d.HasField("dim_value") else None
+                                    for d in v.type.tensor_type.shape.dim),
+                      v.type.tensor_type.elem_type == onnx.TensorProto.INT64)
+            for v in proto.graph.input if v.name not in inits]
+
+
+def possible_batches(specs: list[InputSpec], wanted: list[int]) -> list[int]:
+    """A batch dim written as a number (the light models fix it at 1) allows only that batch size."""
+    fixed = {s.dims[0] for s in specs if s.dims and s.dims[0] is not None}
+    return [b for b in wanted if not fixed or fixed == {b}]
+
+
+def shapes_at(specs: list[InputSpec], batch: int) -> dict[str, list[int]]:
+    # other dynamic dims (none in the zoo: sequence and image sizes are fixed at export) count as 1
+    return {s.name: [batch if i == 0 and d is None else (d or 1) for i, d in enumerate(s.dims)] for s in specs}
+
+
+def feeds(specs: list[InputSpec], batch: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    shapes = shapes_at(specs, batch)
+    return {s.name: rng.integers(0, 10, shapes[s.name]).astype(np.int64) if s.integer
+            else rng.standard_normal(shapes[s.name]).astype(np.float32) for s in specs}
+
+
+# --------------------------------------------------------------------------- the four models
+
+
+@dataclass
+class Variants:
+    sources: dict[str, str | bytes] = field(default_factory=dict)  # label -> path (T) or serialized model
+    macs_reduction: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def serialize(model) -> bytes:
+    return to_proto(model).SerializeToString()
+
+
+def build_variants(case: Case, ratio: float, round_to: int, shapes: dict[str, list[int]]) -> Variants:
+    """T, T*, S and S* as onnxruntime sources; a stage that fails drops its models and says why."""
+    out = Variants(sources={"T": str(case.path)})
+    try:
+        out.sources["T*"] = serialize(optimize(case.path).model)
+    except Exception as exc:  # noqa: BLE001  (a benchmark reports failures, it does not stop on them)
+        out.errors.append(f"{case.name}: optimize(teacher) failed: {_first_line(exc)}")
+    try:
+        result = prune(case.path, ratio, round_to=round_to, input_shapes=shapes)
+    except Exception as exc:  # noqa: BLE001
+        out.errors.append(f"{case.name}: prune failed: {_first_line(exc)}")
+        return out
+    before, after = result.summary.get("macs_before"), result.summary.get("macs_after")
+    out.macs_reduction = before / after if before and after else None
+    out.sources["S"] = serialize(result.model)
+    try:
+        out.sources["S*"] = serialize(optimize(result.model).model)
+    except Exception as exc:  # noqa: BLE001
+        out.errors.append(f"{case.name}: optimize(student) failed: {_first_line(exc)}")
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass(frozen=True)
+class Protocol:
+    warmup: int = 3  # untimed rounds (every model once per round), after session creation
+    rounds: int = 200  # timed rounds, at most
+    budget_s: float = 3.0  # ... or this much timed wall time for all models of one case together
+    min_rounds: int = 5  # a slow model still gets this many rounds, so a median means something
+
+
+def make_session(source: str | bytes, threads: int) -> ort.InferenceSession:
+    options = session_options(SessionConfig(provider="cpu", threads=threads, graph_opt="all"))
+    # Idle sessions' workers would otherwise spin for a while after each run and steal one of the two
+    # cores from the next model in the rotation: interleaving must not make models slow each other down.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def time_rotated(runs: dict[str, Callable[[], object]], protocol: Protocol) -> dict[str, float]:
+    """Median ms per model; each round runs every model once, starting one model later than the round before,
+    so slow drifts of the machine and cache effects of the previous model hit all models alike."""
+    labels = list(runs)
+    for _ in range(protocol.warmup):
+        for label in labels:
+            runs[label]()
+    samples: dict[str, list[float]] = {label: [] for label in labels}
+    spent_ns = 0
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # a collection inside one model's run would be charged to that model alone
+    try:
+        for i in range(protocol.rounds):
+            if i >= protocol.min_rounds and spent_ns >= protocol.budget_s * 1e9:
+                break
+            shift = i % len(labels)
+            for label in labels[shift:] + labels[:shift]:
+                start = time.perf_counter_ns()
+                runs[label]()
+                elapsed = time.perf_counter_ns() - start
+                samples[label].append(elapsed / 1e6)
+                spent_ns += elapsed
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
+def measure(sources: dict[str, str | bytes], inputs: dict[str, np.ndarray], protocol: Protocol, threads: int,
+            errors: list[str], name: str) -> dict[str, float]:
+    """Median ms per model that loads and runs in onnxruntime; the others are left out with an error line."""
+    runs = {}
+    for label, source in sources.items():
+        try:
+            session = make_session(source, threads)
+            session.run(None, inputs)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{name}: {label} does not run in onnxruntime: {_first_line(exc)}")
+            continue
+        runs[label] = (lambda s=session: s.run(None, inputs))
+    return time_rotated(runs, protocol) if runs else {}
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    return numerator / denominator if numerator and denominator else None
+
+
+# --------------------------------------------------------------------------- section 1: efficiency
+
+EFFICIENCY_COLUMNS = [("macs_reduction", "MACs red."), ("speedup_s", "T/S"), ("speedup_s_opt", "T/S*"),
+                      ("fusion", "T/T*"), ("eff_s", "eff S"), ("eff_s_opt", "eff S*"), ("eff_prune", "eff prune")]
+
+
+def efficiency_row(case: Case, batch: int, macs_reduction: float | None, ms: dict[str, float]) -> dict:
+    t, t_opt, s, s_opt = (ms.get(v) for v in VARIANTS)
+    speedup_s, speedup_s_opt = ratio(t, s), ratio(t, s_opt)
+    return {"model": case.name, "family": case.family, "batch": batch, "macs_reduction": macs_reduction,
+            "speedup_s": speedup_s, "speedup_s_opt": speedup_s_opt, "fusion": ratio(t, t_opt),
+            "eff_s": ratio(speedup_s, macs_reduction), "eff_s_opt": ratio(speedup_s_opt, macs_reduction),
+            "eff_prune": ratio(ratio(t_opt, s_opt), macs_reduction), "ms": ms}
+
+
+def efficiency_section(models: list[Case], args, protocol: Protocol, errors: list[str]) -> list[dict]:
+    rows = []
+    for case in models:
+        specs = input_specs(case.path)
+        variants = build_variants(case, args.ratio, args.round_to, shapes_at(specs, 1))
+        errors += variants.errors
+        batches = possible_batches(specs, args.batches)
+        for batch in args.batches:
+            if batch not in batches:
+                rows.append({"model": case.name, "family": case.family, "batch": batch, "skipped": "fixed batch dim"})
+                continue
+            ms = measure(variants.sources, feeds(specs, batch), protocol, args.threads, errors, case.name)
+            rows.append(efficiency_row(case, batch, variants.macs_reduction, ms))
+        _progress(case.name)
+    return rows
+
+
+def median_rows(rows: list[dict], columns: list[str], batches: list[int]) -> list[dict]:
+    """Per batch size, the median of every column over the cnn rows, the transformer rows and all rows."""
+    out = []
+    for batch in batches:
+        for family in ("cnn", "transformer", None):
+            chosen = [r for r in rows if r["batch"] == batch and "skipped" not in r and family in (None, r["family"])]
+            if not chosen:
+                continue
+            row = {"model": f"median ({len(chosen)})", "family": family or "all", "batch": batch}
+            for column in columns:
+                values = [r[column] for r in chosen if r.get(column) is not None]
+                row[column] = statistics.median(values) if values else None
+            out.append(row)
+    return out
+
+
+# --------------------------------------------------------------------------- section 2: round-to
+
+ROUND_TO_COLUMNS = [(f"{kind}_{r}", f"{label} r{r}") for r in ROUND_TO
+                    for kind, label in (("macs_reduction", "MACs red."), ("speedup", "T/S*"))]
+
+
+def round_to_section(models: list[Case], args, protocol: Protocol, errors: list[str]) -> list[dict]:
+    """T against the optimized student at each round-to, the four models interleaved like section 1."""
+    rows = []
+    for case in models:
+        specs = input_specs(case.path)
+        sources: dict[str, str | bytes] = {"T": str(case.path)}
+        reductions = {}
+        for round_to in ROUND_TO:
+            try:
+                result = prune(case.path, args.ratio, round_to=round_to, input_shapes=shapes_at(specs, 1))
+                sources[f"S*{round_to}"] = serialize(optimize(result.model).model)
+                before, after = result.summary.get("macs_before"), result.summary.get("macs_after")
+                reductions[round_to] = ratio(before, after)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{case.name}: round-to {round_to}: {_first_line(exc)}")
+        for batch in possible_batches(specs, args.batches):
+            ms = measure(sources, feeds(specs, batch), protocol, args.threads, errors, case.name)
+            row = {"model": case.name, "family": case.family, "batch": batch, "ms": ms}
+            for round_to in ROUND_TO:
+                row[f"macs_reduction_{round_to}"] = reductions.get(round_to)
+                row[f"speedup_{round_to}"] = ratio(ms.get("T"), ms.get(f"S*{round_to}"))
+            rows.append(row)
+        _progress(case.name)
+    return rows
+
+
+# --------------------------------------------------------------------------- section 3: target speed-up
+
+
+def target_section(models: list[Case], args, protocol: Protocol, errors: list[str]) -> list[dict] | str:
+    """search_ratio picks the ratio for each target; the chosen student is then timed again against T in
+    fresh sessions, so the figure does not depend on the measurements the search happened to see."""
+    try:
+        from onnxkd.validate.speed_search import search_ratio
+    except ImportError as exc:
+        return f"skipped: onnxkd.validate.speed_search is not available ({_first_line(exc)})"
+    batch = args.batches[0]
+    steps = 3 if args.quick else 6
+    rows = []
+    for case in models:
+        specs = input_specs(case.path)
+        inputs = feeds(specs, batch)
+        shapes = shapes_at(specs, 1)
+        teacher = make_session(str(case.path), args.threads)
+
+        def prune_at(value: float):
+            return optimize(prune(case.path, value, round_to=args.round_to, input_shapes=shapes).model).model
+
+        def speedup_of(student) -> float:
+            # the benchmark's own interleaved protocol, at half the budget: the search times several students
+            session = make_session(serialize(student), args.threads)
+            search_protocol = Protocol(protocol.warmup, protocol.rounds, protocol.budget_s / 2, protocol.min_rounds)
+            ms = time_rotated({"T": lambda: teacher.run(None, inputs), "S*": lambda: session.run(None, inputs)},
+                              search_protocol)
+            return ms["T"] / ms["S*"]
+
+        for target in args.target_speedup:
+            try:
+                chosen = _chosen_ratio(search_ratio(prune_at, speedup_of, target, max_ratio=0.9, steps=steps))
+                student = prune_at(chosen)
+                ms = measure({"T": str(case.path), "S*": serialize(student)}, inputs, protocol, args.threads, errors,
+                             case.name)
+                rows.append({"model": case.name, "batch": batch, "target": target, "ratio": chosen,
+                             "speedup": ratio(ms.get("T"), ms.get("S*"))})
+            except Exception as exc:  # noqa: BLE001
+                errors.append(f"{case.name}: target {target}: {_first_line(exc)}")
+        _progress(case.name)
+    return rows
+
+
+def _chosen_ratio(result) -> float:
+    """search_ratio's answer: a ratio, a tuple starting with one, or an object with a ``ratio`` field."""
+    if isinstance(result, (int, float)):
+        return float(result)
+    if isinstance(result, tuple):
+        return float(result[0])
+    return float(result.ratio)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _progress(name: str) -> None:
+    print(f"  done {name}", file=sys.stderr, flush=True)
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def markdown(rows: list[dict], columns: list[tuple[str, str]], head: tuple[str, ...] = ("model", "family", "batch")
+             ) -> str:
+    lines = ["| " + " | ".join(list(head) + [label for _, label in columns]) + " |",
+             "|" + "---|" * len(head) + "---:|" * len(columns)]
+    for row in rows:
+        cells = [_cell(row.get(key)) for key in head]
+        cells += ["-"] * len(columns) if "skipped" in row else [_cell(row.get(key)) for key, _ in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def nchwc_block() -> str:
+    """onnxruntime's NCHWc block size on this CPU: 16 floats with AVX-512, 8 with AVX2."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if re.search(r"\bavx512f\b", flags):
+        return "16 (AVX-512 detected)"
+    if re.search(r"\bavx2\b", flags):
+        return "8 (AVX2 detected)"
+    return "unknown (neither AVX-512 nor AVX2 detected)"
+
+
+def report(results: dict, args, protocol: Protocol) -> None:
+    setup = (f"ratio {args.ratio}, round-to {args.round_to}, onnxruntime {ort.__version__} CPU, ORT_ENABLE_ALL, "
+             f"{args.threads} intra-op threads, 1 inter-op; warm-up {protocol.warmup} rounds, then up to "
+             f"{protocol.rounds} rounds or {protocol.budget_s:g} s per model and batch (min {protocol.min_rounds}); "
+             f"medians; -: not measured (fixed batch dim, or a failed stage)")
+    print(f"## Speed efficiency\n\n{setup}. T teacher, T* teacher optimized, S student, S* student optimized; "
+          "eff = speed-up / MACs reduction, eff prune = (T*/S*) / MACs reduction.\n")
+    efficiency = results["efficiency"]
+    columns = [key for key, _ in EFFICIENCY_COLUMNS]
+    print(markdown(efficiency + median_rows(efficiency, columns, args.batches), EFFICIENCY_COLUMNS))
+    if "round_to" in results:
+        print(f"\n## Round-to\n\nT/S* at round-to {', '.join(map(str, ROUND_TO))} (S* = student optimized), same "
+              f"protocol; NCHWc block size assumed {nchwc_block()}.\n")
+        rows = results["round_to"]
+        print(markdown(rows + median_rows(rows, [key for key, _ in ROUND_TO_COLUMNS], args.batches),
+                       ROUND_TO_COLUMNS))
+    if "target" in results:
+        print(f"\n## Target speed-up\n\nsearch_ratio (max ratio 0.9) at batch {args.batches[0]}, the chosen student "
+              "optimized and re-measured against T in fresh sessions.\n")
+        if isinstance(results["target"], str):
+            print(results["target"])
+        else:
+            print(markdown(results["target"], [("target", "target T/S*"), ("ratio", "chosen ratio"),
+                                               ("speedup", "measured T/S*")], head=("model", "batch")))
+    if results["errors"]:
+        print("\nproblems:")
+        for line in results["errors"]:
+            print(f"- {line}")
+    print(f"\ncommand: python benchmarks/speed_efficiency.py {shlex.join(sys.argv[1:])}".rstrip())
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _floats(text: str) -> list[float]:
+    return [float(x) for x in text.split(",") if x.strip()]
+
+
+def parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    parser.add_argument("--rounds", type=int, help="timed rounds per model and batch, at most (default 200)")
+    parser.add_argument("--budget", type=float, help="timed seconds per model and batch, all variants (default 3)")
+    parser.add_argument("--only", help="regular expression on the model names (e.g. 'mobilenetv3w|light_resnet')")
+    parser.add_argument("--round-to", type=int, default=1, help="passed to prune in sections 1 and 3")
+    parser.add_argument("--skip-round-to", action="store_true", help="leave out section 2")
+    parser.add_argument("--target-speedup", type=_floats, default=[], help="e.g. 1.5,2.0: run section 3")
+    parser.add_argument("--quick", action="store_true",
+                        help="legacy exports and light_squeezenet only, few rounds: for development, not figures")
+    parser.add_argument("--json", type=Path, help="also write every figure (and the medians in ms) here")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    protocol = Protocol(warmup=1, rounds=20, budget_s=0.5) if args.quick else Protocol()
+    protocol = Protocol(protocol.warmup, args.rounds or protocol.rounds, args.budget or protocol.budget_s,
+                        protocol.min_rounds)
+    exporters = ("legacy",) if args.quick else ("legacy", "dynamo")
+    light = ["squeezenet"] if args.quick else LIGHT
+    wanted = re.compile(args.only) if args.only else None
+    with tempfile.TemporaryDirectory(prefix="speed_efficiency_") as work:
+        models = [c for c in cases(Path(work) / "zoo", exporters, light) if not wanted or wanted.search(c.name)]
+        errors: list[str] = []
+        results: dict = {"efficiency": efficiency_section(models, args, protocol, errors)}
+        if not args.skip_round_to:
+            chosen = [c for c in models if c.name.endswith("-legacy") and c.family == "cnn"
+                      or c.name.removeprefix("light_") in ROUND_TO_LIGHT]
+            results["round_to"] = round_to_section(chosen, args, protocol, errors)
+        if args.target_speedup:
+            chosen = [c for c in models if c.name in SEARCH_MODELS]
+            results["target"] = target_section(chosen, args, protocol, errors)
+        results["errors"] = errors
+    report(results, args, protocol)
+    if args.json:
+        args.json.write_text(json.dumps({"command": sys.argv, "protocol": protocol.__dict__, **results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
