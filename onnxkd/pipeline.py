@@ -178,7 +178,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         write_report(body, staged_report)
     recipe_path = output.with_name(output.name.removesuffix(".onnx") + ".recipe.json")
     save_recipe(plan, work / "recipe.json", teacher_sha)
-    _move_into_place(work, output, staged_report, report_dir, recipe_path)
+    _move_into_place(work, final_path, output, staged_report, report_dir, recipe_path)
     return CompressResult(student_model, str(output), None if report_dir is None else str(report_dir),
                           str(recipe_path), body)
 
@@ -430,7 +430,8 @@ class _State:
 
 
 # what a run puts in its work folder (and all it ever deletes there: the folder may be the user's)
-WORK_FILES = (STATE, "pruned.onnx", "student.onnx", "recipe.json", "distill", "report")
+WORK_FILES = (STATE, "pruned.onnx", "student.onnx", "optimized.onnx", "teacher.optimized.onnx", "recipe.json",
+              "distill", "report")
 
 
 def _clear(work: Path) -> None:
@@ -444,8 +445,8 @@ def _clear(work: Path) -> None:
         work.rmdir()  # only when nothing else is in it
 
 
-def _move_into_place(work: Path, output: Path, staged_report: Path | None, report_dir: Path | None,
-                     recipe_path: Path) -> None:
+def _move_into_place(work: Path, student: Path, output: Path, staged_report: Path | None,
+                     report_dir: Path | None, recipe_path: Path) -> None:
     """Renames only, the student last: before it, a crash leaves the earlier outputs (if any) as they were.
     An existing report folder keeps whatever else is in it; its three report files are replaced."""
     if staged_report is not None:
@@ -455,7 +456,7 @@ def _move_into_place(work: Path, output: Path, staged_report: Path | None, repor
         else:
             os.replace(staged_report, report_dir)
     os.replace(work / "recipe.json", recipe_path)
-    os.replace(work / "student.onnx", output)
+    os.replace(student, output)
     _clear(work)
 
 

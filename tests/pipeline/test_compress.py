@@ -58,7 +58,11 @@ def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace
     report = json.loads((workspace / "teacher.report" / "report.json").read_text())
     assert report["schema_version"] == "1.1" and report["passed"] is True
     assert report["student"]["path"] == str(student)
-    assert [s["name"] for s in report["compress"]["stages"]] == ["prune", "distill", "validate"]
+    assert [s["name"] for s in report["compress"]["stages"]] == ["prune", "distill", "optimize", "validate"]
+    split = report["compress"]["optimize"]["latency"]["rows"]  # teacher optimized alone was timed too
+    assert [row["batch_size"] for row in split] == [1, 32]
+    assert all(row["fusion_speedup"] > 0 and row["speedup"] == pytest.approx(
+        report["speedup"]["p50"] if row["batch_size"] == 1 else report["speedup"]["batched"]["p50"]) for row in split)
     assert report["compress"]["prune"]["criterion"] == "kd"  # data and no choice: teacher-guided
     assert len(report["compress"]["distill"]["history"]) == 2
     assert report["accuracy"]["student"] == pytest.approx(
@@ -69,6 +73,7 @@ def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace
     pruned = report["compress"]["pruned_quality"]["accuracy"]["student"]
     assert pruned < report["accuracy"]["student"] - 0.2  # what distillation bought, measured by onnxruntime
     html = (workspace / "teacher.report" / "report.html").read_text()
+    assert "Where the speed-up comes from" in html
     assert "What was cut" in html and "What it bought" in html and "Training" in html and "Recipe" in html
     assert html.count("data:image/png;base64,") == 4  # channels, training curve, accuracy, latency
     md = (workspace / "teacher.report" / "report.md").read_text()
@@ -166,3 +171,25 @@ def test_data_free_compress_still_gives_a_valid_faster_student(workspace):
     assert r["compress"]["prune"]["criterion"] == "l1" and r["compress"]["distill"]["data"]["data_free"]
     assert r["speedup"]["macs_reduction"] > 2
     assert os.path.exists(result.student) and not (workspace / "teacher.report").exists()
+
+
+def test_compress_fuses_written_out_activations_and_keeps_the_gains_apart(zoo_model, tmp_path):
+    """A MobileNetV3 whose hard-swish is written out: the student ships with single HardSwish ops (onnxruntime
+    agrees with the unfused student), and the report times the teacher optimized alone."""
+    teacher = zoo_model("mobilenetv3w", "legacy")
+    result = onnxkd.compress(teacher, 0.5, None, epochs=1, output=tmp_path / "s.onnx", report=False,
+                             validate={"runs": 5, "time_budget": 0.2})
+    r = result.to_dict()["compress"]
+    assert [s["name"] for s in r["stages"]] == ["prune", "distill", "optimize", "validate"]
+    assert r["optimize"]["fused"]["HardSigmoid/HardSwish"] >= 10 and r["optimize"]["max_relative_difference"] < 1e-4
+    ops = [n.op_type for n in onnx.load(tmp_path / "s.onnx").graph.node]
+    assert "HardSwish" in ops and "Div" not in ops and "Clip" not in ops
+    assert read_plan(tmp_path / "s.onnx")  # the plan survives for later distillation
+    assert {row["batch_size"] for row in r["optimize"]["latency"]["rows"]} == {1, 32}
+
+
+def test_no_optimize_ships_the_distilled_student_as_is(workspace):
+    result = onnxkd.compress(workspace / "teacher.onnx", 0.5, None, epochs=1, report=False, optimize=False)
+    r = result.to_dict()
+    assert [s["name"] for s in r["compress"]["stages"]] == ["prune", "distill", "validate"]
+    assert r["compress"]["optimize"] is None and result.to_dict()["compress"]["recipe"]["optimize"] is False
