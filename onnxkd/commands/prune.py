@@ -70,10 +70,10 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
       onnxkd prune resnet50.onnx --ratio 0.5 --criterion taylor --data calib.npz --max-batches 8 -o small.onnx
       onnxkd prune resnet50.onnx --target-speedup 1.5 -o resnet50-fast.onnx
     """
+    from click.core import ParameterSource
+
     from onnxkd.graph_passes.api import prune
     from onnxkd.model import check_output_path, has_external_data, save
-
-    from click.core import ParameterSource
 
     ctx = click.get_current_context()
     options = from_recipe(ctx, recipe, ratio=ratio, criterion=criterion,

@@ -8,8 +8,8 @@ the ratio: the bisection only decides where to measure next; the answer is the s
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx_ir as ir
@@ -17,7 +17,7 @@ import onnx_ir as ir
 from onnxkd.data import input_specs, random_inputs
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import measure
-from onnxkd.model import ModelLike, load
+from onnxkd.model import ModelLike
 from onnxkd.validate import latency
 from onnxkd.validate.inference import batch_limit, run_once
 from onnxkd.validate.latency import LatencyProtocol
@@ -107,8 +107,8 @@ def _macs(model: ir.Model) -> int | None:
     return measure(model, "of")["macs_of"]  # the prune summary's own count (None where it cannot count)
 
 
-def onnxruntime_speedup(teacher: ModelLike, session_config: SessionConfig = SessionConfig(), batch: int = 1,
-                        protocol: LatencyProtocol = LatencyProtocol(), *,
+def onnxruntime_speedup(teacher: ModelLike, session_config: SessionConfig | None = None, batch: int = 1,
+                        protocol: LatencyProtocol | None = None, *,
                         input_shapes: Mapping[str, Sequence[int]] | None = None,
                         seed: int = 0) -> Callable[[ir.Model], float]:
     """``speedup_of`` for ``search_ratio``: p50(teacher) / p50(candidate) on onnxruntime, timed interleaved.
@@ -117,6 +117,7 @@ def onnxruntime_speedup(teacher: ModelLike, session_config: SessionConfig = Sess
     fed the same random inputs (a free batch dim becomes ``batch``, other dynamic dims need
     ``input_shapes``), so candidates differ only in the model.
     """
+    session_config, protocol = session_config or SessionConfig(), protocol or LatencyProtocol()
     t_model = load_model(teacher, "teacher")
     specs = input_specs(t_model.proto)
     if not specs:
@@ -126,7 +127,7 @@ def onnxruntime_speedup(teacher: ModelLike, session_config: SessionConfig = Sess
     run_once(t_session, feeds, "teacher")  # a bad input shape fails here, once, with the teacher's name
 
     def speedup_of(candidate: ir.Model) -> float:
-        c_model = load_model(load(candidate), "candidate")
+        c_model = load_model(candidate, "candidate")
         c_session, _ = create_session(c_model.source, session_config, "candidate")
         run_once(c_session, feeds, "candidate")  # the first run (allocation) is not a sample
         t_ms, c_ms = latency.time_interleaved(lambda: t_session.run(None, feeds), lambda: c_session.run(None, feeds),

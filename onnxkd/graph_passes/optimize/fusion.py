@@ -15,10 +15,32 @@ class Fusion:
     name: str  # what the report calls it, e.g. "HardSwish"
     min_opset: int  # default-domain opset the fused op needs; lower models are upgraded first
     rules: Callable[[], pattern.RewriteRuleSet]
+    anchors: frozenset[str]  # op types every match contains: a graph without any is not searched
 
     def apply(self, model: ir.Model) -> int:
         """Rewrite every match in place; the number of matches rewritten."""
+        if not any(node.op_type in self.anchors for node in model.graph.all_nodes()):
+            return 0  # the matcher costs (nodes x rule variants) even when nothing can match
+        constants_second(model.graph)
         return self.rules().apply_to_model(model)
+
+
+def constants_second(graph: ir.Graph) -> None:
+    """Put the constant operand of every Add and Mul second, in place (same function: both commute).
+
+    Rules can then be written for one operand order where a constant is involved; onnxscript's
+    ``commute=True`` instead tries every order of every Add/Mul, 2^n variants at each node.
+    """
+    for node in graph.all_nodes():
+        if node.op_type in ("Add", "Mul") and node.domain in ("", "ai.onnx") and len(node.inputs) == 2:
+            first, second = node.inputs
+            if _is_constant(first) and not _is_constant(second):
+                node.replace_input_with(0, second)
+                node.replace_input_with(1, first)
+
+
+def _is_constant(value: ir.Value | None) -> bool:
+    return value is not None and ir.convenience.get_const_tensor(value) is not None
 
 
 def scalar_close(value: ir.Value | None, expected: float, rel_tol: float = 1e-4) -> bool:

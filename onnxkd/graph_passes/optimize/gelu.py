@@ -3,6 +3,10 @@
 onnxruntime fuses both forms itself at its default optimisation level, so on onnxruntime this buys a
 smaller graph and faster session start, not faster runs; other runtimes (and onnxruntime at lower
 levels) see the single op.
+
+The rules expect constants as the second operand of Add and Mul (``Fusion.apply`` puts them there)
+and spell out the orders of the other operands, instead of ``commute=True``: a transformer has
+hundreds of Mul nodes and commuting these patterns made ~700 variants to try at each.
 """
 
 from __future__ import annotations
@@ -13,51 +17,83 @@ from onnxscript.rewriter import pattern
 
 from onnxkd.graph_passes.optimize.fusion import Fusion, scalar_close
 
+# Where the halving sits: torch writes (x * gate) * 0.5, HF's Python GELUs write (0.5 * x) * gate or
+# x * 0.5 * gate, others x * (gate * 0.5) or (x * gate) / 2. "x" and "gate" have the gate second or first.
+HALVINGS = ("product", "product_div", "x", "gate", "x_swapped", "gate_swapped")
+
+
+def _either(make, a, b):
+    """make(a, b) or make(b, a), for two computed operands (a and b are builders: a pattern node is not shared)."""
+    return pattern.OrValue([make(a(), b()), make(b(), a())])
+
+
+def _halved(op, x, gate, half, halving: str):
+    """x * gate * 1/2, with the halving at ``halving``; ``gate`` builds the other factor's pattern."""
+    if halving == "product":
+        return op.Mul(_either(op.Mul, lambda: x, gate), half)
+    if halving == "product_div":
+        return op.Div(_either(op.Mul, lambda: x, gate), half)
+    if halving == "x":
+        return op.Mul(op.Mul(x, half), gate())
+    if halving == "x_swapped":
+        return op.Mul(gate(), op.Mul(x, half))
+    if halving == "gate":
+        return op.Mul(x, op.Mul(gate(), half))
+    return op.Mul(op.Mul(gate(), half), x)
+
+
+def _half_ok(half, halving: str) -> bool:
+    return scalar_close(half, 2.0) if halving == "product_div" else scalar_close(half, 0.5)
+
 
 class GeluErf(pattern.RewriteRuleClassBase):
-    """x * (erf(x / sqrt(2)) + 1) * 0.5, the halving anywhere in the product."""
+    """x * (erf(x / sqrt(2)) + 1) / 2, or erf(x * (1/sqrt(2)))."""
 
-    def __init__(self, halve_first: bool, scale_by_mul: bool):
-        super().__init__(f"GeluErf{'Halved' if halve_first else ''}{'Mul' if scale_by_mul else 'Div'}")
-        self.halve_first, self.scale_by_mul = halve_first, scale_by_mul
+    def __init__(self, halving: str):
+        super().__init__(f"GeluErf_{halving}")
+        self.halving = halving
 
     def pattern(self, op, x, root, one, half):
-        scaled = op.Mul(x, root) if self.scale_by_mul else op.Div(x, root)
-        gate = op.Add(op.Erf(scaled), one)
-        return op.Mul(x, op.Mul(gate, half)) if self.halve_first else op.Mul(op.Mul(x, gate), half)
+        def gate():
+            scaled = pattern.OrValue([op.Div(x, root), op.Mul(x, root)], tag_var="scale_op", tag_values=("Div", "Mul"))
+            return op.Add(op.Erf(scaled), one)
 
-    def check(self, op, x, root, one, half, **_):
-        root_ok = scalar_close(root, 1 / math.sqrt(2)) if self.scale_by_mul else scalar_close(root, math.sqrt(2))
-        return root_ok and scalar_close(one, 1.0) and scalar_close(half, 0.5)
+        return _halved(op, x, gate, half, self.halving)
+
+    def check(self, op, x, root, one, half, scale_op, **_):
+        root_ok = scalar_close(root, math.sqrt(2) if scale_op == "Div" else 1 / math.sqrt(2))
+        return root_ok and scalar_close(one, 1.0) and _half_ok(half, self.halving)
 
     def rewrite(self, op, x, **_):
         return op.Gelu(x)
 
 
 class GeluTanh(pattern.RewriteRuleClassBase):
-    """0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), the cube as Pow(x, 3) or x * (x * x) (torch's)."""
+    """x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))) / 2, the cube as Pow(x, 3) or x * x * x (torch's)."""
 
-    def __init__(self, halve_first: bool, cube_by_mul: bool):
-        super().__init__(f"GeluTanh{'Halved' if halve_first else ''}{'Mul' if cube_by_mul else 'Pow'}")
-        self.halve_first, self.cube_by_mul = halve_first, cube_by_mul
+    def __init__(self, halving: str):
+        super().__init__(f"GeluTanh_{halving}")
+        self.halving = halving
 
     def pattern(self, op, x, three, coeff, root, one, half):
-        cube = op.Mul(x, op.Mul(x, x)) if self.cube_by_mul else op.Pow(x, three)
-        inner = op.Mul(op.Add(x, op.Mul(cube, coeff)), root)
-        gate = op.Add(op.Tanh(inner), one)
-        return op.Mul(x, op.Mul(gate, half)) if self.halve_first else op.Mul(op.Mul(x, gate), half)
+        def gate():
+            cube = pattern.OrValue([op.Pow(x, three), op.Mul(x, op.Mul(x, x)), op.Mul(op.Mul(x, x), x)],
+                                   tag_var="cube_op", tag_values=("Pow", "Mul", "Mul"))
+            inner = _either(op.Add, lambda: x, lambda: op.Mul(cube, coeff))
+            return op.Add(op.Tanh(op.Mul(inner, root)), one)
 
-    def check(self, op, x, three, coeff, root, one, half, **_):
-        return ((self.cube_by_mul or scalar_close(three, 3.0)) and scalar_close(coeff, 0.044715) and scalar_close(root, math.sqrt(2 / math.pi))
-                and scalar_close(one, 1.0) and scalar_close(half, 0.5))
+        return _halved(op, x, gate, half, self.halving)
+
+    def check(self, op, x, three, coeff, root, one, half, cube_op, **_):
+        return ((cube_op == "Mul" or scalar_close(three, 3.0)) and scalar_close(coeff, 0.044715)
+                and scalar_close(root, math.sqrt(2 / math.pi)) and scalar_close(one, 1.0) and _half_ok(half, self.halving))
 
     def rewrite(self, op, x, **_):
         return op.Gelu(x, approximate="tanh")
 
 
 def _rules() -> pattern.RewriteRuleSet:
-    erf = [GeluErf.rule(h, m) for h in (False, True) for m in (False, True)]
-    return pattern.RewriteRuleSet(erf + [GeluTanh.rule(h, c) for h in (False, True) for c in (False, True)], commute=True)
+    return pattern.RewriteRuleSet([rule.rule(halving) for rule in (GeluErf, GeluTanh) for halving in HALVINGS])
 
 
-GELU = Fusion("Gelu", min_opset=20, rules=_rules)
+GELU = Fusion("Gelu", min_opset=20, rules=_rules, anchors=frozenset({"Erf", "Tanh"}))

@@ -31,6 +31,21 @@ class HardSwishTimesSixth(pattern.RewriteRuleClassBase):
         return op.HardSwish(x)
 
 
+class HardSwishGateFirst(pattern.RewriteRuleClassBase):
+    """x * (clip(x + 3, 0, 6) / 6), or * (1/6): one HardSwish, counted once (not a HardSigmoid, then a HardSwish)."""
+
+    def pattern(self, op, x, bias, low, high, six):
+        clip = op.Clip(op.Add(x, bias), low, high)
+        return op.Mul(x, pattern.OrValue([op.Div(clip, six), op.Mul(clip, six)], tag_var="scale_op",
+                                         tag_values=("Div", "Mul")))
+
+    def check(self, op, x, bias, low, high, six, scale_op, **_):
+        return _relu6_of_x_plus_3(x, bias, low, high) and scalar_close(six, 6.0 if scale_op == "Div" else 1 / 6)
+
+    def rewrite(self, op, x, **_):
+        return op.HardSwish(x)
+
+
 class HardSigmoidTimesSixth(pattern.RewriteRuleClassBase):
     """clip(x + 3, 0, 6) * (1/6)"""
 
@@ -62,10 +77,10 @@ def _rules() -> pattern.RewriteRuleSet:
     # Whole HardSwish patterns first, so their Clip/Div is not taken by a HardSigmoid rule alone
     # (Mul(x, HardSigmoid(x)) would still become HardSwish, but only with alpha 1/6 exactly).
     return pattern.RewriteRuleSet(
-        [HardSwishTimesSixth.rule(), *fuse_hardswish_rules().rules, HardSigmoidTimesSixth.rule(),
+        [HardSwishTimesSixth.rule(), HardSwishGateFirst.rule(), *fuse_hardswish_rules().rules, HardSigmoidTimesSixth.rule(),
          AffineClipToHardSigmoid.rule()],
         commute=True,
     )
 
 
-HARD_ACTIVATIONS = Fusion("HardSigmoid/HardSwish", min_opset=14, rules=_rules)
+HARD_ACTIVATIONS = Fusion("HardSigmoid/HardSwish", min_opset=14, rules=_rules, anchors=frozenset({"Clip", "HardSigmoid"}))

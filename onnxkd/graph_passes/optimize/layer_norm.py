@@ -15,7 +15,8 @@ from onnxscript.rewriter import pattern
 from onnxkd.graph_passes.optimize.fusion import Fusion, scalar, scalar_close
 
 
-def _reduces_last_axis(mean: ir.Value) -> bool:
+def _reduces_last_axis(mean: ir.Value, rank: int | None) -> bool:
+    """``rank``: the normalised input's (the variance's input, x - mean squared, often has no shape recorded)."""
     node = mean.producer()
     if node is None or node.attributes.get_int("keepdims", 1) != 1:
         return False
@@ -23,7 +24,6 @@ def _reduces_last_axis(mean: ir.Value) -> bool:
     if axes is None and len(node.inputs) > 1:  # opset 18: axes as an input
         tensor = ir.convenience.get_const_tensor(node.inputs[1]) if node.inputs[1] is not None else None
         axes = None if tensor is None else [int(a) for a in tensor.numpy().reshape(-1)]
-    rank = node.inputs[0].shape.rank() if node.inputs[0].shape is not None else None
     return axes is not None and len(axes) == 1 and (axes[0] == -1 or (rank is not None and axes[0] == rank - 1))
 
 
@@ -39,8 +39,9 @@ class LayerNormWritten(pattern.RewriteRuleClassBase):
         return op.Add(op.Mul(normalised, scale), bias)
 
     def check(self, op, x, two, eps, scale, bias, mean, variance, **_):
-        if not (scalar_close(two, 2.0) and scalar(eps) is not None and _reduces_last_axis(mean)
-                and _reduces_last_axis(variance)):
+        rank = x.shape.rank() if x.shape is not None else None
+        if not (scalar_close(two, 2.0) and scalar(eps) is not None and _reduces_last_axis(mean, rank)
+                and _reduces_last_axis(variance, rank)):
             return False
         width = x.shape[-1] if x.shape is not None and x.shape.rank() else None
         for weight in (scale, bias):
@@ -56,4 +57,5 @@ class LayerNormWritten(pattern.RewriteRuleClassBase):
 
 
 LAYER_NORM = Fusion("LayerNormalization", min_opset=17,
-                    rules=lambda: pattern.RewriteRuleSet([LayerNormWritten.rule()], commute=True))
+                    rules=lambda: pattern.RewriteRuleSet([LayerNormWritten.rule()], commute=True),
+                    anchors=frozenset({"ReduceMean"}))

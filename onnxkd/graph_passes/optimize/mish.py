@@ -19,4 +19,5 @@ class MishWritten(pattern.RewriteRuleClassBase):
         return op.Mish(x)
 
 
-MISH = Fusion("Mish", min_opset=18, rules=lambda: pattern.RewriteRuleSet([MishWritten.rule()], commute=True))
+MISH = Fusion("Mish", min_opset=18, rules=lambda: pattern.RewriteRuleSet([MishWritten.rule()], commute=True),
+              anchors=frozenset({"Softplus"}))

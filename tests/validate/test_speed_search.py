@@ -1,0 +1,202 @@
+"""``search_ratio`` (with injected speed-ups, so the choice is deterministic) and ``prune --target-speedup``.
+
+Candidates are real prunes of the digits teacher; only the clock is faked, except in the onnxruntime
+and CLI tests, whose targets are met by a wide margin so that timing noise cannot flip them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.api import prune, read_plan
+from onnxkd.graph_passes.metrics import count_macs
+from onnxkd.model import load
+from onnxkd.validate.latency import LatencyProtocol
+from onnxkd.validate.speed_search import onnxruntime_speedup, search_ratio
+
+
+@pytest.fixture(scope="module")
+def pruner(digits):
+    """``prune_at`` over the digits teacher (cached per ratio), and ``ratio_of`` to look a candidate's ratio up."""
+    teacher = load(digits["teacher"])
+    cache: dict[float, object] = {}
+    ratios: dict[int, float] = {}
+
+    def prune_at(ratio: float):
+        if ratio not in cache:
+            cache[ratio] = prune(teacher, ratio).model
+            ratios[id(cache[ratio])] = ratio
+        return cache[ratio]
+
+    def ratio_of(model) -> float:
+        return ratios[id(model)]
+
+    return prune_at, ratio_of, teacher
+
+
+def macs(model) -> int:
+    return sum(count_macs(model).values())
+
+
+def test_chosen_ratio_is_the_smallest_measured_candidate_meeting_the_target(pruner):
+    prune_at, _, teacher = pruner
+    base = macs(teacher)
+
+    def speedup_of(model):  # an ideal device: time proportional to MACs
+        return base / macs(model)
+
+    search = search_ratio(prune_at, speedup_of, target=3.0, steps=5, reference=teacher)
+    assert [c.ratio for c in search.candidates[:3]] == [0.9, 0.0, 0.45]  # max first, then 0, then bisection
+    assert len(search.candidates) == 2 + 5
+    meeting = [c for c in search.candidates if c.speedup >= 3.0]
+    assert search.ratio == min(c.ratio for c in meeting) and search.speedup >= 3.0
+    assert all(c.speedup < 3.0 for c in search.candidates if c.ratio < search.ratio)
+    for c in search.candidates:  # MACs ratios recounted independently
+        assert c.macs_ratio == pytest.approx(macs(prune_at(c.ratio)) / base)
+        assert c.speedup == pytest.approx(1 / c.macs_ratio)
+    data = json.loads(json.dumps(search.to_dict()))
+    assert data["target"] == 3.0 and data["ratio"] == search.ratio and len(data["candidates"]) == 7
+
+
+def test_unreachable_target_names_the_best_speedup_and_its_ratio(pruner):
+    prune_at, ratio_of, _ = pruner
+    seen = []
+    with pytest.raises(OnnxkdError) as caught:
+        search_ratio(prune_at, lambda m: 1 + 2 * ratio_of(m), target=5.0, max_ratio=0.8,
+                     progress=lambda r, c: seen.append((r, c)))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "5x" in message and "2.60x" in message and "ratio 0.8" in message
+    assert "--target-speedup" in message and "--max-ratio" in message
+    assert [r for r, _ in seen] == [0.8, 0.8]  # only the largest ratio was timed: nothing smaller can do better
+
+
+def test_ratio_zero_when_the_unpruned_model_meets_the_target(pruner):
+    prune_at, ratio_of, _ = pruner
+    search = search_ratio(prune_at, lambda m: 1.2 + ratio_of(m), target=1.1)
+    assert search.ratio == 0.0 and search.speedup == pytest.approx(1.2)
+    assert [c.ratio for c in search.candidates] == [0.9, 0.0]  # no bisection needed
+
+
+def test_non_monotone_speedups_choose_the_smallest_meeting_candidate_not_the_last_point(pruner):
+    prune_at, ratio_of, _ = pruner
+    # Bisection visits 0.45 (meets), then 0.225 (fails), 0.3375 (fails), 0.39375 (fails): the last
+    # point fails, and the answer is the earlier 0.45. A noise spike at 0.16875 is not visited.
+    table = {0.9: 4.0, 0.0: 1.0, 0.45: 2.5, 0.225: 1.5, 0.3375: 1.9, 0.39375: 1.95}
+    search = search_ratio(prune_at, lambda m: table[round(ratio_of(m), 6)], target=2.0, steps=4)
+    assert [c.ratio for c in search.candidates] == pytest.approx(list(table))
+    assert search.ratio == 0.45 and search.speedup == 2.5
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_noisy_speedups_always_give_the_smallest_meeting_candidate(pruner, seed):
+    prune_at, ratio_of, _ = pruner
+    rng = np.random.default_rng(seed)
+
+    def speedup_of(model):  # roughly monotone, with large seeded noise
+        return 1 + 3 * ratio_of(model) + rng.normal(0, 0.4)
+
+    try:
+        search = search_ratio(prune_at, speedup_of, target=2.5)
+    except OnnxkdError:
+        return  # noise pushed the largest ratio below the target: the error is the right answer
+    meeting = [c.ratio for c in search.candidates if c.speedup >= 2.5]
+    assert search.ratio == min(meeting)
+    assert next(c.speedup for c in search.candidates if c.ratio == search.ratio) == search.speedup >= 2.5
+
+
+def test_prepare_is_applied_to_every_candidate_before_timing_macs_on_the_pruned_model(pruner):
+    prune_at, ratio_of, teacher = pruner
+    prepared, timed = {}, []
+
+    def prepare(model):
+        copy = prune(model, 0.0).model  # a different object, as optimize returns
+        prepared[id(copy)] = ratio_of(model)
+        return copy
+
+    def speedup_of(model):
+        timed.append(id(model))
+        return 1 + 3 * prepared[id(model)]
+
+    search = search_ratio(prune_at, speedup_of, target=2.0, steps=3, prepare=prepare, reference=teacher)
+    assert len(timed) == len(search.candidates) == 5 and all(t in prepared for t in timed)
+    assert search.candidates[0].macs_ratio == pytest.approx(macs(prune_at(0.9)) / macs(teacher))
+
+
+def test_bad_arguments_are_user_errors(pruner):
+    prune_at, _, _ = pruner
+    for kwargs in ({"target": 0.0}, {"target": 2.0, "max_ratio": 1.0}, {"target": 2.0, "steps": -1}):
+        with pytest.raises(OnnxkdError):
+            search_ratio(prune_at, lambda m: 1.0, **kwargs)
+
+
+def test_onnxruntime_speedup_times_candidates_against_the_teacher(digits, pruner):
+    prune_at, _, teacher = pruner
+    speedup_of = onnxruntime_speedup(digits["teacher"], batch=2, protocol=LatencyProtocol(warmup=2, runs=20, budget_s=0.2))
+    assert 0.5 < speedup_of(teacher) < 2.0  # the teacher against itself
+    assert speedup_of(prune_at(0.9)) > 1.2  # 1% of the MACs
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    from onnxkd.cli import main
+
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("flags", [["--ratio", "0.5", "--target-speedup", "1.5"], []])
+def test_cli_ratio_xor_target_speedup(digits, tmp_path, capsys, flags):
+    out = tmp_path / "out.onnx"
+    code, _, stderr = cli(capsys, "prune", str(digits["teacher"]), *flags, "-o", str(out))
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("Error: ") and "--target-speedup" in lines[0]
+    assert not out.exists()
+
+
+def test_cli_unreachable_target_is_one_line_error_and_no_output(digits, tmp_path, capsys):
+    out = tmp_path / "out.onnx"
+    code, _, stderr = cli(capsys, "prune", str(digits["teacher"]), "--target-speedup", "1000", "-o", str(out))
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("Error: --target-speedup 1000x not reached"), stderr
+    assert "ratio 0.9" in lines[0]
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_reachable_target_writes_the_pruned_model_and_json(zoo_model, tmp_path, capsys):
+    recipe = tmp_path / "recipe.json"  # a recipe's ratio yields to --target-speedup
+    recipe.write_text(json.dumps({"prune": {"ratio": 0.3}}))
+    out = tmp_path / "fast.onnx"
+    code, stdout, stderr = cli(capsys, "prune", str(zoo_model("resnet", "legacy")), "--target-speedup", "1.2",
+                               "--recipe", str(recipe), "--threads", "1", "-o", str(out), "--json")
+    assert code == 0, stderr
+    onnx.checker.check_model(str(out), full_check=True)
+    data = json.loads(stdout)
+    search = data["speed_search"]
+    assert data["target_speedup"] == 1.2 and search["target"] == 1.2
+    assert search["candidates"][0]["ratio"] == 0.9 and search["ratio"] == data["ratio"]
+    assert search["speedup"] >= 1.2
+    assert all(data["plan"][str(gid)] == kept for gid, kept in read_plan(out).items())  # ({} at ratio 0)
+    chosen = next(c for c in search["candidates"] if c["ratio"] == data["ratio"])
+    assert data["summary"]["macs_after"] == pytest.approx(chosen["macs_ratio"] * data["summary"]["macs_before"])
+
+
+def test_cli_table_marks_the_chosen_ratio(digits, tmp_path, capsys):
+    out = tmp_path / "fast.onnx"
+    code, stdout, stderr = cli(capsys, "prune", str(digits["teacher"]), "--target-speedup", "1.01", "--no-optimize",
+                               "-o", str(out))
+    assert code == 0, stderr
+    assert "Speed search (target 1.01x)" in stdout and "<- chosen" in stdout and "Chosen ratio" in stdout
+    assert "MACs ratio" in stdout and "Wrote" in stdout
