@@ -39,7 +39,8 @@ FLAT_OPTIONS = {
     "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "steps": ("prune", "steps"),
     "global_rank": ("prune", "global_rank"), "max_group_ratio": ("prune", "max_group_ratio"),
     "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
-    "prune_normalized": ("prune", "prune_normalized"),
+    "prune_normalized": ("prune", "prune_normalized"), "target_speedup": ("prune", "target_speedup"),
+    "max_ratio": ("prune", "max_ratio"), "latency_batch": ("prune", "latency_batch"),
     "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
     "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "hints": ("distill", "hints"),
     "device": ("distill", "device"), "bf16": ("distill", "bf16"),
@@ -96,12 +97,15 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     pruned_path = work / "pruned.onnx"
     if state.done("prune"):
         prune_info = state.results["prune"]
+        plan.prune.ratio, plan.prune.target_speedup = prune_info["ratio"], None  # a searched ratio stays found
         say(f"[1/5] prune: done before ({pruned_path}), resuming")
     else:
-        say(f"[1/5] prune: ratio {plan.prune.ratio:g}, criterion {plan.prune.criterion_for(train is not None)}"
+        aim = (f"target speed-up {plan.prune.target_speedup:g}x at batch {plan.prune.latency_batch}"
+               if plan.prune.target_speedup is not None else f"ratio {plan.prune.ratio:g}")
+        say(f"[1/5] prune: {aim}, criterion {plan.prune.criterion_for(train is not None)}"
             + (f", {plan.prune.steps} steps" if plan.prune.steps > 1 else ""))
         clock = time.perf_counter()
-        pruned_model, prune_info = _prune(teacher_model, plan, train, val, progress)
+        pruned_model, prune_info = _prune(teacher_model, plan, train, val, input_shapes, progress)
         model_io.save(pruned_model, pruned_path)
         prune_info["seconds"] = time.perf_counter() - clock
         state.complete("prune", prune_info)
@@ -186,7 +190,8 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
 # --------------------------------------------------------------------------- the stages
 
 
-def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset | None, progress) -> tuple[ir.Model, dict]:
+def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset | None, input_shapes,
+           progress) -> tuple[ir.Model, dict]:
     """The pruned student and what the report says about it."""
     from onnxkd.graph_passes.api import channel_groups, measure, prune
 
@@ -195,6 +200,13 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
     common = dict(global_rank=options.global_rank, max_group_ratio=options.max_group_ratio,
                   round_to=options.round_to, ignore=options.ignore,
                   recipe=options.plan_recipe(), seed=plan.seed, prune_normalized=options.prune_normalized)
+    one_shot_scores = options.steps == 1 or options.target_speedup is not None
+    measured = _measured(criterion, teacher, train, options, plan.seed, progress) if one_shot_scores else {}
+    search = None
+    if options.target_speedup is not None:  # the ratio is found by timing candidates, then used as if given
+        search = _search(teacher, plan, lambda at: prune(teacher, at, criterion=criterion, **common, **measured).model,
+                         input_shapes, progress)
+        options.ratio, options.target_speedup = search.ratio, None  # the saved recipe replays the ratio found
     if options.steps > 1:
         from onnxkd.distill.iterative import iterative_prune
 
@@ -204,7 +216,6 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
                                  config=between, progress=progress, **common)
         model, kept, steps = result.model, result.plan, result.steps
     else:
-        measured = _measured(criterion, teacher, train, options, plan.seed, progress)
         one_shot = prune(teacher, options.ratio, criterion=criterion, **common, **measured)
         model, kept, steps = one_shot.model, one_shot.plan, []
     _, groups = channel_groups(teacher, options.prune_normalized)
@@ -220,7 +231,28 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
              "status": "frozen" if g.frozen is not None else
                        ("pruned" if g.id in kept and len(kept[g.id]) < g.size else "whole"),
              "reason": g.frozen or ("single channel" if g.size < 2 else "")} for g in groups]
-    return model, {"criterion": criterion, "ratio": options.ratio, "steps": steps, "summary": summary, "groups": rows}
+    return model, {"criterion": criterion, "ratio": options.ratio, "steps": steps, "summary": summary, "groups": rows,
+                   "speed_search": search.to_dict() if search is not None else None}
+
+
+def _search(teacher: ir.Model, plan: Recipe, prune_at, input_shapes, progress):
+    """The smallest ratio meeting ``target_speedup``, timed like validation times (provider, threads,
+    protocol), candidates optimized when the student will be."""
+    from onnxkd.validate.latency import LatencyProtocol
+    from onnxkd.validate.sessions import SessionConfig
+    from onnxkd.validate.speed_search import timed_search
+
+    v, p = plan.validate, plan.prune
+    say = _Say(progress)
+
+    def report(at: float, candidate) -> None:
+        if candidate is not None:
+            say(f"      candidate ratio {at:.3f}: speed-up {candidate.speedup:.2f}x")
+
+    return timed_search(teacher, prune_at, p.target_speedup, max_ratio=p.max_ratio, batch=p.latency_batch,
+                        session_config=SessionConfig(v.provider, v.threads, v.graph_opt),
+                        protocol=LatencyProtocol(warmup=v.warmup, runs=v.runs, budget_s=v.time_budget),
+                        optimize_candidates=plan.optimize, input_shapes=input_shapes, progress=report)
 
 
 def _measured(criterion: str, teacher: ir.Model, train: Dataset | None, options: PruneOptions, seed: int,
@@ -327,6 +359,8 @@ def _recipe(recipe, options: dict) -> Recipe:
             _set(sections[section], key, value, section)
         else:
             raise OnnxkdError(f"compress: unknown option {name!r}")
+    if "ratio" in options and options.get("target_speedup") is not None:
+        raise OnnxkdError("compress: ratio and target_speedup exclude each other: give one")
     plan.distill = replace(plan.distill, seed=plan.seed)  # one seed for the run; also re-checks the options
     plan.prune.check()
     return plan

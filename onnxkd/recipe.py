@@ -45,6 +45,11 @@ class PruneOptions:
     ignore: str | None = None
     overrides: dict[str, float] = field(default_factory=dict)
     prune_normalized: bool = False
+    # Instead of ratio: the smallest ratio whose measured onnxruntime speed-up (batch latency_batch) is at
+    # least this. The saved recipe holds the ratio found, so a replay gives the same plan without timing.
+    target_speedup: float | None = None
+    max_ratio: float = 0.9  # the largest ratio the search tries
+    latency_batch: int = 1
 
     def check(self) -> None:
         if not 0 <= self.ratio < 1:
@@ -55,6 +60,12 @@ class PruneOptions:
             raise OnnxkdError(f"--steps {self.steps}: must be >= 1")
         if self.round_to < 1:
             raise OnnxkdError(f"--round-to {self.round_to}: must be >= 1")
+        if self.target_speedup is not None and not self.target_speedup > 0:
+            raise OnnxkdError(f"--target-speedup {self.target_speedup}: must be > 0")
+        if not 0 <= self.max_ratio < 1:
+            raise OnnxkdError(f"--max-ratio {self.max_ratio}: must be in [0, 1)")
+        if self.latency_batch < 1:
+            raise OnnxkdError(f"--latency-batch {self.latency_batch}: must be >= 1")
 
     def criterion_for(self, has_data: bool) -> str:
         chosen = self.criterion or ("kd" if has_data else "l1")

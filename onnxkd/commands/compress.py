@@ -7,7 +7,8 @@ import json
 import click
 
 from onnxkd.commands.distill import distill_options
-from onnxkd.commands.options import gate_options, image_folder_options, image_options, input_shape_option
+from onnxkd.errors import OnnxkdError
+from onnxkd.commands.options import gate_options, image_folder_options, image_options, input_shape_option, session_options
 
 CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 
@@ -16,7 +17,8 @@ FLAGS = {
     "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "prune_steps": ("prune", "steps"),
     "global_rank": ("prune", "global_rank"), "max_group_ratio": ("prune", "max_group_ratio"),
     "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
-    "prune_normalized": ("prune", "prune_normalized"),
+    "prune_normalized": ("prune", "prune_normalized"), "target_speedup": ("prune", "target_speedup"),
+    "max_ratio": ("prune", "max_ratio"), "latency_batch": ("prune", "latency_batch"),
     "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
     "optimizer": ("distill", "optimizer"), "weight_decay": ("distill", "weight_decay"),
     "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "losses": ("distill", "loss"),
@@ -51,9 +53,15 @@ def training_options(command):
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True, help="Keep channel counts multiples of N.")
 @click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
 @click.option("--prune-normalized", is_flag=True, help="Also cut LayerNorm-normalised hidden sizes (transformers' residual stream).")
+@click.option("--target-speedup", type=click.FloatRange(min=0, min_open=True), metavar="X",
+              help="Instead of --ratio: the smallest ratio whose onnxruntime speed-up over TEACHER is >= X, found by "
+                   "timing pruned (and optimized) candidates before distilling.")
+@click.option("--max-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
+              help="--target-speedup: the largest ratio tried.")
+@click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="--target-speedup: batch size the candidates are timed at.")
 @training_options
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True, help="onnxruntime execution provider for validation.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="onnxruntime intra-op threads (0 = default).")
+@session_options("Validation and --target-speedup: ")
 @click.option("--validate-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch for the second latency measurement (the first is batch 1).")
 @click.option("--optimize/--no-optimize", default=True, show_default=True,
               help="Fuse the student's written-out activations and drop dead weight (onnxkd optimize); the report "
@@ -134,6 +142,9 @@ def _recipe(ctx: click.Context, path, flags: dict):
             setattr(plan, key, value)
         else:
             setattr(sections[section], key, value)
+    given = {name for name in ("ratio", "target_speedup") if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    if len(given) == 2:
+        raise OnnxkdError("--ratio and --target-speedup exclude each other: give one")
     plan.prune.check()
     plan.distill.check()
     return plan, raw.get("teacher_sha256")

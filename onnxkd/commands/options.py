@@ -45,6 +45,17 @@ def gate_options(command: Callable) -> Callable:
     return command
 
 
+def session_options(purpose: str) -> Callable:
+    """--provider and --threads of the onnxruntime session; ``purpose`` starts their help ("" or "--x: ")."""
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                               help=f"{purpose}onnxruntime intra-op threads (0 = onnxruntime default).")(command)
+        return click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto",
+                            show_default=True,
+                            help=f"{purpose}onnxruntime execution provider; auto = best available.")(command)
+    return decorate
+
+
 def input_shape_option(help_text: str) -> Callable:
     return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D0,D1,...", help=help_text)
 

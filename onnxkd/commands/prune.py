@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from onnxkd.commands.options import input_shape_option
+from onnxkd.commands.options import input_shape_option, session_options
 from onnxkd.errors import OnnxkdError
 
 CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
@@ -44,10 +44,7 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
               help="--target-speedup: the largest ratio tried.")
 @click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="--target-speedup: batch size the candidates are timed at.")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True,
-              help="--target-speedup: execution provider to time on; auto = best available.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-              help="--target-speedup: intra-op threads (0 = onnxruntime default).")
+@session_options("--target-speedup: ")
 @click.option("--optimize/--no-optimize", "optimize_candidates", default=True, show_default=True,
               help="--target-speedup: time each candidate after `optimize` (fused activations), as compress ships "
                    "it; the written model is still the pruned, unoptimised one.")
@@ -158,23 +155,15 @@ def _measured_importance(criterion: str, model: str, data: str | None, batch_siz
 
 def _search_ratio(model: str, prune_at, target_speedup: float, max_ratio: float, batch: int, provider: str,
                   threads: int, optimize_candidates: bool, input_shapes: dict):
-    """``search_ratio`` timed on onnxruntime against MODEL as given, with a spinner on a terminal."""
+    """The timed search against MODEL as given, with a spinner on a terminal."""
     from rich.console import Console
 
-    from onnxkd.model import load
     from onnxkd.validate.sessions import SessionConfig
-    from onnxkd.validate.speed_search import onnxruntime_speedup, search_ratio
+    from onnxkd.validate.speed_search import timed_search
 
-    prepare = None
-    if optimize_candidates:  # timed as compress ships them; the written model stays the plain pruned one
-        from onnxkd.graph_passes.optimize import optimize
-
-        def prepare(candidate):
-            return optimize(candidate).model
-
-    speedup_of = onnxruntime_speedup(model, SessionConfig(provider, threads), batch, input_shapes=input_shapes)
-    search = partial(search_ratio, prune_at, speedup_of, target_speedup, max_ratio, prepare=prepare,
-                     reference=load(model))  # MACs ratios against MODEL, like the prune summary's
+    search = partial(timed_search, model, prune_at, target_speedup, max_ratio=max_ratio, batch=batch,
+                     session_config=SessionConfig(provider, threads), optimize_candidates=optimize_candidates,
+                     input_shapes=input_shapes)
     console = Console(stderr=True)
     if not console.is_terminal:  # like the other commands' progress bars: nothing when piped or tested
         return search()

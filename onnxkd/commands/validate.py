@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from onnxkd.commands.options import gate_options, image_folder_options, image_options, input_shape_option
+from onnxkd.commands.options import gate_options, image_folder_options, image_options, input_shape_option, session_options
 from onnxkd.report.progress import StageBars
 
 
@@ -13,8 +13,7 @@ from onnxkd.report.progress import StageBars
 @click.argument("student", type=click.Path(dir_okay=False))
 @click.option("--data", type=click.Path(), help="An .npz of arrays keyed by input name (+ optional int `labels`), or an image folder DIR/<class>/*.png|jpg.")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Write report.json, report.md and report.html here.")
-@click.option("--provider", type=click.Choice(["auto", "cpu", "cuda", "tensorrt"]), default="auto", show_default=True, help="Execution provider; auto = best available.")
-@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True, help="Intra-op threads (0 = onnxruntime default).")
+@session_options("")
 @click.option("--graph-opt", type=click.Choice(["disable", "basic", "extended", "all"]), default="all", show_default=True, help="onnxruntime graph optimisation level.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Batch for quality runs and the second latency measurement (the first is batch 1).")
 @click.option("--runs", type=click.IntRange(min=1), default=50, show_default=True, help="Timed runs per model, at most (see --time-budget).")

@@ -75,7 +75,8 @@ def pruning(r: dict) -> Table:
     ]
     for step in p.get("steps") or []:
         table.rows.append([f"step {step['step']}", "", f"{step['channels']:,} channels", ""])
-    table.note = f"Criterion {p['criterion']}, ratio {p['ratio']:g}{_steps(p)}; MACs at batch 1."
+    found = (f" (found for a {fmt.ratio(p['speed_search']['target'])} target speed-up)" if p.get("speed_search") else "")
+    table.note = f"Criterion {p['criterion']}, ratio {p['ratio']:g}{found}{_steps(p)}; MACs at batch 1."
     return table
 
 
@@ -105,6 +106,21 @@ def layers(r: dict) -> Table:
         table.rows.append([row["layer"], row["op_type"], channels, fmt.pct(row["kept"], 0),
                            fmt.count(row.get("macs_teacher")), fmt.count(row.get("macs_student")),
                            _fewer(row.get("macs_teacher"), row.get("macs_student"))])
+    return table
+
+
+def speed_search(r: dict) -> Table:
+    """The candidates --target-speedup timed, and the one chosen."""
+    search = r["compress"]["prune"].get("speed_search")
+    table = Table("speed_search", "Ratio search for the target speed-up", ["ratio", "MACs kept", "speed-up", ""])
+    if not search:
+        return table
+    for c in sorted(search["candidates"], key=lambda c: c["ratio"]):
+        chosen = "chosen" if c["ratio"] == search["ratio"] else ""
+        table.rows.append([f"{c['ratio']:.3f}", fmt.pct(c["macs_ratio"]), fmt.ratio(c["speedup"]), chosen])
+    table.note = (f"Target {fmt.ratio(search['target'])} at batch {r['compress']['recipe']['prune']['latency_batch']}: "
+                  f"the smallest timed ratio that met it (largest tried {search['max_ratio']:g}); candidates "
+                  "timed after optimize when the student is optimized.")
     return table
 
 
@@ -149,7 +165,7 @@ def training(r: dict) -> Table:
 def compress_tables(r: dict) -> list[Table]:
     if "compress" not in r:
         return []
-    tables = [stages(r), pruning(r), latency_split(r), frozen(r), layers(r), training(r)]
+    tables = [stages(r), pruning(r), speed_search(r), latency_split(r), frozen(r), layers(r), training(r)]
     return [t for t in tables if t.rows]
 
 

@@ -50,8 +50,9 @@ def render(r: dict, plots: dict[str, bytes]) -> str:
             parts.append(_table(tables.pop(key)))
     if compress:
         parts.append(_table(tables.pop("pruning")))
-        if "latency_split" in tables:
-            parts.append(_table(tables.pop("latency_split")))
+        for key in ("speed_search", "latency_split"):
+            if key in tables:
+                parts.append(_table(tables.pop(key)))
         if "channels" in plots:
             parts.append(_img(plots["channels"], "channels kept per layer"))
         tables.pop("channels", None)  # the layers table below has the same rows, with MACs

@@ -135,3 +135,23 @@ def onnxruntime_speedup(teacher: ModelLike, session_config: SessionConfig | None
         return float(np.median(t_ms) / np.median(c_ms))
 
     return speedup_of
+
+
+def timed_search(teacher: ModelLike, prune_at: Callable[[float], ir.Model], target: float, *, max_ratio: float = 0.9,
+                 batch: int = 1, session_config: SessionConfig | None = None, protocol: LatencyProtocol | None = None,
+                 optimize_candidates: bool = True, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 progress: SearchProgress | None = None) -> SpeedSearch:
+    """``search_ratio`` timed on onnxruntime against ``teacher`` as given, each candidate optimized first
+    (``optimize_candidates``) as ``compress`` ships it; MACs ratios against ``teacher``."""
+    from onnxkd.model import load
+
+    prepare = None
+    if optimize_candidates:
+        from onnxkd.graph_passes.optimize import optimize
+
+        def prepare(candidate: ir.Model) -> ir.Model:
+            return optimize(candidate).model
+
+    speedup_of = onnxruntime_speedup(teacher, session_config, batch, protocol, input_shapes=input_shapes)
+    return search_ratio(prune_at, speedup_of, target, max_ratio, progress=progress, prepare=prepare,
+                        reference=load(teacher))

@@ -193,3 +193,43 @@ def test_no_optimize_ships_the_distilled_student_as_is(workspace):
     r = result.to_dict()
     assert [s["name"] for s in r["compress"]["stages"]] == ["prune", "distill", "validate"]
     assert r["compress"]["optimize"] is None and result.to_dict()["compress"]["recipe"]["optimize"] is False
+
+
+def _speedup_from_macs(monkeypatch):
+    """A deterministic clock for the ratio search: speed-up = teacher MACs / candidate MACs."""
+    from onnxkd.graph_passes.api import measure
+    from onnxkd.validate import speed_search
+
+    def fake(teacher, *args, **kwargs):
+        base = measure(onnxkd.load(teacher), "of")["macs_of"]
+        return lambda candidate: base / measure(candidate, "of")["macs_of"]
+
+    monkeypatch.setattr(speed_search, "onnxruntime_speedup", fake)
+
+
+def test_target_speedup_picks_the_ratio_and_the_recipe_replays_it(workspace, monkeypatch):
+    _speedup_from_macs(monkeypatch)
+    result = onnxkd.compress(workspace / "teacher.onnx", data=workspace / "train.npz", target_speedup=2.0, epochs=1,
+                             criterion="l1", report=False)
+    prune = result.to_dict()["compress"]["prune"]
+    search = prune["speed_search"]
+    meeting = [c["ratio"] for c in search["candidates"] if c["speedup"] >= 2.0]
+    assert prune["ratio"] == search["ratio"] == min(meeting) and 0 < prune["ratio"] < 0.9
+    assert search["speedup"] >= 2.0 and len(search["candidates"]) == 8  # max, 0, then 6 bisection steps
+    recipe = json.loads(open(result.recipe_path).read())["prune"]
+    assert recipe["ratio"] == prune["ratio"] and recipe["target_speedup"] is None  # a replay needs no timing
+
+
+def test_unreachable_target_speedup_stops_before_distilling(workspace, monkeypatch):
+    _speedup_from_macs(monkeypatch)
+    with pytest.raises(onnxkd.OnnxkdError, match=r"--target-speedup 1000x not reached: the best speed-up is .* at "
+                                                 r"ratio 0.9"):
+        onnxkd.compress(workspace / "teacher.onnx", data=workspace / "train.npz", target_speedup=1000, epochs=1)
+    assert not (workspace / "teacher.student.onnx").exists()
+    assert not (workspace / "teacher.student.onnx.work" / "distill").exists()
+
+
+def test_ratio_and_target_speedup_exclude_each_other(workspace):
+    run = _compress(workspace / "teacher.onnx", "--ratio", "0.5", "--target-speedup", "2")
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "exclude each other" in lines[0], run.stderr

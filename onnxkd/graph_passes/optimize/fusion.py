@@ -14,7 +14,7 @@ from onnxscript.rewriter import pattern
 class Fusion:
     name: str  # what the report calls it, e.g. "HardSwish"
     min_opset: int  # default-domain opset the fused op needs; lower models are upgraded first
-    rules: Callable[[], pattern.RewriteRuleSet]
+    rules: Callable[[], pattern.RewriteRuleSet | tuple[pattern.RewriteRuleSet, ...]]  # a tuple: stages, in order
     anchors: frozenset[str]  # op types every match contains: a graph without any is not searched
 
     def apply(self, model: ir.Model) -> int:
@@ -22,7 +22,9 @@ class Fusion:
         if not any(node.op_type in self.anchors for node in model.graph.all_nodes()):
             return 0  # the matcher costs (nodes x rule variants) even when nothing can match
         constants_second(model.graph)
-        return self.rules().apply_to_model(model)
+        stages = self.rules()
+        stages = stages if isinstance(stages, tuple) else (stages,)
+        return sum(stage.apply_to_model(model) for stage in stages)
 
 
 def constants_second(graph: ir.Graph) -> None:

@@ -2,58 +2,94 @@
 
 MobileNetV3-style exports (TensorFlow, PaddlePaddle, torch code that writes ``x * relu6(x + 3) / 6``)
 spell these out. onnxruntime has no fusion for the written form; the single op is a fast kernel, and
-HardSigmoid then fuses into the Conv before it. onnxscript's rules cover ``/ 6``; the rules here add
-``* (1/6)`` and Keras' ``clip(a * x + b, 0, 1)``.
+HardSigmoid then fuses into the Conv before it. Also Keras' ``clip(a * x + b, 0, 1)``.
+
+The rules run in stages: rules are tried node by node, so within one rule set the Div of
+``x * (clip(x + 3, 0, 6) / 6)`` would become a HardSigmoid before its Mul is reached, and the
+HardSwish would be counted twice.
 """
 
 from __future__ import annotations
 
 from onnxscript.rewriter import pattern
-from onnxscript.rewriter.rules.common import fuse_hardswish_rules
 
 from onnxkd.graph_passes.optimize.fusion import Fusion, scalar, scalar_close
 
 
-def _relu6_of_x_plus_3(x, bias, low, high) -> bool:
-    return scalar_close(bias, 3.0) and scalar_close(low, 0.0) and scalar_close(high, 6.0)
+def _relu6_of_x_plus_3(op, x, bias, low, high):
+    return op.Clip(op.Add(x, bias), low, high)
 
 
-class HardSwishTimesSixth(pattern.RewriteRuleClassBase):
-    """x * clip(x + 3, 0, 6) * (1/6)"""
+def _sixth(op, value, six, by_mul: bool):
+    return op.Mul(value, six) if by_mul else op.Div(value, six)
 
-    def pattern(self, op, x, bias, low, high, sixth):
-        return op.Mul(op.Mul(x, op.Clip(op.Add(x, bias), low, high)), sixth)
 
-    def check(self, op, x, bias, low, high, sixth, **_):
-        return _relu6_of_x_plus_3(x, bias, low, high) and scalar_close(sixth, 1 / 6)
+def _checks(bias, low, high, six, by_mul: bool) -> bool:
+    return (scalar_close(bias, 3.0) and scalar_close(low, 0.0) and scalar_close(high, 6.0)
+            and scalar_close(six, 1 / 6 if by_mul else 6.0))
+
+
+class HardSwishWritten(pattern.RewriteRuleClassBase):
+    """x * clip(x + 3, 0, 6) / 6, or * (1/6)"""
+
+    def __init__(self, by_mul: bool):
+        super().__init__(f"HardSwish{'TimesSixth' if by_mul else 'Div'}")
+        self.by_mul = by_mul
+
+    def pattern(self, op, x, bias, low, high, six):
+        return _sixth(op, op.Mul(x, _relu6_of_x_plus_3(op, x, bias, low, high)), six, self.by_mul)
+
+    def check(self, op, x, bias, low, high, six, **_):
+        return _checks(bias, low, high, six, self.by_mul)
 
     def rewrite(self, op, x, **_):
         return op.HardSwish(x)
 
 
 class HardSwishGateFirst(pattern.RewriteRuleClassBase):
-    """x * (clip(x + 3, 0, 6) / 6), or * (1/6): one HardSwish, counted once (not a HardSigmoid, then a HardSwish)."""
+    """x * (clip(x + 3, 0, 6) / 6), or * (1/6)"""
+
+    def __init__(self, by_mul: bool):
+        super().__init__(f"HardSwishGateFirst{'TimesSixth' if by_mul else 'Div'}")
+        self.by_mul = by_mul
 
     def pattern(self, op, x, bias, low, high, six):
-        clip = op.Clip(op.Add(x, bias), low, high)
-        return op.Mul(x, pattern.OrValue([op.Div(clip, six), op.Mul(clip, six)], tag_var="scale_op",
-                                         tag_values=("Div", "Mul")))
+        return op.Mul(x, _sixth(op, _relu6_of_x_plus_3(op, x, bias, low, high), six, self.by_mul))
 
-    def check(self, op, x, bias, low, high, six, scale_op, **_):
-        return _relu6_of_x_plus_3(x, bias, low, high) and scalar_close(six, 6.0 if scale_op == "Div" else 1 / 6)
+    def check(self, op, x, bias, low, high, six, **_):
+        return _checks(bias, low, high, six, self.by_mul)
 
     def rewrite(self, op, x, **_):
         return op.HardSwish(x)
 
 
-class HardSigmoidTimesSixth(pattern.RewriteRuleClassBase):
-    """clip(x + 3, 0, 6) * (1/6)"""
+class HardSwishFromHardSigmoid(pattern.RewriteRuleClassBase):
+    """x * HardSigmoid(x) with HardSwish's alpha 1/6 and beta 1/2 (a model's own op, or one fused here)."""
 
-    def pattern(self, op, x, bias, low, high, sixth):
-        return op.Mul(op.Clip(op.Add(x, bias), low, high), sixth)
+    def pattern(self, op, x):
+        return op.Mul(x, op.HardSigmoid(x, _allow_other_attributes=True, _outputs=["gate"]))
 
-    def check(self, op, x, bias, low, high, sixth, **_):
-        return _relu6_of_x_plus_3(x, bias, low, high) and scalar_close(sixth, 1 / 6)
+    def check(self, op, x, gate, **_):
+        attributes = gate.producer().attributes
+        return (abs(attributes.get_float("alpha", 0.2) - 1 / 6) < 1e-6
+                and abs(attributes.get_float("beta", 0.5) - 0.5) < 1e-6)
+
+    def rewrite(self, op, x, **_):
+        return op.HardSwish(x)
+
+
+class HardSigmoidWritten(pattern.RewriteRuleClassBase):
+    """clip(x + 3, 0, 6) / 6, or * (1/6)"""
+
+    def __init__(self, by_mul: bool):
+        super().__init__(f"HardSigmoid{'TimesSixth' if by_mul else 'Div'}")
+        self.by_mul = by_mul
+
+    def pattern(self, op, x, bias, low, high, six):
+        return _sixth(op, _relu6_of_x_plus_3(op, x, bias, low, high), six, self.by_mul)
+
+    def check(self, op, x, bias, low, high, six, **_):
+        return _checks(bias, low, high, six, self.by_mul)
 
     def rewrite(self, op, x, **_):
         return op.HardSigmoid(x, alpha=1 / 6, beta=0.5)
@@ -73,14 +109,13 @@ class AffineClipToHardSigmoid(pattern.RewriteRuleClassBase):
         return op.HardSigmoid(x, alpha=scalar(alpha), beta=scalar(beta))
 
 
-def _rules() -> pattern.RewriteRuleSet:
-    # Whole HardSwish patterns first, so their Clip/Div is not taken by a HardSigmoid rule alone
-    # (Mul(x, HardSigmoid(x)) would still become HardSwish, but only with alpha 1/6 exactly).
-    return pattern.RewriteRuleSet(
-        [HardSwishTimesSixth.rule(), HardSwishGateFirst.rule(), *fuse_hardswish_rules().rules, HardSigmoidTimesSixth.rule(),
-         AffineClipToHardSigmoid.rule()],
-        commute=True,
-    )
+def _rules() -> tuple[pattern.RewriteRuleSet, ...]:
+    # commute=True for Mul(x, clip) and x * (...): both operands computed (constants are put second already)
+    hard_swish = [rule.rule(by_mul) for rule in (HardSwishWritten, HardSwishGateFirst) for by_mul in (False, True)]
+    hard_sigmoid = [HardSigmoidWritten.rule(False), HardSigmoidWritten.rule(True), AffineClipToHardSigmoid.rule()]
+    return (pattern.RewriteRuleSet(hard_swish + [HardSwishFromHardSigmoid.rule()], commute=True),
+            pattern.RewriteRuleSet(hard_sigmoid, commute=True),
+            pattern.RewriteRuleSet([HardSwishFromHardSigmoid.rule()], commute=True))
 
 
 HARD_ACTIVATIONS = Fusion("HardSigmoid/HardSwish", min_opset=14, rules=_rules, anchors=frozenset({"Clip", "HardSigmoid"}))
