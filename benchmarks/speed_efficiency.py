@@ -17,7 +17,7 @@ re-measures the chosen student independently.
 Goal: efficiency with optimize close to 1 (median) on CNNs and transformers; every model prunes and
 optimizes. Figures are ratios within one run (DESIGN.md, "Performance method"), never absolute times.
 
-    python benchmarks/speed_efficiency.py [--ratio 0.5] [--batches 1,8] [--threads 2] [--rounds 200]
+    python benchmarks/speed_efficiency.py [--ratio 0.5] [--batches 1,8] [--threads 2] [--rounds 1000]
         [--budget 3] [--round-to 1] [--only REGEX] [--target-speedup 1.5,2.0] [--quick] [--json PATH]
 """
 
@@ -26,7 +26,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
+import os
 import re
+import resource
 import shlex
 import statistics
 import sys
@@ -51,7 +54,7 @@ from onnxkd.validate.sessions import SessionConfig, session_options  # noqa: E40
 LIGHT = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet", "squeezenet",
          "vgg19", "zfnet512"]
 ROUND_TO = (1, 8, 16)
-ROUND_TO_LIGHT = ["resnet50", "squeezenet", "shufflenet"]  # residual, fire-module and grouped/shuffle CNNs
+ROUND_TO_LIGHT = ["resnet50", "squeezenet", "inception_v1", "densenet121"]  # channel counts off and on 16
 SEARCH_MODELS = ["resnet-legacy", "mobilenetv3w-legacy"]
 VARIANTS = ("T", "T*", "S", "S*")
 
@@ -77,6 +80,7 @@ def cases(folder: Path, exporters: tuple[str, ...], light: list[str]) -> list[Ca
     import torch
 
     torch.set_num_threads(1)  # exports only; keep torch's thread pool from competing with onnxruntime
+    logging.getLogger("onnxscript").setLevel(logging.ERROR)  # the dynamo exporter's notes on Splits it keeps
     import models as zoo
     from light_models import light_model_path
 
@@ -159,7 +163,7 @@ def _first_line(exc: BaseException) -> str:
 @dataclass(frozen=True)
 class Protocol:
     warmup: int = 3  # untimed rounds (every model once per round), after session creation
-    rounds: int = 200  # timed rounds, at most
+    rounds: int = 1000  # timed rounds, at most (the zoo models run in well under a millisecond)
     budget_s: float = 3.0  # ... or this much timed wall time for all models of one case together
     min_rounds: int = 5  # a slow model still gets this many rounds, so a median means something
 
@@ -168,9 +172,9 @@ def use_global_thread_pool(threads: int) -> None:
     """All sessions of this process share one intra-op pool of ``threads`` threads (before any session exists).
 
     With a pool per session, the workers of the model that just ran keep spinning while the next model in
-    the rotation runs, and take one of the two cores from it (measured: 4 identical sessions rotated ran 7x
-    slower than one alone). Turning spinning off instead slows every model (2x at batch 8). One shared
-    pool spins only for the model that runs: rotated sessions run as fast as one alone.
+    the rotation runs, and take one of the two cores from it (measured: 4 identical sessions rotated ran
+    7-10x slower than one alone). Turning spinning off instead slows every model (2x at batch 8, zoo
+    resnet). One shared pool spins only for the model that runs: rotated sessions run as fast as one alone.
     """
     from onnxruntime.capi import _pybind_state  # the pool setter is only exposed there
 
@@ -178,9 +182,9 @@ def use_global_thread_pool(threads: int) -> None:
 
 
 def make_session(source: str | bytes) -> ort.InferenceSession:
-    # threads=0: the session's own pool size would be ignored (and warned about) with the global pool
     options = session_options(SessionConfig(provider="cpu", threads=0, graph_opt="all"))
     options.use_per_session_threads = False
+    options.inter_op_num_threads = 0  # pool sizes other than 0 are ignored with the global pool, with a warning
     return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
 
 
@@ -392,10 +396,12 @@ def nchwc_block() -> str:
 
 
 def report(results: dict, args, protocol: Protocol) -> None:
+    others = "?" if results["others_cpu"] is None else f"{results['others_cpu']:.0%}"
     setup = (f"ratio {args.ratio}, round-to {args.round_to}, onnxruntime {ort.__version__} CPU, ORT_ENABLE_ALL, "
-             f"{args.threads} intra-op threads in one pool for all sessions, 1 inter-op; warm-up {protocol.warmup} rounds, then up to "
-             f"{protocol.rounds} rounds or {protocol.budget_s:g} s per model and batch (min {protocol.min_rounds}); "
-             f"medians; -: not measured (fixed batch dim, or a failed stage)")
+             f"{args.threads} intra-op threads in one pool for all sessions, 1 inter-op; warm-up {protocol.warmup} "
+             f"rounds, then up to {protocol.rounds} rounds or {protocol.budget_s:g} s per model and batch "
+             f"(min {protocol.min_rounds}); medians; -: not measured (fixed batch dim, or a failed stage); "
+             f"other processes used {others} of the CPUs meanwhile (trust the figures near 0%)")
     print(f"## Speed efficiency\n\n{setup}. T teacher, T* teacher optimized, S student, S* student optimized; "
           "eff = speed-up / MACs reduction, eff prune = (T*/S*) / MACs reduction.\n")
     efficiency = results["efficiency"]
@@ -427,6 +433,38 @@ def report(results: dict, args, protocol: Protocol) -> None:
 # --------------------------------------------------------------------------- main
 
 
+class OtherProcesses:
+    """The share of the machine's CPU time that other processes used since creation (None off Linux).
+
+    Another process on one of the two cores makes every op split across both threads wait for the busy
+    one: a model then slows down by how parallel its ops are, not by its MACs, and the ratios shift.
+    """
+
+    def __init__(self):
+        self.start = (time.perf_counter(), _all_cpu_s(), _own_cpu_s())
+
+    def share(self) -> float | None:
+        wall, total, own = time.perf_counter(), _all_cpu_s(), _own_cpu_s()
+        if total is None or self.start[1] is None:
+            return None
+        others = (total - self.start[1]) - (own - self.start[2])
+        return max(0.0, others / ((wall - self.start[0]) * (os.cpu_count() or 1)))
+
+
+def _all_cpu_s() -> float | None:
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(ticks) - ticks[3] - ticks[4]  # user nice system idle iowait irq softirq steal: all but idle, iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
@@ -436,7 +474,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8])
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
-    parser.add_argument("--rounds", type=int, help="timed rounds per model and batch, at most (default 200)")
+    parser.add_argument("--rounds", type=int, help="timed rounds per model and batch, at most (default 1000)")
     parser.add_argument("--budget", type=float, help="timed seconds per model and batch, all variants (default 3)")
     parser.add_argument("--only", help="regular expression on the model names (e.g. 'mobilenetv3w|light_resnet')")
     parser.add_argument("--round-to", type=int, default=1, help="passed to prune in sections 1 and 3")
@@ -451,6 +489,7 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse(argv)
     use_global_thread_pool(args.threads)
+    others = OtherProcesses()
     protocol = Protocol(warmup=1, rounds=20, budget_s=0.5) if args.quick else Protocol()
     protocol = Protocol(protocol.warmup, args.rounds or protocol.rounds, args.budget or protocol.budget_s,
                         protocol.min_rounds)
@@ -469,6 +508,7 @@ def main(argv=None) -> None:
             chosen = [c for c in models if c.name in SEARCH_MODELS]
             results["target"] = target_section(chosen, args, protocol, errors)
         results["errors"] = errors
+    results["others_cpu"] = others.share()
     report(results, args, protocol)
     if args.json:
         args.json.write_text(json.dumps({"command": sys.argv, "protocol": protocol.__dict__, **results}, indent=1))

@@ -98,7 +98,7 @@ def command(teacher, student, output, data, val_data, work_dir, resume, input_sh
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
     render_result(result.to_dict(), console)
-    console.print(f"Wrote {output}", highlight=False)
+    console.print(f"Wrote {output}", highlight=False, soft_wrap=True)
 
 
 def render_result(result: dict, console) -> None:

@@ -51,7 +51,7 @@ def command(model, output, check, input_shapes, as_json) -> None:
 
     console = Console()
     render_optimize(summary, console)
-    console.print(f"Wrote {target}", highlight=False)
+    console.print(f"Wrote {target}", highlight=False, soft_wrap=True)
 
 
 def render_optimize(summary: dict, console) -> None:

@@ -121,7 +121,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     if search is not None:
         render_search(search, console)
     render_summary(result.summary, console)
-    console.print(f"Wrote {target}", highlight=False)
+    console.print(f"Wrote {target}", highlight=False, soft_wrap=True)
 
 
 def _measured_importance(criterion: str, model: str, data: str | None, batch_size: int, max_batches: int | None,

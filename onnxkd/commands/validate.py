@@ -55,7 +55,7 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
     render(r, console)
     if report_dir:
         paths = write_report(r, report_dir)
-        console.print(f"Report: {', '.join(str(p) for p in paths)}", highlight=False)
+        console.print(f"Report: {', '.join(str(p) for p in paths)}", highlight=False, soft_wrap=True)
     if not result.passed:
         # an exception, not ctx.exit(1): onnxkd.cli.main runs click with standalone_mode=False, which would
         # turn ctx.exit's code into a return value and exit 0

@@ -60,7 +60,7 @@ def optimize(model: ModelLike, fusions: tuple[Fusion, ...] = FUSIONS) -> Optimiz
         if upgrade.note is None:
             work = upgraded
         else:
-            notes.append(f"kept opset {opset_of(work)}: {upgrade.note}")
+            notes.append(upgrade.note)  # "kept opset N: version converter failed (...)"
     fused = {}
     for fusion in fusions:
         if fusion.min_opset > opset_of(work):
@@ -70,9 +70,21 @@ def optimize(model: ModelLike, fusions: tuple[Fusion, ...] = FUSIONS) -> Optimiz
             continue
         fused[fusion.name] = fusion.apply(work)
     clean_up(work)
+    _keep_interface(source, work)
     nodes_after, initializers_after = _count(work)
     return OptimizeResult(work, fused, nodes_before, nodes_after, max(0, initializers_before - initializers_after),
                           opset_before, opset_of(work), notes)
+
+
+def _keep_interface(source: ir.Model, work: ir.Model) -> None:
+    """Give the graph inputs and outputs the source's types and shapes back: the version converter's shape
+    inference writes the numbers it infers over named dims (``MatMul_output_dim_1`` -> 12)."""
+    declared = {v.name: v for v in (*source.graph.inputs, *source.graph.outputs)}
+    for value in (*work.graph.inputs, *work.graph.outputs):
+        kept = declared.get(value.name)
+        if kept is not None:
+            value.type = kept.type
+            value.shape = kept.shape.copy() if kept.shape is not None else None
 
 
 def _opset_needed(model: ir.Model, fusions: tuple[Fusion, ...]) -> int:

@@ -45,14 +45,39 @@ def _is_constant(value: ir.Value | None) -> bool:
     return value is not None and ir.convenience.get_const_tensor(value) is not None
 
 
+_FLOATS = (ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DOUBLE)  # what every fused op here accepts
+
+
+def floating(*constants: ir.Value | None) -> bool:
+    """The constants are of a float type, and so the tensor they combine with: an integer x written as
+    clip(x + 3, 0, 6) / 6 divides with truncation, and HardSigmoid has no integer form."""
+    tensors = [ir.convenience.get_const_tensor(c) if c is not None else None for c in constants]
+    return all(t is not None and t.dtype in _FLOATS for t in tensors)
+
+
+def no_broadcast(x: ir.Value, *constants: ir.Value | None) -> bool:
+    """No constant adds axes to ``x`` by broadcasting: the fused op's output has x's shape, the written
+    one had the constant's rank (a [1] constant makes a scalar x a vector). Unknown rank: scalars only."""
+    rank = x.shape.rank() if x.shape is not None else None
+    for value in constants:
+        tensor = ir.convenience.get_const_tensor(value) if value is not None else None
+        if tensor is None or (len(tensor.shape) > 0 and (rank is None or len(tensor.shape) > rank)):
+            return False
+    return True
+
+
 def scalar_close(value: ir.Value | None, expected: float, rel_tol: float = 1e-4) -> bool:
-    """``value`` is a one-element constant equal to ``expected`` (exporters write 1/6 or sqrt(2) rounded)."""
+    """``value`` is a one-element constant equal to ``expected`` (exporters write 1/6 or sqrt(2) rounded,
+    to the constant's precision: float16's sqrt(2) is 1.07e-4 off, its 1/6 2.4e-4)."""
     if value is None:
         return False
     tensor = ir.convenience.get_const_tensor(value)
     if tensor is None or tensor.size != 1:
         return False
-    return bool(np.isclose(float(tensor.numpy().reshape(())), expected, rtol=rel_tol, atol=1e-7))
+    array = tensor.numpy()
+    if np.issubdtype(array.dtype, np.floating):
+        rel_tol = max(rel_tol, float(np.finfo(array.dtype).eps))
+    return bool(np.isclose(float(array.reshape(())), expected, rtol=rel_tol, atol=1e-7))
 
 
 def scalar(value: ir.Value | None) -> float | None:

@@ -15,7 +15,7 @@ import math
 
 from onnxscript.rewriter import pattern
 
-from onnxkd.graph_passes.optimize.fusion import Fusion, scalar_close
+from onnxkd.graph_passes.optimize.fusion import Fusion, floating, no_broadcast, scalar_close
 
 # Where the halving sits: torch writes (x * gate) * 0.5, HF's Python GELUs write (0.5 * x) * gate or
 # x * 0.5 * gate, others x * (gate * 0.5) or (x * gate) / 2. "x" and "gate" have the gate second or first.
@@ -62,7 +62,8 @@ class GeluErf(pattern.RewriteRuleClassBase):
 
     def check(self, op, x, root, one, half, scale_op, **_):
         root_ok = scalar_close(root, math.sqrt(2) if scale_op == "Div" else 1 / math.sqrt(2))
-        return root_ok and scalar_close(one, 1.0) and _half_ok(half, self.halving)
+        return (floating(root, one, half) and no_broadcast(x, root, one, half) and root_ok and scalar_close(one, 1.0)
+                and _half_ok(half, self.halving))
 
     def rewrite(self, op, x, **_):
         return op.Gelu(x)
@@ -85,6 +86,10 @@ class GeluTanh(pattern.RewriteRuleClassBase):
         return _halved(op, x, gate, half, self.halving)
 
     def check(self, op, x, three, coeff, root, one, half, cube_op, **_):
+        if not (floating(coeff, root, one, half) and no_broadcast(x, coeff, root, one, half)):
+            return False
+        if cube_op == "Pow" and not no_broadcast(x, three):  # Pow's exponent may be an integer
+            return False
         return ((cube_op == "Mul" or scalar_close(three, 3.0)) and scalar_close(coeff, 0.044715)
                 and scalar_close(root, math.sqrt(2 / math.pi)) and scalar_close(one, 1.0) and _half_ok(half, self.halving))
 

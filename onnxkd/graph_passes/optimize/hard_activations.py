@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from onnxscript.rewriter import pattern
 
-from onnxkd.graph_passes.optimize.fusion import Fusion, scalar, scalar_close
+from onnxkd.graph_passes.optimize.fusion import Fusion, floating, no_broadcast, scalar, scalar_close
 
 
 def _relu6_of_x_plus_3(op, x, bias, low, high):
@@ -24,8 +24,9 @@ def _sixth(op, value, six, by_mul: bool):
     return op.Mul(value, six) if by_mul else op.Div(value, six)
 
 
-def _checks(bias, low, high, six, by_mul: bool) -> bool:
-    return (scalar_close(bias, 3.0) and scalar_close(low, 0.0) and scalar_close(high, 6.0)
+def _checks(x, bias, low, high, six, by_mul: bool) -> bool:
+    return (floating(bias, low, high, six) and no_broadcast(x, bias, low, high, six)
+            and scalar_close(bias, 3.0) and scalar_close(low, 0.0) and scalar_close(high, 6.0)
             and scalar_close(six, 1 / 6 if by_mul else 6.0))
 
 
@@ -40,7 +41,7 @@ class HardSwishWritten(pattern.RewriteRuleClassBase):
         return _sixth(op, op.Mul(x, _relu6_of_x_plus_3(op, x, bias, low, high)), six, self.by_mul)
 
     def check(self, op, x, bias, low, high, six, **_):
-        return _checks(bias, low, high, six, self.by_mul)
+        return _checks(x, bias, low, high, six, self.by_mul)
 
     def rewrite(self, op, x, **_):
         return op.HardSwish(x)
@@ -57,7 +58,7 @@ class HardSwishGateFirst(pattern.RewriteRuleClassBase):
         return op.Mul(x, _sixth(op, _relu6_of_x_plus_3(op, x, bias, low, high), six, self.by_mul))
 
     def check(self, op, x, bias, low, high, six, **_):
-        return _checks(bias, low, high, six, self.by_mul)
+        return _checks(x, bias, low, high, six, self.by_mul)
 
     def rewrite(self, op, x, **_):
         return op.HardSwish(x)
@@ -89,7 +90,7 @@ class HardSigmoidWritten(pattern.RewriteRuleClassBase):
         return _sixth(op, _relu6_of_x_plus_3(op, x, bias, low, high), six, self.by_mul)
 
     def check(self, op, x, bias, low, high, six, **_):
-        return _checks(bias, low, high, six, self.by_mul)
+        return _checks(x, bias, low, high, six, self.by_mul)
 
     def rewrite(self, op, x, **_):
         return op.HardSigmoid(x, alpha=1 / 6, beta=0.5)
@@ -102,7 +103,8 @@ class AffineClipToHardSigmoid(pattern.RewriteRuleClassBase):
         return op.Clip(op.Add(op.Mul(x, alpha), beta), low, high)
 
     def check(self, op, x, alpha, beta, low, high, **_):
-        return (scalar(alpha) is not None and scalar(beta) is not None
+        return (floating(alpha, beta, low, high) and no_broadcast(x, alpha, beta, low, high)
+                and scalar(alpha) is not None and scalar(beta) is not None
                 and scalar_close(low, 0.0) and scalar_close(high, 1.0))
 
     def rewrite(self, op, x, alpha, beta, **_):

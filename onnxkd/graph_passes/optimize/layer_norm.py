@@ -12,7 +12,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxkd.graph_passes.optimize.fusion import Fusion, scalar, scalar_close
+from onnxkd.graph_passes.optimize.fusion import Fusion, floating, no_broadcast, scalar, scalar_close
 
 
 def _reduces_last_axis(mean: ir.Value, rank: int | None) -> bool:
@@ -40,8 +40,8 @@ class LayerNormWritten(pattern.RewriteRuleClassBase):
 
     def check(self, op, x, two, eps, scale, bias, mean, variance, **_):
         rank = x.shape.rank() if x.shape is not None else None
-        if not (scalar_close(two, 2.0) and scalar(eps) is not None and _reduces_last_axis(mean, rank)
-                and _reduces_last_axis(variance, rank)):
+        if not (floating(eps, scale) and no_broadcast(x, two, eps) and scalar_close(two, 2.0)
+                and scalar(eps) is not None and _reduces_last_axis(mean, rank) and _reduces_last_axis(variance, rank)):
             return False
         width = x.shape[-1] if x.shape is not None and x.shape.rank() else None
         for weight in (scale, bias):
