@@ -65,7 +65,7 @@ VARIANTS = ("T", "T*", "S", "S*")
 @dataclass(frozen=True)
 class Case:
     name: str
-    family: str  # "cnn" or "transformer"
+    family: str  # "cnn" or "transformer" (the test zoo), "light" (the ONNX-zoo light models, real sizes)
     path: Path
 
 
@@ -76,7 +76,7 @@ class InputSpec:
     integer: bool
 
 
-def cases(folder: Path, exporters: tuple[str, ...], light: list[str]) -> list[Case]:
+def cases(folder: Path, exporters: tuple[str, ...], light: list[str], image_size: int | None) -> list[Case]:
     import torch
 
     torch.set_num_threads(1)  # exports only; keep torch's thread pool from competing with onnxruntime
@@ -84,9 +84,9 @@ def cases(folder: Path, exporters: tuple[str, ...], light: list[str]) -> list[Ca
     import models as zoo
     from light_models import light_model_path
 
-    rows = [Case(f"{name}-{exporter}", arch.family, zoo.export(name, folder, exporter))
+    rows = [Case(f"{name}-{exporter}", arch.family, zoo.export(name, folder, exporter, image_size=image_size))
             for name, arch in zoo.ZOO.items() for exporter in exporters]
-    return rows + [Case(f"light_{n}", "cnn", light_model_path(n)) for n in light]
+    return rows + [Case(f"light_{n}", "light", light_model_path(n)) for n in light]
 
 
 def input_specs(path: Path) -> list[InputSpec]:
@@ -246,8 +246,14 @@ def efficiency_row(case: Case, batch: int, macs_reduction: float | None, ms: dic
     speedup_s, speedup_s_opt = ratio(t, s), ratio(t, s_opt)
     return {"model": case.name, "family": case.family, "batch": batch, "macs_reduction": macs_reduction,
             "speedup_s": speedup_s, "speedup_s_opt": speedup_s_opt, "fusion": ratio(t, t_opt),
-            "eff_s": ratio(speedup_s, macs_reduction), "eff_s_opt": ratio(speedup_s_opt, macs_reduction),
-            "eff_prune": ratio(ratio(t_opt, s_opt), macs_reduction), "ms": ms}
+            "eff_s": efficiency(speedup_s, macs_reduction), "eff_s_opt": efficiency(speedup_s_opt, macs_reduction),
+            "eff_prune": efficiency(ratio(t_opt, s_opt), macs_reduction), "ms": ms}
+
+
+def efficiency(speedup: float | None, macs_reduction: float | None) -> float | None:
+    """Speed-up per MACs reduction; none where pruning cut (almost) nothing (light_shufflenet: its shuffled
+    channels straddle the next conv's groups), so an unpruned model does not count as perfectly efficient."""
+    return ratio(speedup, macs_reduction) if macs_reduction and macs_reduction >= 1.05 else None
 
 
 def efficiency_section(models: list[Case], args, protocol: Protocol, errors: list[str]) -> list[dict]:
@@ -268,10 +274,11 @@ def efficiency_section(models: list[Case], args, protocol: Protocol, errors: lis
 
 
 def median_rows(rows: list[dict], columns: list[str], batches: list[int]) -> list[dict]:
-    """Per batch size, the median of every column over the cnn rows, the transformer rows and all rows."""
+    """Per batch size, the median of every column over the zoo's cnn and transformer rows, the light models
+    and all rows."""
     out = []
     for batch in batches:
-        for family in ("cnn", "transformer", None):
+        for family in ("cnn", "transformer", "light", None):
             chosen = [r for r in rows if r["batch"] == batch and "skipped" not in r and family in (None, r["family"])]
             if not chosen:
                 continue
@@ -477,6 +484,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="timed rounds per model and batch, at most (default 1000)")
     parser.add_argument("--budget", type=float, help="timed seconds per model and batch, all variants (default 3)")
     parser.add_argument("--only", help="regular expression on the model names (e.g. 'mobilenetv3w|light_resnet')")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="export the zoo CNNs at this input size (e.g. 224; default: their test size, 32)")
     parser.add_argument("--round-to", type=int, default=1, help="passed to prune in sections 1 and 3")
     parser.add_argument("--skip-round-to", action="store_true", help="leave out section 2")
     parser.add_argument("--target-speedup", type=_floats, default=[], help="e.g. 1.5,2.0: run section 3")
@@ -497,7 +506,7 @@ def main(argv=None) -> None:
     light = ["squeezenet"] if args.quick else LIGHT
     wanted = re.compile(args.only) if args.only else None
     with tempfile.TemporaryDirectory(prefix="speed_efficiency_") as work:
-        models = [c for c in cases(Path(work) / "zoo", exporters, light) if not wanted or wanted.search(c.name)]
+        models = [c for c in cases(Path(work) / "zoo", exporters, light, args.image_size) if not wanted or wanted.search(c.name)]
         errors: list[str] = []
         results: dict = {"efficiency": efficiency_section(models, args, protocol, errors)}
         if not args.skip_round_to:

@@ -532,20 +532,22 @@ def build(name: str, seed: int = 0) -> nn.Module:
 
 
 def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_data: bool = False,
-           keep_batchnorm: bool = False) -> Path:
+           keep_batchnorm: bool = False, image_size: int | None = None) -> Path:
     """Export zoo model ``name`` to ``folder/<name>-<exporter>.onnx`` (cached) with a dynamic batch axis.
 
     Both exporters fold BatchNorm into the convs before it; ``keep_batchnorm`` (legacy only) keeps the
     BatchNormalization nodes, as other exporters (TensorFlow, PaddlePaddle, the ONNX zoo) write them.
+    ``image_size`` exports a CNN at another input size than its tests use (benchmarks: deployment sizes).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    suffix = ("-ext" if external_data else "") + ("-bn" if keep_batchnorm else "")
+    sized = image_size is not None and ZOO[name].family == "cnn"
+    suffix = ("-ext" if external_data else "") + ("-bn" if keep_batchnorm else "") + (f"-{image_size}" if sized else "")
     path = folder / f"{name}-{exporter}{suffix}.onnx"
     if path.exists():
         return path
     model = build(name)
-    example = ZOO[name].example_input(2)
+    example = _image(image_size)(2) if sized else ZOO[name].example_input(2)
     input_name = "input" if example.is_floating_point() else "input_ids"
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
     # The legacy exporter traces with gradients enabled: nn.MultiheadAttention then takes its exportable path
