@@ -63,6 +63,9 @@ def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace
     assert [row["batch_size"] for row in split] == [1, 32]
     assert all(row["fusion_speedup"] > 0 and row["speedup"] == pytest.approx(
         report["speedup"]["p50"] if row["batch_size"] == 1 else report["speedup"]["batched"]["p50"]) for row in split)
+    for row in split:  # a row's latencies divide into its speed-ups (the teacher optimized had its own run)
+        assert row["teacher_ms"] / row["teacher_optimized_ms"] == pytest.approx(row["fusion_speedup"])
+        assert row["teacher_optimized_measured_ms"] > 0
     assert report["compress"]["prune"]["criterion"] == "kd"  # data and no choice: teacher-guided
     assert len(report["compress"]["distill"]["history"]) == 2
     assert report["accuracy"]["student"] == pytest.approx(
