@@ -8,7 +8,8 @@ import click
 
 from onnxkd.commands.distill import distill_options
 from onnxkd.errors import OnnxkdError
-from onnxkd.commands.options import gate_options, image_folder_options, image_options, input_shape_option, session_options
+from onnxkd.commands.options import (gate_options, image_folder_options, image_options, input_shape_option, session_options,
+                                     target_speedup_options)
 
 CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 
@@ -53,13 +54,7 @@ def training_options(command):
 @click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True, help="Keep channel counts multiples of N.")
 @click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
 @click.option("--prune-normalized", is_flag=True, help="Also cut LayerNorm-normalised hidden sizes (transformers' residual stream).")
-@click.option("--target-speedup", type=click.FloatRange(min=0, min_open=True), metavar="X",
-              help="Instead of --ratio: the smallest ratio whose onnxruntime speed-up over TEACHER is >= X, found by "
-                   "timing pruned (and optimized) candidates before distilling.")
-@click.option("--max-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
-              help="--target-speedup: the largest ratio tried.")
-@click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="--target-speedup: batch size the candidates are timed at.")
+@target_speedup_options("TEACHER", "timing pruned (and optimized) candidates before distilling")
 @training_options
 @session_options("Validation and --target-speedup: ")
 @click.option("--validate-batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Batch for the second latency measurement (the first is batch 1).")

@@ -56,6 +56,20 @@ def session_options(purpose: str) -> Callable:
     return decorate
 
 
+def target_speedup_options(against: str, candidates: str) -> Callable:
+    """--target-speedup with --max-ratio and --latency-batch (prune and compress); ``against`` names the
+    reference model, ``candidates`` says what is timed."""
+    def decorate(command: Callable) -> Callable:
+        command = click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
+                               help="--target-speedup: batch size the candidates are timed at.")(command)
+        command = click.option("--max-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.9,
+                               show_default=True, help="--target-speedup: the largest ratio tried.")(command)
+        return click.option("--target-speedup", type=click.FloatRange(min=0, min_open=True), metavar="X",
+                            help=f"Instead of --ratio: the smallest ratio whose onnxruntime speed-up over {against} "
+                                 f"is >= X, found by {candidates}.")(command)
+    return decorate
+
+
 def input_shape_option(help_text: str) -> Callable:
     return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D0,D1,...", help=help_text)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from onnxkd.commands.options import input_shape_option, session_options
+from onnxkd.commands.options import input_shape_option, session_options, target_speedup_options
 from onnxkd.errors import OnnxkdError
 
 CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
@@ -37,13 +37,8 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 @click.option("--prune-normalized", is_flag=True,
               help="Also cut hidden sizes normalised by LayerNormalization (residual stream, embeddings); "
                    "changes the statistics, so the student needs distillation.")
-@click.option("--target-speedup", type=click.FloatRange(min=0, min_open=True), metavar="X",
-              help="Instead of --ratio: the smallest ratio whose onnxruntime speed-up over MODEL is >= X, found by "
-                   "timing pruned candidates (bisection). The written model is the pruned one, not optimised.")
-@click.option("--max-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
-              help="--target-speedup: the largest ratio tried.")
-@click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
-              help="--target-speedup: batch size the candidates are timed at.")
+@target_speedup_options("MODEL", "timing pruned candidates (bisection). The written model is the pruned one, "
+                                 "not optimised")
 @session_options("--target-speedup: ")
 @click.option("--optimize/--no-optimize", "optimize_candidates", default=True, show_default=True,
               help="--target-speedup: time each candidate after `optimize` (fused activations), as compress ships "

@@ -7,20 +7,10 @@ import json
 
 import onnx
 import pytest
+from cli_runner import cli
 from prune_oracle import assert_close, random_inputs, run
 
-from onnxkd.cli import main
 from onnxkd.graph_passes.api import read_plan
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def digest(path) -> str:

@@ -11,6 +11,7 @@ import json
 import numpy as np
 import onnx
 import pytest
+from cli_runner import cli
 
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import prune, read_plan
@@ -143,18 +144,6 @@ def test_onnxruntime_speedup_times_candidates_against_the_teacher(digits, pruner
 
 
 # --------------------------------------------------------------------------- the CLI
-
-
-def cli(capsys, *args) -> tuple[int, str, str]:
-    from onnxkd.cli import main
-
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize("flags", [["--ratio", "0.5", "--target-speedup", "1.5"], []])
