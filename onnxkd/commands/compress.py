@@ -104,9 +104,11 @@ def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resum
     else:
         render(r, console)
         render_compress(r, console)
-        where = f"Student: {result.student} · recipe: {result.recipe_path}"
-        console.print(where + (f" · report: {result.report_dir}/report.html" if result.report_dir else ""),
-                      highlight=False)
+        where = [f"Student: {result.student}", f"Recipe:  {result.recipe_path}"]
+        if result.report_dir:
+            where.append(f"Report:  {result.report_dir}/report.html")
+        for line in where:  # whole paths, never wrapped: logs are grepped and copied from
+            console.print(line, highlight=False, soft_wrap=True)
     if not result.passed:
         raise GateFailed([g for g in r["gates"] if not g["passed"]])
 
