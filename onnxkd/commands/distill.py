@@ -92,6 +92,10 @@ def command(teacher, student, output, data, val_data, work_dir, resume, input_sh
     result = distill(teacher, student, data, output, val_data=val_data, work_dir=work_dir, resume=resume,
                      image_options=options, input_shapes=parse_input_shapes(input_shapes), progress=console,
                      config=config)
+    if result.world_size > 1:
+        from onnxkd.distill import distributed
+
+        distributed.shutdown()
     if result.world_size > 1 and not _is_main():
         return
     if as_json:

@@ -66,6 +66,14 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
+def shutdown() -> None:
+    """Leave the process group once the run is over (a group left to interpreter exit can abort the process
+    while its threads are torn down; NCCL warns about it)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def wrap(module: torch.nn.Module, world: World, device: torch.device) -> torch.nn.Module:
     """The student under DDP (gradients averaged across processes); the module itself otherwise."""
     if not world.distributed:

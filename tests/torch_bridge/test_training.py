@@ -517,24 +517,32 @@ def test_inference_mode_then_training(zoo_model):
 # --------------------------------------------------------------------------- DDP
 
 
+def _ddp_step(rank: int, path: str, out_dir: str) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    module = onnxkd.to_torch(path).train()
+    proto = onnx.load(path)
+    feature = next(n.output[0] for n in proto.graph.node if n.op_type == "Relu")
+    ddp = DistributedDataParallel(module)
+    optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    x = models.ZOO["resnet"].example_input(2 + rank)  # different data per rank
+    (logits,), captured = ddp(x, capture=[feature])
+    loss = logits.square().mean() + captured[feature].mean()
+    loss.backward()
+    optimizer.step()
+    torch.save({n: p.detach() for n, p in module.onnx_parameters()}, f"{out_dir}/rank{rank}.pt")
+
+
 def _ddp_worker(rank: int, world: int, path: str, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        module = onnxkd.to_torch(path).train()
-        proto = onnx.load(path)
-        feature = next(n.output[0] for n in proto.graph.node if n.op_type == "Relu")
-        ddp = DistributedDataParallel(module)
-        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        x = models.ZOO["resnet"].example_input(2 + rank)  # different data per rank
-        (logits,), captured = ddp(x, capture=[feature])
-        loss = logits.square().mean() + captured[feature].mean()
-        loss.backward()
-        optimizer.step()
-        torch.save({n: p.detach() for n, p in module.onnx_parameters()}, f"{out_dir}/rank{rank}.pt")
+        _ddp_step(rank, path, out_dir)  # its DDP wrapper (which holds the process group) is gone on return
+        # Tear down together and before interpreter exit: a gloo group destroyed while its peer still
+        # works, or left to static destructors, aborted a CI run ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
