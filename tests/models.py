@@ -225,6 +225,50 @@ class ResNeXtTiny(ResNetTiny):
         super().__init__(num_classes, width=16, groups=4)
 
 
+def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+
+
+class ShuffleUnit(nn.Module):
+    """torchvision's ShuffleNet v2 unit: stride 1 passes one half of the channels through (chunk) and runs a
+    branch on the other, stride 2 runs two branches on all of them; the halves are concatenated and shuffled."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        half = cout // 2
+        self.stride = stride
+        self.branch1 = nn.Sequential(conv_bn_act(cin, cin, 3, stride, cin, nn.Identity), conv_bn_act(cin, half, 1)) \
+            if stride > 1 else None
+        self.branch2 = nn.Sequential(conv_bn_act(cin if stride > 1 else half, half, 1),
+                                     conv_bn_act(half, half, 3, stride, half, nn.Identity), conv_bn_act(half, half, 1))
+
+    def forward(self, x):
+        if self.branch1 is None:
+            passed, x = x.chunk(2, dim=1)
+            out = torch.cat((passed, self.branch2(x)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return channel_shuffle(out, 2)
+
+
+class ShuffleNetV2Tiny(nn.Module):
+    """Channel split (chunk), concat and channel shuffle between units: only the branches' inner convs can be cut
+    (a shuffled half pairs channels across the concat, and the next chunk needs equal halves)."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = conv_bn_act(3, 24, 3, 2)
+        self.stage2 = nn.Sequential(ShuffleUnit(24, 48, 2), ShuffleUnit(48, 48, 1), ShuffleUnit(48, 48, 1))
+        self.stage3 = nn.Sequential(ShuffleUnit(48, 96, 2), ShuffleUnit(96, 96, 1))
+        self.head = conv_bn_act(96, 128, 1)
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        x = self.head(self.stage3(self.stage2(self.stem(x))))
+        return self.fc(x.mean((2, 3)))
+
+
 # --------------------------------------------------------------------------- transformers
 
 
@@ -504,6 +548,7 @@ ZOO: dict[str, Arch] = {
         Arch("densenet", DenseNetTiny, _image(32), "cnn"),
         Arch("unet", UNetTiny, _image(32), "cnn"),
         Arch("resnext", ResNeXtTiny, _image(32), "cnn"),
+        Arch("shufflenetv2", ShuffleNetV2Tiny, _image(32), "cnn"),
         Arch("transformer", TransformerEncoderTiny, _tokens(12), "transformer"),
         Arch("gpt", GPTTiny, _tokens(12), "transformer"),
         Arch("bert", BertTiny, _tokens(12), "transformer"),
