@@ -327,3 +327,19 @@ def _int(value: Fraction) -> int:
 
 def total(layout: Layout) -> int:
     return sum(s.length for s in layout)
+
+
+def cut(layout: Layout, start: int, end: int) -> Layout | None:
+    """The sub-layout of [start, end), or None when the cut splits a group's segment."""
+    out, offset = [], 0
+    for seg in layout:
+        lo, hi = max(start, offset), min(end, offset + seg.length)
+        if lo < hi:
+            if seg.gid is None:
+                out.append(Seg(None, hi - lo))
+            elif lo == offset and hi == offset + seg.length:
+                out.append(seg)
+            else:
+                return None
+        offset += seg.length
+    return out

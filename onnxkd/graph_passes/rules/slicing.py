@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxkd.graph_passes.dependency import Ctx, rule
 from onnxkd.graph_passes.groups import Edit
-from onnxkd.graph_passes.layout import Layout, Seg, total
-from onnxkd.graph_passes.rules_linear import table_source
-from onnxkd.graph_passes.rules_reshape import edit_segments
-
+from onnxkd.graph_passes.layout import Layout, Seg, cut, total
+from onnxkd.graph_passes.rules.linear import table_source
+from onnxkd.graph_passes.rules.registry import Ctx, rule
+from onnxkd.graph_passes.rules.reshape import edit_segments
 
 # --------------------------------------------------------------------------- concat / split / slice
 
@@ -83,24 +82,8 @@ def _learned_constant(ctx: Ctx, i: int, k: int) -> tuple[str, int] | None:
     return name, axis
 
 
-def _cut(layout: Layout, start: int, end: int) -> Layout | None:
-    """The sub-layout of [start, end), or None when the cut splits a group's segment."""
-    out, offset = [], 0
-    for seg in layout:
-        lo, hi = max(start, offset), min(end, offset + seg.length)
-        if lo < hi:
-            if seg.gid is None:
-                out.append(Seg(None, hi - lo))
-            elif lo == offset and hi == offset + seg.length:
-                out.append(seg)
-            else:
-                return None
-        offset += seg.length
-    return out
-
-
 def _before(layout: Layout, position: int) -> Layout:
-    return _cut(layout, 0, position) or []
+    return cut(layout, 0, position) or []
 
 
 @rule("Split")
@@ -127,7 +110,7 @@ def split(ctx: Ctx) -> None:
         ctx.state.split_at(lay, position)  # a chunk through one group makes two groups (layouts change in place)
     start = 0
     for i, size in enumerate(sizes):
-        part = _cut(lay, start, start + size)
+        part = cut(lay, start, start + size)
         if part is None:
             ctx.freeze(lay, "split through a channel group")
             return
@@ -171,7 +154,7 @@ def slice_(ctx: Ctx) -> None:
         if steps[j] == 1 and start >= 0 and end >= 0:
             ctx.state.split_at(lay, start)
             ctx.state.split_at(lay, min(end, dim))
-        part = _cut(lay, start, min(end, dim)) if steps[j] == 1 and start >= 0 and end >= 0 else None
+        part = cut(lay, start, min(end, dim)) if steps[j] == 1 and start >= 0 and end >= 0 else None
         if part is None or (ctx.opset >= 10 and None in names):
             ctx.freeze(lay, "sliced through a channel group")
             out.pop(axis)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from onnxkd.graph_passes.dependency import Ctx, rule
 from onnxkd.graph_passes.groups import Edit
-from onnxkd.graph_passes.layout import Seg
+from onnxkd.graph_passes.layout import Seg, cut
+from onnxkd.graph_passes.rules.registry import Ctx, rule
 
 
 def _source(ctx: Ctx, size: int, weight: str, axis: int, bias: str | None, bias_axis: int = 0) -> Seg:
@@ -109,9 +109,8 @@ def _same_in_every_group(ctx: Ctx, channels, width: int, groups: int):
         if not ctx.state.split_at(channels, k * width):
             ctx.freeze(channels, f"a channel straddles the conv groups of {ctx.where}")
             return None
-    from onnxkd.graph_passes.rules_slicing import _cut
 
-    chunks = [_cut(channels, k * width, (k + 1) * width) for k in range(groups)]
+    chunks = [cut(channels, k * width, (k + 1) * width) for k in range(groups)]
     if any(chunk is None for chunk in chunks):
         ctx.freeze(channels, f"a channel straddles the conv groups of {ctx.where}")
         return None

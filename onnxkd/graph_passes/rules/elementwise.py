@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from onnxkd.graph_passes.dependency import Ctx, rule
 from onnxkd.graph_passes.groups import Edit
 from onnxkd.graph_passes.layout import total
+from onnxkd.graph_passes.rules.registry import Ctx, rule
+from onnxkd.graph_passes.rules.reshape import entry_follows
 
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
@@ -158,12 +159,6 @@ def pad(ctx: Ctx) -> None:
         else:
             out[k] = lay
     ctx.set_out(out)
-
-
-def entry_follows(ctx, value, position, lay):
-    from onnxkd.graph_passes.rules_reshape import entry_follows as follows
-
-    return follows(ctx, value, position, lay)
 
 
 @rule("Resize", "Upsample")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from math import prod
 
-from onnxkd.graph_passes.dependency import Ctx, rule
 from onnxkd.graph_passes.groups import Edit
 from onnxkd.graph_passes.layout import Layout, Seg, total
-
+from onnxkd.graph_passes.rules.registry import Ctx, rule
 
 # --------------------------------------------------------------------------- reshape family
 
