@@ -26,7 +26,7 @@ from onnxkd.graph_passes.shape_folding import infer_at
 STAND_INS = (97, 89, 83, 79, 73, 71, 67, 61, 59, 53)
 
 
-def concrete_shapes(model: ir.Model) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
+def concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...] = STAND_INS) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
     """(value name -> static shape, value name -> small integer value folded from shape arithmetic), both
     with the dynamic input dims at stand-in values; ({}, {}) when inference fails.
 
@@ -45,7 +45,7 @@ def concrete_shapes(model: ir.Model) -> tuple[dict[str, list[int]], dict[str, np
                 dims.append(dim)
             else:
                 key = str(dim) if isinstance(dim, ir.SymbolicDim) and dim.value else f"?{value.name}:{len(dims)}"
-                symbols.setdefault(key, STAND_INS[len(symbols) % len(STAND_INS)])
+                symbols.setdefault(key, stand_ins[len(symbols) % len(stand_ins)])
                 dims.append(symbols[key])
         fixed[value.name] = dims
 

@@ -8,6 +8,7 @@ from onnx_ir.passes.common import LiftConstantsToInitializersPass, ShapeInferenc
 from onnxkd.graph_passes.explicit_split import ExplicitSplitSizesPass
 from onnxkd.graph_passes.fold_views import FoldConstantViewsPass
 from onnxkd.graph_passes.passes.packed_selects import PackedSelectsToSlicesPass
+from onnxkd.graph_passes.static_slice_bounds import FoldStaticSliceBoundsPass
 from onnxkd.graph_passes.untie import NameNodesPass, UntieInitializersPass
 from onnxkd.model import ModelLike
 
@@ -18,7 +19,8 @@ def prepare(model: ModelLike, *, simplify: bool = False) -> ir.Model:
 
     prepared = normalize(model, simplify=simplify)
     steps = (LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0), FoldConstantViewsPass(),
-             PackedSelectsToSlicesPass(), UntieInitializersPass(), NameNodesPass(), ExplicitSplitSizesPass())
+             PackedSelectsToSlicesPass(), UntieInitializersPass(), NameNodesPass(), ExplicitSplitSizesPass(),
+             FoldStaticSliceBoundsPass())
     for step in steps:
         prepared = step(prepared).model
     try:

@@ -13,7 +13,7 @@ from onnx import helper
 from prune_oracle import random_inputs, run
 from test_dependency_rules import build, check_random_plans, conv, w
 
-from onnxkd.graph_passes.api import prune
+from onnxkd.graph_passes.api import prune, prune_with_plan
 from onnxkd.model import to_proto
 
 
@@ -105,3 +105,58 @@ def test_shufflenet_unit_grouped_convs_around_the_shuffle():
     result = prune(model, 0.5)
     onnx.checker.check_model(to_proto(result.model), full_check=True)
     assert run(result.model, random_inputs(model))[0].shape == (1, 5, 4, 4)
+
+
+def test_concat_of_two_convs_then_shuffle_couples_the_halves_position_by_position():
+    """ShuffleNet v2: concat(branch1, branch2) -> shuffle (g=2). Channel i of each branch land side by side, so
+    they are cut together and both halves shrink alike (g stays 2), instead of the whole-half cut (g shrinks)
+    that would leave nothing to prune."""
+    nodes, inits = shuffle("c", "sh", 1, 12, 2, 4)
+    model = build([conv("x", "a", "wa"), conv("x", "b", "wb"), helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+                   *nodes, conv("sh", "y", "w2")],
+                  {"wa": w(6, 3, 3, 3), "wb": w(6, 3, 3, 3), "w2": w(5, 12, 3, 3), **inits}, [("x", [1, 3, 4, 4])], ["y"])
+    groups = check_random_plans(model, seeds=range(5))
+    (group,) = [g for g in groups if g.prunable]
+    assert group.size == 6 and {"wa", "wb", "w2"} <= {s.name for s in group.slices}
+    assert [(s.offset, s.block) for s in group.slices if s.name == "w2"] == [(0, 2)]  # channel i at 2i, 2i + 1
+    result = prune(model, 0.5)
+    shapes = {v.name: v.const_value.numpy().tolist() for v in result.model.graph.initializers.values()}
+    assert shapes["sh_s1"] == [1, 2, 3, 4, 4] and shapes["sh_s2"] == [1, 6, 4, 4]
+
+
+def _chunk_end(x: str, axis: int, name: str) -> tuple[list, dict]:
+    """(Shape(x)[axis] + 1) / 2, as the legacy exporter writes the split point of ``x.chunk(2, dim=axis)``."""
+    nodes = [helper.make_node("Shape", [x], [f"{name}_shape"]),
+             helper.make_node("Gather", [f"{name}_shape", f"{name}_axis"], [f"{name}_dim"], axis=0),
+             helper.make_node("Add", [f"{name}_dim", f"{name}_one"], [f"{name}_plus"]),
+             helper.make_node("Div", [f"{name}_plus", f"{name}_two"], [name])]
+    return nodes, {f"{name}_axis": np.array([axis], np.int64), f"{name}_one": np.array([1], np.int64),
+                   f"{name}_two": np.array([2], np.int64)}
+
+
+def test_chunk_with_computed_split_point_cuts_each_half_on_its_own():
+    """The legacy export's chunk: Slices whose bounds are computed from the width at run time. They become
+    constants (the width is static), so the halves are two groups with their own cuts; a bound computed from
+    the dynamic batch size stays computed."""
+    end_nodes, end_inits = _chunk_end("a", 1, "mid")
+    batch_nodes, batch_inits = _chunk_end("a", 0, "half_batch")
+    big = np.array([2**62], np.int64)
+    model = build([conv("x", "a", "w1"), *end_nodes, *batch_nodes,
+                   helper.make_node("Slice", ["a", "zero", "mid", "axis1"], ["lo"], name="lo"),
+                   helper.make_node("Slice", ["a", "mid", "big", "axis1"], ["hi"], name="hi"),
+                   conv("lo", "y1", "w2"), conv("hi", "y2", "w3"),
+                   helper.make_node("Slice", ["y2", "zero", "half_batch", "axis0"], ["y3"], name="by_batch")],
+                  {"w1": w(8, 3, 3, 3), "w2": w(4, 4, 3, 3), "w3": w(4, 4, 3, 3), "zero": np.array([0], np.int64),
+                   "big": big, "axis1": np.array([1], np.int64), "axis0": np.array([0], np.int64),
+                   **end_inits, **batch_inits},
+                  [("x", ["N", 3, 4, 4])], ["y1", "y3"])
+    groups = check_random_plans(model, seeds=range(5))
+    assert sorted(g.size for g in groups if g.prunable) == [4, 4]
+    low = next(g for g in groups if any(s.name == "w2" for s in g.slices))
+    high = next(g for g in groups if any(s.name == "w3" for s in g.slices))
+    result = prune_with_plan(model, {low.id: [0], high.id: [1, 2, 3]})
+    nodes = {n.name: n for n in result.model.graph}
+    assert nodes["lo"].inputs[2].const_value.numpy().tolist() == [1]  # 1 + 3 channels kept: unequal halves
+    assert nodes["by_batch"].inputs[2].const_value is None  # depends on the batch size: still computed
+    feeds = random_inputs(model, batch=3)
+    assert [o.shape for o in run(result.model, feeds)] == [(3, 4, 4, 4), (2, 4, 4, 4)]  # (3 + 1) / 2 rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 from math import prod
 
 from onnxkd.graph_passes.groups import Edit
-from onnxkd.graph_passes.layout import Layout, Seg, total
+from onnxkd.graph_passes.layout import Layout, Seg, cut, total
 from onnxkd.graph_passes.rules.registry import Ctx, rule
 
 # --------------------------------------------------------------------------- reshape family
@@ -111,6 +111,11 @@ def remap(ctx: Ctx, layouts: dict[int, Layout], in_shape: list | None, out_shape
             ctx.freeze_inputs(f"{ctx.where} interleaves channels with another axis")
             return None
         p = candidates[-1]
+        if len(ia) == 1 and ob == [p, p + 1] and b[p] > 1:
+            alike = _chunks_alike(ctx, lay, b[p])
+            if alike is not None:
+                out[p + 1] = alike
+                continue
         inner_out = prod(b[x] for x in ob if x > p)
         combined = [Seg(s.gid, s.length * inner, s.block * inner) for s in lay]
         placed = ctx.state.regroup(combined, inner_out, ctx.where)
@@ -119,6 +124,24 @@ def remap(ctx: Ctx, layouts: dict[int, Layout], in_shape: list | None, out_shape
             return None
         out[p] = placed
     return out
+
+
+def _chunks_alike(ctx: Ctx, lay: Layout, g: int) -> Layout | None:
+    """[C] -> [g, C/g] where each of the g chunks is a different tensor's channels (a concat before a channel
+    shuffle, ShuffleNet v2): channel i of every chunk is coupled with channel i of the others, so every chunk
+    shrinks alike and the shuffle keeps pairing the same channels; the layout moves to the C/g axis. None
+    (nothing changed) when a chunk is untracked, splits a channel or shares a group with another chunk;
+    cutting whole chunks (g shrinks) is then the only option."""
+    width = total(lay) // g
+    chunks = [cut(lay, k * width, (k + 1) * width) for k in range(g)]
+    if any(chunk is None or any(s.gid is None for s in chunk) for chunk in chunks):
+        return None
+    roots = [{ctx.state.find(s.gid) for s in chunk} for chunk in chunks]
+    if len(set().union(*roots)) != sum(len(r) for r in roots):
+        return None
+    if not all(ctx.state.unify(chunks[0], chunk, ctx.where) for chunk in chunks[1:]):
+        return None
+    return chunks[0]
 
 
 def _merged_with_outer(ctx: Ctx, lay: Layout, outer: int, dims: list[int]) -> Layout | None:
