@@ -119,9 +119,8 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         say(f"[2/5] distill: done before ({student_path}), resuming")
     else:
         say("[2/5] distill")
-        from onnxkd.distill.api import distill
-
         from onnxkd.distill import checkpoint
+        from onnxkd.distill.api import distill
 
         result = distill(teacher, pruned_path, train, student_path, val_data=val, work_dir=work / "distill",
                          resume=resume and checkpoint.path_in(work / "distill").exists(), input_shapes=input_shapes,
@@ -264,7 +263,7 @@ def _measured(criterion: str, teacher: ir.Model, train: Dataset | None, options:
         return {"scores": kd_scores(teacher, train, prune_normalized=options.prune_normalized, seed=seed,
                                     progress=progress)}
     if criterion == "taylor":
-        from onnxkd.graph_passes.prepare import prepare
+        from onnxkd.graph_passes.normalize.prepare import prepare
         from onnxkd.torch_bridge.gradients import initializer_gradients
 
         return {"gradients": initializer_gradients(prepare(teacher), train, max_batches=32, progress=progress)}

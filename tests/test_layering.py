@@ -46,12 +46,12 @@ def test_layer_imports_only_downwards(layer):
 def test_pruning_rules_never_import_the_analysis_that_dispatches_to_them():
     """dependency -> rules -> (registry, layout, groups): a rule module importing the analysis (or a family
     importing the package that loads it) would bring back the import cycle the rules/ package removed."""
-    rules = PACKAGE / "graph_passes" / "rules"
+    rules = PACKAGE / "graph_passes" / "analyze" / "rules"
     violations = [f"{path.relative_to(PACKAGE)} imports {name}" for path in sorted(rules.glob("*.py"))
                   for name in _imports(path)
-                  if name in ("onnxkd.graph_passes.dependency", "onnxkd.graph_passes.rules")]
+                  if name in ("onnxkd.graph_passes.analyze.dependency", "onnxkd.graph_passes.analyze.rules")]
     assert not violations, "\n".join(violations)
-    assert "onnxkd.graph_passes.dependency" not in _imports(PACKAGE / "graph_passes" / "layout.py")
+    assert "onnxkd.graph_passes.analyze.dependency" not in _imports(PACKAGE / "graph_passes" / "analyze" / "layout.py")
 
 
 def test_import_onnxkd_and_cli_help_do_not_load_torch():

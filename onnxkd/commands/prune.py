@@ -132,7 +132,7 @@ def _measured_importance(criterion: str, model: str, data: str | None, batch_siz
     from rich.console import Console
 
     from onnxkd.data import input_specs, load_data
-    from onnxkd.graph_passes.prepare import prepare
+    from onnxkd.graph_passes.normalize.prepare import prepare
 
     prepared = prepare(model)
     dataset = load_data(data, input_specs(ir.to_proto(prepared)))

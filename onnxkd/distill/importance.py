@@ -34,7 +34,7 @@ from onnxkd.distill.targets import logits_tensors
 from onnxkd.distill.trainer import named_outputs
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import channel_groups
-from onnxkd.graph_passes.importance import channel_sums
+from onnxkd.graph_passes.prune.importance import channel_sums
 from onnxkd.model import ModelLike
 from onnxkd.torch_bridge import to_torch
 

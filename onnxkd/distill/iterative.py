@@ -25,9 +25,9 @@ from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.importance import kd_scores
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import PLAN_KEY, channel_groups, prune, prune_with_plan
-from onnxkd.graph_passes.compose import compose, match_groups, step_counts
-from onnxkd.graph_passes.importance import importance
-from onnxkd.graph_passes.plan import Plan, plan_to_json
+from onnxkd.graph_passes.prune.compose import compose, match_groups, step_counts
+from onnxkd.graph_passes.prune.importance import importance
+from onnxkd.graph_passes.prune.plan import Plan, plan_to_json
 from onnxkd.model import ModelLike, load
 
 

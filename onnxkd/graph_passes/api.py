@@ -12,13 +12,13 @@ import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
 from onnxkd.errors import OnnxkdError
-from onnxkd.graph_passes.dependency import analyze
-from onnxkd.graph_passes.groups import ChannelGroup
-from onnxkd.graph_passes.importance import importance
-from onnxkd.graph_passes.plan import Plan, make_plan, plan_from_json, plan_to_json
-from onnxkd.graph_passes.prepare import prepare
-from onnxkd.graph_passes.rewrite import apply_plan
-from onnxkd.graph_passes.untie import RetieInitializersPass
+from onnxkd.graph_passes.analyze.dependency import analyze
+from onnxkd.graph_passes.analyze.groups import ChannelGroup
+from onnxkd.graph_passes.normalize.prepare import prepare
+from onnxkd.graph_passes.normalize.untie import RetieInitializersPass
+from onnxkd.graph_passes.prune.importance import importance
+from onnxkd.graph_passes.prune.plan import Plan, make_plan, plan_from_json, plan_to_json
+from onnxkd.graph_passes.prune.rewrite import apply_plan
 from onnxkd.model import ModelLike, load
 
 PLAN_KEY = "onnxkd.prune_plan"

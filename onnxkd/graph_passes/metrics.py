@@ -16,7 +16,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxkd.errors import OnnxkdError
-from onnxkd.graph_passes.shape_folding import infer_at
+from onnxkd.graph_passes.analyze.shape_folding import infer_at
 from onnxkd.model import ModelLike, load
 
 MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

@@ -17,7 +17,7 @@ from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.importance import kd_scores
 from onnxkd.distill.iterative import iterative_prune
 from onnxkd.graph_passes.api import channel_groups, prune_with_plan, read_plan, read_plan_details
-from onnxkd.graph_passes.importance import channel_sums
+from onnxkd.graph_passes.prune.importance import channel_sums
 
 
 @pytest.fixture(scope="module")

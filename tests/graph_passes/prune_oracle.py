@@ -12,7 +12,7 @@ import numpy as np
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxkd.graph_passes.rewrite import removed_indices
+from onnxkd.graph_passes.prune.rewrite import removed_indices
 from onnxkd.model import to_proto
 
 

@@ -264,7 +264,7 @@ def test_weight_behind_a_reshape_is_folded_and_sliced():
 def test_fold_constant_views_pass_is_exact():
     import onnx_ir as ir
 
-    from onnxkd.graph_passes.fold_views import FoldConstantViewsPass
+    from onnxkd.graph_passes.normalize.fold_views import FoldConstantViewsPass
 
     weight = w(1, 2, 3, 4)
     nodes = [helper.make_node("Transpose", ["w4"], ["t"], perm=[0, 3, 1, 2]),

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.metrics import count_macs, count_params, model_stats
-from onnxkd.graph_passes.normalize import normalize
+from onnxkd.graph_passes.normalize.canonical import normalize
 from onnxkd.model import save
 
 

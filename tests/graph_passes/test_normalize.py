@@ -19,8 +19,8 @@ import pytest
 from light_models import LIGHT_MODELS, light_model_path
 from onnx import helper
 
-from onnxkd.graph_passes.normalize import normalize, normalize_with_report
-from onnxkd.graph_passes.passes import FoldConstantOfShapePass, LiftWeightConstantsPass, SimplifyPass, simplify
+from onnxkd.graph_passes.normalize.canonical import normalize, normalize_with_report
+from onnxkd.graph_passes.normalize import FoldConstantOfShapePass, LiftWeightConstantsPass, SimplifyPass, simplify
 from onnxkd.model import save
 
 ZOO = ["resnet", "mobilenetv2", "mobilenetv3", "densenet", "unet", "resnext", "transformer", "gpt"]
@@ -262,7 +262,7 @@ def test_large_weights_bypass_onnxsim_and_come_back(tmp_path, monkeypatch):
 
 
 def test_version_converter_failure_keeps_the_opset(tmp_path, monkeypatch):
-    from onnxkd.graph_passes.passes import opset
+    from onnxkd.graph_passes.normalize import opset
 
     def refuse(model, target):
         raise RuntimeError("No Adapter For LRN\nmore")
@@ -311,7 +311,7 @@ def test_constant_of_shape_fold_is_exact():
 def test_normalising_imports_neither_torch_nor_onnxsim():
     code = (
         "import sys\n"
-        "from onnxkd.graph_passes.normalize import normalize\n"
+        "from onnxkd.graph_passes.normalize.canonical import normalize\n"
         "from onnxkd.graph_passes.metrics import model_stats\n"
         f"model_stats(normalize({str(light_model_path('squeezenet'))!r}))\n"
         "assert 'torch' not in sys.modules and 'onnxsim' not in sys.modules, 'torch or onnxsim imported'\n"

@@ -8,7 +8,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxkd
-from onnxkd.graph_passes.passes.packed_selects import PackedSelectsToSlicesPass
+from onnxkd.graph_passes.normalize.packed_selects import PackedSelectsToSlicesPass
 
 
 def _packed_model(transpose_perm=(3, 1, 2, 0, 4), select_axis=0) -> onnx.ModelProto:

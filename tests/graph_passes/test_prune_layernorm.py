@@ -24,7 +24,7 @@ from prune_oracle import assert_close, random_inputs, run
 
 from onnxkd.cli import main
 from onnxkd.graph_passes.api import channel_groups, prune, read_plan_details
-from onnxkd.graph_passes.untie import origin
+from onnxkd.graph_passes.normalize.untie import origin
 from onnxkd.model import to_proto
 
 MODELS = [("transformer", "legacy"), ("transformer", "dynamo"), ("gpt", "legacy"), ("gpt", "dynamo")]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from onnxkd.errors import OnnxkdError
-from onnxkd.graph_passes.groups import ChannelGroup, Edit, InitializerSlice, Member
-from onnxkd.graph_passes.importance import importance
-from onnxkd.graph_passes.plan import make_plan, plan_from_json, plan_to_json
+from onnxkd.graph_passes.analyze.groups import ChannelGroup, Edit, InitializerSlice, Member
+from onnxkd.graph_passes.prune.importance import importance
+from onnxkd.graph_passes.prune.plan import make_plan, plan_from_json, plan_to_json
 
 
 def group(gid=0, size=4, block=1, source="conv", bn=False):

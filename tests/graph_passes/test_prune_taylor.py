@@ -16,7 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from test_prune_cli import cli  # the same in-process CLI runner
 from onnxkd.graph_passes.api import channel_groups, prune, read_plan
-from onnxkd.graph_passes.importance import importance
+from onnxkd.graph_passes.prune.importance import importance
 
 pytest.importorskip("torch")
 from onnxkd.torch_bridge.gradients import initializer_gradients  # noqa: E402

@@ -120,7 +120,7 @@ def test_taylor_with_gradients_keyed_by_teacher_names(zoo_model):
     rng = np.random.default_rng(0)
     gradients = {name: rng.standard_normal(value.const_value.shape.numpy()).astype(np.float32)
                  for name, value in teacher.graph.initializers.items() if value.const_value is not None}
-    from onnxkd.graph_passes.importance import importance
+    from onnxkd.graph_passes.prune.importance import importance
 
     prepared, groups = channel_groups(path)
     arrays = {n: v.const_value.numpy() for n, v in prepared.graph.initializers.items() if v.const_value is not None}

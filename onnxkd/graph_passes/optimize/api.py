@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 
 import onnx_ir as ir
 
+from onnxkd.graph_passes.normalize.opset import UpgradeOpsetPass
 from onnxkd.graph_passes.optimize.cleanup import clean_up
 from onnxkd.graph_passes.optimize.fusion import Fusion
 from onnxkd.graph_passes.optimize.gelu import GELU
 from onnxkd.graph_passes.optimize.hard_activations import HARD_ACTIVATIONS
 from onnxkd.graph_passes.optimize.layer_norm import LAYER_NORM
 from onnxkd.graph_passes.optimize.mish import MISH
-from onnxkd.graph_passes.passes.opset import UpgradeOpsetPass
 from onnxkd.model import ModelLike, graph_copy, load, opset_of
 
 FUSIONS: tuple[Fusion, ...] = (HARD_ACTIVATIONS, GELU, MISH, LAYER_NORM)

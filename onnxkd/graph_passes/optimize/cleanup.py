@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes.common import IdentityEliminationPass, RemoveUnusedNodesPass, RemoveUnusedOpsetsPass
 
-from onnxkd.graph_passes.passes.simplify import quiet_logger
+from onnxkd.graph_passes.normalize.simplify import quiet_logger
 
 
 def clean_up(model: ir.Model) -> None:

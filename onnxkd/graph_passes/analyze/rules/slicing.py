@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxkd.graph_passes.groups import Edit
-from onnxkd.graph_passes.layout import Layout, Seg, cut, total
-from onnxkd.graph_passes.rules.linear import table_source
-from onnxkd.graph_passes.rules.registry import Ctx, rule
-from onnxkd.graph_passes.rules.reshape import edit_segments
+from onnxkd.graph_passes.analyze.groups import Edit
+from onnxkd.graph_passes.analyze.layout import Layout, Seg, cut, total
+from onnxkd.graph_passes.analyze.rules.linear import table_source
+from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
+from onnxkd.graph_passes.analyze.rules.reshape import edit_segments
 
 # --------------------------------------------------------------------------- concat / split / slice
 

@@ -15,7 +15,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from onnxkd.graph_passes.concrete_shapes import STAND_INS, concrete_shapes
+from onnxkd.graph_passes.analyze.concrete_shapes import STAND_INS, concrete_shapes
 
 _BOUNDS = {1: "starts", 2: "ends"}
 

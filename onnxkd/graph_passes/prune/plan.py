@@ -16,7 +16,7 @@ from math import gcd
 import numpy as np
 
 from onnxkd.errors import OnnxkdError
-from onnxkd.graph_passes.groups import ChannelGroup
+from onnxkd.graph_passes.analyze.groups import ChannelGroup
 
 Plan = dict[int, list[int]]
 

@@ -7,7 +7,7 @@ from collections import defaultdict
 import numpy as np
 import onnx_ir as ir
 
-from onnxkd.graph_passes.groups import ChannelGroup
+from onnxkd.graph_passes.analyze.groups import ChannelGroup
 
 
 def removed_indices(group: ChannelGroup, kept: list[int]) -> list[int]:

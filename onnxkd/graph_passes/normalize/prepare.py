@@ -5,17 +5,17 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, ShapeInferencePass
 
-from onnxkd.graph_passes.explicit_split import ExplicitSplitSizesPass
-from onnxkd.graph_passes.fold_views import FoldConstantViewsPass
-from onnxkd.graph_passes.passes.packed_selects import PackedSelectsToSlicesPass
-from onnxkd.graph_passes.static_slice_bounds import FoldStaticSliceBoundsPass
-from onnxkd.graph_passes.untie import NameNodesPass, UntieInitializersPass
+from onnxkd.graph_passes.normalize.explicit_split import ExplicitSplitSizesPass
+from onnxkd.graph_passes.normalize.fold_views import FoldConstantViewsPass
+from onnxkd.graph_passes.normalize.packed_selects import PackedSelectsToSlicesPass
+from onnxkd.graph_passes.normalize.static_slice_bounds import FoldStaticSliceBoundsPass
+from onnxkd.graph_passes.normalize.untie import NameNodesPass, UntieInitializersPass
 from onnxkd.model import ModelLike
 
 
 def prepare(model: ModelLike, *, simplify: bool = False) -> ir.Model:
     """A new model (the caller's is untouched) numerically equal to ``model``, ready for analysis."""
-    from onnxkd.graph_passes.normalize import normalize
+    from onnxkd.graph_passes.normalize.canonical import normalize
 
     prepared = normalize(model, simplify=simplify)
     steps = (LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0), FoldConstantViewsPass(),

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 
 from onnxkd.errors import OnnxkdError
-from onnxkd.graph_passes.groups import ChannelGroup
-from onnxkd.graph_passes.plan import Plan
+from onnxkd.graph_passes.analyze.groups import ChannelGroup
+from onnxkd.graph_passes.prune.plan import Plan
 
 
 def group_key(group: ChannelGroup) -> tuple:

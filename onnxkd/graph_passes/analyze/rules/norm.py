@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from onnxkd.graph_passes.groups import Edit
-from onnxkd.graph_passes.layout import total
-from onnxkd.graph_passes.rules.registry import Ctx, rule
+from onnxkd.graph_passes.analyze.groups import Edit
+from onnxkd.graph_passes.analyze.layout import total
+from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
 
 # input index -> slice role, for the per-channel parameters (shape [C]) of each op
 PER_CHANNEL = {

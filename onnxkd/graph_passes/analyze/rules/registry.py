@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
-from onnxkd.graph_passes.layout import Layout, State
+from onnxkd.graph_passes.analyze.layout import Layout, State
 
 Rule = Callable[["Ctx"], None]
 RULES: dict[str, Rule] = {}

@@ -12,10 +12,10 @@ import os
 
 import onnx_ir as ir
 
-from onnxkd.graph_passes import rules  # noqa: F401  (registers every rule)
-from onnxkd.graph_passes.groups import ChannelGroup, Edit
-from onnxkd.graph_passes.layout import State, total
-from onnxkd.graph_passes.rules.registry import RULES, Ctx
+from onnxkd.graph_passes.analyze import rules  # noqa: F401  (registers every rule)
+from onnxkd.graph_passes.analyze.groups import ChannelGroup, Edit
+from onnxkd.graph_passes.analyze.layout import State, total
+from onnxkd.graph_passes.analyze.rules.registry import RULES, Ctx
 
 # Set to "1" (the test suite does) to let a rule's exception propagate instead of freezing its inputs.
 STRICT_ENV = "ONNXKD_STRICT_ANALYSIS"
@@ -32,7 +32,7 @@ def analyze(model: ir.Model, *, prune_normalized: bool = False) -> list[ChannelG
     ``prune_normalized``: hidden sizes normalised by LayerNormalization (a transformer's residual
     stream) become groups too, with embedding tables as their producers (see rules.norm.layer_norm).
     """
-    from onnxkd.graph_passes.concrete_shapes import concrete_shapes
+    from onnxkd.graph_passes.analyze.concrete_shapes import concrete_shapes
     from onnxkd.model import opset_of
 
     opset = opset_of(model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from onnxkd.graph_passes.groups import ChannelGroup, Edit, InitializerSlice, Member
+from onnxkd.graph_passes.analyze.groups import ChannelGroup, Edit, InitializerSlice, Member
 
 
 @dataclass(frozen=True)

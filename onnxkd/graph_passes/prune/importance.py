@@ -11,9 +11,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from onnxkd.graph_passes.groups import ChannelGroup, InitializerSlice
-from onnxkd.graph_passes.untie import origin
 from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.analyze.groups import ChannelGroup, InitializerSlice
+from onnxkd.graph_passes.normalize.untie import origin
 
 WEIGHT_ROLES = ("out", "in", "param", "bn_scale")
 

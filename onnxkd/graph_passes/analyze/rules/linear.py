@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from onnxkd.graph_passes.groups import Edit
-from onnxkd.graph_passes.layout import Seg, cut
-from onnxkd.graph_passes.rules.registry import Ctx, rule
+from onnxkd.graph_passes.analyze.groups import Edit
+from onnxkd.graph_passes.analyze.layout import Seg, cut
+from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
 
 
 def _source(ctx: Ctx, size: int, weight: str, axis: int, bias: str | None, bias_axis: int = 0) -> Seg:

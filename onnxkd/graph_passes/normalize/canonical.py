@@ -19,13 +19,13 @@ from onnx_ir.passes.common import (
     TopologicalSortPass,
 )
 
-from onnxkd.graph_passes.passes import (
+from onnxkd.graph_passes.normalize import (
     FoldConstantOfShapePass,
     LiftWeightConstantsPass,
     SimplifyPass,
     UpgradeOpsetPass,
 )
-from onnxkd.graph_passes.passes.signature import RestoreSignaturePass, signature
+from onnxkd.graph_passes.normalize.signature import RestoreSignaturePass, signature
 from onnxkd.model import ModelLike, load, opset_of
 
 

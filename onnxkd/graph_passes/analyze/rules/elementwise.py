@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from onnxkd.graph_passes.groups import Edit
-from onnxkd.graph_passes.layout import total
-from onnxkd.graph_passes.rules.registry import Ctx, rule
-from onnxkd.graph_passes.rules.reshape import entry_follows
+from onnxkd.graph_passes.analyze.groups import Edit
+from onnxkd.graph_passes.analyze.layout import total
+from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
+from onnxkd.graph_passes.analyze.rules.reshape import entry_follows
 
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from math import prod
 
-from onnxkd.graph_passes.groups import Edit
-from onnxkd.graph_passes.layout import Layout, Seg, cut, total
-from onnxkd.graph_passes.rules.registry import Ctx, rule
+from onnxkd.graph_passes.analyze.groups import Edit
+from onnxkd.graph_passes.analyze.layout import Layout, Seg, cut, total
+from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
 
 # --------------------------------------------------------------------------- reshape family
 

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 from onnx import numpy_helper
-from onnxkd.graph_passes.shape_folding import infer_at
+from onnxkd.graph_passes.analyze.shape_folding import infer_at
 
 # Large primes, one per distinct dynamic dim: unlikely to equal a static dim, so reshapes pair axes
 # the way they do at any real value.
