@@ -31,9 +31,10 @@ def test_light_model_half_ratio_matches_oracle(name):
 def test_channel_shuffle_and_lrn_freeze_with_reasons():
     _, groups = channel_groups(light_model_path("shufflenet"))
     assert not any(g.prunable for g in groups)
-    # the grouped 1x1 convs are producers and the shuffle is followed (an index mapping), but ShuffleNet v1 has
-    # 80 positions per conv group for 3 groups: a shuffled channel cannot keep the same positions in every
-    # group of the next grouped conv, and residual Sums then meet layouts of different periods
+    # the grouped 1x1 convs are producers and the shuffle is followed (an index mapping), but this ShuffleNet v1
+    # has 34 positions per conv group for 4 groups: a shuffled channel's 4 copies straddle the next grouped
+    # conv's groups (34 is not a multiple of 4), and the residual streams (a 4 x 28 periodic layout concatenated
+    # with the stem's 24 channels) do not line up with the 4 x 34 layout of the units that add to them
     assert any("do not line up" in (g.frozen or "") for g in groups)
     _, groups = channel_groups(light_model_path("bvlc_alexnet"))
     assert any("LRN mixes channels" in (g.frozen or "") for g in groups)
