@@ -5,8 +5,9 @@ The legacy torch exporter writes ``x.chunk(2, dim=1)`` as Slices whose bounds ar
 have to lose the same channels' count; as constants they are shape entries that the prune edits like any
 other, and each half shrinks on its own (ShuffleNet v2's channel split).
 
-Folded only where exact: with the dynamic input dims at two different sets of stand-in sizes, the sliced axes
-have the same extent and the bound the same value (neither depends on them).
+Folded only where exact: the bound is arithmetic on Shape(data) and constants, and with the dynamic input dims
+at two different sets of stand-in sizes the sliced axes have the same extent and the bound the same value
+(neither depends on them).
 """
 
 from __future__ import annotations
@@ -27,7 +28,34 @@ def _computed_bounds(node: ir.Node) -> list[int]:
     axes = node.inputs[3] if len(node.inputs) > 3 else None
     if node.inputs[0] is None or (axes is not None and axes.const_value is None):
         return []
-    return [i for i in _BOUNDS if node.inputs[i] is not None and node.inputs[i].const_value is None]
+    return [i for i in _BOUNDS if node.inputs[i] is not None and node.inputs[i].const_value is None
+            and _from_own_shape(node.inputs[i], node.inputs[0])]
+
+
+_ARITHMETIC = {"Gather", "Slice", "Unsqueeze", "Squeeze", "Concat", "Cast", "Add", "Sub", "Mul", "Div", "Neg", "Min",
+               "Max", "Floor", "Ceil", "Identity", "Constant"}
+
+
+def _from_own_shape(bound: ir.Value, data: ir.Value, budget: int = 32) -> bool:
+    """Whether ``bound`` is arithmetic on constants and Shape(data) alone (the chunk pattern); anything else
+    (another tensor's size, such as a sequence length) is never folded, and costs no shape inference."""
+    stack, seen = [bound], set()
+    while stack:
+        value = stack.pop()
+        if value is None or value.const_value is not None or id(value) in seen:
+            continue
+        seen.add(id(value))
+        node = value.producer()
+        if node is None or len(seen) > budget:
+            return False
+        if node.op_type == "Shape":
+            if node.inputs[0] is not data:
+                return False
+            continue
+        if node.op_type not in _ARITHMETIC or node.domain not in ("", "ai.onnx"):
+            return False
+        stack.extend(node.inputs)
+    return True
 
 
 def _static_axes(node: ir.Node, first: dict, second: dict) -> bool:
