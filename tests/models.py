@@ -269,6 +269,46 @@ class ShuffleNetV2Tiny(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's ConvNeXt norm: LayerNorm over the channels of an NCHW tensor (permute, normalise, back)."""
+
+    def forward(self, x):
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class ConvNeXtBlock(nn.Module):
+    """Depthwise 7x7, then channels-last LayerNorm -> Linear(4x) -> GELU -> Linear, layer scale, residual."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dw = nn.Conv2d(dim, dim, 7, padding=3, groups=dim)
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.fc1 = nn.Linear(dim, 4 * dim)
+        self.fc2 = nn.Linear(4 * dim, dim)
+        self.gamma = nn.Parameter(torch.linspace(0.2, 1.0, dim))
+
+    def forward(self, x):
+        y = self.norm(self.dw(x).permute(0, 2, 3, 1))
+        return x + (self.gamma * self.fc2(F.gelu(self.fc1(y)))).permute(0, 3, 1, 2)
+
+
+class ConvNeXtTiny(nn.Module):
+    """Patchify stem, LayerNorm'd residual streams (frozen unless --prune-normalized), MLP widths on NHWC."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 24, 4, 4), LayerNorm2d(24, eps=1e-6))
+        self.stage1 = nn.Sequential(ConvNeXtBlock(24), ConvNeXtBlock(24))
+        self.down = nn.Sequential(LayerNorm2d(24, eps=1e-6), nn.Conv2d(24, 48, 2, 2))
+        self.stage2 = nn.Sequential(ConvNeXtBlock(48), ConvNeXtBlock(48))
+        self.norm = nn.LayerNorm(48, eps=1e-6)
+        self.fc = nn.Linear(48, num_classes)
+
+    def forward(self, x):
+        x = self.stage2(self.down(self.stage1(self.stem(x))))
+        return self.fc(self.norm(x.mean((2, 3))))
+
+
 # --------------------------------------------------------------------------- transformers
 
 
@@ -549,6 +589,7 @@ ZOO: dict[str, Arch] = {
         Arch("unet", UNetTiny, _image(32), "cnn"),
         Arch("resnext", ResNeXtTiny, _image(32), "cnn"),
         Arch("shufflenetv2", ShuffleNetV2Tiny, _image(32), "cnn"),
+        Arch("convnext", ConvNeXtTiny, _image(32), "cnn"),
         Arch("transformer", TransformerEncoderTiny, _tokens(12), "transformer"),
         Arch("gpt", GPTTiny, _tokens(12), "transformer"),
         Arch("bert", BertTiny, _tokens(12), "transformer"),

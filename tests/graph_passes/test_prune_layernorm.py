@@ -193,3 +193,62 @@ def test_cli_flag_and_recipe_key(zoo_model, tmp_path, capsys):
         stored = read_plan_details(out)["groups"]
         assert any(g.get("normalized") for g in stored) == bool(extra)
         assert "summary" in capsys.readouterr().out
+
+
+def convnext_reference(x: np.ndarray, streams: tuple[list, list], hidden: list[list]) -> np.ndarray:
+    """tests/models.py's ConvNeXtTiny written with torch functionals, at stream widths ``streams`` (stage 1,
+    stage 2) and MLP widths ``hidden`` (one per block): kept indices into the teacher's weights."""
+    sd = {k: v.detach().double() for k, v in build("convnext").state_dict().items()}
+    s1, s2 = (torch.as_tensor(s) for s in streams)
+
+    def ln_channels_last(y, prefix, keep):
+        return F.layer_norm(y, (len(keep),), sd[prefix + ".weight"][keep], sd[prefix + ".bias"][keep], 1e-6)
+
+    def ln2d(y, prefix, keep):
+        return ln_channels_last(y.permute(0, 2, 3, 1), prefix, keep).permute(0, 3, 1, 2)
+
+    def block(y, p, keep, units):
+        units = torch.as_tensor(units)
+        z = F.conv2d(y, sd[p + "dw.weight"][keep], sd[p + "dw.bias"][keep], padding=3, groups=len(keep))
+        z = ln_channels_last(z.permute(0, 2, 3, 1), p + "norm", keep)
+        z = F.gelu(z @ sd[p + "fc1.weight"][units][:, keep].T + sd[p + "fc1.bias"][units])
+        z = z @ sd[p + "fc2.weight"][keep][:, units].T + sd[p + "fc2.bias"][keep]
+        return y + (sd[p + "gamma"][keep] * z).permute(0, 3, 1, 2)
+
+    y = F.conv2d(torch.as_tensor(x).double(), sd["stem.0.weight"][s1], sd["stem.0.bias"][s1], stride=4)
+    y = ln2d(y, "stem.1", s1)
+    for i in range(2):
+        y = block(y, f"stage1.{i}.", s1, hidden[i])
+    y = F.conv2d(ln2d(y, "down.0", s1), sd["down.1.weight"][s2][:, s1], sd["down.1.bias"][s2], stride=2)
+    for i in range(2):
+        y = block(y, f"stage2.{i}.", s2, hidden[2 + i])
+    y = ln_channels_last(y.mean((2, 3)), "norm", s2)
+    return (y @ sd["fc.weight"][:, s2].T + sd["fc.bias"]).numpy()
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_convnext_pruned_streams_equal_the_narrow_network(zoo_model, exporter):
+    """ConvNeXt's residual streams are LayerNorm'd over the channels of NCHW (permute, normalise, permute back)
+    and channels-last inside the blocks; with the opt-in both streams and every MLP width are cut, and the
+    student is the same network at the smaller widths."""
+    path = zoo_model("convnext", exporter)
+    result = prune(path, 0.5, prune_normalized=True)
+    assert result.summary["normalized_pruned"] == 2
+    assert result.summary["macs_after"] <= 0.31 * result.summary["macs_before"]
+    onnx.checker.check_model(to_proto(result.model), full_check=True)
+    group_of = {origin(s.name): g for g in result.groups for s in g.slices}
+
+    def kept(weight, plan):
+        group = group_of[weight]
+        return plan.get(group.id, list(range(group.size)))
+
+    def widths(plan):
+        blocks = [f"stage{s}.{i}." for s in (1, 2) for i in range(2)]
+        return (kept("stage1.0.dw.bias", plan), kept("down.1.bias", plan)), [kept(b + "fc1.bias", plan) for b in blocks]
+
+    feeds = random_inputs(path, batch=3)
+    x = next(iter(feeds.values()))
+    assert_close([convnext_reference(x, *widths({})).astype(np.float32)], run(path, feeds))  # the reference is the teacher
+    streams, hidden = widths(result.plan)
+    assert [len(s) for s in streams] == [12, 24] and [len(h) for h in hidden] == [48, 48, 96, 96]
+    assert_close(run(result.model, feeds), [convnext_reference(x, streams, hidden).astype(np.float32)])
