@@ -136,20 +136,22 @@ def _chunk_end(x: str, axis: int, name: str) -> tuple[list, dict]:
 
 def test_chunk_with_computed_split_point_cuts_each_half_on_its_own():
     """The legacy export's chunk: Slices whose bounds are computed from the width at run time. They become
-    constants (the width is static), so the halves are two groups with their own cuts; a bound computed from
-    the dynamic batch size stays computed."""
+    constants (the width is static), so the halves are two groups with their own cuts. Bounds computed from
+    the dynamic batch size stay computed, whether read off the sliced tensor or another one."""
     end_nodes, end_inits = _chunk_end("a", 1, "mid")
-    batch_nodes, batch_inits = _chunk_end("a", 0, "half_batch")
+    batch_nodes, batch_inits = _chunk_end("y2", 0, "half_batch")
+    other_nodes, other_inits = _chunk_end("a", 0, "other_half")
     big = np.array([2**62], np.int64)
-    model = build([conv("x", "a", "w1"), *end_nodes, *batch_nodes,
+    model = build([conv("x", "a", "w1"), *end_nodes, *other_nodes,
                    helper.make_node("Slice", ["a", "zero", "mid", "axis1"], ["lo"], name="lo"),
                    helper.make_node("Slice", ["a", "mid", "big", "axis1"], ["hi"], name="hi"),
-                   conv("lo", "y1", "w2"), conv("hi", "y2", "w3"),
-                   helper.make_node("Slice", ["y2", "zero", "half_batch", "axis0"], ["y3"], name="by_batch")],
+                   conv("lo", "y1", "w2"), conv("hi", "y2", "w3"), *batch_nodes,
+                   helper.make_node("Slice", ["y2", "zero", "half_batch", "axis0"], ["y3"], name="by_batch"),
+                   helper.make_node("Slice", ["y2", "zero", "other_half", "axis0"], ["y4"], name="by_other")],
                   {"w1": w(8, 3, 3, 3), "w2": w(4, 4, 3, 3), "w3": w(4, 4, 3, 3), "zero": np.array([0], np.int64),
                    "big": big, "axis1": np.array([1], np.int64), "axis0": np.array([0], np.int64),
-                   **end_inits, **batch_inits},
-                  [("x", ["N", 3, 4, 4])], ["y1", "y3"])
+                   **end_inits, **batch_inits, **other_inits},
+                  [("x", ["N", 3, 4, 4])], ["y1", "y3", "y4"])
     groups = check_random_plans(model, seeds=range(5))
     assert sorted(g.size for g in groups if g.prunable) == [4, 4]
     low = next(g for g in groups if any(s.name == "w2" for s in g.slices))
@@ -158,5 +160,6 @@ def test_chunk_with_computed_split_point_cuts_each_half_on_its_own():
     nodes = {n.name: n for n in result.model.graph}
     assert nodes["lo"].inputs[2].const_value.numpy().tolist() == [1]  # 1 + 3 channels kept: unequal halves
     assert nodes["by_batch"].inputs[2].const_value is None  # depends on the batch size: still computed
+    assert nodes["by_other"].inputs[2].const_value is None
     feeds = random_inputs(model, batch=3)
-    assert [o.shape for o in run(result.model, feeds)] == [(3, 4, 4, 4), (2, 4, 4, 4)]  # (3 + 1) / 2 rows
+    assert [o.shape for o in run(result.model, feeds)] == [(3, 4, 4, 4), (2, 4, 4, 4), (2, 4, 4, 4)]  # (3+1)/2 rows
