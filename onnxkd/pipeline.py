@@ -205,6 +205,8 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
     if options.target_speedup is not None:  # the ratio is found by timing candidates, then used as if given
         search = _search(teacher, plan, lambda at: prune(teacher, at, criterion=criterion, **common, **measured).model,
                          input_shapes, progress)
+        if search.warning:
+            _Say(progress)(f"      note: {search.warning}")
         options.ratio, options.target_speedup = search.ratio, None  # the saved recipe replays the ratio found
     if options.steps > 1:
         from onnxkd.distill.iterative import iterative_prune

@@ -225,6 +225,8 @@ def render_search(search, console) -> None:
     console.print(table)
     note = " (no channel needs to be cut: the unpruned model meets the target)" if search.ratio == 0 else ""
     console.print(f"Chosen ratio {search.ratio:.3f}: speed-up {search.speedup:.2f}x{note}", highlight=False)
+    if search.warning:
+        console.print(f"[yellow]Note:[/] {search.warning}", highlight=False)
 
 
 def _num(value) -> str:

@@ -120,7 +120,8 @@ def speed_search(r: dict) -> Table:
         table.rows.append([f"{c['ratio']:.3f}", fmt.pct(c["macs_ratio"]), fmt.ratio(c["speedup"]), chosen])
     table.note = (f"Target {fmt.ratio(search['target'])} at batch {r['compress']['recipe']['prune']['latency_batch']}: "
                   f"the smallest timed ratio that met it (largest tried {search['max_ratio']:g}); candidates "
-                  "timed after optimize when the student is optimized.")
+                  "timed after optimize when the student is optimized."
+                  + (f" Note: {search['warning']}." if search.get("warning") else ""))
     return table
 
 

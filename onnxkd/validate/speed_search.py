@@ -35,6 +35,11 @@ class Candidate:
         return {"ratio": self.ratio, "speedup": self.speedup, "macs_ratio": self.macs_ratio}
 
 
+# Below this teacher p50 a multi-threaded pool's wake-ups are a large part of each run, and speed-ups moved
+# between processes (zoo ResNet 1.1x-2.2x at 2 threads, 2.13x-2.22x at 1; README, latency section).
+SMALL_MODEL_MS = 1.0
+
+
 @dataclass
 class SpeedSearch:
     ratio: float  # the chosen ratio: the smallest measured one meeting the target
@@ -42,10 +47,21 @@ class SpeedSearch:
     target: float
     max_ratio: float
     candidates: list[Candidate] = field(default_factory=list)  # in the order they were measured
+    teacher_ms: float | None = None  # the teacher's p50 in the last timing (None: an injected timer)
+    threads: int | None = None  # intra-op threads the candidates were timed with (0 = onnxruntime's default)
+
+    @property
+    def warning(self) -> str | None:
+        """Advice when the figures above are likely to move between runs (a small model on several threads)."""
+        if self.teacher_ms is None or self.teacher_ms >= SMALL_MODEL_MS or self.threads == 1:
+            return None
+        return (f"the teacher runs in {self.teacher_ms:.2f} ms: with several threads, speed-ups of a model this "
+                "small move between runs; --threads 1 times them stably")
 
     def to_dict(self) -> dict:
         return {"target": self.target, "ratio": self.ratio, "speedup": self.speedup, "max_ratio": self.max_ratio,
-                "candidates": [c.to_dict() for c in self.candidates]}
+                "candidates": [c.to_dict() for c in self.candidates], "teacher_ms": self.teacher_ms,
+                "threads": self.threads, "warning": self.warning}
 
 
 # (ratio, None) before a candidate is timed, (ratio, Candidate) once it is
@@ -132,8 +148,10 @@ def onnxruntime_speedup(teacher: ModelLike, session_config: SessionConfig | None
         run_once(c_session, feeds, "candidate")  # the first run (allocation) is not a sample
         t_ms, c_ms = latency.time_interleaved(lambda: t_session.run(None, feeds), lambda: c_session.run(None, feeds),
                                               protocol, stage="speed search")
+        speedup_of.teacher_ms = float(np.median(t_ms))
         return float(np.median(t_ms) / np.median(c_ms))
 
+    speedup_of.teacher_ms = None
     return speedup_of
 
 
@@ -152,6 +170,9 @@ def timed_search(teacher: ModelLike, prune_at: Callable[[float], ir.Model], targ
         def prepare(candidate: ir.Model) -> ir.Model:
             return optimize(candidate).model
 
+    session_config = session_config or SessionConfig()
     speedup_of = onnxruntime_speedup(teacher, session_config, batch, protocol, input_shapes=input_shapes)
-    return search_ratio(prune_at, speedup_of, target, max_ratio, progress=progress, prepare=prepare,
-                        reference=load(teacher))
+    search = search_ratio(prune_at, speedup_of, target, max_ratio, progress=progress, prepare=prepare,
+                          reference=load(teacher))
+    search.teacher_ms, search.threads = getattr(speedup_of, "teacher_ms", None), session_config.threads
+    return search

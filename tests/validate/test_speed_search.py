@@ -18,7 +18,7 @@ from onnxkd.graph_passes.api import prune, read_plan
 from onnxkd.graph_passes.metrics import count_macs
 from onnxkd.model import load
 from onnxkd.validate.latency import LatencyProtocol
-from onnxkd.validate.speed_search import onnxruntime_speedup, search_ratio
+from onnxkd.validate.speed_search import SpeedSearch, onnxruntime_speedup, search_ratio
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,7 @@ def test_cli_reachable_target_writes_the_pruned_model_and_json(zoo_model, tmp_pa
     assert data["target_speedup"] == 1.2 and search["target"] == 1.2
     assert search["candidates"][0]["ratio"] == 0.9 and search["ratio"] == data["ratio"]
     assert search["speedup"] >= 1.2
+    assert search["threads"] == 1 and 0 < search["teacher_ms"] and search["warning"] is None  # one thread: stable
     assert all(data["plan"][str(gid)] == kept for gid, kept in read_plan(out).items())  # ({} at ratio 0)
     chosen = next(c for c in search["candidates"] if c["ratio"] == data["ratio"])
     assert data["summary"]["macs_after"] == pytest.approx(chosen["macs_ratio"] * data["summary"]["macs_before"])
@@ -189,3 +190,13 @@ def test_cli_table_marks_the_chosen_ratio(digits, tmp_path, capsys):
     assert code == 0, stderr
     assert "Speed search (target 1.01x)" in stdout and "<- chosen" in stdout and "Chosen ratio" in stdout
     assert "MACs ratio" in stdout and "Wrote" in stdout
+    # the digits teacher runs in well under a millisecond, timed here on onnxruntime's default threads
+    assert "Note: the teacher runs in" in stdout and "--threads 1 times them stably" in stdout
+
+
+@pytest.mark.parametrize("teacher_ms,threads,warned", [(0.2, 0, True), (0.2, 4, True), (0.2, 1, False),
+                                                       (5.0, 0, False), (None, 0, False)])
+def test_small_model_on_several_threads_gets_a_note(teacher_ms, threads, warned):
+    search = SpeedSearch(0.5, 1.6, 1.5, 0.9, teacher_ms=teacher_ms, threads=threads)
+    assert (search.warning is not None) == warned
+    assert search.to_dict()["warning"] == search.warning
