@@ -74,7 +74,19 @@ def test_unreachable_target_names_the_best_speedup_and_its_ratio(pruner):
     assert "\n" not in message
     assert "5x" in message and "2.60x" in message and "ratio 0.8" in message
     assert "--target-speedup" in message and "--max-ratio" in message
-    assert [r for r, _ in seen] == [0.8, 0.8]  # only the largest ratio was timed: nothing smaller can do better
+    # only the largest ratio was timed (twice, as a miss there ends the run): nothing smaller can do better
+    assert [r for r, _ in seen] == [0.8] * 4
+
+
+def test_a_low_first_timing_at_the_largest_ratio_is_timed_again(pruner):
+    prune_at, ratio_of, _ = pruner
+    timings = iter([1.4, 2.6])  # the first timing of the process came out low, the second did not
+
+    def speedup_of(model):
+        return next(timings, 2.6) if ratio_of(model) == 0.9 else 1.0 + ratio_of(model)
+
+    search = search_ratio(prune_at, speedup_of, target=2.0, steps=2)
+    assert [c.speedup for c in search.candidates[:2]] == [1.4, 2.6] and search.ratio == 0.9
 
 
 def test_ratio_zero_when_the_unpruned_model_meets_the_target(pruner):
