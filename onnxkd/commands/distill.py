@@ -96,8 +96,8 @@ def command(teacher, student, output, data, val_data, work_dir, resume, input_sh
         from onnxkd.distill import distributed
 
         distributed.shutdown()
-    if result.world_size > 1 and not _is_main():
-        return
+        if not _is_main():
+            return
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
         return
