@@ -269,6 +269,41 @@ class ShuffleNetV2Tiny(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class ShuffleV1Unit(nn.Module):
+    """ShuffleNet v1's unit (the ONNX zoo's Caffe2 model): grouped 1x1 conv -> shuffle -> depthwise 3x3 -> grouped
+    1x1 conv; stride 1 adds the input, stride 2 concatenates it average-pooled."""
+
+    def __init__(self, cin: int, cout: int, mid: int, groups: int, stride: int):
+        super().__init__()
+        self.groups, self.stride = groups, stride
+        self.reduce = conv_bn_act(cin, mid, 1, groups=groups)
+        self.depthwise = conv_bn_act(mid, mid, 3, stride, mid, nn.Identity)
+        self.expand = conv_bn_act(mid, cout - cin if stride > 1 else cout, 1, groups=groups, act=nn.Identity)
+
+    def forward(self, x):
+        out = self.expand(self.depthwise(channel_shuffle(self.reduce(x), self.groups)))
+        if self.stride > 1:
+            return torch.relu(torch.cat((out, nn.functional.avg_pool2d(x, 3, 2, 1)), dim=1))
+        return torch.relu(out + x)
+
+
+class ShuffleNetV1Tiny(nn.Module):
+    """4 conv groups of 10 positions in stage 1, as the ONNX zoo's 34: a shuffled channel straddles the next
+    grouped conv's groups, and the residual stream (4 x 10 conv outputs + the stem's 24) does not line up with
+    the 4 x 16 conv groups that read it."""
+
+    def __init__(self, num_classes: int = 10, groups: int = 4):
+        super().__init__()
+        self.stem = conv_bn_act(3, 24, 3, 2)
+        self.stage1 = nn.Sequential(ShuffleV1Unit(24, 64, 40, groups, 2), ShuffleV1Unit(64, 64, 40, groups, 1),
+                                    ShuffleV1Unit(64, 64, 40, groups, 1))
+        self.stage2 = nn.Sequential(ShuffleV1Unit(64, 128, 64, groups, 2), ShuffleV1Unit(128, 128, 64, groups, 1))
+        self.fc = nn.Linear(128, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.stage2(self.stage1(self.stem(x))).mean((2, 3)))
+
+
 class LayerNorm2d(nn.LayerNorm):
     """torchvision's ConvNeXt norm: LayerNorm over the channels of an NCHW tensor (permute, normalise, back)."""
 
@@ -588,6 +623,7 @@ ZOO: dict[str, Arch] = {
         Arch("densenet", DenseNetTiny, _image(32), "cnn"),
         Arch("unet", UNetTiny, _image(32), "cnn"),
         Arch("resnext", ResNeXtTiny, _image(32), "cnn"),
+        Arch("shufflenetv1", ShuffleNetV1Tiny, _image(32), "cnn"),
         Arch("shufflenetv2", ShuffleNetV2Tiny, _image(32), "cnn"),
         Arch("convnext", ConvNeXtTiny, _image(32), "cnn"),
         Arch("transformer", TransformerEncoderTiny, _tokens(12), "transformer"),

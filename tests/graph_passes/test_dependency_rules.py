@@ -59,14 +59,20 @@ def test_conv_chain_input_and_output_never_pruned():
     assert roles == {("w1", 0): "out", ("b1", 0): "out", ("w2", 1): "in"}
 
 
-def test_grouped_conv_prunes_whole_conv_groups():
+def test_grouped_conv_keeps_its_conv_groups_equally_wide():
+    """A grouped conv (4 conv groups of 4 channels) keeps `group`: every conv group keeps as many inputs as the
+    others, and as many outputs; inputs and outputs are cut independently."""
     nodes = [conv("x", "a", "w1"), conv("a", "b", "w2", group=4), helper.make_node("Relu", ["b"], ["r"]),
              conv("r", "y", "w3")]
     model = build(nodes, {"w1": w(16, 3, 3, 3), "w2": w(16, 4, 3, 3), "w3": w(5, 16, 3, 3)}, [("x", [1, 3, 8, 8])], ["y"])
-    groups = check_random_plans(model)
-    group = groups[0]
-    assert group.size == 4 and group.channel_block == 4  # four conv groups of four channels
-    assert any(e.kind == "attr" and e.attr == "group" for e in group.edits)
+    groups = check_random_plans(model, seeds=range(5))
+    inputs, outputs = (next(g for g in groups if any(s.name == "w2" and s.role == role for s in g.slices))
+                       for role in ("in", "out"))
+    assert inputs.id != outputs.id and inputs.size == outputs.size == 4  # channel i of every conv group
+    assert sorted(s.offset for s in inputs.slices if s.name == "w1") == [0, 4, 8, 12]
+    result = prune(model, 0.5)
+    node = next(n for n in result.model.graph if n.name == "b")
+    assert node.attributes["group"].value == 4 and list(node.inputs[1].shape) == [8, 2, 3, 3]
 
 
 def test_depthwise_conv_keeps_group_equal_to_channels():
@@ -93,14 +99,19 @@ def test_concat_split_and_slice_map_offsets():
     assert ("sizes", 0) in edits and ("sizes", 1) in edits and ("st", 0) in edits
 
 
-def test_split_inside_a_conv_group_freezes_it():
-    """A grouped conv keeps whole conv groups (4 channels each): a cut at channel 3 cannot be honoured."""
+def test_split_inside_a_conv_group_balances_the_conv_groups_instead():
+    """Whole conv groups (4 channels each) cannot be cut when a Split cuts at channel 3. The conv is then
+    balanced: both conv groups keep equally many inputs and outputs, `group` stays 2, Split sizes shrink."""
     nodes = [conv("x", "a", "w1"), conv("a", "g", "wg", group=2), helper.make_node("Split", ["g", "sizes"], ["s1", "s2"], axis=1),
              conv("s1", "y1", "w2"), conv("s2", "y2", "w3")]
     inits = {"w1": w(8, 3, 3, 3), "wg": w(8, 4, 3, 3), "w2": w(2, 3, 3, 3), "w3": w(2, 5, 3, 3),
              "sizes": np.array([3, 5], np.int64)}
-    groups = channel_groups(build(nodes, inits, [("x", [1, 3, 8, 8])], ["y1", "y2"]))[1]
-    assert "split through a channel group" in groups[0].frozen
+    model = build(nodes, inits, [("x", [1, 3, 8, 8])], ["y1", "y2"])
+    groups = check_random_plans(model, seeds=range(6))
+    assert sorted(g.size for g in groups if g.prunable) == [3, 4]  # wg's outputs 3 (+ 1, too small); w1's positions
+    result = prune(model, 0.5)
+    node = next(n for n in result.model.graph if n.name == "g")
+    assert node.attributes["group"].value == 2
 
 
 def test_per_channel_constants_prelu_instance_norm_and_residual():

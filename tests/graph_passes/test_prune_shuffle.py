@@ -88,22 +88,46 @@ def test_grouped_conv_after_uncuttable_channels_still_cuts_its_outputs():
 
 
 def test_shufflenet_unit_grouped_convs_around_the_shuffle():
-    """ShuffleNet v1: grouped 1x1 conv -> shuffle -> depthwise 3x3 -> grouped 1x1 conv. Channels after the
-    shuffle straddle the second conv's groups: the same positions are cut in all of them (here 6 positions per
-    conv group, a multiple of the 3 groups, so a shuffled channel's elements can stay together)."""
-    g, c = 3, 18
+    """ShuffleNet v1: grouped 1x1 conv -> shuffle -> depthwise 3x3 -> grouped 1x1 conv, 4 conv groups of 10. After
+    the shuffle channel j covers positions 4j..4j+3, so channels 2 and 7 straddle the second conv's groups (at 10
+    and 30): they stay, and the rest is cut with every conv group keeping as many as the others. Conv group k of
+    the second conv reads its channels at its own positions (offset 2 in groups 1 and 3): its weight rows get
+    their own columns."""
+    g, c = 4, 40
     nodes, inits = shuffle("r", "sh", 1, c, g, 4)
     model = build([_conv1x1("x", "a", "w1", group=g), helper.make_node("Relu", ["a"], ["r"]), *nodes,
                    conv("sh", "d", "wd", group=c), _conv1x1("d", "e", "w2", group=g),
                    helper.make_node("Relu", ["e"], ["f"]), _conv1x1("f", "y", "w3")],
                   {"w1": w(c, 2, 1, 1), "wd": w(c, 1, 3, 3), "w2": w(c, c // g, 1, 1), "w3": w(5, c, 1, 1), **inits},
-                  [("x", [1, 6, 4, 4])], ["y"])
+                  [("x", [1, 8, 4, 4])], ["y"])
     groups = check_random_plans(model, seeds=range(6))
-    (group,) = [g for g in groups if g.prunable]
-    assert {"w1", "w2", "wd", "w3"} <= {s.name for s in group.slices}
-    assert sorted(s.offset for s in group.slices if s.name == "w1") == [0, 6, 12]  # the same positions per group
+    shuffled = next(g for g in groups if any(s.name == "wd" for s in g.slices) and g.prunable)
+    assert shuffled.size == 2  # channels {0, 3, 5, 8} and {1, 4, 6, 9} of each w1 conv group: 2 per w2 conv group
+    columns = sorted((s.rows, s.offset) for s in shuffled.slices if s.name == "w2")
+    assert columns == [((0, 10), 0), ((10, 20), 2), ((20, 30), 0), ((30, 40), 2)]
+    assert sum("straddles two conv groups" in (grp.frozen or "") for grp in groups) == 2
     result = prune(model, 0.5)
     onnx.checker.check_model(to_proto(result.model), full_check=True)
+    shapes = {v.name: list(v.const_value.shape) for v in result.model.graph.initializers.values()}
+    assert shapes["w1"] == [24, 2, 1, 1] and shapes["w2"] == [20, 6, 1, 1]  # (10 - 4) per group in, 5 out
+    assert {n.attributes["group"].value for n in result.model.graph if n.name in ("a", "e")} == {4}
+    assert run(result.model, random_inputs(model))[0].shape == (1, 5, 4, 4)
+
+
+def test_residual_stream_of_unequal_parts_balances_the_conv_groups_reading_it():
+    """ShuffleNet v1's stage start: a grouped conv's 4 x 6 outputs concatenated with 8 pooled channels, read by a
+    grouped conv in 4 blocks of 8 that do not line up with the parts. Each block keeps as many as the others."""
+    model = build([_conv1x1("x", "a", "w1", group=4), helper.make_node("AveragePool", ["x"], ["p"], kernel_shape=[1, 1]),
+                   _conv1x1("p", "q", "w0"), helper.make_node("Concat", ["a", "q"], ["s"], axis=1),
+                   helper.make_node("Relu", ["s"], ["r"]), _conv1x1("r", "e", "w2", group=4), _conv1x1("e", "y", "w3")],
+                  {"w0": w(8, 8, 1, 1), "w1": w(24, 2, 1, 1), "w2": w(12, 8, 1, 1), "w3": w(5, 12, 1, 1)},
+                  [("x", [1, 8, 4, 4])], ["y"])
+    groups = check_random_plans(model, seeds=range(8))
+    (stream,) = [g for g in groups if any(s.name in ("w0", "w1") for s in g.slices)]
+    assert stream.prunable and {s.rows for s in stream.slices if s.name == "w2"} == {(0, 3), (3, 6), (6, 9), (9, 12)}
+    result = prune(model, 0.5)
+    node = next(n for n in result.model.graph if n.name == "e")
+    assert node.attributes["group"].value == 4
     assert run(result.model, random_inputs(model))[0].shape == (1, 5, 4, 4)
 
 

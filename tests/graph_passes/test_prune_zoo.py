@@ -9,15 +9,16 @@ import pytest
 from prune_oracle import assert_close, random_inputs, run, zeroed_original
 
 from onnxkd.graph_passes.api import PLAN_KEY, channel_groups, prune, prune_with_plan, read_plan
+from onnxkd.graph_passes.prune.compose import match_groups
 from onnxkd.model import load, save, to_proto
 
-ZOO = ["resnet", "mobilenetv2", "mobilenetv3", "mobilenetv3w", "densenet", "unet", "resnext", "shufflenetv2", "convnext", "transformer", "gpt", "bert",
-       "sdpa", "vit", "mha", "gpt2"]
+ZOO = ["resnet", "mobilenetv2", "mobilenetv3", "mobilenetv3w", "densenet", "unet", "resnext", "shufflenetv1", "shufflenetv2", "convnext", "transformer",
+       "gpt", "bert", "sdpa", "vit", "mha", "gpt2"]
 TRANSFORMERS = ["transformer", "gpt", "bert", "sdpa", "vit", "mha", "gpt2"]
 # MACs after / before at --ratio 0.5, a little above what the rules reach today (benchmarks/prune_coverage.py):
 # a rule that regresses into freezing a group fails here, not only a test that nothing at all was pruned.
 MACS_CEILING = {"resnet": 0.28, "mobilenetv2": 0.33, "mobilenetv3": 0.34, "mobilenetv3w": 0.32, "densenet": 0.29, "unet": 0.28,
-                "resnext": 0.34, "shufflenetv2": 0.32, "convnext": 0.64, "transformer": 0.52, "gpt": 0.56, "bert": 0.52, "sdpa": 0.52, "vit": 0.56,
+                "resnext": 0.34, "shufflenetv1": 0.40, "shufflenetv2": 0.32, "convnext": 0.64, "transformer": 0.52, "gpt": 0.56, "bert": 0.52, "sdpa": 0.52, "vit": 0.56,
                 "mha": 0.52, "gpt2": 0.55}
 
 
@@ -56,6 +57,30 @@ def test_shufflenet_v2_trunk_is_cut_through_split_concat_and_shuffle(zoo_model, 
                 for g in groups if g.prunable}
         result = prune_with_plan(path, plan)
         onnx.checker.check_model(to_proto(result.model), full_check=True)
+        _check_oracle(path, result, batch=3)
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_shufflenet_v1_balances_conv_groups_across_shuffles_and_streams(zoo_model, exporter):
+    """ShuffleNet v1 (4 conv groups of 10 positions in stage 1): after the shuffle a channel's 4 copies straddle
+    the next grouped conv's groups at 10 and 30; those channels stay, and everything else is cut with every conv
+    group keeping as many channels as the others, `group` unchanged. Random, unequal plans match the oracle."""
+    path = zoo_model("shufflenetv1", exporter)
+    _, groups = channel_groups(path)
+    frozen = [g.frozen for g in groups if not g.prunable]
+    assert frozen.count("graph output 'output'") == 1
+    assert all("a channel straddles two conv groups" in reason for reason in frozen if "graph output" not in reason)
+    assert len(frozen) == 1 + 2 * 3  # the logits; 2 straddling channels in each of the 3 stage-1 units
+    grouped = {n.name for n in load(path).graph if n.op_type == "Conv" and n.attributes.get("group")
+               and n.attributes["group"].value == 4}
+    assert len(grouped) == 10  # 2 per unit
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        plan = {g.id: sorted(rng.choice(g.size, int(rng.integers(1, g.size + 1)), replace=False).tolist())
+                for g in groups if g.prunable}
+        result = prune_with_plan(path, plan)
+        onnx.checker.check_model(to_proto(result.model), full_check=True)
+        assert {n.attributes["group"].value for n in result.model.graph if n.name in grouped} == {4}
         _check_oracle(path, result, batch=3)
 
 
@@ -152,3 +177,20 @@ def test_class_token_and_positions_are_sliced_with_the_residual_stream(zoo_model
     assert sizes["cls"] == (1, 1, 16) and sizes["pos"] == (1, 17, 16)
     feeds = random_inputs(path, batch=3)
     assert run(result.model, feeds)[0].shape == (3, 10)
+
+
+def test_pruning_steps_match_a_student_group_only_to_the_teacher_group_it_remains_of(zoo_model):
+    """Iterative pruning re-analyses each student. ShuffleNet v1's balanced conv groups split one conv's channels
+    into several groups with the same source and tensors (straddling channels move as widths change): such
+    groups must stay unmatched, never be paired with a namesake (the plan would index the wrong channels)."""
+    path = zoo_model("shufflenetv1", "legacy")
+    _, teacher = channel_groups(path)
+    first = prune(path, 0.3)
+    _, student = channel_groups(first.model)
+    matched = match_groups(teacher, student)
+    by_id = {g.id: g for g in teacher}
+    assert matched  # the unambiguous groups (the stem's) are matched
+    for student_group in student:
+        if student_group.id in matched:
+            teacher_group = by_id[matched[student_group.id]]
+            assert student_group.size == len(first.plan.get(teacher_group.id, range(teacher_group.size)))

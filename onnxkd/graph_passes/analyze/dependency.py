@@ -13,6 +13,7 @@ import os
 import onnx_ir as ir
 
 from onnxkd.graph_passes.analyze import rules  # noqa: F401  (registers every rule)
+from onnxkd.graph_passes.analyze.balance import resolve
 from onnxkd.graph_passes.analyze.groups import ChannelGroup, Edit
 from onnxkd.graph_passes.analyze.layout import State, total
 from onnxkd.graph_passes.analyze.rules.registry import RULES, Ctx
@@ -39,6 +40,12 @@ def analyze(model: ir.Model, *, prune_normalized: bool = False) -> list[ChannelG
     state = State(prune_normalized)
     state.concrete, state.concrete_values = concrete_shapes(model)
     state.dynamic_axes = _dynamic_axes(model)
+    _walk(model, state, opset)
+    resolve(state)  # conv groups kept at equal counts, now that every coupling is known
+    return state.finish()
+
+
+def _walk(model: ir.Model, state: State, opset: int) -> None:
     graph = model.graph
     main_nodes = set()
     for node in graph:
@@ -63,7 +70,6 @@ def analyze(model: ir.Model, *, prune_normalized: bool = False) -> list[ChannelG
         value = produced.get(name)
         if value is not None and any(id(use.node) not in main_nodes for use in value.uses()):
             state.freeze_value(name, f"{name!r} is read inside a subgraph")
-    return state.finish()
 
 
 def _dynamic_axes(model: ir.Model) -> dict[str, set[int]]:

@@ -25,11 +25,20 @@ class Member:
 
 @dataclass(frozen=True)
 class InitializerSlice:
+    """Channel c of the group is ``[offset + c*block, offset + (c+1)*block)`` along ``axis`` of initializer
+    ``name``; with ``rows`` [start, stop) only within those indices of axis 0 (a grouped conv whose conv
+    groups read their input channels at different positions: each group's rows get their own columns)."""
+
     name: str
     axis: int
     offset: int
     block: int
     role: str
+    rows: tuple[int, int] | None = None
+
+    def view(self, array):
+        """The part of ``array`` this slice indexes into (all of it, or its rows)."""
+        return array if self.rows is None else array[self.rows[0]:self.rows[1]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +93,7 @@ class ChannelGroup:
             id=data["id"], size=data["size"], divisor=data.get("divisor", 1), frozen=data.get("frozen"),
             source=data.get("source", ""), normalized=data.get("normalized", False),
             members=[Member(**m) for m in data.get("members", [])],
-            slices=[InitializerSlice(**s) for s in data.get("slices", [])],
+            slices=[InitializerSlice(**{**s, "rows": tuple(s["rows"]) if s.get("rows") else None})
+                    for s in data.get("slices", [])],
             edits=[Edit(**e) for e in data.get("edits", [])],
         )

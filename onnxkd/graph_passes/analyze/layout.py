@@ -35,13 +35,14 @@ class State:
         self.sets: dict[int, list[int]] = {}
         self.frozen: dict[int, str] = {}
         self.source: list[str] = []
-        self.slices: list[tuple[int, str, int, int, Fraction, str]] = []
+        self.slices: list[tuple[int, str, int, int, Fraction, str, tuple | None]] = []  # ..., role, rows
         self.edits: list[tuple[int, Edit, Fraction]] = []
         self.members: list[tuple[int, str, int, int, Fraction]] = []
         self.layouts: dict[str, dict[int, Layout]] = {}
         self.concrete: dict[str, list[int]] = {}  # shapes with dynamic input dims at stand-in values
         self.concrete_values: dict = {}  # small int tensors folded from shape arithmetic, same stand-ins
         self.dynamic_axes: dict[str, set[int] | None] = {}  # tensor -> axes of dynamic extent (None: all)
+        self.balances: list = []  # balance.Balance constraints, settled after the walk
 
     # ------------------------------------------------------------------ groups
     def new_group(self, size: int, source: str) -> int:
@@ -103,18 +104,20 @@ class State:
         return True
 
     # ------------------------------------------------------------------ records
-    def add_slice(self, gid: int, name: str, axis: int, offset: int, block: Fraction, role: str) -> None:
-        self.slices.append((gid, name, axis, offset, Fraction(block), role))
+    def add_slice(self, gid: int, name: str, axis: int, offset: int, block: Fraction, role: str,
+                  rows: tuple[int, int] | None = None) -> None:
+        self.slices.append((gid, name, axis, offset, Fraction(block), role, rows))
 
     def add_edit(self, gid: int, edit: Edit, mult: Fraction = Fraction(0)) -> None:
         self.edits.append((gid, edit, Fraction(mult)))
 
-    def slice_layout(self, layout: Layout, name: str, axis: int, role: str, scale: Fraction = Fraction(1)) -> None:
-        """Record ``name[axis]`` as following ``layout`` (element offsets scaled by ``scale``)."""
+    def slice_layout(self, layout: Layout, name: str, axis: int, role: str, scale: Fraction = Fraction(1),
+                     rows: tuple[int, int] | None = None) -> None:
+        """Record ``name[axis]`` (within ``rows`` of axis 0) as following ``layout`` (offsets scaled by ``scale``)."""
         offset = Fraction(0)
         for seg in layout:
             if seg.gid is not None:
-                self.add_slice(seg.gid, name, axis, offset, seg.block * scale, role)
+                self.add_slice(seg.gid, name, axis, offset, seg.block * scale, role, rows)
             offset += seg.length * scale
 
     def freeze_layout(self, layout: Layout | None, reason: str) -> None:
@@ -210,12 +213,13 @@ class State:
                 channels = Fraction(position - offset) / self.eff(seg.gid, seg.block)
                 if channels.denominator != 1:
                     return False
-                self._split_root(self.find(seg.gid), int(channels))
+                self.split_root(self.find(seg.gid), int(channels))
                 return True
             offset += seg.length
         return True
 
-    def _split_root(self, root: int, k: int) -> None:
+    def split_root(self, root: int, k: int) -> None:
+        """Group ``root`` (and everything coupled to it) keeps its first k channels; the rest become a new group."""
         old = list(self.sets[root])
         mapping = {}
         for gid in old:
@@ -231,10 +235,10 @@ class State:
         if root in self.frozen:
             self.frozen[new_root] = self.frozen[root]
         self.normalized.update(mapping[gid][0] for gid in old if gid in self.normalized)
-        for gid, name, axis, offset, block, role in list(self.slices):
+        for gid, name, axis, offset, block, role, rows in list(self.slices):
             if gid in mapping:
                 new, cut = mapping[gid]
-                self.slices.append((new, name, axis, offset + cut * block, block, role))
+                self.slices.append((new, name, axis, offset + cut * block, block, role, rows))
         for gid, edit, mult in list(self.edits):
             if gid in mapping:
                 self.edits.append((mapping[gid][0], edit, mult))
@@ -243,7 +247,7 @@ class State:
                 new, cut = mapping[gid]
                 self.members.append((new, name, axis, offset + cut * block, block))
         seen: set[int] = set()
-        for layouts in self.layouts.values():
+        for layouts in [*self.layouts.values(), *({0: b.layout} for b in self.balances)]:
             for lay in layouts.values():
                 if id(lay) in seen:
                     continue
@@ -261,9 +265,9 @@ class State:
                 groups[root] = ChannelGroup(id=len(order), size=self.eff_size(root), frozen=self.frozen.get(root),
                                             source=self.source[root])
                 order.append(root)
-        for gid, name, axis, offset, block, role in self.slices:
+        for gid, name, axis, offset, block, role, rows in self.slices:
             group = groups[self.find(gid)]
-            group.slices.append(InitializerSlice(name, axis, _int(offset), _int(self.eff(gid, block)), role))
+            group.slices.append(InitializerSlice(name, axis, _int(offset), _int(self.eff(gid, block)), role, rows))
         seen: set[tuple] = set()
         for gid, edit, mult in self.edits:
             group = groups[self.find(gid)]

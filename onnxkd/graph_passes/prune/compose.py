@@ -1,7 +1,9 @@
 """Pruning in several steps: the groups of a pruned student matched to its teacher's, and the plans composed.
 
-A student pruned again is analysed afresh: its groups have the same structure as the teacher's (the same
-source nodes and member tensors; pruning keeps every name) but fewer channels. A step's plan keeps
+A student pruned again is analysed afresh: its groups mostly have the same structure as the teacher's (the
+same source nodes and member tensors; pruning keeps every name) but fewer channels. Not always: where groups
+come from splitting one (a chunk, the balanced conv groups of a ShuffleNet, whose straddling channels move when
+the width changes), several groups share a key, and such groups are not matched (not cut again). A step's plan keeps
 indices *of the student*; composed with the plan that made the student, it keeps indices *of the
 teacher*, which is what the final student must store so that hints still line up with the teacher.
 """
@@ -9,6 +11,7 @@ teacher*, which is what the final student must store so that hints still line up
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.groups import ChannelGroup
@@ -21,14 +24,15 @@ def group_key(group: ChannelGroup) -> tuple:
 
 
 def match_groups(teacher: list[ChannelGroup], student: list[ChannelGroup]) -> dict[int, int]:
-    """student group id -> teacher group id."""
-    by_key = {group_key(g): g.id for g in teacher}
-    matched = {}
-    for group in student:
-        gid = by_key.get(group_key(group))
-        if gid is not None:
-            matched[group.id] = gid
-    return matched
+    """student group id -> teacher group id, for keys that name one group on each side (and no more channels
+    in the student than in the teacher)."""
+    def unique(groups):
+        counts = Counter(group_key(g) for g in groups)
+        return {group_key(g): g for g in groups if counts[group_key(g)] == 1}
+
+    in_teacher = unique(teacher)
+    return {g.id: in_teacher[key].id for key, g in unique(student).items()
+            if key in in_teacher and g.size <= in_teacher[key].size}
 
 
 def compose(previous: Plan, step: Plan, student_to_teacher: dict[int, int], teacher_sizes: dict[int, int]) -> Plan:

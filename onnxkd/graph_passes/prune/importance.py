@@ -35,7 +35,7 @@ def _norm(power: int) -> Callable:
         total = np.zeros(group.size)
         for s in group.slices:
             if s.role in WEIGHT_ROLES:
-                total += per_channel(axis_totals(arrays[s.name], s.axis, power), s, group.size)
+                total += per_channel(axis_totals(s.view(arrays[s.name]), s.axis, power), s, group.size)
         return total if power == 1 else np.sqrt(total)
 
     return score
@@ -45,7 +45,7 @@ def _bn(group, arrays, gradients, rng):
     scales = [s for s in group.slices if s.role == "bn_scale"]
     if not scales:
         return _norm(1)(group, arrays, gradients, rng)
-    return sum(per_channel(axis_totals(arrays[s.name], s.axis), s, group.size) for s in scales)
+    return sum(per_channel(axis_totals(s.view(arrays[s.name]), s.axis), s, group.size) for s in scales)
 
 
 def _random(group, arrays, gradients, rng):
@@ -57,7 +57,7 @@ def _slice_sums(group, arrays, gradients):
     for s in group.slices:
         grad = gradients.get(s.name, gradients.get(origin(s.name)))
         if s.role in WEIGHT_ROLES and grad is not None:
-            product = arrays[s.name].astype(np.float64) * np.asarray(grad, dtype=np.float64)
+            product = s.view(arrays[s.name]).astype(np.float64) * s.view(np.asarray(grad, dtype=np.float64))
             others = tuple(k for k in range(product.ndim) if k != s.axis)
             yield per_channel(product.sum(axis=others) if others else product, s, group.size)
 

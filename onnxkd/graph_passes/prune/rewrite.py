@@ -17,7 +17,7 @@ def removed_indices(group: ChannelGroup, kept: list[int]) -> list[int]:
 
 def apply_plan(model: ir.Model, groups: list[ChannelGroup], plan: dict[int, list[int]]) -> ir.Model:
     """Rewrite the prepared ``model`` in place so that group g keeps only channels ``plan[g]``."""
-    cut: dict[tuple[str, int], set[int]] = defaultdict(set)
+    cut: dict[tuple[str, int, tuple | None], set[int]] = defaultdict(set)  # (name, axis, rows) -> indices
     delta: dict[tuple[str, str, int, str], int] = defaultdict(int)
     minus_one: set[tuple[str, int]] = set()
     pins: dict[str, dict[int, int]] = defaultdict(dict)
@@ -29,7 +29,7 @@ def apply_plan(model: ir.Model, groups: list[ChannelGroup], plan: dict[int, list
         if not removed:
             continue
         for s in group.slices:
-            indices = cut[(s.name, s.axis)]
+            indices = cut[(s.name, s.axis, s.rows)]
             for c in removed:
                 start = s.offset + c * s.block
                 indices.update(range(start, start + s.block))
@@ -48,16 +48,34 @@ def apply_plan(model: ir.Model, groups: list[ChannelGroup], plan: dict[int, list
     return model
 
 
-def _slice_initializers(graph: ir.Graph, cut: dict[tuple[str, int], set[int]]) -> None:
-    by_name: dict[str, list[tuple[int, set[int]]]] = defaultdict(list)
-    for (name, axis), indices in cut.items():
-        by_name[name].append((axis, indices))
+def _slice_initializers(graph: ir.Graph, cut: dict[tuple[str, int, tuple | None], set[int]]) -> None:
+    by_name: dict[str, dict[int, dict]] = defaultdict(lambda: defaultdict(dict))
+    for (name, axis, rows), indices in cut.items():
+        by_name[name][axis][rows] = indices
     for name, axes in by_name.items():
         value = graph.initializers[name]
         array = value.const_value.numpy()
-        for axis, indices in axes:
-            array = np.delete(array, sorted(indices), axis=axis)
+        # row-restricted cuts index the original rows: they go first, row deletions (axis 0) last
+        for axis in sorted(axes, key=lambda a: (a == 0, a)):
+            array = _delete(array, axis, axes[axis])
         _set_const(value, array)
+
+
+def _delete(array: np.ndarray, axis: int, by_rows: dict[tuple | None, set[int]]) -> np.ndarray:
+    """Delete ``by_rows[None]`` along ``axis`` everywhere, and each ``by_rows[(start, stop)]`` within those
+    rows of axis 0 only (every row range must lose the same count, so the pieces stack again)."""
+    everywhere = by_rows.get(None, set())
+    ranges = sorted(r for r in by_rows if r is not None)
+    if not ranges:
+        return np.delete(array, sorted(everywhere), axis=axis)
+    bounds = sorted({0, array.shape[0], *(v for r in ranges for v in r)})
+    pieces = []
+    for start, stop in zip(bounds, bounds[1:]):
+        indices = everywhere | by_rows.get((start, stop), set())
+        pieces.append(np.delete(array[start:stop], sorted(indices), axis=axis))
+    if len({p.shape[axis] for p in pieces}) != 1:
+        raise AssertionError(f"unbalanced cut: row ranges of one initializer keep different counts along axis {axis}")
+    return np.concatenate(pieces, axis=0)
 
 
 def _set_const(value: ir.Value, array: np.ndarray) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from onnxkd.graph_passes.analyze.balance import Balance, block_layouts, isolate_straddlers
 from onnxkd.graph_passes.analyze.groups import Edit
-from onnxkd.graph_passes.analyze.layout import Seg, cut
+from onnxkd.graph_passes.analyze.layout import Seg
 from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
 
 
@@ -60,18 +61,16 @@ def conv(ctx: Ctx) -> None:
         ctx.set_out(out)
         return
     cin_per_group, cout_per_group = shape[1], cout // groups
-    if not channels or not _aligned(ctx, channels, cin_per_group):
-        # Inputs that cannot be cut, or channels straddling the conv groups (after a channel shuffle): cut the
-        # same input positions in every conv group (all groups coupled), and the outputs likewise.
-        base = _same_in_every_group(ctx, channels, cin_per_group, groups) if channels else []
-        if base is None:
+    if not channels or not _whole_groups(ctx, channels, cin_per_group):
+        # Channels inside conv groups (ResNeXt; after a ShuffleNet v1 shuffle, straddling them; a residual stream
+        # of concatenated parts) or none to cut: every conv group keeps as many inputs as the others, each at
+        # its own positions, and likewise outputs, so `group` stays.
+        if channels and not _balanced_inputs(ctx, channels, weight, cin_per_group, groups, cout_per_group):
             return
-        if base:
-            ctx.state.slice_layout(base, weight, 1, "in")
-        out[1] = _periodic_source(ctx, weight, bias, groups, cout_per_group)
+        out[1] = _balanced_source(ctx, weight, bias, groups, cout_per_group)
         ctx.set_out(out)
         return
-    # Grouped/depthwise with aligned inputs: a conv group's inputs and outputs are cut together, whole groups.
+    # Depthwise, or channels covering whole conv groups: a conv group's inputs and outputs are cut together.
     coarse = ctx.state.regroup(channels, cin_per_group, ctx.where)
     if coarse is None:
         return
@@ -87,47 +86,50 @@ def conv(ctx: Ctx) -> None:
     ctx.set_out(out)
 
 
-def _aligned(ctx: Ctx, layout, width: int) -> bool:
-    """Whether whole conv groups of ``width`` input channels can be cut: segments start and end on group
-    boundaries, and every channel covers whole groups or lies inside one (a shuffled channel straddles)."""
+def _whole_groups(ctx: Ctx, layout, width: int) -> bool:
+    """Whether every channel covers whole conv groups of ``width`` inputs (depthwise convs; ShuffleNet v2's
+    shuffled pairs), so that cutting one cuts whole conv groups."""
     offset = 0
     for seg in layout:
         if offset % width or seg.length % width:
             return False
         if seg.gid is not None:
             block = ctx.state.eff(seg.gid, seg.block)
-            if block.denominator != 1 or (width % block and block % width):
+            if block.denominator != 1 or block % width:
                 return False
         offset += seg.length
     return True
 
 
-def _same_in_every_group(ctx: Ctx, channels, width: int, groups: int):
-    """Split the input at the conv-group boundaries and couple the groups position by position; the first
-    group's layout (now every group's), or None (frozen) when a channel straddles a boundary."""
-    for k in range(1, groups):
-        if not ctx.state.split_at(channels, k * width):
-            ctx.freeze(channels, f"a channel straddles the conv groups of {ctx.where}")
-            return None
+def _balanced_inputs(ctx: Ctx, channels, weight: str, width: int, groups: int, rows_per_group: int) -> bool:
+    """Conv group k's weight rows read the channels at [k * width, (k + 1) * width); the blocks must keep
+    equal counts (settled after the walk). False (frozen) when a boundary falls inside an element."""
+    if not isolate_straddlers(ctx.state, channels, width, groups, ctx.where):
+        ctx.freeze(channels, "channels narrower than one element straddle the conv groups")
+        return False
+    chunks = block_layouts(ctx.state, channels, width, groups)
+    if chunks is None:
+        ctx.freeze(channels, "a channel straddles the conv groups")
+        return False
+    if all(chunk == chunks[0] for chunk in chunks):
+        ctx.state.slice_layout(chunks[0], weight, 1, "in")  # the same positions in every conv group
+    else:
+        for k, chunk in enumerate(chunks):
+            ctx.state.slice_layout(chunk, weight, 1, "in", rows=(k * rows_per_group, (k + 1) * rows_per_group))
+    ctx.state.balances.append(Balance(channels, width, groups, ctx.where))
+    return True
 
-    chunks = [cut(channels, k * width, (k + 1) * width) for k in range(groups)]
-    if any(chunk is None for chunk in chunks):
-        ctx.freeze(channels, f"a channel straddles the conv groups of {ctx.where}")
-        return None
-    for chunk in chunks[1:]:
-        if not ctx.state.unify(chunks[0], chunk, ctx.where):
-            return None
-    return chunks[0]
 
-
-def _periodic_source(ctx: Ctx, weight: str, bias: str | None, groups: int, per_group: int) -> list:
-    """A grouped conv's outputs as one group of ``per_group`` channels, repeated in every conv group (the
-    same output positions are cut in all of them, so ``group`` stays)."""
-    gid = ctx.state.new_group(per_group, ctx.node.name or ctx.node.outputs[0].name)
-    layout = [Seg(gid, per_group)] * groups
-    ctx.state.slice_layout(layout, weight, 0, "out")
-    if bias is not None:
-        ctx.state.slice_layout(layout, bias, 0, "out")
+def _balanced_source(ctx: Ctx, weight: str, bias: str | None, groups: int, per_group: int) -> list:
+    """A grouped conv's outputs: one group per conv group, kept at equal counts (so `group` stays)."""
+    layout = []
+    for k in range(groups):
+        gid = ctx.state.new_group(per_group, ctx.node.name or ctx.node.outputs[0].name)
+        for name in (weight, bias):
+            if name is not None:
+                ctx.state.add_slice(gid, name, 0, k * per_group, Fraction(1), "out")
+        layout.append(Seg(gid, per_group))
+    ctx.state.balances.append(Balance(layout, per_group, groups, ctx.where))
     return layout
 
 
