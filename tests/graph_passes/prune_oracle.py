@@ -36,6 +36,12 @@ def zeroed_original(prepared: ir.Model, groups, plan) -> ir.Model:
     return model
 
 
+def random_plan(groups, rng: np.random.Generator) -> dict[int, list[int]]:
+    """A plan keeping a random, non-empty subset of every prunable group (unequal counts across groups)."""
+    return {g.id: sorted(rng.choice(g.size, int(rng.integers(1, g.size + 1)), replace=False).tolist())
+            for g in groups if g.prunable}
+
+
 def random_inputs(model, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     proto = to_proto(model)

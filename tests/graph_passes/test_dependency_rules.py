@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
-from prune_oracle import assert_close, random_inputs, run, zeroed_original
+from prune_oracle import assert_close, random_inputs, random_plan, run, zeroed_original
 
 from onnxkd.graph_passes.api import channel_groups, prune, prune_with_plan
 from onnxkd.model import to_proto
@@ -39,9 +39,7 @@ def check_random_plans(model, seeds=range(3)):
     _, groups = channel_groups(model)
     feeds = random_inputs(model)
     for seed in seeds:
-        rng = np.random.default_rng(seed)
-        plan = {g.id: sorted(rng.choice(g.size, int(rng.integers(1, g.size + 1)), replace=False).tolist())
-                for g in groups if g.prunable}
+        plan = random_plan(groups, np.random.default_rng(seed))
         result = prune_with_plan(model, plan)
         onnx.checker.check_model(to_proto(result.model), full_check=True)
         prepared, fresh = channel_groups(model)

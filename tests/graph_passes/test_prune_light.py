@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 from light_models import light_model_path
-from prune_oracle import assert_close, random_inputs, run, zeroed_original
+from prune_oracle import assert_close, random_inputs, random_plan, run, zeroed_original
 
 from onnxkd.graph_passes.api import channel_groups, prune, prune_with_plan
 from onnxkd.model import to_proto
@@ -15,7 +15,7 @@ from onnxkd.model import to_proto
 # MACs after / before at --ratio 0.5, a little above what the rules reach today (AlexNet's LRN layers keep
 # conv1/conv2 whole): a rule that regresses into freezing a group fails here
 MACS_CEILING = {"squeezenet": 0.35, "resnet50": 0.28, "inception_v1": 0.40, "inception_v2": 0.29,
-                "bvlc_alexnet": 0.74, "densenet121": 0.28, "shufflenet": 0.31}
+                "bvlc_alexnet": 0.68, "densenet121": 0.28, "shufflenet": 0.31}
 
 
 @pytest.mark.parametrize("name", sorted(MACS_CEILING))
@@ -42,8 +42,7 @@ def test_shufflenet_v1_keeps_only_straddling_channels():
     feeds = random_inputs(path)
     rng = np.random.default_rng(0)
     for _ in range(2):
-        plan = {g.id: sorted(rng.choice(g.size, int(rng.integers(1, g.size + 1)), replace=False).tolist())
-                for g in groups if g.prunable}
+        plan = random_plan(groups, rng)
         result = prune_with_plan(path, plan)
         onnx.checker.check_model(to_proto(result.model), full_check=True)
         assert_close(run(result.model, feeds), run(zeroed_original(*channel_groups(path), plan), feeds))
