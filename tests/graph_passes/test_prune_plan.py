@@ -56,6 +56,11 @@ def test_round_to_and_blocks():
     assert len(make_plan([group(size=10)], scores, 0.5, round_to=4)[0]) == 8  # 5 -> 8
     heads = group(size=4, block=8)  # heads of 8: any head count is a multiple of 8 channels
     assert len(make_plan([heads], {0: np.arange(4.0)}, 0.5, round_to=8)[0]) == 2
+    # a grouped conv of 4 conv groups, balanced: channel i is one row in each conv group (4 output rows)
+    balanced = ChannelGroup(id=0, size=6, source="conv", slices=[InitializerSlice("w", 0, 6 * k, 1, "out")
+                                                                  for k in range(4)])
+    assert balanced.outputs_per_channel == 4 and balanced.channel_block == 1
+    assert len(make_plan([balanced], {0: np.arange(6.0)}, 0.5, round_to=8)[0]) == 4  # 3 -> 4: 16 rows, not 12
 
 
 def test_global_removes_same_fraction_where_scores_are_lowest():

@@ -84,6 +84,15 @@ class ChannelGroup:
         blocks = [s.block for s in self.slices if s.role == "out"] or [s.block for s in self.slices] or [1]
         return min(blocks)
 
+    @property
+    def outputs_per_channel(self) -> int:
+        """Output rows of the (first) producer that one channel covers, all its parts together (channel i of every
+        conv group of a grouped conv; q, k and v of a packed projection): what ``--round-to`` keeps a multiple of."""
+        outs = [s for s in self.slices if s.role == "out"]
+        if not outs:
+            return self.channel_block
+        return sum(s.block for s in outs if (s.name, s.axis) == (outs[0].name, outs[0].axis))
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -55,7 +55,7 @@ def group_ratios(groups: list[ChannelGroup], ratio: float, ignore: str | None, r
 
 
 def _round(kept: int, group: ChannelGroup, round_to: int) -> int:
-    step = max(1, round_to // gcd(round_to, group.channel_block)) if round_to > 1 else 1
+    step = max(1, round_to // gcd(round_to, group.outputs_per_channel)) if round_to > 1 else 1
     step = max(step, group.divisor)
     kept = max(step, math.ceil(kept / step) * step)
     return min(kept, group.size)
