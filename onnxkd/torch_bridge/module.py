@@ -22,6 +22,7 @@ from torch import nn
 
 from onnxkd import model as model_io
 from onnxkd.torch_bridge import dtypes
+from onnxkd.torch_bridge.fixed_batch import declared_batch, run_in_chunks
 from onnxkd.torch_bridge.program import Program, tensor_from_ir
 from onnxkd.torch_bridge.registry import RunState, normalize_domain
 
@@ -93,12 +94,20 @@ class OnnxModule(nn.Module):
                                static_names=unchanging, weight_shapes=weight_shapes, scalars=scalars)
         self.input_names = list(self.program.input_names)
         self.output_names = list(self.program.output_names)
+        self.declared_batch = declared_batch(graph)  # None: the graph takes any batch
 
     # ------------------------------------------------------------------ running
 
     def forward(self, *inputs: torch.Tensor, capture: Sequence[str] | None = None):
         if len(inputs) != len(self.input_names):
             raise TypeError(f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}")
+        batch = self.declared_batch
+        if batch is not None and all(isinstance(x, torch.Tensor) and x.dim() > 0 for x in inputs) \
+                and len({x.shape[0] for x in inputs}) == 1 and inputs[0].shape[0] != batch:
+            return run_in_chunks(lambda chunk, names: self._run(chunk, names), inputs, batch, capture)
+        return self._run(inputs, capture)
+
+    def _run(self, inputs: Sequence[torch.Tensor], capture: Sequence[str] | None):
         self._state.training = self.training
         self._state.device = inputs[0].device if inputs and isinstance(inputs[0], torch.Tensor) else _first_device(self)
         env = self._initial_env()
