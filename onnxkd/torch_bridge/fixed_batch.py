@@ -33,10 +33,9 @@ def run_in_chunks(run: Callable, inputs: Sequence[torch.Tensor], batch: int, cap
     """``run(inputs, capture)`` over chunks of ``batch`` samples, stitched back along dim 0."""
     total = inputs[0].shape[0]
     results = []
+    steps = torch.arange(batch, device=inputs[0].device)
     for start in range(0, total, batch):
-        rows = torch.arange(start, start + batch, device=inputs[0].device).clamp(max=total - 1)
-        if start + batch > total:  # the short last chunk: repeat its samples up to the declared batch
-            rows = start + (rows - start) % (total - start)
+        rows = start + steps % min(batch, total - start)  # a short last chunk repeats its samples
         results.append(run([x.index_select(0, rows) for x in inputs], capture))
     if capture is None:
         return _stitch(results, batch, total)

@@ -27,8 +27,9 @@ def match_groups(teacher: list[ChannelGroup], student: list[ChannelGroup]) -> di
     """student group id -> teacher group id, for keys that name one group on each side (and no more channels
     in the student than in the teacher)."""
     def unique(groups):
-        counts = Counter(group_key(g) for g in groups)
-        return {group_key(g): g for g in groups if counts[group_key(g)] == 1}
+        keys = [group_key(g) for g in groups]
+        counts = Counter(keys)
+        return {key: g for key, g in zip(keys, groups) if counts[key] == 1}
 
     in_teacher = unique(teacher)
     return {g.id: in_teacher[key].id for key, g in unique(student).items()

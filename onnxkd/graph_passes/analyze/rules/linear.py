@@ -10,11 +10,13 @@ from onnxkd.graph_passes.analyze.layout import Seg
 from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
 
 
-def _source(ctx: Ctx, size: int, weight: str, axis: int, bias: str | None, bias_axis: int = 0) -> Seg:
+def _source(ctx: Ctx, size: int, weight: str, axis: int, bias: str | None, bias_axis: int = 0,
+            offset: int = 0) -> Seg:
+    """A new group of ``size`` output channels: rows [offset, offset + size) of the weight (and bias)."""
     gid = ctx.state.new_group(size, ctx.node.name or ctx.node.outputs[0].name)
-    ctx.state.add_slice(gid, weight, axis, 0, Fraction(1), "out")
+    ctx.state.add_slice(gid, weight, axis, offset, Fraction(1), "out")
     if bias is not None:
-        ctx.state.add_slice(gid, bias, bias_axis, 0, Fraction(1), "out")
+        ctx.state.add_slice(gid, bias, bias_axis, offset, Fraction(1), "out")
     return Seg(gid, size)
 
 
@@ -41,13 +43,21 @@ def _spatial_frozen(ctx: Ctx, layouts: dict, channel_axis: int = 1) -> None:
             ctx.freeze(lay, "convolved along the channel axis")
 
 
-@rule("Conv")
-def conv(ctx: Ctx) -> None:
-    weight, bias = ctx.initializer(1), ctx.initializer(2) if ctx.input(2) is not None else None
+def _conv_operands(ctx: Ctx) -> tuple[str | None, str | None, dict, list | None, bool]:
+    """Weight and bias initializer names, the input's layouts (spatial ones frozen), the weight's shape, and
+    whether the weights are plain initializers this node alone reads (Conv and ConvTranspose)."""
+    has_bias = ctx.input(2) is not None
+    weight, bias = ctx.initializer(1), ctx.initializer(2) if has_bias else None
     layouts = ctx.layouts(0)
     _spatial_frozen(ctx, layouts)
     shape = ctx.in_shape(1)
-    if weight is None or (ctx.input(2) is not None and bias is None) or shape is None:
+    return weight, bias, layouts, shape, weight is not None and not (has_bias and bias is None) and shape is not None
+
+
+@rule("Conv")
+def conv(ctx: Ctx) -> None:
+    weight, bias, layouts, shape, plain = _conv_operands(ctx)
+    if not plain:
         ctx.freeze_inputs(f"weights are not plain initializers ({ctx.where})")
         return
     groups = ctx.attr("group", 1)
@@ -122,25 +132,15 @@ def _balanced_inputs(ctx: Ctx, channels, weight: str, width: int, groups: int, r
 
 def _balanced_source(ctx: Ctx, weight: str, bias: str | None, groups: int, per_group: int) -> list:
     """A grouped conv's outputs: one group per conv group, kept at equal counts (so `group` stays)."""
-    layout = []
-    for k in range(groups):
-        gid = ctx.state.new_group(per_group, ctx.node.name or ctx.node.outputs[0].name)
-        for name in (weight, bias):
-            if name is not None:
-                ctx.state.add_slice(gid, name, 0, k * per_group, Fraction(1), "out")
-        layout.append(Seg(gid, per_group))
+    layout = [_source(ctx, per_group, weight, 0, bias, offset=k * per_group) for k in range(groups)]
     ctx.state.balances.append(Balance(layout, per_group, groups, ctx.where))
     return layout
 
 
 @rule("ConvTranspose")
 def conv_transpose(ctx: Ctx) -> None:
-    weight, bias = ctx.initializer(1), ctx.initializer(2) if ctx.input(2) is not None else None
-    layouts = ctx.layouts(0)
-    _spatial_frozen(ctx, layouts)
-    shape = ctx.in_shape(1)
-    groups = ctx.attr("group", 1)
-    if weight is None or (ctx.input(2) is not None and bias is None) or shape is None or groups != 1:
+    weight, bias, layouts, shape, plain = _conv_operands(ctx)
+    if not plain or ctx.attr("group", 1) != 1:
         ctx.freeze_inputs(f"grouped or non-constant ConvTranspose ({ctx.where})")
         return
     if ctx.attr("output_shape") is not None and len(ctx.attr("output_shape")) > 2:
