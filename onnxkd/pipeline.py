@@ -41,6 +41,7 @@ FLAT_OPTIONS = {
     "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
     "prune_normalized": ("prune", "prune_normalized"), "target_speedup": ("prune", "target_speedup"),
     "max_ratio": ("prune", "max_ratio"), "latency_batch": ("prune", "latency_batch"),
+    "per_group": ("prune", "per_group"), "group_trials": ("prune", "group_trials"),
     "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
     "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "hints": ("distill", "hints"),
     "device": ("distill", "device"), "bf16": ("distill", "bf16"),
@@ -97,7 +98,10 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     pruned_path = work / "pruned.onnx"
     if state.done("prune"):
         prune_info = state.results["prune"]
-        plan.prune.ratio, plan.prune.target_speedup = prune_info["ratio"], None  # a searched ratio stays found
+        # a searched candidate stays found
+        plan.prune.ratio, plan.prune.target_speedup = prune_info["ratio"], None
+        plan.prune.round_to = prune_info.get("round_to", plan.prune.round_to)
+        plan.prune.group_ratios = prune_info.get("group_ratios", plan.prune.group_ratios)
         say(f"[1/5] prune: done before ({pruned_path}), resuming")
     else:
         aim = (f"target speed-up {plan.prune.target_speedup:g}x at batch {plan.prune.latency_batch}"
@@ -196,28 +200,38 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
 
     options = plan.prune
     criterion = options.criterion_for(train is not None)
-    common = dict(global_rank=options.global_rank, max_group_ratio=options.max_group_ratio,
-                  round_to=options.round_to, ignore=options.ignore,
-                  recipe=options.plan_recipe(), seed=plan.seed, prune_normalized=options.prune_normalized)
+
+    def common() -> dict:
+        return dict(global_rank=options.global_rank, max_group_ratio=options.max_group_ratio,
+                    round_to=options.round_to, ignore=options.ignore, recipe=options.plan_recipe(), seed=plan.seed,
+                    prune_normalized=options.prune_normalized)
+
     one_shot_scores = options.steps == 1 or options.target_speedup is not None
     measured = _measured(criterion, teacher, train, options, plan.seed, progress) if one_shot_scores else {}
     search = None
     if options.target_speedup is not None:  # the ratio is found by timing candidates, then used as if given
-        search = _search(teacher, plan, lambda at: prune(teacher, at, criterion=criterion, **common, **measured).model,
-                         input_shapes, progress)
+        def prune_at(at: float, round_to: int = options.round_to, group_ratios: dict | None = None) -> ir.Model:
+            given = common()
+            if group_ratios:
+                given["recipe"] = dict(given["recipe"], group_ratios=group_ratios)
+            return prune(teacher, at, criterion=criterion, **dict(given, round_to=round_to), **measured).model
+
+        search = _search(teacher, plan, prune_at, input_shapes, progress)
         if search.warning:
             _Say(progress)(f"      note: {search.warning}")
-        options.ratio, options.target_speedup = search.ratio, None  # the saved recipe replays the ratio found
+        # the saved recipe replays the candidate found, without timing
+        options.ratio, options.round_to, options.target_speedup = search.ratio, search.round_to, None
+        options.group_ratios = {str(gid): r for gid, r in search.group_ratios.items()}
     if options.steps > 1:
         from onnxkd.distill.iterative import iterative_prune
 
         between = replace(plan.distill, epochs=_epochs_between(plan.distill, train, options.steps), steps=None,
                           hints=[])
         result = iterative_prune(teacher, options.ratio, options.steps, train, val_data=val, criterion=criterion,
-                                 config=between, progress=progress, **common)
+                                 config=between, progress=progress, **common())
         model, kept, steps = result.model, result.plan, result.steps
     else:
-        one_shot = prune(teacher, options.ratio, criterion=criterion, **common, **measured)
+        one_shot = prune(teacher, options.ratio, criterion=criterion, **common(), **measured)
         model, kept, steps = one_shot.model, one_shot.plan, []
     _, groups = channel_groups(teacher, options.prune_normalized)
     summary = {"groups": len(groups), "prunable": sum(g.prunable for g in groups),
@@ -232,28 +246,34 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
              "status": "frozen" if g.frozen is not None else
                        ("pruned" if g.id in kept and len(kept[g.id]) < g.size else "whole"),
              "reason": g.frozen or ("single channel" if g.size < 2 else "")} for g in groups]
-    return model, {"criterion": criterion, "ratio": options.ratio, "steps": steps, "summary": summary, "groups": rows,
+    return model, {"criterion": criterion, "ratio": options.ratio, "round_to": options.round_to,
+                   "group_ratios": dict(options.group_ratios), "steps": steps, "summary": summary, "groups": rows,
                    "speed_search": search.to_dict() if search is not None else None}
 
 
 def _search(teacher: ir.Model, plan: Recipe, prune_at, input_shapes, progress):
-    """The smallest ratio meeting ``target_speedup``, timed like validation times (provider, threads,
-    protocol), candidates optimized when the student will be."""
+    """The candidate meeting ``target_speedup`` with the most MACs kept, timed like validation times (provider,
+    threads, protocol), candidates optimized when the student will be; round-to 8 and 16 are tried too when
+    the recipe's round-to is 1, and groups are timed whole with ``per_group``."""
     from onnxkd.validate.latency import LatencyProtocol
     from onnxkd.validate.sessions import SessionConfig
-    from onnxkd.validate.speed_search import timed_search
+    from onnxkd.graph_passes.api import groups_by_weight
+    from onnxkd.validate.speed_search import ROUND_TO_FAMILIES, timed_search
 
     v, p = plan.validate, plan.prune
     say = _Say(progress)
 
     def report(at: float, candidate) -> None:
         if candidate is not None:
-            say(f"      candidate ratio {at:.3f}: speed-up {candidate.speedup:.2f}x")
+            say(f"      candidate {candidate.label}: speed-up {candidate.speedup:.2f}x")
 
     return timed_search(teacher, prune_at, p.target_speedup, max_ratio=p.max_ratio, batch=p.latency_batch,
                         session_config=SessionConfig(v.provider, v.threads, v.graph_opt),
                         protocol=LatencyProtocol(warmup=v.warmup, runs=v.runs, budget_s=v.time_budget),
-                        optimize_candidates=plan.optimize, input_shapes=input_shapes, progress=report)
+                        optimize_candidates=plan.optimize, input_shapes=input_shapes, progress=report,
+                        round_to=ROUND_TO_FAMILIES if p.round_to == 1 else (p.round_to,),
+                        per_group=groups_by_weight(teacher, p.ignore, p.plan_recipe()) if p.per_group else (),
+                        max_trials=p.group_trials)
 
 
 def _measured(criterion: str, teacher: ir.Model, train: Dataset | None, options: PruneOptions, seed: int,

@@ -8,7 +8,8 @@ One format for every command. A compress recipe has three sections and a seed::
       "seed": 0,
       "optimize": true,                       # fuse the final student's written-out activations
       "prune":    {"ratio": 0.5, "criterion": "kd", "steps": 1, "global": false, "round_to": 1,
-                   "ignore": null, "overrides": {"REGEX": RATIO}, "prune_normalized": false},
+                   "ignore": null, "overrides": {"REGEX": RATIO}, "group_ratios": {"ID": RATIO},
+                   "prune_normalized": false},
       "distill":  {"epochs": null, "lr": null, "batch_size": 64, "temperature": 4.0, "alpha": 0.5, ...},
       "validate": {"batch_size": 32, "provider": "auto", "threads": 0, "max_accuracy_drop": null, ...}
     }
@@ -44,12 +45,17 @@ class PruneOptions:
     round_to: int = 1
     ignore: str | None = None
     overrides: dict[str, float] = field(default_factory=dict)
+    # group id (of this teacher's analysis) -> ratio, over everything else: what --target-speedup's
+    # per-group search chose, so a replay gives the same plan without timing
+    group_ratios: dict[str, float] = field(default_factory=dict)
     prune_normalized: bool = False
     # Instead of ratio: the smallest ratio whose measured onnxruntime speed-up (batch latency_batch) is at
     # least this. The saved recipe holds the ratio found, so a replay gives the same plan without timing.
     target_speedup: float | None = None
     max_ratio: float = 0.9  # the largest ratio the search tries
     latency_batch: int = 1
+    per_group: bool = False  # after the ratio search, time groups whole and leave those whose cut does not pay
+    group_trials: int = 24  # ... at most this many groups, most parameters first
 
     def check(self) -> None:
         if not 0 <= self.ratio < 1:
@@ -66,6 +72,8 @@ class PruneOptions:
             raise OnnxkdError(f"--max-ratio {self.max_ratio}: must be in [0, 1)")
         if self.latency_batch < 1:
             raise OnnxkdError(f"--latency-batch {self.latency_batch}: must be >= 1")
+        if self.group_trials < 1:
+            raise OnnxkdError(f"--group-trials {self.group_trials}: must be >= 1")
 
     def criterion_for(self, has_data: bool) -> str:
         chosen = self.criterion or ("kd" if has_data else "l1")
@@ -75,7 +83,8 @@ class PruneOptions:
 
     def plan_recipe(self) -> dict:
         """What ``graph_passes.prune`` takes as its ``recipe`` argument."""
-        return {"overrides": dict(self.overrides), "prune_normalized": self.prune_normalized}
+        return {"overrides": dict(self.overrides), "group_ratios": dict(self.group_ratios),
+                "prune_normalized": self.prune_normalized}
 
 
 @dataclass

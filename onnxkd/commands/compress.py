@@ -20,6 +20,7 @@ FLAGS = {
     "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
     "prune_normalized": ("prune", "prune_normalized"), "target_speedup": ("prune", "target_speedup"),
     "max_ratio": ("prune", "max_ratio"), "latency_batch": ("prune", "latency_batch"),
+    "per_group": ("prune", "per_group"), "group_trials": ("prune", "group_trials"),
     "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
     "optimizer": ("distill", "optimizer"), "weight_decay": ("distill", "weight_decay"),
     "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "losses": ("distill", "loss"),

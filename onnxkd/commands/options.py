@@ -60,13 +60,20 @@ def target_speedup_options(against: str, candidates: str) -> Callable:
     """--target-speedup with --max-ratio and --latency-batch (prune and compress); ``against`` names the
     reference model, ``candidates`` says what is timed."""
     def decorate(command: Callable) -> Callable:
+        command = click.option("--group-trials", type=click.IntRange(min=1), default=24, show_default=True,
+                               help="--per-group: how many groups (most parameters first) are timed whole, one at "
+                                    "a time.")(command)
+        command = click.option("--per-group", is_flag=True,
+                               help="--target-speedup: after the ratio search, leave whole the groups whose cut "
+                                    "barely lowers latency and cut the others harder (one timing per group).")(command)
         command = click.option("--latency-batch", type=click.IntRange(min=1), default=1, show_default=True,
                                help="--target-speedup: batch size the candidates are timed at.")(command)
         command = click.option("--max-ratio", type=click.FloatRange(0, 1, max_open=True), default=0.9,
                                show_default=True, help="--target-speedup: the largest ratio tried.")(command)
         return click.option("--target-speedup", type=click.FloatRange(min=0, min_open=True), metavar="X",
-                            help=f"Instead of --ratio: the smallest ratio whose onnxruntime speed-up over {against} "
-                                 f"is >= X, found by {candidates}.")(command)
+                            help=f"Instead of --ratio: the candidate whose onnxruntime speed-up over {against} is "
+                                 f">= X with the most MACs kept, found by {candidates}. Without --round-to, round-to "
+                                 "8 and 16 are tried too (CPU kernels work on blocks of 8 or 16 channels).")(command)
     return decorate
 
 

@@ -48,7 +48,7 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 def command(model, ratio, output, criterion, global_rank, round_to, ignore, recipe, seed, as_json,
             prune_normalized=False, data=None, batch_size=32, max_batches=None, max_group_ratio=0.9,
             target_speedup=None, max_ratio=0.9, latency_batch=1, provider="auto", threads=0,
-            optimize_candidates=True, input_shapes=()) -> None:
+            optimize_candidates=True, input_shapes=(), per_group=False, group_trials=24) -> None:
     """Prune MODEL's channels with ONNX-native dependency analysis and write the smaller model to OUTPUT.
 
     Coupled channels (residual adds, concats, depthwise convs, attention heads) are cut together;
@@ -86,25 +86,34 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     measured = _measured_importance(criterion, model, data, batch_size, max_batches, options["seed"],
                                     prune_normalized) if criterion in ("taylor", "kd") else {}
 
-    def prune_at(at: float):
-        return prune(model, at, criterion=criterion, global_rank=options["global_rank"], round_to=options["round_to"],
-                     ignore=options["ignore"], recipe=options["plan_recipe"], seed=options["seed"],
+    def prune_at(at: float, round_to: int = options["round_to"], group_ratios: dict[int, float] | None = None):
+        plan_recipe = options["plan_recipe"]
+        if group_ratios:
+            plan_recipe = dict(plan_recipe or {}, group_ratios=group_ratios)
+        return prune(model, at, criterion=criterion, global_rank=options["global_rank"], round_to=round_to,
+                     ignore=options["ignore"], recipe=plan_recipe, seed=options["seed"],
                      prune_normalized=prune_normalized, max_group_ratio=options["max_group_ratio"], **measured)
 
-    search = None
+    search, chosen = None, {}
     if target_speedup is not None:
         from onnxkd.data import parse_input_shapes
+        from onnxkd.graph_passes.api import groups_by_weight
+        from onnxkd.validate.speed_search import ROUND_TO_FAMILIES
 
-        search = _search_ratio(model, lambda at: prune_at(at).model, target_speedup, max_ratio, latency_batch,
-                               provider, threads, optimize_candidates, parse_input_shapes(input_shapes))
-        ratio = search.ratio
-    result = prune_at(ratio)  # again for the chosen ratio: only one candidate is ever held in memory
+        groups = groups_by_weight(model, options["ignore"], options["plan_recipe"], prune_normalized) if per_group else ()
+        search = _search_ratio(model, lambda at, **kw: prune_at(at, **kw).model, target_speedup, max_ratio,
+                               latency_batch, provider, threads, optimize_candidates, parse_input_shapes(input_shapes),
+                               round_to=ROUND_TO_FAMILIES if options["round_to"] == 1 else (options["round_to"],), per_group=groups,
+                               max_trials=group_trials)
+        ratio, chosen = search.ratio, dict(round_to=search.round_to, group_ratios=search.group_ratios)
+    result = prune_at(ratio, **chosen)  # again for the chosen candidate: only one is ever held in memory
     try:
         save(result.model, target, external_data=True if has_external_data(source) else None)
     except OSError as exc:
         raise OnnxkdError(f"{output}: cannot write ({exc.strerror or exc})") from None
     if as_json:
-        report = {"output": str(target), "ratio": ratio, "summary": result.summary,
+        report = {"output": str(target), "ratio": ratio, "round_to": chosen.get("round_to", options["round_to"]),
+                  "summary": result.summary,
                   "plan": {str(k): v for k, v in result.plan.items()}}
         if search is not None:
             report.update(target_speedup=target_speedup, speed_search=search.to_dict())
@@ -149,7 +158,7 @@ def _measured_importance(criterion: str, model: str, data: str | None, batch_siz
 
 
 def _search_ratio(model: str, prune_at, target_speedup: float, max_ratio: float, batch: int, provider: str,
-                  threads: int, optimize_candidates: bool, input_shapes: dict):
+                  threads: int, optimize_candidates: bool, input_shapes: dict, **per_group):
     """The timed search against MODEL as given, with a spinner on a terminal."""
     from rich.console import Console
 
@@ -158,7 +167,7 @@ def _search_ratio(model: str, prune_at, target_speedup: float, max_ratio: float,
 
     search = partial(timed_search, model, prune_at, target_speedup, max_ratio=max_ratio, batch=batch,
                      session_config=SessionConfig(provider, threads), optimize_candidates=optimize_candidates,
-                     input_shapes=input_shapes)
+                     input_shapes=input_shapes, **per_group)
     console = Console(stderr=True)
     if not console.is_terminal:  # like the other commands' progress bars: nothing when piped or tested
         return search()
@@ -167,7 +176,7 @@ def _search_ratio(model: str, prune_at, target_speedup: float, max_ratio: float,
             if candidate is None:
                 status.update(f"Timing candidate ratio {at:.3f}")
             else:
-                console.print(f"candidate ratio {at:.3f}: speed-up {candidate.speedup:.2f}x", highlight=False)
+                console.print(f"candidate {candidate.label}: speed-up {candidate.speedup:.2f}x", highlight=False)
 
         return search(progress=progress)
 
@@ -216,15 +225,21 @@ def render_search(search, console) -> None:
 
     table = Table(title=f"Speed search (target {search.target:g}x)", title_justify="left", title_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    for header, justify in [("ratio", "right"), ("MACs ratio", "right"), ("speed-up", "right"), ("", "left")]:
+    for header, justify in [("candidate", "left"), ("MACs ratio", "right"), ("speed-up", "right"), ("", "left")]:
         table.add_column(header, justify=justify)
-    for c in sorted(search.candidates, key=lambda c: c.ratio):
+    whole = tuple(sorted(search.group_ratios))
+    for c in sorted(search.candidates, key=lambda c: (len(c.whole), c.whole, c.round_to, c.ratio)):
         macs = "-" if c.macs_ratio is None else f"{c.macs_ratio:.3f}"
-        chosen = "[green]<- chosen[/]" if c.ratio == search.ratio else ""
-        table.add_row(f"{c.ratio:.3f}", macs, f"{c.speedup:.2f}x", chosen)
+        chosen = "[green]<- chosen[/]" if (c.ratio, c.round_to, c.whole) == (search.ratio, search.round_to, whole) else ""
+        table.add_row(c.label, macs, f"{c.speedup:.2f}x", chosen)
     console.print(table)
     note = " (no channel needs to be cut: the unpruned model meets the target)" if search.ratio == 0 else ""
-    console.print(f"Chosen ratio {search.ratio:.3f}: speed-up {search.speedup:.2f}x{note}", highlight=False)
+    if whole:
+        note += (f", groups {', '.join(map(str, whole))} left whole (their cut barely lowered latency); "
+                 f"MACs ratio {search.macs_ratio:.3f} against {search.uniform.macs_ratio:.3f} for the uniform ratio "
+                 f"{search.uniform.ratio:.3f}")
+    rounded = f", round-to {search.round_to}" if search.round_to != 1 else ""
+    console.print(f"Chosen ratio {search.ratio:.3f}{rounded}: speed-up {search.speedup:.2f}x{note}", highlight=False)
     if search.warning:
         console.print(f"[yellow]Note:[/] {search.warning}", highlight=False)
 

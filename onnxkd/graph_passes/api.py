@@ -17,7 +17,7 @@ from onnxkd.graph_passes.analyze.groups import ChannelGroup
 from onnxkd.graph_passes.normalize.prepare import prepare
 from onnxkd.graph_passes.normalize.untie import RetieInitializersPass
 from onnxkd.graph_passes.prune.importance import importance
-from onnxkd.graph_passes.prune.plan import Plan, make_plan, plan_from_json, plan_to_json
+from onnxkd.graph_passes.prune.plan import Plan, group_ratios, make_plan, plan_from_json, plan_to_json
 from onnxkd.graph_passes.prune.rewrite import apply_plan
 from onnxkd.model import ModelLike, load
 
@@ -40,6 +40,25 @@ def channel_groups(model: ModelLike, prune_normalized: bool = False) -> tuple[ir
     """The prepared copy of ``model`` and its channel groups (``onnxkd inspect``)."""
     prepared = prepare(model)
     return prepared, analyze(prepared, prune_normalized=prune_normalized)
+
+
+def groups_by_weight(model: ModelLike, ignore: str | None = None, recipe: dict | None = None,
+                     prune_normalized: bool = False) -> list[int]:
+    """The ids of the groups a ratio cuts (not frozen, ignored or overridden to 0), most parameters first:
+    the order ``--target-speedup``'s per-group search tries them in."""
+    prune_normalized = prune_normalized or bool((recipe or {}).get("prune_normalized", False))
+    prepared, groups = channel_groups(model, prune_normalized)
+    cut = {gid for gid, r in group_ratios(groups, 0.5, ignore, recipe).items() if r > 0}
+
+    def weight(group: ChannelGroup) -> float:
+        total = 0.0
+        for s in group.slices:
+            shape = prepared.graph.initializers[s.name].const_value.shape
+            rows = shape[0] if s.rows is None else s.rows[1] - s.rows[0]
+            total += s.block * np.prod(shape, dtype=float) / shape[s.axis] * rows / shape[0]
+        return total * group.size
+
+    return [g.id for g in sorted((g for g in groups if g.id in cut and g.size > 1), key=weight, reverse=True)]
 
 
 def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bool = False, round_to: int = 1,

@@ -112,16 +112,23 @@ def layers(r: dict) -> Table:
 def speed_search(r: dict) -> Table:
     """The candidates --target-speedup timed, and the one chosen."""
     search = r["compress"]["prune"].get("speed_search")
-    table = Table("speed_search", "Ratio search for the target speed-up", ["ratio", "MACs kept", "speed-up", ""])
+    table = Table("speed_search", "Search for the target speed-up",
+                  ["ratio", "round-to", "groups left whole", "MACs kept", "speed-up", ""])
     if not search:
         return table
-    for c in sorted(search["candidates"], key=lambda c: c["ratio"]):
-        chosen = "chosen" if c["ratio"] == search["ratio"] else ""
-        table.rows.append([f"{c['ratio']:.3f}", fmt.pct(c["macs_ratio"]), fmt.ratio(c["speedup"]), chosen])
+    whole = sorted(int(g) for g in search.get("group_ratios", {}))
+    chosen_key = (search["ratio"], search.get("round_to", 1), whole)
+    for c in sorted(search["candidates"], key=lambda c: (len(c.get("whole", [])), c.get("round_to", 1), c["ratio"])):
+        key = (c["ratio"], c.get("round_to", 1), sorted(c.get("whole", [])))
+        table.rows.append([f"{c['ratio']:.3f}", str(key[1]), ", ".join(map(str, key[2])) or fmt.DASH,
+                           fmt.pct(c["macs_ratio"]), fmt.ratio(c["speedup"]), "chosen" if key == chosen_key else ""])
+    per_group = (f" Groups {', '.join(map(str, whole))} are left whole: timed whole one at a time, their cut saved "
+                 "less than half the average latency per MAC, and the others were cut harder."
+                 if whole else "")
     table.note = (f"Target {fmt.ratio(search['target'])} at batch {r['compress']['recipe']['prune']['latency_batch']}: "
-                  f"the smallest timed ratio that met it (largest tried {search['max_ratio']:g}); candidates "
-                  "timed after optimize when the student is optimized."
-                  + (f" Note: {search['warning']}." if search.get("warning") else ""))
+                  "of the timed candidates that met it, the one keeping the most MACs (largest ratio tried "
+                  f"{search['max_ratio']:g}); candidates timed after optimize when the student is optimized."
+                  + per_group + (f" Note: {search['warning']}." if search.get("warning") else ""))
     return table
 
 

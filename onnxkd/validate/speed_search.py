@@ -16,7 +16,7 @@ import onnx_ir as ir
 
 from onnxkd.data import input_specs, random_inputs
 from onnxkd.errors import OnnxkdError
-from onnxkd.graph_passes.api import measure
+from onnxkd.graph_passes.api import PLAN_KEY, measure
 from onnxkd.model import ModelLike
 from onnxkd.validate import latency
 from onnxkd.validate.inference import batch_limit, run_once
@@ -30,25 +30,46 @@ class Candidate:
     ratio: float
     speedup: float  # teacher / candidate latency, as ``speedup_of`` measured it
     macs_ratio: float | None  # candidate MACs / reference MACs (None where MACs cannot be counted)
+    whole: tuple[int, ...] = ()  # group ids left uncut (the per-group search); the others are cut at ``ratio``
+    round_to: int = 1  # kept channel counts are multiples of this (``--round-to``)
+
+    @property
+    def label(self) -> str:
+        """The candidate as search tables name it: ratio, round-to (when not 1) and the groups left whole."""
+        text = f"ratio {self.ratio:.3f}" + (f", round-to {self.round_to}" if self.round_to != 1 else "")
+        if not self.whole:
+            return text
+        groups = ", ".join(map(str, self.whole[:6])) + (", ..." if len(self.whole) > 6 else "")
+        return f"{text}, {'group' if len(self.whole) == 1 else 'groups'} {groups} whole"
 
     def to_dict(self) -> dict:
-        return {"ratio": self.ratio, "speedup": self.speedup, "macs_ratio": self.macs_ratio}
+        return {"ratio": self.ratio, "round_to": self.round_to, "speedup": self.speedup,
+                "macs_ratio": self.macs_ratio, "whole": list(self.whole)}
 
 
 # Below this teacher p50 a multi-threaded pool's wake-ups are a large part of each run, and speed-ups moved
 # between processes (zoo ResNet 1.1x-2.2x at 2 threads, 2.13x-2.22x at 1; README, latency section).
 SMALL_MODEL_MS = 1.0
+# The --round-to values the search tries when the user gave none: onnxruntime's CPU convolutions work on
+# blocks of 16 channels (AVX-512) or 8 (AVX2), and a width off the block can make a student slower than its
+# teacher (zoo MobileNetV2 at 224x224, ratio 0.5: 1.59x at round-to 1, 1.98x with more MACs kept at 16).
+ROUND_TO_FAMILIES = (1, 8, 16)
 
 
 @dataclass
 class SpeedSearch:
-    ratio: float  # the chosen ratio: the smallest measured one meeting the target
+    ratio: float  # the chosen ratio
     speedup: float  # measured at ``ratio``
     target: float
     max_ratio: float
     candidates: list[Candidate] = field(default_factory=list)  # in the order they were measured
     teacher_ms: float | None = None  # the teacher's p50 in the last timing (None: an injected timer)
     threads: int | None = None  # intra-op threads the candidates were timed with (0 = onnxruntime's default)
+    round_to: int = 1  # of the chosen candidate
+    # the per-group search: groups left whole, cut at ratio 0 (empty: every group cut at ``ratio``)
+    group_ratios: dict[int, float] = field(default_factory=dict)
+    macs_ratio: float | None = None  # of the chosen candidate
+    uniform: Candidate | None = None  # the best uniform candidate, when the per-group search ran
 
     @property
     def warning(self) -> str | None:
@@ -59,25 +80,76 @@ class SpeedSearch:
                 "small move between runs; --threads 1 times them stably")
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "ratio": self.ratio, "speedup": self.speedup, "max_ratio": self.max_ratio,
+        return {"target": self.target, "ratio": self.ratio, "round_to": self.round_to, "speedup": self.speedup,
+                "max_ratio": self.max_ratio, "macs_ratio": self.macs_ratio,
+                "group_ratios": {str(k): v for k, v in self.group_ratios.items()},
+                "uniform": self.uniform.to_dict() if self.uniform is not None else None,
                 "candidates": [c.to_dict() for c in self.candidates], "teacher_ms": self.teacher_ms,
                 "threads": self.threads, "warning": self.warning}
 
 
 # (ratio, None) before a candidate is timed, (ratio, Candidate) once it is
 SearchProgress = Callable[[float, "Candidate | None"], None]
+# prune_at(ratio) -> a candidate; also called with round_to=N and group_ratios={group id: ratio} keywords
+# when the search tries other --round-to values or leaves groups whole
+PruneAt = Callable[..., ir.Model]
 
 
-def search_ratio(prune_at: Callable[[float], ir.Model], speedup_of: Callable[[ir.Model], float], target: float,
+class Meter:
+    """Prunes, counts MACs, prepares and times one candidate at a time, and keeps every candidate measured.
+
+    A plan already timed (round-to plateaus: several ratios round to the same channel counts) is not timed
+    again: its first measurement answers."""
+
+    def __init__(self, prune_at: PruneAt, speedup_of: Callable[[ir.Model], float], *,
+                 prepare: Callable[[ir.Model], ir.Model] | None = None, reference: ir.Model | None = None,
+                 progress: SearchProgress | None = None):
+        self.prune_at, self.speedup_of, self.prepare, self.progress = prune_at, speedup_of, prepare, progress
+        self.base_macs = _macs(reference if reference is not None else prune_at(0.0))
+        self.candidates: list[Candidate] = []
+        self._by_plan: dict[str, Candidate] = {}
+
+    def __call__(self, ratio: float, whole: tuple[int, ...] = (), round_to: int = 1, *,
+                 fresh: bool = False) -> Candidate:
+        """The candidate at ``ratio`` with ``whole`` groups uncut; ``fresh``: time it even if its plan was."""
+        options = {}
+        if round_to != 1:
+            options["round_to"] = round_to
+        if whole:
+            options["group_ratios"] = {gid: 0.0 for gid in whole}
+        pruned = self.prune_at(ratio, **options)
+        plan = pruned.metadata_props.get(PLAN_KEY)
+        if plan is not None and plan in self._by_plan and not fresh:
+            return self._by_plan[plan]
+        if self.progress is not None:
+            self.progress(ratio, None)
+        macs = _macs(pruned)
+        timed = self.prepare(pruned) if self.prepare is not None else pruned
+        del pruned  # large models: keep one candidate in memory at a time
+        candidate = Candidate(ratio, float(self.speedup_of(timed)),
+                              macs / self.base_macs if macs is not None and self.base_macs else None, whole, round_to)
+        self.candidates.append(candidate)
+        if plan is not None:
+            self._by_plan[plan] = candidate
+        if self.progress is not None:
+            self.progress(ratio, candidate)
+        return candidate
+
+
+def search_ratio(prune_at: PruneAt, speedup_of: Callable[[ir.Model], float], target: float,
                  max_ratio: float = 0.9, steps: int = 6, progress: SearchProgress | None = None, *,
                  prepare: Callable[[ir.Model], ir.Model] | None = None,
-                 reference: ir.Model | None = None) -> SpeedSearch:
-    """Bisect ``[0, max_ratio]`` for the smallest ratio whose speed-up is >= ``target``.
+                 reference: ir.Model | None = None, round_to: Sequence[int] = (1,), per_group: Sequence[int] = (),
+                 max_trials: int = 24) -> SpeedSearch:
+    """The candidate meeting ``target`` that keeps the most MACs (where MACs cannot be counted: the smallest
+    ratio), over a bisection of ``[0, max_ratio]`` for each value of ``round_to``.
 
-    Measures ``max_ratio`` first (raising ``OnnxkdError`` when even that is too slow, twice), then ratio 0 (an
-    optimised but unpruned model may already be fast enough), then ``steps`` bisection points.
-    ``prepare`` turns each pruned candidate into what will ship (e.g. ``optimize``) before timing;
-    MACs are counted on the pruned candidate, relative to ``reference`` (default: ``prune_at(0.0)``).
+    Each bisection measures ``max_ratio`` first, then ratio 0 (an optimised but unpruned model may already
+    be fast enough), then ``steps`` points. When no candidate meets the target, the fastest is timed once
+    more before ``OnnxkdError`` says so. ``prepare`` turns each pruned candidate into what will ship (e.g.
+    ``optimize``) before timing; MACs are counted on the pruned candidate, relative to ``reference``
+    (default: ``prune_at(0.0)``). ``per_group``: group ids (most parameters first) for
+    ``group_search.refine`` to try leaving whole where cutting them does not pay.
     """
     if target <= 0:
         raise OnnxkdError(f"--target-speedup {target}: must be > 0")
@@ -85,40 +157,49 @@ def search_ratio(prune_at: Callable[[float], ir.Model], speedup_of: Callable[[ir
         raise OnnxkdError(f"--max-ratio {max_ratio}: must be in [0, 1)")
     if steps < 0:
         raise OnnxkdError(f"steps {steps}: must be >= 0")
-    base_macs = _macs(reference if reference is not None else prune_at(0.0))
-    candidates: list[Candidate] = []
+    measure_at = Meter(prune_at, speedup_of, prepare=prepare, reference=reference, progress=progress)
+    for family in round_to:
+        _bisect(measure_at, target, max_ratio, steps, family)
+    met = [c for c in measure_at.candidates if c.speedup >= target]
+    if not met:  # once more before giving up: one low timing must not stop the run
+        top = max(measure_at.candidates, key=lambda c: c.speedup)
+        again = measure_at(top.ratio, round_to=top.round_to, fresh=True)
+        met = [again] if again.speedup >= target else []
+        if not met:
+            best = max(top, again, key=lambda c: c.speedup)
+            raise OnnxkdError(
+                f"--target-speedup {target:g}x not reached: the best speed-up is {best.speedup:.2f}x at ratio "
+                f"{best.ratio:g} (--max-ratio {max_ratio:g}); lower --target-speedup or raise --max-ratio")
+    chosen = _most_macs(met)
+    search = SpeedSearch(chosen.ratio, chosen.speedup, target, max_ratio, measure_at.candidates,
+                         round_to=chosen.round_to, macs_ratio=chosen.macs_ratio)
+    if per_group:
+        from onnxkd.validate.group_search import refine
 
-    def measure_at(ratio: float) -> Candidate:
-        if progress is not None:
-            progress(ratio, None)
-        pruned = prune_at(ratio)
-        macs = _macs(pruned)
-        timed = prepare(pruned) if prepare is not None else pruned
-        del pruned  # large models: keep one candidate in memory at a time
-        candidate = Candidate(ratio, float(speedup_of(timed)),
-                              macs / base_macs if macs is not None and base_macs else None)
-        candidates.append(candidate)
-        if progress is not None:
-            progress(ratio, candidate)
-        return candidate
+        refine(search, chosen, measure_at, list(per_group)[:max_trials], steps=steps)
+    return search
 
-    top = measure_at(max_ratio)
-    if top.speedup < target:  # once more before giving up: one low timing must not stop the run
-        top = max(top, measure_at(max_ratio), key=lambda c: c.speedup)
-    if top.speedup < target:
-        raise OnnxkdError(
-            f"--target-speedup {target:g}x not reached: the best speed-up is {top.speedup:.2f}x at ratio "
-            f"{max_ratio:g} (--max-ratio); lower --target-speedup or raise --max-ratio")
-    if max_ratio > 0 and measure_at(0.0).speedup < target:
-        low, high = 0.0, max_ratio
-        for _ in range(steps):
-            mid = (low + high) / 2
-            if measure_at(mid).speedup >= target:
-                high = mid
-            else:
-                low = mid
-    chosen = min((c for c in candidates if c.speedup >= target), key=lambda c: c.ratio)
-    return SpeedSearch(chosen.ratio, chosen.speedup, target, max_ratio, candidates)
+
+def _bisect(measure_at: Meter, target: float, max_ratio: float, steps: int, round_to: int) -> None:
+    """Measure one --round-to value's candidates: max_ratio, 0, then bisection points."""
+    if measure_at(max_ratio, round_to=round_to).speedup < target:
+        return
+    if max_ratio == 0 or measure_at(0.0, round_to=round_to).speedup >= target:
+        return
+    low, high = 0.0, max_ratio
+    for _ in range(steps):
+        mid = (low + high) / 2
+        if measure_at(mid, round_to=round_to).speedup >= target:
+            high = mid
+        else:
+            low = mid
+
+
+def _most_macs(met: list[Candidate]) -> Candidate:
+    """The candidate that keeps the most of the teacher (MACs, then the smallest ratio and round-to)."""
+    if any(c.macs_ratio is None for c in met):
+        return min(met, key=lambda c: (c.ratio, c.round_to))
+    return min(met, key=lambda c: (-c.macs_ratio, c.ratio, c.round_to))
 
 
 def _macs(model: ir.Model) -> int | None:
@@ -157,12 +238,14 @@ def onnxruntime_speedup(teacher: ModelLike, session_config: SessionConfig | None
     return speedup_of
 
 
-def timed_search(teacher: ModelLike, prune_at: Callable[[float], ir.Model], target: float, *, max_ratio: float = 0.9,
+def timed_search(teacher: ModelLike, prune_at: PruneAt, target: float, *, max_ratio: float = 0.9,
                  batch: int = 1, session_config: SessionConfig | None = None, protocol: LatencyProtocol | None = None,
                  optimize_candidates: bool = True, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 progress: SearchProgress | None = None) -> SpeedSearch:
+                 progress: SearchProgress | None = None, round_to: Sequence[int] = (1,),
+                 per_group: Sequence[int] = (), max_trials: int = 24) -> SpeedSearch:
     """``search_ratio`` timed on onnxruntime against ``teacher`` as given, each candidate optimized first
-    (``optimize_candidates``) as ``compress`` ships it; MACs ratios against ``teacher``."""
+    (``optimize_candidates``) as ``compress`` ships it; MACs ratios against ``teacher``. ``round_to``,
+    ``per_group`` and ``max_trials``: as ``search_ratio`` takes them."""
     from onnxkd.model import load
 
     prepare = None
@@ -175,6 +258,7 @@ def timed_search(teacher: ModelLike, prune_at: Callable[[float], ir.Model], targ
     session_config = session_config or SessionConfig()
     speedup_of = onnxruntime_speedup(teacher, session_config, batch, protocol, input_shapes=input_shapes)
     search = search_ratio(prune_at, speedup_of, target, max_ratio, progress=progress, prepare=prepare,
-                          reference=load(teacher))
+                          reference=load(teacher), round_to=round_to, per_group=per_group,
+                          max_trials=max_trials)
     search.teacher_ms, search.threads = getattr(speedup_of, "teacher_ms", None), session_config.threads
     return search

@@ -86,6 +86,18 @@ def test_ignore_and_recipe_overrides():
         make_plan(groups, scores, 1.0)
 
 
+def test_recipe_group_ratios_override_by_group_id_over_everything_else():
+    """What --target-speedup's per-group search writes: group id -> ratio, JSON keys as strings."""
+    groups = [group(0, 4, source="stem/conv"), group(1, 4, source="head/fc"), group(2, 4, source="mid")]
+    scores = {gid: np.arange(4.0) for gid in range(3)}
+    recipe = {"overrides": {"stem": 0.25}, "group_ratios": {"0": 0.0, "1": 0.75}}
+    plan = make_plan(groups, scores, 0.5, ignore="^head", recipe=recipe)
+    assert plan == {0: [0, 1, 2, 3], 1: [3], 2: [2, 3]}
+    for bad in ({"0": 1.0}, {"x": 0.5}, {"0": "half"}):
+        with pytest.raises(OnnxkdError, match="group_ratios"):
+            make_plan(groups, scores, 0.5, recipe={"group_ratios": bad})
+
+
 def test_plan_json_round_trip():
     g = group()
     g.edits.append(Edit("tensor", "shape", 2, 8))

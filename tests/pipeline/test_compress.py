@@ -212,17 +212,25 @@ def _speedup_from_macs(monkeypatch):
     monkeypatch.setattr(speed_search, "onnxruntime_speedup", fake)
 
 
-def test_target_speedup_picks_the_ratio_and_the_recipe_replays_it(workspace, monkeypatch):
+def test_target_speedup_picks_the_candidate_and_the_recipe_replays_it(workspace, monkeypatch):
     _speedup_from_macs(monkeypatch)
-    result = onnxkd.compress(workspace / "teacher.onnx", data=workspace / "train.npz", target_speedup=2.0, epochs=1,
-                             criterion="l1", report=False)
+    teacher = workspace / "teacher.onnx"
+    result = onnxkd.compress(teacher, data=workspace / "train.npz", target_speedup=2.0, epochs=1,
+                             criterion="l1", report=False, per_group=True, group_trials=2)
     prune = result.to_dict()["compress"]["prune"]
     search = prune["speed_search"]
-    meeting = [c["ratio"] for c in search["candidates"] if c["speedup"] >= 2.0]
-    assert prune["ratio"] == search["ratio"] == min(meeting) and 0 < prune["ratio"] < 0.9
-    assert search["speedup"] >= 2.0 and len(search["candidates"]) == 8  # max, 0, then 6 bisection steps
+    meeting = [c for c in search["candidates"] if c["speedup"] >= 2.0 and not c["whole"]]
+    assert {c["round_to"] for c in search["candidates"]} == {1, 8, 16}  # round-to values tried, as none was given
+    assert search["macs_ratio"] == max(c["macs_ratio"] for c in meeting) and search["speedup"] >= 2.0
+    assert (prune["ratio"], prune["round_to"]) == (search["ratio"], search["round_to"]) and 0 < prune["ratio"] < 0.9
+    assert sum(1 for c in search["candidates"] if len(c["whole"]) == 1) == 2  # --group-trials 2
+    assert search["group_ratios"] == {}  # on a device whose time is its MACs, every cut pays
     recipe = json.loads(open(result.recipe_path).read())["prune"]
-    assert recipe["ratio"] == prune["ratio"] and recipe["target_speedup"] is None  # a replay needs no timing
+    assert recipe["target_speedup"] is None  # a replay needs no timing
+    assert (recipe["ratio"], recipe["round_to"], recipe["group_ratios"]) == (prune["ratio"], prune["round_to"], {})
+    replay = onnxkd.prune(teacher, recipe["ratio"], round_to=recipe["round_to"],
+                          recipe={"group_ratios": recipe["group_ratios"]})
+    assert read_plan(replay.model) == read_plan(result.student)
 
 
 def test_unreachable_target_speedup_stops_before_distilling(workspace, monkeypatch):

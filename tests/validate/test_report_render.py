@@ -31,3 +31,19 @@ def test_report_and_validate_import_neither_torch_nor_report_onnxruntime():
             "onnxkd.report.terminal; assert 'onnxruntime' not in sys.modules; "
             "import onnxkd.validate.api, onnxkd.commands.validate; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_speed_search_table_marks_the_chosen_candidate_and_the_groups_left_whole():
+    from onnxkd.report.compress_tables import speed_search
+
+    candidates = [{"ratio": 0.9, "round_to": 1, "speedup": 3.0, "macs_ratio": 0.05, "whole": []},
+                  {"ratio": 0.5, "round_to": 16, "speedup": 1.6, "macs_ratio": 0.5, "whole": []},
+                  {"ratio": 0.5, "round_to": 16, "speedup": 1.4, "macs_ratio": 0.6, "whole": [3]},
+                  {"ratio": 0.6, "round_to": 16, "speedup": 1.55, "macs_ratio": 0.55, "whole": [0, 2]}]
+    search = {"target": 1.5, "ratio": 0.6, "round_to": 16, "speedup": 1.55, "macs_ratio": 0.55, "max_ratio": 0.9,
+              "group_ratios": {"0": 0.0, "2": 0.0}, "candidates": candidates, "warning": None}
+    report = {"compress": {"prune": {"speed_search": search}, "recipe": {"prune": {"latency_batch": 1}}}}
+    table = speed_search(report)
+    chosen = [row for row in table.rows if row[-1] == "chosen"]
+    assert chosen == [["0.600", "16", "0, 2", "55.0%", "1.55x", "chosen"]]
+    assert len(table.rows) == 4 and "Groups 0, 2 are left whole" in table.note

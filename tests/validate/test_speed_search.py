@@ -181,7 +181,8 @@ def test_cli_reachable_target_writes_the_pruned_model_and_json(zoo_model, tmp_pa
     recipe.write_text(json.dumps({"prune": {"ratio": 0.3}}))
     out = tmp_path / "fast.onnx"
     code, stdout, stderr = cli(capsys, "prune", str(zoo_model("resnet", "legacy")), "--target-speedup", "1.2",
-                               "--recipe", str(recipe), "--threads", "1", "-o", str(out), "--json")
+                               "--recipe", str(recipe), "--threads", "1", "--per-group", "--group-trials", "2", "-o", str(out),
+                               "--json")
     assert code == 0, stderr
     onnx.checker.check_model(str(out), full_check=True)
     data = json.loads(stdout)
@@ -191,8 +192,12 @@ def test_cli_reachable_target_writes_the_pruned_model_and_json(zoo_model, tmp_pa
     assert search["speedup"] >= 1.2
     assert search["threads"] == 1 and 0 < search["teacher_ms"] and search["warning"] is None  # one thread: stable
     assert all(data["plan"][str(gid)] == kept for gid, kept in read_plan(out).items())  # ({} at ratio 0)
-    chosen = next(c for c in search["candidates"] if c["ratio"] == data["ratio"])
-    assert data["summary"]["macs_after"] == pytest.approx(chosen["macs_ratio"] * data["summary"]["macs_before"])
+    assert data["round_to"] == search["round_to"] and {c["round_to"] for c in search["candidates"]} == {1, 8, 16}
+    assert search["macs_ratio"] == max(c["macs_ratio"] for c in search["candidates"] if c["speedup"] >= 1.2)
+    assert data["summary"]["macs_after"] == pytest.approx(search["macs_ratio"] * data["summary"]["macs_before"])
+    if search["ratio"] > 0:  # --per-group timed groups whole, and kept what it chose
+        assert any(c["whole"] for c in search["candidates"])
+        assert all(len(read_plan(out).get(int(gid), [0])) > 0 for gid in search["group_ratios"])
 
 
 def test_cli_table_marks_the_chosen_ratio(digits, tmp_path, capsys):
@@ -212,3 +217,97 @@ def test_small_model_on_several_threads_gets_a_note(teacher_ms, threads, warned)
     search = SpeedSearch(0.5, 1.6, 1.5, 0.9, teacher_ms=teacher_ms, threads=threads)
     assert (search.warning is not None) == warned
     assert search.to_dict()["warning"] == search.warning
+
+
+# --------------------------------------------------------------------------- round-to values and per-group ratios
+
+
+@pytest.fixture(scope="module")
+def flexible_pruner(digits):
+    """``prune_at(ratio, round_to=, group_ratios=)`` over the digits teacher (groups of 32, 64, 64, 128, 128),
+    cached, and ``kept_of``: a candidate's kept count per prunable group (whole groups included)."""
+    teacher = load(digits["teacher"])
+    sizes = {0: 32, 1: 64, 2: 64, 3: 128, 4: 128}
+    cache: dict[tuple, object] = {}
+
+    def prune_at(ratio: float, round_to: int = 1, group_ratios: dict | None = None):
+        key = (ratio, round_to, tuple(sorted((group_ratios or {}).items())))
+        if key not in cache:
+            recipe = {"group_ratios": group_ratios} if group_ratios else None
+            cache[key] = prune(teacher, ratio, round_to=round_to, recipe=recipe).model
+        return cache[key]
+
+    def kept_of(model) -> dict[int, int]:
+        plan = read_plan(model)
+        return {gid: len(plan.get(gid, range(size))) for gid, size in sizes.items()}
+
+    return prune_at, kept_of, teacher, sizes
+
+
+def test_round_to_values_are_searched_and_the_candidate_keeping_most_macs_wins(flexible_pruner):
+    prune_at, kept_of, teacher, _ = flexible_pruner
+    base = macs(teacher)
+
+    def speedup_of(model):  # a device with 16-channel kernels: any width off the block runs 2.5x slower
+        on_block = all(k % 16 == 0 for k in kept_of(model).values())
+        return base / macs(model) * (1.0 if on_block else 0.4)
+
+    search = search_ratio(prune_at, speedup_of, target=1.5, steps=4, reference=teacher, round_to=(1, 8, 16))
+    assert {c.round_to for c in search.candidates} == {1, 8, 16}
+    met = [c for c in search.candidates if c.speedup >= 1.5]
+    assert search.round_to == 16 and search.macs_ratio == max(c.macs_ratio for c in met)
+    best_unrounded = max(c.macs_ratio for c in met if c.round_to == 1)
+    assert search.macs_ratio > 2 * best_unrounded  # the off-block widths had to cut far more to be as fast
+    # a plan reached by several ratios (round-to plateaus) is timed once
+    plans = [tuple(sorted(kept_of(prune_at(c.ratio, c.round_to)).items())) for c in search.candidates]
+    assert len(plans) == len(set(plans))
+
+
+def additive_device(kept_of, sizes, idle: set[int]):
+    """Latency = 1 + the kept fraction of each group, except that the groups in ``idle`` cost the same at any
+    width (cutting them saves nothing); speed-up against the teacher's latency."""
+    def latency(model) -> float:
+        kept = kept_of(model)
+        return 1 + sum(1.0 if gid in idle else kept[gid] / sizes[gid] for gid in sizes)
+    return lambda model: (1 + len(sizes)) / latency(model)
+
+
+def test_per_group_search_leaves_whole_the_groups_whose_cut_saves_no_latency(flexible_pruner):
+    prune_at, kept_of, teacher, sizes = flexible_pruner
+    speedup_of = additive_device(kept_of, sizes, idle={0, 2})
+    search = search_ratio(prune_at, speedup_of, target=1.5, steps=5, reference=teacher, per_group=[3, 4, 2, 1, 0])
+    uniform = search.uniform
+    assert uniform is not None and not uniform.whole and uniform.speedup >= 1.5
+    assert search.group_ratios == {0: 0.0, 2: 0.0}  # the two idle groups, and only those
+    trials = [c for c in search.candidates if len(c.whole) == 1]
+    assert sorted(c.whole[0] for c in trials) == [0, 1, 2, 3, 4]  # each tried group timed whole, alone
+    assert search.speedup >= 1.5 and search.macs_ratio > uniform.macs_ratio
+    chosen = prune_at(search.ratio, group_ratios=search.group_ratios)
+    assert kept_of(chosen)[0] == 32 and kept_of(chosen)[2] == 64
+    assert search.macs_ratio == pytest.approx(macs(chosen) / macs(teacher))
+    assert search.to_dict()["group_ratios"] == {"0": 0.0, "2": 0.0}
+
+
+def test_per_group_result_needs_a_second_timing_to_meet_the_target(flexible_pruner):
+    prune_at, kept_of, teacher, sizes = flexible_pruner
+    device = additive_device(kept_of, sizes, idle={0})
+    seen: dict[tuple, int] = {}
+
+    def flaky(model):  # a per-group candidate's second timing is slow: the lucky first one must not decide
+        key = tuple(sorted(kept_of(model).items()))
+        seen[key] = seen.get(key, 0) + 1
+        return device(model) * (0.5 if seen[key] > 1 else 1.0)
+
+    search = search_ratio(prune_at, flaky, target=1.5, steps=5, reference=teacher, per_group=[0, 1])
+    assert search.group_ratios == {} and search.uniform is not None
+    assert (search.ratio, search.macs_ratio) == (search.uniform.ratio, search.uniform.macs_ratio)
+
+
+def test_per_group_search_keeps_the_uniform_answer_when_every_cut_pays(pruner):
+    prune_at, _, teacher = pruner
+    base = macs(teacher)
+    search = search_ratio(lambda r, **kw: prune(teacher, r, **({"recipe": {"group_ratios": kw["group_ratios"]}}
+                                                               if "group_ratios" in kw else {})).model,
+                          lambda m: base / macs(m), target=2.0, steps=4, reference=teacher, per_group=[3, 4])
+    assert search.group_ratios == {} and search.ratio == search.uniform.ratio
+    assert len([c for c in search.candidates if c.whole]) == 2  # both timed, neither left whole

@@ -3,7 +3,9 @@
 ``--ratio R`` removes floor(R * size) channels from every prunable group (uniform); ``global_rank``
 removes the same overall fraction where scores (normalised per group) are lowest, never more than
 ``max_group_ratio`` of one group. ``round_to`` keeps channel counts multiples of N; ``ignore`` (regex
-on node and initializer names) and a recipe's per-node ratios override.
+on node and initializer names) and a recipe's per-node ratios override. A recipe's ``group_ratios``
+(group id -> ratio, ids of this teacher's analysis, as ``--target-speedup``'s per-group search writes
+them) override last.
 """
 
 from __future__ import annotations
@@ -43,15 +45,32 @@ def group_ratios(groups: list[ChannelGroup], ratio: float, ignore: str | None, r
     for _, value in overrides:
         if not 0 <= value < 1:
             raise OnnxkdError(f"recipe override ratio {value} outside [0, 1)")
+    by_id = _group_overrides(recipe)
     ratios = {}
     for group in groups:
         if not group.prunable:
             continue
-        if ignored is not None and _matches(ignored, group):
+        if group.id in by_id:
+            ratios[group.id] = by_id[group.id]
+        elif ignored is not None and _matches(ignored, group):
             ratios[group.id] = 0.0
-            continue
-        ratios[group.id] = next((v for p, v in overrides if _matches(p, group)), ratio)
+        else:
+            ratios[group.id] = next((v for p, v in overrides if _matches(p, group)), ratio)
     return ratios
+
+
+def _group_overrides(recipe: dict | None) -> dict[int, float]:
+    """The recipe's ``group_ratios`` with int ids (JSON keys are strings)."""
+    result = {}
+    for key, value in ((recipe or {}).get("group_ratios") or {}).items():
+        try:
+            gid, value = int(key), float(value)
+        except (TypeError, ValueError):
+            raise OnnxkdError(f"recipe group_ratios {key!r}: {value!r}: expected a group id and a ratio") from None
+        if not 0 <= value < 1:
+            raise OnnxkdError(f"recipe group_ratios {key!r}: ratio {value} outside [0, 1)")
+        result[gid] = value
+    return result
 
 
 def _round(kept: int, group: ChannelGroup, round_to: int) -> int:
