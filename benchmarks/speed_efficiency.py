@@ -55,7 +55,7 @@ LIGHT = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet5
          "vgg19", "zfnet512"]
 ROUND_TO = (1, 8, 16)
 ROUND_TO_LIGHT = ["resnet50", "squeezenet", "inception_v1", "densenet121"]  # channel counts off and on 16
-SEARCH_MODELS = ["resnet-legacy", "mobilenetv3w-legacy"]
+SEARCH_MODELS = ["resnet-legacy", "mobilenetv2-legacy", "mobilenetv3w-legacy"]
 VARIANTS = ("T", "T*", "S", "S*")
 
 
@@ -325,19 +325,28 @@ def round_to_section(models: list[Case], args, protocol: Protocol, errors: list[
 # --------------------------------------------------------------------------- section 3: target speed-up
 
 
+# the searches section 3 compares: (label, round-to values tried, per-group search)
+SEARCHES = [("uniform", None, False), ("round-to search", (1, 8, 16), False), ("+ per-group", (1, 8, 16), True)]
+TARGET_COLUMNS = [("target", "target T/S*"), ("search", "search"), ("ratio", "ratio"), ("round_to", "round-to"),
+                  ("whole", "groups whole"), ("candidates", "timed"), ("macs_reduction", "MACs red."),
+                  ("speedup", "T/S* re-measured"), ("efficiency", "eff")]
+
+
 def target_section(models: list[Case], args, protocol: Protocol, errors: list[str]) -> list[dict] | str:
-    """search_ratio picks the ratio for each target; the chosen student is then timed again against T in
-    fresh sessions, so the figure does not depend on the measurements the search happened to see.
+    """search_ratio picks the candidate for each target, three ways (SEARCHES: one ratio at --round-to; also
+    round-to 8 and 16; also per-group); the chosen student is then timed again against T in fresh sessions,
+    so the figure does not depend on the measurements the search happened to see.
 
     Candidates are timed with this benchmark's protocol, not ``onnxruntime_speedup``: its sessions have
     their own thread pools, which onnxruntime refuses once the process uses the global pool.
     """
     try:
+        from onnxkd.graph_passes.api import groups_by_weight
         from onnxkd.validate.speed_search import search_ratio
     except ImportError as exc:
         return f"skipped: onnxkd.validate.speed_search is not available ({_first_line(exc)})"
     batch = args.batches[0]
-    # a search times up to steps + 2 candidates: each gets half a case's budget
+    # a search times up to steps + 2 candidates per round-to value: each gets half a case's budget
     search_protocol = Protocol(protocol.warmup, protocol.rounds, protocol.budget_s / 2, protocol.min_rounds)
     rows = []
     for case in models:
@@ -345,9 +354,12 @@ def target_section(models: list[Case], args, protocol: Protocol, errors: list[st
         inputs = feeds(specs, batch)
         shapes = shapes_at(specs, 1)
         teacher = make_session(str(case.path))
+        base_macs = prune(case.path, 0.0, input_shapes=shapes).summary["macs_after"]
 
-        def prune_at(value: float, path: Path = case.path, shapes: dict = shapes):
-            return prune(path, value, round_to=args.round_to, input_shapes=shapes).model
+        def prune_at(value: float, round_to: int = args.round_to, group_ratios: dict | None = None,
+                     path: Path = case.path, shapes: dict = shapes):
+            recipe = {"group_ratios": group_ratios} if group_ratios else None
+            return prune(path, value, round_to=round_to, recipe=recipe, input_shapes=shapes).model
 
         def speedup_of(candidate, teacher=teacher, inputs=inputs) -> float:
             session = make_session(serialize(candidate))
@@ -356,16 +368,22 @@ def target_section(models: list[Case], args, protocol: Protocol, errors: list[st
             return ms["T"] / ms["S*"]
 
         for target in args.target_speedup:
-            try:
-                found = search_ratio(prune_at, speedup_of, target, max_ratio=0.9, steps=3 if args.quick else 6,
-                                     prepare=lambda m: optimize(m).model)
-                student = optimize(prune_at(found.ratio)).model
-                ms = measure({"T": str(case.path), "S*": serialize(student)}, inputs, protocol, errors, case.name)
-                rows.append({"model": case.name, "batch": batch, "target": target, "ratio": found.ratio,
-                             "search_speedup": found.speedup, "candidates": len(found.candidates),
-                             "speedup": ratio(ms.get("T"), ms.get("S*"))})
-            except Exception as exc:  # noqa: BLE001  (OnnxkdError when even max_ratio misses the target)
-                errors.append(f"{case.name}: target {target}: {_first_line(exc)}")
+            for label, families, per_group in SEARCHES:
+                try:
+                    found = search_ratio(prune_at, speedup_of, target, max_ratio=0.9, steps=3 if args.quick else 6,
+                                         prepare=lambda m: optimize(m).model, round_to=families or (args.round_to,),
+                                         per_group=groups_by_weight(case.path) if per_group else ())
+                    pruned = prune(case.path, found.ratio, round_to=found.round_to, input_shapes=shapes,
+                                   recipe={"group_ratios": found.group_ratios})
+                    student = optimize(pruned.model).model
+                    ms = measure({"T": str(case.path), "S*": serialize(student)}, inputs, protocol, errors, case.name)
+                    speedup, reduction = ratio(ms.get("T"), ms.get("S*")), ratio(base_macs, pruned.summary["macs_after"])
+                    rows.append({"model": case.name, "batch": batch, "target": target, "search": label,
+                                 "ratio": found.ratio, "round_to": found.round_to, "whole": len(found.group_ratios),
+                                 "candidates": len(found.candidates), "macs_reduction": reduction,
+                                 "speedup": speedup, "efficiency": efficiency(speedup, reduction)})
+                except Exception as exc:  # noqa: BLE001  (OnnxkdError when even max_ratio misses the target)
+                    errors.append(f"{case.name}: target {target} ({label}): {_first_line(exc)}")
         _progress(case.name)
     return rows
 
@@ -423,13 +441,13 @@ def report(results: dict, args, protocol: Protocol) -> None:
     if "target" in results:
         print(f"\n## Target speed-up\n\nsearch_ratio (max ratio 0.9) at batch {args.batches[0]}, each candidate "
               "optimized and timed against T at half the budget; the chosen student re-measured against T in "
-              "fresh sessions.\n")
+              "fresh sessions. Searches: uniform = one ratio at --round-to; round-to search = also round-to 8 "
+              "and 16, the candidate keeping the most MACs; + per-group = then groups whose cut does not pay "
+              "left whole. eff = re-measured speed-up / MACs reduction.\n")
         if isinstance(results["target"], str):
             print(results["target"])
         else:
-            print(markdown(results["target"], [("target", "target T/S*"), ("ratio", "chosen ratio"),
-                                               ("candidates", "timed"), ("search_speedup", "T/S* in search"),
-                                               ("speedup", "T/S* re-measured")], head=("model", "batch")))
+            print(markdown(results["target"], TARGET_COLUMNS, head=("model", "batch")))
     if results["errors"]:
         print("\nproblems:")
         for line in results["errors"]:

@@ -166,6 +166,9 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
                                          provider=plan.validate.provider, threads=plan.validate.threads,
                                          seed=plan.seed)
     stages.append(_stage("validate", time.perf_counter() - clock, _describe_validation(validation)))
+    slow = slower_student_note(validation["speedup"], prune_info)
+    if slow:
+        say(f"      note: {slow}")
 
     # ------------------------------------------------------------------ 4. report, then everything into place
     say("[5/5] report")
@@ -561,6 +564,15 @@ def _describe_distill(info: dict) -> str:
 def _describe_optimize(info: dict) -> str:
     fused = ", ".join(f"{count} {name}" for name, count in info["fused"].items() if count) or "nothing to fuse"
     return f"{fused}; nodes {info['nodes_before']:,} → {info['nodes_after']:,}"
+
+
+def slower_student_note(speedup: dict, prune_info: dict) -> str | None:
+    """Advice when a student pruned at a given ratio runs slower than its teacher (a searched one cannot)."""
+    if prune_info.get("speed_search") is not None or not prune_info.get("ratio") or speedup["p50"] >= 1:
+        return None
+    return (f"the student is {1 / speedup['p50']:.2f}x slower than the teacher at batch {speedup['batch_size']}: "
+            "channel counts off onnxruntime's blocks of 8 or 16 channels can cost more than they save; try "
+            "--round-to 16, or --target-speedup, which times candidates")
 
 
 def _describe_validation(r: dict) -> str:

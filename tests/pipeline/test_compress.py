@@ -246,3 +246,13 @@ def test_ratio_and_target_speedup_exclude_each_other(workspace):
     run = _compress(workspace / "teacher.onnx", "--ratio", "0.5", "--target-speedup", "2")
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and "exclude each other" in lines[0], run.stderr
+
+
+def test_a_student_slower_than_its_teacher_gets_advice_unless_its_speed_was_searched():
+    from onnxkd.pipeline import slower_student_note
+
+    note = slower_student_note({"p50": 0.58, "batch_size": 1}, {"ratio": 0.3, "speed_search": None})
+    assert note.startswith("the student is 1.72x slower than the teacher at batch 1") and "--round-to 16" in note
+    assert slower_student_note({"p50": 1.2, "batch_size": 1}, {"ratio": 0.3, "speed_search": None}) is None
+    assert slower_student_note({"p50": 0.9, "batch_size": 1}, {"ratio": 0.0, "speed_search": None}) is None
+    assert slower_student_note({"p50": 0.9, "batch_size": 1}, {"ratio": 0.4, "speed_search": {"target": 1.1}}) is None
