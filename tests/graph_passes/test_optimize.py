@@ -150,7 +150,7 @@ class _Graph:
 
 
 def _fused(result) -> dict[str, int]:
-    """The fusions that found something (folded Reshape targets are tested in test_static_reshape.py)."""
+    """The fusions that found something (folded Reshape targets are tested in test_static_shapes.py)."""
     return {name: count for name, count in result.fused.items() if count and name != STATIC_RESHAPE}
 
 

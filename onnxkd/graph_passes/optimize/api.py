@@ -17,11 +17,11 @@ from onnxkd.graph_passes.optimize.gelu import GELU
 from onnxkd.graph_passes.optimize.hard_activations import HARD_ACTIVATIONS
 from onnxkd.graph_passes.optimize.layer_norm import LAYER_NORM
 from onnxkd.graph_passes.optimize.mish import MISH
-from onnxkd.graph_passes.optimize.static_reshape import fold_reshape_targets
+from onnxkd.graph_passes.optimize.static_shapes import fold_static_shapes
 from onnxkd.model import ModelLike, graph_copy, load, opset_of
 
 FUSIONS: tuple[Fusion, ...] = (HARD_ACTIVATIONS, GELU, MISH, LAYER_NORM)
-STATIC_RESHAPE = "static Reshape target"  # how ``fused`` counts the folded targets (static_reshape.py)
+STATIC_RESHAPE = "Reshape targets made static"  # how ``fused`` counts the folded targets (static_shapes.py)
 
 
 @dataclass
@@ -54,7 +54,7 @@ def optimize(model: ModelLike, fusions: tuple[Fusion, ...] = FUSIONS) -> Optimiz
     opset_before = opset_of(source)
     work = graph_copy(source)
     clean_up(work)
-    reshapes = fold_reshape_targets(work)
+    reshapes = fold_static_shapes(work)
     needed = _opset_needed(work, fusions)
     notes: list[str] = []
     if needed > opset_of(work):

@@ -1,4 +1,4 @@
-"""graph_passes.optimize.static_reshape: Reshape targets computed from Shape become constants where exact.
+"""graph_passes.optimize.static_shapes: Reshape targets and static dims computed from Shape become constants.
 
 Oracle: onnxruntime on the rewritten graph == onnxruntime on the original at batch sizes other than the
 one in any example (1, 3, 5), onnx's full checker, and the torch bridge == onnxruntime on the result.
@@ -19,7 +19,7 @@ import onnxkd
 from onnxkd.graph_passes.optimize import optimize
 from onnxkd.graph_passes.optimize.api import STATIC_RESHAPE
 from onnxkd.graph_passes.optimize.cleanup import clean_up
-from onnxkd.graph_passes.optimize.static_reshape import fold_reshape_targets
+from onnxkd.graph_passes.optimize.static_shapes import fold_static_shapes
 from onnxkd.model import to_proto
 
 
@@ -54,7 +54,7 @@ def _heads_view(target_parts: list[str], extra_nodes=(), extra_inits=()) -> onnx
 
 def _fold(proto: onnx.ModelProto) -> tuple[ir.Model, int]:
     model = ir.from_proto(proto)
-    count = fold_reshape_targets(model)
+    count = fold_static_shapes(model)
     clean_up(model)
     return model, count
 
@@ -149,3 +149,30 @@ def test_zoo_transformers_lose_their_shape_arithmetic(zoo_model, name, exporter)
     if exporter == "legacy":  # the legacy exporter computes every view's target; dynamo writes most as constants
         assert result.fused[STATIC_RESHAPE] >= 2 and after < before / 2, (before, after)
     _same_function(source, result.model, batches=(1, 3))
+
+
+def test_a_read_of_a_static_dim_becomes_a_constant_and_what_follows_folds():
+    """Attention's scale written out: x * 1/sqrt(x.size(-1)), from Shape -> Slice -> Cast -> Sqrt -> Div."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Slice", ["s", "minus", "big"], ["last"]),
+             helper.make_node("Cast", ["last"], ["last_f"], to=TensorProto.FLOAT),
+             helper.make_node("Sqrt", ["last_f"], ["root"]),
+             helper.make_node("Div", ["one", "root"], ["scale"]),
+             helper.make_node("Mul", ["x", "scale"], ["y"])]
+    inits = [_int("minus", [-1]), _int("big", [2**62]), numpy_helper.from_array(np.ones(1, np.float32), "one")]
+    source = _graph(nodes, inits, y_shape=["batch", 6, 8])
+    model, count = _fold(source)
+    assert count == 0 and [n.op_type for n in model.graph] == ["Mul"]  # the scale is now a constant: 1/sqrt(8)
+    scale = ir.convenience.get_const_tensor(next(iter(model.graph)).inputs[1]).numpy()
+    assert np.allclose(scale, 1 / np.sqrt(8))
+    _same_function(source, model)
+
+
+def test_a_read_of_the_dynamic_batch_stays():
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+             helper.make_node("Cast", ["b"], ["b_f"], to=TensorProto.FLOAT),
+             helper.make_node("Div", ["x", "b_f"], ["y"])]
+    source = _graph(nodes, [_int("i0", 0)], y_shape=["batch", 6, 8])
+    model, _ = _fold(source)
+    assert "Shape" in {n.op_type for n in model.graph}
+    _same_function(source, model)

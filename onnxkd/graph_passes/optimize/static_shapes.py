@@ -1,4 +1,4 @@
-"""Reshape targets that exporters compute at run time become constants, where that is exact.
+"""Shape arithmetic that exporters write for run time becomes constants, where that is exact.
 
 ``x.view(x.size(0), T, H, D)`` exports as Shape -> Gather -> Unsqueeze -> Concat -> Reshape: four to
 six tiny nodes per Reshape, with the batch dim the only unknown. On the test zoo's transformers this
@@ -6,8 +6,9 @@ shape arithmetic took about 45% of onnxruntime's kernel time (ViT, onnxruntime p
 cannot shrink it. Each entry of the target is evaluated from the graph: a constant, or a dim that
 shape inference knows statically, stays a number; the dim the target copies from the Reshape's own
 input at the same position becomes 0 (ONNX: copy that dim); at most one entry left unknown becomes -1
-(ONNX: infer it from the size). Anything else leaves the Reshape as it is. The arithmetic then has no
-reader and ``clean_up`` drops it.
+(ONNX: infer it from the size). Anything else leaves the Reshape as it is. Reads of static dims
+(``q.size(-1) ** -0.5``, attention's scale: Shape -> Slice -> Cast -> Sqrt -> Div) become constants
+too, and ``clean_up`` folds what follows. The arithmetic then has no reader and is dropped.
 
 onnxscript's ``materialize_reshape_shape_rule`` does the same from the Reshape's inferred output
 shape, but onnx's inference loses the dims computed by division (head_dim = C // heads), so it folds
@@ -26,14 +27,39 @@ _EVALUATED = {"Shape", "Cast", "Identity", "Unsqueeze", "Squeeze", "Concat", "Ga
 Entry = object  # int, ("dim", value name, axis, symbolic name or None), or _UNKNOWN
 
 
-def fold_reshape_targets(model: ir.Model) -> int:
-    """Replace computed Reshape targets of the main graph with constants, in place; how many were."""
+def fold_static_shapes(model: ir.Model, rounds: int = 3) -> int:
+    """Replace computed Reshape targets and reads of static dims in the main graph with constants, in
+    place; how many Reshape targets were. A folded target gives onnx's inference static dims downstream
+    (a head_dim it could not divide), which the next round can read."""
+    total = 0
+    for _ in range(rounds):
+        targets, reads = _fold_once(model)
+        total += targets
+        if not targets and not reads:
+            break
+    return total
+
+
+def _fold_once(model: ir.Model) -> tuple[int, int]:
     dynamic = [n for n in model.graph if n.op_type == "Reshape" and n.domain in ("", "ai.onnx")
                and len(n.inputs) == 2 and ir.convenience.get_const_tensor(n.inputs[1]) is None
                and _attribute(n, "allowzero", 0) == 0]
-    if not dynamic:
-        return 0
+    reads = [n for n in model.graph if n.op_type in ("Gather", "Slice") and n.domain in ("", "ai.onnx")
+             and n.inputs[0] is not None and n.inputs[0].producer() is not None
+             and n.inputs[0].producer().op_type == "Shape" and n.outputs[0].uses()]  # (not one replaced before)
+    if not dynamic and not reads:
+        return 0, 0
     shapes = _inferred_shapes(model)
+    outputs = set(model.graph.outputs)
+    read = 0
+    for node in reads:
+        value = _evaluate(node.outputs[0], shapes, depth=0)
+        numbers = value if isinstance(value, list) else [value]
+        if value is None or node.outputs[0] in outputs or not all(isinstance(v, int) for v in numbers):
+            continue
+        constant = _constant(model, f"{node.outputs[0].name}_static", np.array(value, dtype=np.int64))
+        ir.convenience.replace_all_uses_with(node.outputs[0], constant)
+        read += 1
     folded = 0
     for node in dynamic:
         entries = _evaluate(node.inputs[1], shapes, depth=0)
@@ -42,13 +68,22 @@ def fold_reshape_targets(model: ir.Model) -> int:
         target = _target(entries, node.inputs[0], shapes.get(node.inputs[0].name))
         if target is None:
             continue
-        constant = ir.Value(name=f"{node.inputs[1].name}_static", shape=ir.Shape([len(target)]),
-                            type=ir.TensorType(ir.DataType.INT64),
-                            const_value=ir.tensor(np.array(target, dtype=np.int64)))
-        model.graph.register_initializer(constant)
+        constant = _constant(model, f"{node.inputs[1].name}_static", np.array(target, dtype=np.int64))
         node.replace_input_with(1, constant)
         folded += 1
-    return folded
+    return folded, read
+
+
+def _constant(model: ir.Model, name: str, array: np.ndarray) -> ir.Value:
+    """A new int64 initializer of the main graph, under ``name`` or, if taken, ``name_N``."""
+    unique, n = name, 0
+    while unique in model.graph.initializers:
+        n += 1
+        unique = f"{name}_{n}"
+    value = ir.Value(name=unique, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
+                     const_value=ir.tensor(array))
+    model.graph.register_initializer(value)
+    return value
 
 
 def _target(entries: list[Entry], data: ir.Value, data_dims: list | None) -> list[int] | None:
