@@ -176,3 +176,15 @@ def test_a_read_of_the_dynamic_batch_stays():
     model, _ = _fold(source)
     assert "Shape" in {n.op_type for n in model.graph}
     _same_function(source, model)
+
+
+def test_opset_11_unsqueeze_attributes_are_read():
+    """Below opset 13, Unsqueeze takes its axes as an attribute: still one element, still folded."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+             helper.make_node("Unsqueeze", ["b"], ["b_1d"], axes=[0]),
+             helper.make_node("Concat", ["b_1d", "minus"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"])]
+    source = _graph(nodes, [_int("i0", 0), _int("minus", [-1])], y_shape=[None, None], opset=11)
+    model, count = _fold(source)
+    assert count == 1 and _target(model) == [0, -1]
+    _same_function(source, model)

@@ -133,8 +133,10 @@ def _evaluate(value: ir.Value | None, shapes: dict, depth: int) -> list[Entry] |
     inputs = [_evaluate(v, shapes, depth + 1) for v in node.inputs]
     if op in ("Cast", "Identity"):
         return inputs[0]
-    if op == "Unsqueeze":
-        return [inputs[0]] if inputs[0] is not None and not isinstance(inputs[0], list) else None
+    if op == "Unsqueeze":  # a scalar to one element; axes (input from opset 13, attribute before) must be one
+        axes = inputs[1] if len(inputs) > 1 else node.attributes.get("axes") and node.attributes["axes"].as_ints()
+        scalar = inputs[0] is not None and not isinstance(inputs[0], list)
+        return [inputs[0]] if scalar and isinstance(axes, (list, tuple)) and len(axes) == 1 else None
     if op == "Squeeze":
         return inputs[0][0] if isinstance(inputs[0], list) and len(inputs[0]) == 1 else None
     if op == "Concat":
