@@ -11,8 +11,8 @@ ratios of medians against T (or T*), and an efficiency is a speed-up divided by 
 Section 2 ("round-to") prunes the zoo CNNs and a few light models at ``round_to`` 1, 8 and 16 to choose
 the default of ``--round-to``: onnxruntime's NCHWc convolutions work on blocks of 16 channels with
 AVX-512 (8 with AVX2), so channel counts off the block may cost more than their MACs. Section 3
-(``--target-speedup``) runs ``onnxkd.validate.speed_search.search_ratio`` on two zoo models and
-re-measures the chosen student independently.
+(``--target-speedup``) runs ``onnxkd.validate.speed_search.search_ratio`` on three zoo models three ways
+(one ratio; also round-to 8 and 16; also per-group) and re-measures each chosen student independently.
 
 Goal: efficiency with optimize close to 1 (median) on CNNs and transformers; every model prunes and
 optimizes. Figures are ratios within one run (DESIGN.md, "Performance method"), never absolute times.
