@@ -142,7 +142,8 @@ def search_ratio(prune_at: PruneAt, speedup_of: Callable[[ir.Model], float], tar
                  reference: ir.Model | None = None, round_to: Sequence[int] = (1,), per_group: Sequence[int] = (),
                  max_trials: int = 24) -> SpeedSearch:
     """The candidate meeting ``target`` that keeps the most MACs (where MACs cannot be counted: the smallest
-    ratio), over a bisection of ``[0, max_ratio]`` for each value of ``round_to``.
+    ratio) that a second timing confirms, over a bisection of ``[0, max_ratio]`` for each value of
+    ``round_to``.
 
     Each bisection measures ``max_ratio`` first, then ratio 0 (an optimised but unpruned model may already
     be fast enough), then ``steps`` points. When no candidate meets the target, the fastest is timed once
@@ -170,7 +171,7 @@ def search_ratio(prune_at: PruneAt, speedup_of: Callable[[ir.Model], float], tar
             raise OnnxkdError(
                 f"--target-speedup {target:g}x not reached: the best speed-up is {best.speedup:.2f}x at ratio "
                 f"{best.ratio:g} (--max-ratio {max_ratio:g}); lower --target-speedup or raise --max-ratio")
-    chosen = _most_macs(met)
+    chosen = _confirmed(measure_at, met, target)
     search = SpeedSearch(chosen.ratio, chosen.speedup, target, max_ratio, measure_at.candidates,
                          round_to=chosen.round_to, macs_ratio=chosen.macs_ratio)
     if per_group:
@@ -193,6 +194,22 @@ def _bisect(measure_at: Meter, target: float, max_ratio: float, steps: int, roun
             high = mid
         else:
             low = mid
+
+
+def _confirmed(measure_at: Meter, met: list[Candidate], target: float, tries: int = 3) -> Candidate:
+    """The candidate keeping the most MACs whose second, fresh timing meets the target too: the best of
+    many noisy timings is biased high (a zoo ResNet chosen at 2.13x re-measured 1.72x). After ``tries``
+    candidates fail their second timing, the fastest candidate that met the target once."""
+    left = list(met)
+    for _ in range(tries):
+        chosen = _most_macs(left)
+        again = measure_at(chosen.ratio, chosen.whole, chosen.round_to, fresh=True)
+        if again.speedup >= target:
+            return again
+        left = [c for c in left if c is not chosen]
+        if not left:
+            break
+    return max(met, key=lambda c: c.speedup)
 
 
 def _most_macs(met: list[Candidate]) -> Candidate:
