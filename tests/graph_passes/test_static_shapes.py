@@ -188,3 +188,19 @@ def test_opset_11_unsqueeze_attributes_are_read():
     model, count = _fold(source)
     assert count == 1 and _target(model) == [0, -1]
     _same_function(source, model)
+
+
+def test_a_slice_with_computed_bounds_is_left_alone():
+    """A Slice whose end is computed by an op the evaluator does not know (Max of the batch and 1): not a
+    constant slice, nothing folded (this used to raise inside optimize)."""
+    nodes = [helper.make_node("Shape", ["x"], ["s"]), helper.make_node("Gather", ["s", "i0"], ["b"], axis=0),
+             helper.make_node("Unsqueeze", ["b", "axes0"], ["b_1d"]),
+             helper.make_node("Max", ["b_1d", "one"], ["end"]),
+             helper.make_node("Slice", ["s", "zero", "end"], ["head"]),
+             helper.make_node("Concat", ["head", "minus"], ["target"], axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["y"])]
+    inits = [_int("i0", 0), _int("axes0", [0]), _int("one", [1]), _int("zero", [0]), _int("minus", [-1])]
+    source = _graph(nodes, inits, y_shape=[None] * 2)
+    model, count = _fold(source)
+    assert count == 0 and _target(model) is None
+    _same_function(source, model)

@@ -146,7 +146,7 @@ def _evaluate(value: ir.Value | None, shapes: dict, depth: int) -> list[Entry] |
     if op == "Gather" and _attribute(node, "axis", 0) == 0:
         return _gather(inputs[0], inputs[1])
     if op == "Slice":
-        return _slice(inputs)
+        return _slice(node, inputs)
     if op in _INTEGER_OPS or op == "Div":
         return _arithmetic(op, inputs[0], inputs[1])
     return None
@@ -173,17 +173,18 @@ def _gather(data, indices) -> list[Entry] | Entry | None:
     return entries if isinstance(indices, list) else entries[0]
 
 
-def _slice(inputs: list) -> list[Entry] | None:
-    data, rest = inputs[0], inputs[1:]
-    if not isinstance(data, list) or any(not (isinstance(r, list) and len(r) == 1 and isinstance(r[0], int))
-                                         for r in rest[:4] if r is not None) or len(rest) < 2:
+def _slice(node: ir.Node, inputs: list) -> list[Entry] | None:
+    """A 1-D slice with constant starts and ends (axes 0, step 1); None for anything else."""
+    def single(index: int, default: int | None) -> int | None:
+        if len(node.inputs) <= index or node.inputs[index] is None:
+            return default  # an omitted optional input, not an unknown one
+        value = inputs[index]
+        return value[0] if isinstance(value, list) and len(value) == 1 and isinstance(value[0], int) else None
+
+    starts, ends, axis, step = single(1, None), single(2, None), single(3, 0), single(4, 1)
+    if not isinstance(inputs[0], list) or starts is None or ends is None or axis not in (0, -1) or step != 1:
         return None
-    starts, ends = rest[0][0], rest[1][0]
-    axes = rest[2][0] if len(rest) > 2 and rest[2] is not None else 0
-    steps = rest[3][0] if len(rest) > 3 and rest[3] is not None else 1
-    if axes not in (0, -1) or steps != 1:
-        return None
-    return data[slice(max(-len(data) - 1, min(starts, len(data))), max(-len(data) - 1, min(ends, len(data))))]
+    return inputs[0][starts:ends]  # Python clamps out-of-range bounds as ONNX does for step 1
 
 
 def _arithmetic(op: str, a, b) -> list[Entry] | Entry | None:
