@@ -258,10 +258,10 @@ def _search(teacher: ir.Model, plan: Recipe, prune_at, input_shapes, progress):
     """The candidate meeting ``target_speedup`` with the most MACs kept, timed like validation times (provider,
     threads, protocol), candidates optimized when the student will be; round-to 8 and 16 are tried too when
     the recipe's round-to is 1, and groups are timed whole with ``per_group``."""
+    from onnxkd.graph_passes.api import groups_by_weight
     from onnxkd.validate.latency import LatencyProtocol
     from onnxkd.validate.sessions import SessionConfig
-    from onnxkd.graph_passes.api import groups_by_weight
-    from onnxkd.validate.speed_search import ROUND_TO_FAMILIES, timed_search
+    from onnxkd.validate.speed_search import round_to_values, timed_search
 
     v, p = plan.validate, plan.prune
     say = _Say(progress)
@@ -274,7 +274,7 @@ def _search(teacher: ir.Model, plan: Recipe, prune_at, input_shapes, progress):
                         session_config=SessionConfig(v.provider, v.threads, v.graph_opt),
                         protocol=LatencyProtocol(warmup=v.warmup, runs=v.runs, budget_s=v.time_budget),
                         optimize_candidates=plan.optimize, input_shapes=input_shapes, progress=report,
-                        round_to=ROUND_TO_FAMILIES if p.round_to == 1 else (p.round_to,),
+                        round_to=round_to_values(p.round_to),
                         per_group=groups_by_weight(teacher, p.ignore, p.plan_recipe()) if p.per_group else (),
                         max_trials=p.group_trials)
 

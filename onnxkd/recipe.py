@@ -49,8 +49,9 @@ class PruneOptions:
     # per-group search chose, so a replay gives the same plan without timing
     group_ratios: dict[str, float] = field(default_factory=dict)
     prune_normalized: bool = False
-    # Instead of ratio: the smallest ratio whose measured onnxruntime speed-up (batch latency_batch) is at
-    # least this. The saved recipe holds the ratio found, so a replay gives the same plan without timing.
+    # Instead of ratio: of the candidates whose measured onnxruntime speed-up (batch latency_batch) is at
+    # least this, the one keeping the most MACs. The saved recipe holds its ratio, round-to and group ratios,
+    # so a replay gives the same plan without timing.
     target_speedup: float | None = None
     max_ratio: float = 0.9  # the largest ratio the search tries
     latency_batch: int = 1

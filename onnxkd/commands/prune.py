@@ -98,12 +98,12 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     if target_speedup is not None:
         from onnxkd.data import parse_input_shapes
         from onnxkd.graph_passes.api import groups_by_weight
-        from onnxkd.validate.speed_search import ROUND_TO_FAMILIES
+        from onnxkd.validate.speed_search import round_to_values
 
         groups = groups_by_weight(model, options["ignore"], options["plan_recipe"], prune_normalized) if per_group else ()
         search = _search_ratio(model, lambda at, **kw: prune_at(at, **kw).model, target_speedup, max_ratio,
                                latency_batch, provider, threads, optimize_candidates, parse_input_shapes(input_shapes),
-                               round_to=ROUND_TO_FAMILIES if options["round_to"] == 1 else (options["round_to"],), per_group=groups,
+                               round_to=round_to_values(options["round_to"]), per_group=groups,
                                max_trials=group_trials)
         ratio, chosen = search.ratio, dict(round_to=search.round_to, group_ratios=search.group_ratios)
     result = prune_at(ratio, **chosen)  # again for the chosen candidate: only one is ever held in memory

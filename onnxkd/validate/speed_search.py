@@ -56,6 +56,11 @@ SMALL_MODEL_MS = 1.0
 ROUND_TO_FAMILIES = (1, 8, 16)
 
 
+def round_to_values(round_to: int) -> tuple[int, ...]:
+    """The --round-to values the search tries: the families above unless the user chose a round-to."""
+    return ROUND_TO_FAMILIES if round_to == 1 else (round_to,)
+
+
 @dataclass
 class SpeedSearch:
     ratio: float  # the chosen ratio
