@@ -75,6 +75,9 @@ class PruneOptions:
             raise OnnxkdError(f"--latency-batch {self.latency_batch}: must be >= 1")
         if self.group_trials < 1:
             raise OnnxkdError(f"--group-trials {self.group_trials}: must be >= 1")
+        from onnxkd.graph_passes.prune.plan import group_overrides
+
+        group_overrides({"group_ratios": self.group_ratios})  # bad ids or ratios fail here, before any work
 
     def criterion_for(self, has_data: bool) -> str:
         chosen = self.criterion or ("kd" if has_data else "l1")

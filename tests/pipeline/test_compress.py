@@ -256,3 +256,12 @@ def test_a_student_slower_than_its_teacher_gets_advice_unless_its_speed_was_sear
     assert slower_student_note({"p50": 1.2, "batch_size": 1}, {"ratio": 0.3, "speed_search": None}) is None
     assert slower_student_note({"p50": 0.9, "batch_size": 1}, {"ratio": 0.0, "speed_search": None}) is None
     assert slower_student_note({"p50": 0.9, "batch_size": 1}, {"ratio": 0.4, "speed_search": {"target": 1.1}}) is None
+
+
+def test_bad_group_ratios_in_a_recipe_fail_before_any_work(workspace):
+    for bad, message in (({"x": 0.5}, "expected a group id"), ({"0": 1.5}, "outside")):
+        with pytest.raises(onnxkd.OnnxkdError, match=f"recipe group_ratios .*{message}"):
+            onnxkd.compress(workspace / "teacher.onnx", data=workspace / "train.npz", epochs=1,
+                            recipe={"prune": {"group_ratios": bad}})
+    assert not (workspace / "teacher.student.onnx").exists()
+    assert not (workspace / "teacher.student.onnx.work").exists()

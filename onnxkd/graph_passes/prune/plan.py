@@ -45,7 +45,7 @@ def group_ratios(groups: list[ChannelGroup], ratio: float, ignore: str | None, r
     for _, value in overrides:
         if not 0 <= value < 1:
             raise OnnxkdError(f"recipe override ratio {value} outside [0, 1)")
-    by_id = _group_overrides(recipe)
+    by_id = group_overrides(recipe)
     ratios = {}
     for group in groups:
         if not group.prunable:
@@ -59,7 +59,7 @@ def group_ratios(groups: list[ChannelGroup], ratio: float, ignore: str | None, r
     return ratios
 
 
-def _group_overrides(recipe: dict | None) -> dict[int, float]:
+def group_overrides(recipe: dict | None) -> dict[int, float]:
     """The recipe's ``group_ratios`` with int ids (JSON keys are strings)."""
     result = {}
     for key, value in ((recipe or {}).get("group_ratios") or {}).items():
