@@ -356,7 +356,7 @@ def target_section(models: list[Case], args, protocol: Protocol, errors: list[st
         teacher = make_session(str(case.path))
         base_macs = prune(case.path, 0.0, input_shapes=shapes).summary["macs_after"]
 
-        def prune_at(value: float, round_to: int = args.round_to, group_ratios: dict | None = None,
+        def prune_at(value: float, round_to: int | None = args.round_to, group_ratios: dict | None = None,
                      path: Path = case.path, shapes: dict = shapes):
             recipe = {"group_ratios": group_ratios} if group_ratios else None
             return prune(path, value, round_to=round_to, recipe=recipe, input_shapes=shapes).model
@@ -371,7 +371,7 @@ def target_section(models: list[Case], args, protocol: Protocol, errors: list[st
             for label, families, per_group in SEARCHES:
                 try:
                     found = search_ratio(prune_at, speedup_of, target, max_ratio=0.9, steps=3 if args.quick else 6,
-                                         prepare=lambda m: optimize(m).model, round_to=families or (args.round_to,),
+                                         prepare=lambda m: optimize(m).model, round_to=families or (args.round_to or 1,),
                                          per_group=groups_by_weight(case.path) if per_group else ())
                     pruned = prune(case.path, found.ratio, round_to=found.round_to, input_shapes=shapes,
                                    recipe={"group_ratios": found.group_ratios})
@@ -422,7 +422,7 @@ def nchwc_block() -> str:
 
 def report(results: dict, args, protocol: Protocol) -> None:
     others = "?" if results["others_cpu"] is None else f"{results['others_cpu']:.0%}"
-    setup = (f"ratio {args.ratio}, round-to {args.round_to}, onnxruntime {ort.__version__} CPU, ORT_ENABLE_ALL, "
+    setup = (f"ratio {args.ratio}, round-to {args.round_to or 'default (16)'}, onnxruntime {ort.__version__} CPU, ORT_ENABLE_ALL, "
              f"{args.threads} intra-op threads in one pool for all sessions, 1 inter-op; warm-up {protocol.warmup} "
              f"rounds, then up to {protocol.rounds} rounds or {protocol.budget_s:g} s per model and batch "
              f"(min {protocol.min_rounds}); medians; -: not measured (fixed batch dim, or a failed stage); "
@@ -504,7 +504,8 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--only", help="regular expression on the model names (e.g. 'mobilenetv3w|light_resnet')")
     parser.add_argument("--image-size", type=int, default=None,
                         help="export the zoo CNNs at this input size (e.g. 224; default: their test size, 32)")
-    parser.add_argument("--round-to", type=int, default=1, help="passed to prune in sections 1 and 3")
+    parser.add_argument("--round-to", type=int, default=None,
+                        help="passed to prune in sections 1 and 3 (default: prune's, 16; 'uniform' in 3 uses 1)")
     parser.add_argument("--skip-round-to", action="store_true", help="leave out section 2")
     parser.add_argument("--target-speedup", type=_floats, default=[], help="e.g. 1.5,2.0: run section 3")
     parser.add_argument("--quick", action="store_true",

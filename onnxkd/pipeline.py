@@ -200,9 +200,12 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
            progress) -> tuple[ir.Model, dict]:
     """The pruned student and what the report says about it."""
     from onnxkd.graph_passes.api import channel_groups, measure, prune
+    from onnxkd.graph_passes.prune.plan import DEFAULT_ROUND_TO
 
     options = plan.prune
     criterion = options.criterion_for(train is not None)
+    if options.round_to is None and options.target_speedup is None:
+        options.round_to = DEFAULT_ROUND_TO  # the recipe saves what was used, should the default change
 
     def common() -> dict:
         return dict(global_rank=options.global_rank, max_group_ratio=options.max_group_ratio,
@@ -213,7 +216,7 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
     measured = _measured(criterion, teacher, train, options, plan.seed, progress) if one_shot_scores else {}
     search = None
     if options.target_speedup is not None:  # the ratio is found by timing candidates, then used as if given
-        def prune_at(at: float, round_to: int = options.round_to, group_ratios: dict | None = None) -> ir.Model:
+        def prune_at(at: float, round_to: int | None = options.round_to, group_ratios: dict | None = None) -> ir.Model:
             given = common()
             if group_ratios:
                 given["recipe"] = dict(given["recipe"], group_ratios=group_ratios)
@@ -256,8 +259,8 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
 
 def _search(teacher: ir.Model, plan: Recipe, prune_at, input_shapes, progress):
     """The candidate meeting ``target_speedup`` with the most MACs kept, timed like validation times (provider,
-    threads, protocol), candidates optimized when the student will be; round-to 8 and 16 are tried too when
-    the recipe's round-to is 1, and groups are timed whole with ``per_group``."""
+    threads, protocol), candidates optimized when the student will be; round-to 1, 8 and 16 are tried when
+    the recipe gives no round-to, and groups are timed whole with ``per_group``."""
     from onnxkd.graph_passes.api import groups_by_weight
     from onnxkd.validate.latency import LatencyProtocol
     from onnxkd.validate.sessions import SessionConfig
@@ -570,9 +573,10 @@ def slower_student_note(speedup: dict, prune_info: dict) -> str | None:
     """Advice when a student pruned at a given ratio runs slower than its teacher (a searched one cannot)."""
     if prune_info.get("speed_search") is not None or not prune_info.get("ratio") or speedup["p50"] >= 1:
         return None
+    advice = "--round-to 16 (the default), or " if prune_info.get("round_to") not in (None, 16) else ""
     return (f"the student is {1 / speedup['p50']:.2f}x slower than the teacher at batch {speedup['batch_size']}: "
             "channel counts off onnxruntime's blocks of 8 or 16 channels can cost more than they save; try "
-            "--round-to 16, or --target-speedup, which times candidates")
+            f"{advice}--target-speedup, which times candidates")
 
 
 def _describe_validation(r: dict) -> str:

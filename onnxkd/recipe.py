@@ -7,7 +7,7 @@ One format for every command. A compress recipe has three sections and a seed::
       "teacher_sha256": "…",                  # written; a replay on another teacher warns
       "seed": 0,
       "optimize": true,                       # fuse the final student's written-out activations
-      "prune":    {"ratio": 0.5, "criterion": "kd", "steps": 1, "global": false, "round_to": 1,
+      "prune":    {"ratio": 0.5, "criterion": "kd", "steps": 1, "global": false, "round_to": 16,
                    "ignore": null, "overrides": {"REGEX": RATIO}, "group_ratios": {"ID": RATIO},
                    "prune_normalized": false},
       "distill":  {"epochs": null, "lr": null, "batch_size": 64, "temperature": 4.0, "alpha": 0.5, ...},
@@ -42,7 +42,8 @@ class PruneOptions:
     steps: int = 1  # prune in K steps, distilling between them
     global_rank: bool = False  # "global" in JSON
     max_group_ratio: float = 0.9  # with global_rank: the most any one group may lose
-    round_to: int = 1
+    # None: 16 (graph_passes.prune.plan.DEFAULT_ROUND_TO) for a ratio; --target-speedup tries 1, 8 and 16
+    round_to: int | None = None
     ignore: str | None = None
     overrides: dict[str, float] = field(default_factory=dict)
     # group id (of this teacher's analysis) -> ratio, over everything else: what --target-speedup's
@@ -50,7 +51,8 @@ class PruneOptions:
     group_ratios: dict[str, float] = field(default_factory=dict)
     prune_normalized: bool = False
     # Instead of ratio: of the candidates whose measured onnxruntime speed-up (batch latency_batch) is at
-    # least this, the one keeping the most MACs. The saved recipe holds its ratio, round-to and group ratios,
+    # least this, the one keeping the most MACs (over round-to 1, 8 and 16 unless round_to is given). The
+    # saved recipe holds its ratio, round-to and group ratios,
     # so a replay gives the same plan without timing.
     target_speedup: float | None = None
     max_ratio: float = 0.9  # the largest ratio the search tries
@@ -65,7 +67,7 @@ class PruneOptions:
             raise OnnxkdError(f"--criterion {self.criterion!r}: choose from {', '.join(CRITERIA)}")
         if self.steps < 1:
             raise OnnxkdError(f"--steps {self.steps}: must be >= 1")
-        if self.round_to < 1:
+        if self.round_to is not None and self.round_to < 1:
             raise OnnxkdError(f"--round-to {self.round_to}: must be >= 1")
         if self.target_speedup is not None and not self.target_speedup > 0:
             raise OnnxkdError(f"--target-speedup {self.target_speedup}: must be > 0")

@@ -8,8 +8,8 @@ import click
 
 from onnxkd.commands.distill import distill_options
 from onnxkd.errors import OnnxkdError
-from onnxkd.commands.options import (gate_options, image_folder_options, image_options, input_shape_option, session_options,
-                                     target_speedup_options)
+from onnxkd.commands.options import (ROUND_TO_HELP, gate_options, image_folder_options, image_options, input_shape_option,
+                                     session_options, target_speedup_options)
 
 CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 
@@ -52,7 +52,7 @@ def training_options(command):
 @click.option("--global", "global_rank", is_flag=True, help="Rank channels across groups (same overall fraction).")
 @click.option("--max-group-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
               help="With --global: the largest fraction of any one group's channels removed.")
-@click.option("--round-to", type=click.IntRange(min=1), default=1, show_default=True, help="Keep channel counts multiples of N.")
+@click.option("--round-to", type=click.IntRange(min=1), help=ROUND_TO_HELP)
 @click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
 @click.option("--prune-normalized", is_flag=True, help="Also cut LayerNorm-normalised hidden sizes (transformers' residual stream).")
 @target_speedup_options("TEACHER", "timing pruned (and optimized) candidates before distilling")

@@ -9,6 +9,8 @@ import click
 from onnxkd.errors import OnnxkdError
 
 GATE_HELP = "Exit 1 unless"
+ROUND_TO_HELP = ("Round kept channel counts to the nearest multiple of N [default: 16, the CPU kernels' block; "
+                 "1 cuts exactly --ratio].")
 
 
 def image_folder_options(command: Callable) -> Callable:
@@ -73,7 +75,7 @@ def target_speedup_options(against: str, candidates: str) -> Callable:
         return click.option("--target-speedup", type=click.FloatRange(min=0, min_open=True), metavar="X",
                             help=f"Instead of --ratio: the candidate whose onnxruntime speed-up over {against} is "
                                  f">= X with the most MACs kept, found by {candidates}. Without --round-to, round-to "
-                                 "8 and 16 are tried too (CPU kernels work on blocks of 8 or 16 channels).")(command)
+                                 "1, 8 and 16 are tried (CPU kernels work on blocks of 8 or 16 channels).")(command)
     return decorate
 
 

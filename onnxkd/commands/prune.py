@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from onnxkd.commands.options import input_shape_option, session_options, target_speedup_options
+from onnxkd.commands.options import ROUND_TO_HELP, input_shape_option, session_options, target_speedup_options
 from onnxkd.errors import OnnxkdError
 
 CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
@@ -26,7 +26,7 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 @click.option("--global", "global_rank", is_flag=True, help="Rank channels across groups (same overall fraction, capped per group).")
 @click.option("--max-group-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.9, show_default=True,
               help="With --global: the largest fraction of any one group's channels removed.")
-@click.option("--round-to", type=int, default=1, show_default=True, help="Keep channel counts multiples of N.")
+@click.option("--round-to", type=int, help=ROUND_TO_HELP)
 @click.option("--ignore", metavar="REGEX", help="Leave groups whose node or weight names match REGEX whole.")
 @click.option("--recipe", type=click.Path(), help='A recipe JSON (its "prune" section: ratio, criterion, overrides {"REGEX": RATIO}, ...); flags override it.')
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for --criterion random and the labels kd samples.")
@@ -65,6 +65,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     from click.core import ParameterSource
 
     from onnxkd.graph_passes.api import prune
+    from onnxkd.graph_passes.prune.plan import DEFAULT_ROUND_TO
     from onnxkd.model import check_output_path, has_external_data, save
 
     ctx = click.get_current_context()
@@ -80,8 +81,10 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
         raise OnnxkdError("--ratio or --target-speedup is required (or a --recipe that gives the ratio)")
     elif not 0 <= ratio < 1:
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
-    if options["round_to"] < 1:
+    if options["round_to"] is not None and options["round_to"] < 1:
         raise OnnxkdError(f"--round-to {options['round_to']}: must be >= 1")
+    if target_speedup is None and options["round_to"] is None:
+        options["round_to"] = DEFAULT_ROUND_TO
     source, target = Path(model), check_output_path(output, {"input model": model})
     measured = _measured_importance(criterion, model, data, batch_size, max_batches, options["seed"],
                                     prune_normalized) if criterion in ("taylor", "kd") else {}
@@ -238,8 +241,7 @@ def render_search(search, console) -> None:
         note += (f", groups {', '.join(map(str, whole))} left whole (their cut barely lowered latency); "
                  f"MACs ratio {search.macs_ratio:.3f} against {search.uniform.macs_ratio:.3f} for the uniform ratio "
                  f"{search.uniform.ratio:.3f}")
-    rounded = f", round-to {search.round_to}" if search.round_to != 1 else ""
-    console.print(f"Chosen ratio {search.ratio:.3f}{rounded}: speed-up {search.speedup:.2f}x{note}", highlight=False)
+    console.print(f"Chosen ratio {search.ratio:.3f}, round-to {search.round_to}: speed-up {search.speedup:.2f}x{note}", highlight=False)
     if search.warning:
         console.print(f"[yellow]Note:[/] {search.warning}", highlight=False)
 

@@ -41,7 +41,7 @@ class IterativeResult:
 def iterative_prune(teacher: ModelLike, ratio: float, steps: int, data: Dataset, *, val_data: Dataset | None = None,
                     criterion: str = "kd", distill: Callable[..., Any] | None = None,
                     config: DistillConfig | None = None, global_rank: bool = False, max_group_ratio: float = 0.9,
-                    round_to: int = 1,
+                    round_to: int | None = None,
                     ignore: str | None = None, recipe: dict | None = None, prune_normalized: bool = False,
                     seed: int = 0, progress: Any = None) -> IterativeResult:
     """Prune ``teacher`` to ``ratio`` in ``steps`` steps, distilling with ``config`` between steps.

@@ -61,7 +61,7 @@ def groups_by_weight(model: ModelLike, ignore: str | None = None, recipe: dict |
     return [g.id for g in sorted((g for g in groups if g.id in cut and g.size > 1), key=weight, reverse=True)]
 
 
-def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bool = False, round_to: int = 1,
+def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bool = False, round_to: int | None = None,
           ignore: str | None = None, recipe: dict | None = None, gradients: Mapping[str, np.ndarray] | None = None,
           seed: int = 0, input_shapes: dict[str, list[int]] | None = None,
           prune_normalized: bool = False, scores: Mapping[int, np.ndarray] | None = None,

@@ -31,12 +31,12 @@ class Candidate:
     speedup: float  # teacher / candidate latency, as ``speedup_of`` measured it
     macs_ratio: float | None  # candidate MACs / reference MACs (None where MACs cannot be counted)
     whole: tuple[int, ...] = ()  # group ids left uncut (the per-group search); the others are cut at ``ratio``
-    round_to: int = 1  # kept channel counts are multiples of this (``--round-to``)
+    round_to: int | None = None  # kept channel counts are multiples of this (``--round-to``); None: prune_at's own
 
     @property
     def label(self) -> str:
-        """The candidate as search tables name it: ratio, round-to (when not 1) and the groups left whole."""
-        text = f"ratio {self.ratio:.3f}" + (f", round-to {self.round_to}" if self.round_to != 1 else "")
+        """The candidate as search tables name it: ratio, round-to and the groups left whole."""
+        text = f"ratio {self.ratio:.3f}" + (f", round-to {self.round_to}" if self.round_to is not None else "")
         if not self.whole:
             return text
         groups = ", ".join(map(str, self.whole[:6])) + (", ..." if len(self.whole) > 6 else "")
@@ -56,9 +56,9 @@ SMALL_MODEL_MS = 1.0
 ROUND_TO_FAMILIES = (1, 8, 16)
 
 
-def round_to_values(round_to: int) -> tuple[int, ...]:
+def round_to_values(round_to: int | None) -> tuple[int, ...]:
     """The --round-to values the search tries: the families above unless the user chose a round-to."""
-    return ROUND_TO_FAMILIES if round_to == 1 else (round_to,)
+    return ROUND_TO_FAMILIES if round_to is None else (round_to,)
 
 
 @dataclass
@@ -70,7 +70,7 @@ class SpeedSearch:
     candidates: list[Candidate] = field(default_factory=list)  # in the order they were measured
     teacher_ms: float | None = None  # the teacher's p50 in the last timing (None: an injected timer)
     threads: int | None = None  # intra-op threads the candidates were timed with (0 = onnxruntime's default)
-    round_to: int = 1  # of the chosen candidate
+    round_to: int | None = None  # of the chosen candidate (None: prune_at's own)
     # the per-group search: groups left whole, cut at ratio 0 (empty: every group cut at ``ratio``)
     group_ratios: dict[int, float] = field(default_factory=dict)
     macs_ratio: float | None = None  # of the chosen candidate
@@ -114,12 +114,10 @@ class Meter:
         self.candidates: list[Candidate] = []
         self._by_plan: dict[str, Candidate] = {}
 
-    def __call__(self, ratio: float, whole: tuple[int, ...] = (), round_to: int = 1, *,
+    def __call__(self, ratio: float, whole: tuple[int, ...] = (), round_to: int | None = None, *,
                  fresh: bool = False) -> Candidate:
         """The candidate at ``ratio`` with ``whole`` groups uncut; ``fresh``: time it even if its plan was."""
-        options = {}
-        if round_to != 1:
-            options["round_to"] = round_to
+        options = {"round_to": round_to} if round_to is not None else {}
         if whole:
             options["group_ratios"] = {gid: 0.0 for gid in whole}
         pruned = self.prune_at(ratio, **options)
@@ -144,11 +142,11 @@ class Meter:
 def search_ratio(prune_at: PruneAt, speedup_of: Callable[[ir.Model], float], target: float,
                  max_ratio: float = 0.9, steps: int = 6, progress: SearchProgress | None = None, *,
                  prepare: Callable[[ir.Model], ir.Model] | None = None,
-                 reference: ir.Model | None = None, round_to: Sequence[int] = (1,), per_group: Sequence[int] = (),
+                 reference: ir.Model | None = None, round_to: Sequence[int | None] = (None,), per_group: Sequence[int] = (),
                  max_trials: int = 24) -> SpeedSearch:
     """The candidate meeting ``target`` that keeps the most MACs (where MACs cannot be counted: the smallest
     ratio) that a second timing confirms, over a bisection of ``[0, max_ratio]`` for each value of
-    ``round_to``.
+    ``round_to`` (None: what ``prune_at`` does without the keyword).
 
     Each bisection measures ``max_ratio`` first, then ratio 0 (an optimised but unpruned model may already
     be fast enough), then ``steps`` points. When no candidate meets the target, the fastest is timed once
@@ -186,7 +184,7 @@ def search_ratio(prune_at: PruneAt, speedup_of: Callable[[ir.Model], float], tar
     return search
 
 
-def _bisect(measure_at: Meter, target: float, max_ratio: float, steps: int, round_to: int) -> None:
+def _bisect(measure_at: Meter, target: float, max_ratio: float, steps: int, round_to: int | None) -> None:
     """Measure one --round-to value's candidates: max_ratio, 0, then bisection points."""
     if measure_at(max_ratio, round_to=round_to).speedup < target:
         return
@@ -220,8 +218,8 @@ def _confirmed(measure_at: Meter, met: list[Candidate], target: float, tries: in
 def _most_macs(met: list[Candidate]) -> Candidate:
     """The candidate that keeps the most of the teacher (MACs, then the smallest ratio and round-to)."""
     if any(c.macs_ratio is None for c in met):
-        return min(met, key=lambda c: (c.ratio, c.round_to))
-    return min(met, key=lambda c: (-c.macs_ratio, c.ratio, c.round_to))
+        return min(met, key=lambda c: (c.ratio, c.round_to or 0))
+    return min(met, key=lambda c: (-c.macs_ratio, c.ratio, c.round_to or 0))
 
 
 def _macs(model: ir.Model) -> int | None:
@@ -263,7 +261,7 @@ def onnxruntime_speedup(teacher: ModelLike, session_config: SessionConfig | None
 def timed_search(teacher: ModelLike, prune_at: PruneAt, target: float, *, max_ratio: float = 0.9,
                  batch: int = 1, session_config: SessionConfig | None = None, protocol: LatencyProtocol | None = None,
                  optimize_candidates: bool = True, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                 progress: SearchProgress | None = None, round_to: Sequence[int] = (1,),
+                 progress: SearchProgress | None = None, round_to: Sequence[int | None] = (None,),
                  per_group: Sequence[int] = (), max_trials: int = 24) -> SpeedSearch:
     """``search_ratio`` timed on onnxruntime against ``teacher`` as given, each candidate optimized first
     (``optimize_candidates``) as ``compress`` ships it; MACs ratios against ``teacher``. ``round_to``,

@@ -40,6 +40,23 @@ def test_prune_json_summary(zoo_model, tmp_path, capsys):
     assert data["summary"]["params_after"] < data["summary"]["params_before"]
 
 
+def test_round_to_defaults_to_16_and_a_recipe_or_flag_changes_it(zoo_model, tmp_path, capsys):
+    source = zoo_model("mobilenetv2", "legacy")
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"prune": {"round_to": 1}}))
+    runs = {}
+    for label, extra in (("default", []), ("recipe", ["--recipe", str(recipe)]), ("flag", ["--round-to", "8"])):
+        out = tmp_path / f"{label}.onnx"
+        code, stdout, stderr = cli(capsys, "prune", str(source), "--ratio", "0.5", "-o", str(out), "--json", *extra)
+        assert code == 0, stderr
+        runs[label] = json.loads(stdout)
+    assert [runs[k]["round_to"] for k in ("default", "recipe", "flag")] == [16, 1, 8]
+    assert all(len(kept) % 16 == 0 for kept in runs["default"]["plan"].values())
+    assert any(len(kept) % 8 for kept in runs["recipe"]["plan"].values())  # exact halves of 24, 40, ...
+    macs = [runs[k]["summary"]["macs_after"] for k in ("recipe", "flag", "default")]
+    assert macs == sorted(macs) and macs[0] < macs[2]
+
+
 def test_recipe_file(zoo_model, tmp_path, capsys):
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps({"prune": {"overrides": {".": 0.0}}}))

@@ -92,7 +92,7 @@ def widths(groups, plan) -> tuple[list, list, list]:
 @pytest.mark.parametrize("name,exporter", MODELS)
 def test_pruned_stream_equals_the_narrow_architecture(zoo_model, name, exporter):
     path = zoo_model(name, exporter)
-    result = prune(path, 0.5, prune_normalized=True)
+    result = prune(path, 0.5, prune_normalized=True, round_to=1)
     assert result.summary["normalized_pruned"] == 1
     onnx.checker.check_model(to_proto(result.model), full_check=True)
     feeds = random_inputs(path, batch=3)
@@ -123,7 +123,7 @@ def test_tied_lm_head(tmp_path, exporter):
         else:
             torch.onnx.export(build("gpt", tied=True), (ids,), dynamo=True, input_names=["input_ids"],
                               output_names=["output"], verbose=False).save(str(path))
-    result = prune(path, 0.5, prune_normalized=True)
+    result = prune(path, 0.5, prune_normalized=True, round_to=1)
     hidden, heads, mlp = widths(result.groups, result.plan)
     assert len(hidden) == 16
     feeds = random_inputs(path)
@@ -166,7 +166,7 @@ def _ln_model(to_output: bool) -> onnx.ModelProto:
 def test_small_graph_matches_numpy_layer_norm_on_kept_channels():
     """x @ w1 -> LayerNorm -> @ w2: the student is LayerNorm over the kept columns only (numpy)."""
     model = _ln_model(to_output=False)
-    result = prune(model, 0.5, prune_normalized=True)
+    result = prune(model, 0.5, prune_normalized=True, round_to=1)
     (group,) = [g for g in result.groups if g.normalized]
     kept = result.plan[group.id]
     assert len(kept) == 4
@@ -178,7 +178,7 @@ def test_small_graph_matches_numpy_layer_norm_on_kept_channels():
 
 
 def test_layer_norm_at_a_graph_output_stays_frozen():
-    result = prune(_ln_model(to_output=True), 0.5, prune_normalized=True)
+    result = prune(_ln_model(to_output=True), 0.5, prune_normalized=True, round_to=1)
     (group,) = [g for g in result.groups if g.normalized]
     assert group.frozen and "graph output" in group.frozen
 
@@ -232,7 +232,7 @@ def test_convnext_pruned_streams_equal_the_narrow_network(zoo_model, exporter):
     and channels-last inside the blocks; with the opt-in both streams and every MLP width are cut, and the
     student is the same network at the smaller widths."""
     path = zoo_model("convnext", exporter)
-    result = prune(path, 0.5, prune_normalized=True)
+    result = prune(path, 0.5, prune_normalized=True, round_to=1)
     assert result.summary["normalized_pruned"] == 2
     assert result.summary["macs_after"] <= 0.31 * result.summary["macs_before"]
     onnx.checker.check_model(to_proto(result.model), full_check=True)

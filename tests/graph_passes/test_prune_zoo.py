@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -44,7 +46,7 @@ def _check_random_plans(path, groups, rng, count=3):
 @pytest.mark.parametrize("name", ZOO)
 def test_half_ratio_matches_oracle(zoo_model, name, exporter):
     path = zoo_model(name, exporter)
-    result = prune(path, 0.5)
+    result = prune(path, 0.5, round_to=1)
     assert result.summary["macs_after"] <= MACS_CEILING[name] * result.summary["macs_before"]
     assert result.summary["channels_after"] < result.summary["channels_before"]
     onnx.checker.check_model(to_proto(result.model), full_check=True)
@@ -52,6 +54,24 @@ def test_half_ratio_matches_oracle(zoo_model, name, exporter):
     teacher = load(path)  # same output shapes, dynamic axes included
     assert [str(v.shape) for v in result.model.graph.outputs] == [str(v.shape) for v in teacher.graph.outputs]
     assert [str(v.shape) for v in result.model.graph.inputs] == [str(v.shape) for v in teacher.graph.inputs]
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2", "resnext", "transformer"])
+def test_default_round_to_keeps_whole_blocks_of_16_and_matches_oracle(zoo_model, name):
+    """The default (round-to 16): every cut group keeps a multiple of 16 channels (heads count as their width),
+    narrow groups stay whole, and the result is still the teacher with those channels zeroed."""
+    path = zoo_model(name, "legacy")
+    result = prune(path, 0.5)
+    exact = prune(path, 0.5, round_to=1)
+    _, groups = channel_groups(path)
+    for group in groups:
+        kept = len(result.plan.get(group.id, range(group.size)))
+        step = max(1, 16 // math.gcd(16, group.outputs_per_channel), group.divisor)
+        assert kept == group.size or kept % step == 0, (group.source, group.size, kept)
+    assert exact.summary["macs_after"] <= result.summary["macs_after"] < result.summary["macs_before"]
+    if name != "transformer":  # its widths (32, 64, heads) halve to whole blocks: rounding changes nothing there
+        assert exact.summary["macs_after"] < result.summary["macs_after"]
+    _check_oracle(path, result, batch=2)
 
 
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
@@ -97,7 +117,7 @@ def test_ratio_zero_is_identity(zoo_model, name):
 @pytest.mark.parametrize("criterion", ["l2", "bn", "random"])
 def test_criteria_match_oracle(zoo_model, criterion):
     path = zoo_model("mobilenetv2", "dynamo")
-    result = prune(path, 0.4, criterion=criterion, seed=3)
+    result = prune(path, 0.4, criterion=criterion, seed=3, round_to=1)
     _check_oracle(path, result)
 
 
@@ -112,7 +132,7 @@ def test_global_and_round_to_match_oracle(zoo_model):
 
 def test_external_data_round_trip(zoo_model, tmp_path):
     path = zoo_model("resnet", "dynamo", external_data=True)
-    result = prune(path, 0.5)
+    result = prune(path, 0.5, round_to=1)
     out = save(result.model, tmp_path / "student.onnx", external_data=True)
     assert (tmp_path / "student.onnx.data").exists()
     feeds = random_inputs(path)
@@ -150,7 +170,7 @@ def test_taylor_with_gradients_keyed_by_teacher_names(zoo_model):
     arrays = {n: v.const_value.numpy() for n, v in prepared.graph.initializers.items() if v.const_value is not None}
     scores = importance(groups, arrays, "taylor", gradients)
     assert scores and all(s.min() > 0 for s in scores.values())  # every weight slice found its gradient
-    result = prune(path, 0.5, criterion="taylor", gradients=gradients)
+    result = prune(path, 0.5, criterion="taylor", gradients=gradients, round_to=1)
     assert result.summary["pruned"] >= 1
     _check_oracle(path, result)
 
@@ -170,7 +190,7 @@ def test_class_token_and_positions_are_sliced_with_the_residual_stream(zoo_model
     """ViT: a learned class token Expand-ed over the batch and concatenated in front of the patches is a weight
     of the residual stream; with --prune-normalized it is cut with it (it once froze the whole stream)."""
     path = zoo_model("vit", "dynamo")
-    result = prune(path, 0.5, prune_normalized=True)
+    result = prune(path, 0.5, prune_normalized=True, round_to=1)
     assert result.summary["normalized_pruned"] == 1
     sizes = {name: tuple(v.const_value.shape) for name, v in result.model.graph.initializers.items()}
     assert sizes["cls"] == (1, 1, 16) and sizes["pos"] == (1, 17, 16)
@@ -184,7 +204,7 @@ def test_pruning_steps_match_a_student_group_only_to_the_teacher_group_it_remain
     groups must stay unmatched, never be paired with a namesake (the plan would index the wrong channels)."""
     path = zoo_model("shufflenetv1", "legacy")
     _, teacher = channel_groups(path)
-    first = prune(path, 0.3)
+    first = prune(path, 0.3, round_to=1)
     _, student = channel_groups(first.model)
     matched = match_groups(teacher, student)
     by_id = {g.id: g for g in teacher}

@@ -233,6 +233,20 @@ def test_target_speedup_picks_the_candidate_and_the_recipe_replays_it(workspace,
     assert read_plan(replay.model) == read_plan(result.student)
 
 
+def test_a_given_round_to_is_the_only_one_searched_and_the_default_is_saved_as_16(workspace, monkeypatch):
+    _speedup_from_macs(monkeypatch)
+    teacher = workspace / "teacher.onnx"
+    searched = onnxkd.compress(teacher, data=workspace / "train.npz", target_speedup=2.0, round_to=8, epochs=1,
+                               criterion="l1", report=False)
+    search = searched.to_dict()["compress"]["prune"]["speed_search"]
+    assert {c["round_to"] for c in search["candidates"]} == {8} and search["round_to"] == 8
+    plain = onnxkd.compress(teacher, 0.3, data=workspace / "train.npz", epochs=1, criterion="l1", report=False,
+                            output=workspace / "plain.onnx")
+    assert json.loads(open(plain.recipe_path).read())["prune"]["round_to"] == 16  # what was used, not null
+    assert plain.to_dict()["compress"]["prune"]["round_to"] == 16
+    assert all(len(kept) % 16 == 0 for kept in read_plan(plain.student).values())
+
+
 def test_unreachable_target_speedup_stops_before_distilling(workspace, monkeypatch):
     _speedup_from_macs(monkeypatch)
     with pytest.raises(onnxkd.OnnxkdError, match=r"--target-speedup 1000x not reached: the best speed-up is .* at "
@@ -251,8 +265,10 @@ def test_ratio_and_target_speedup_exclude_each_other(workspace):
 def test_a_student_slower_than_its_teacher_gets_advice_unless_its_speed_was_searched():
     from onnxkd.pipeline import slower_student_note
 
-    note = slower_student_note({"p50": 0.58, "batch_size": 1}, {"ratio": 0.3, "speed_search": None})
+    note = slower_student_note({"p50": 0.58, "batch_size": 1}, {"ratio": 0.3, "round_to": 1, "speed_search": None})
     assert note.startswith("the student is 1.72x slower than the teacher at batch 1") and "--round-to 16" in note
+    rounded = slower_student_note({"p50": 0.58, "batch_size": 1}, {"ratio": 0.3, "round_to": 16, "speed_search": None})
+    assert "--round-to" not in rounded and "--target-speedup" in rounded
     assert slower_student_note({"p50": 1.2, "batch_size": 1}, {"ratio": 0.3, "speed_search": None}) is None
     assert slower_student_note({"p50": 0.9, "batch_size": 1}, {"ratio": 0.0, "speed_search": None}) is None
     assert slower_student_note({"p50": 0.9, "batch_size": 1}, {"ratio": 0.4, "speed_search": {"target": 1.1}}) is None

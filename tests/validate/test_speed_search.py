@@ -30,7 +30,7 @@ def pruner(digits):
 
     def prune_at(ratio: float):
         if ratio not in cache:
-            cache[ratio] = prune(teacher, ratio).model
+            cache[ratio] = prune(teacher, ratio, round_to=1).model  # exact cuts: a plan per ratio
             ratios[id(cache[ratio])] = ratio
         return cache[ratio]
 

@@ -2,7 +2,8 @@
 
 ``--ratio R`` removes floor(R * size) channels from every prunable group (uniform); ``global_rank``
 removes the same overall fraction where scores (normalised per group) are lowest, never more than
-``max_group_ratio`` of one group. ``round_to`` keeps channel counts multiples of N; ``ignore`` (regex
+``max_group_ratio`` of one group. ``round_to`` rounds channel counts to the nearest multiple of N
+(default ``DEFAULT_ROUND_TO``); ``ignore`` (regex
 on node and initializer names) and a recipe's per-node ratios override. A recipe's ``group_ratios``
 (group id -> ratio, ids of this teacher's analysis, as ``--target-speedup``'s per-group search writes
 them) override last.
@@ -21,6 +22,11 @@ from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.groups import ChannelGroup
 
 Plan = dict[int, list[int]]
+
+# onnxruntime's CPU convolutions work on blocks of 16 channels with AVX-512 (8 with AVX2; GPUs' tensor cores
+# on 8): a layer cut off the block costs about as much as the next multiple, so cutting it wastes accuracy
+# for no speed. benchmarks/speed_efficiency.py measured it (README, "Why --round-to defaults to 16").
+DEFAULT_ROUND_TO = 16
 
 
 def group_names(group: ChannelGroup) -> list[str]:
@@ -73,17 +79,24 @@ def group_overrides(recipe: dict | None) -> dict[int, float]:
     return result
 
 
-def _round(kept: int, group: ChannelGroup, round_to: int) -> int:
+def _round(kept: int, group: ChannelGroup, round_to: int, least: int = 1) -> int:
+    """``kept`` to the nearest multiple of the group's step (halves up), at least one step and ``least``.
+
+    Nearest, not up: over many groups about the asked fraction of channels goes, in whole blocks.
+    """
     step = max(1, round_to // gcd(round_to, group.outputs_per_channel)) if round_to > 1 else 1
     step = max(step, group.divisor)
-    kept = max(step, math.ceil(kept / step) * step)
-    return min(kept, group.size)
+    rounded = math.floor(kept / step + 0.5) * step
+    if rounded < least:
+        rounded = math.ceil(least / step) * step
+    return min(max(step, rounded), group.size)
 
 
 def make_plan(groups: list[ChannelGroup], scores: dict[int, np.ndarray], ratio: float, *, global_rank: bool = False,
-              round_to: int = 1, ignore: str | None = None, recipe: dict | None = None,
+              round_to: int | None = None, ignore: str | None = None, recipe: dict | None = None,
               max_group_ratio: float = 0.9) -> Plan:
-    """Kept indices (sorted) of every prunable group."""
+    """Kept indices (sorted) of every prunable group; ``round_to`` None: ``DEFAULT_ROUND_TO``."""
+    round_to = DEFAULT_ROUND_TO if round_to is None else round_to
     if not 0 <= ratio < 1:
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
     if round_to < 1:
@@ -94,12 +107,15 @@ def make_plan(groups: list[ChannelGroup], scores: dict[int, np.ndarray], ratio: 
     by_id = {g.id: g for g in groups}
     counts = {gid: g_size - math.floor(r * g_size + 1e-9) for gid, r in ratios.items()
               for g_size in [by_id[gid].size]}
+    least = {}  # rounding to the nearest block must not cut past the per-group limit of global ranking
     if global_rank:
-        counts = _global_counts(by_id, scores, ratios, max(ratio, max_group_ratio))
+        cap = max(ratio, max_group_ratio)
+        counts = _global_counts(by_id, scores, ratios, cap)
+        least = {gid: by_id[gid].size - math.floor(cap * by_id[gid].size) for gid in counts}
     plan = {}
     for gid, kept in counts.items():
         group = by_id[gid]
-        kept = _round(max(kept, 1), group, round_to) if ratios[gid] > 0 else group.size
+        kept = _round(max(kept, 1), group, round_to, least.get(gid, 1)) if ratios[gid] > 0 else group.size
         order = np.argsort(-scores[gid], kind="stable")[:kept]
         plan[gid] = sorted(int(i) for i in order)
     return plan
