@@ -115,6 +115,10 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         state.complete("prune", prune_info)
     stages.append(_stage("prune", prune_info["seconds"], _describe_prune(prune_info)))
     say(f"      {stages[-1]['detail']} ({prune_info['seconds']:.1f} s)")
+    from onnxkd.graph_passes.prune.plan import rounding_note
+
+    if rounding_note(prune_info["summary"]):
+        say(f"      note: {rounding_note(prune_info['summary'])}")
 
     # ------------------------------------------------------------------ 2. distill
     student_path = work / "student.onnx"
@@ -235,23 +239,26 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
                           hints=[])
         result = iterative_prune(teacher, options.ratio, options.steps, train, val_data=val, criterion=criterion,
                                  config=between, progress=progress, **common())
-        model, kept, steps = result.model, result.plan, result.steps
+        model, kept, steps, rounded = result.model, result.plan, result.steps, []
     else:
         one_shot = prune(teacher, options.ratio, criterion=criterion, **common(), **measured)
         model, kept, steps = one_shot.model, one_shot.plan, []
+        rounded = one_shot.summary["whole_by_rounding"]
     _, groups = channel_groups(teacher, options.prune_normalized)
     summary = {"groups": len(groups), "prunable": sum(g.prunable for g in groups),
                "pruned": sum(1 for g in groups if g.id in kept and len(kept[g.id]) < g.size),
                "frozen": sum(g.frozen is not None for g in groups),
                "channels_before": sum(g.size for g in groups),
-               "channels_after": sum(len(kept[g.id]) if g.id in kept else g.size for g in groups)}
+               "channels_after": sum(len(kept[g.id]) if g.id in kept else g.size for g in groups),
+               "round_to": options.round_to, "whole_by_rounding": rounded}
     summary.update(measure(teacher, "before"))
     summary.update(measure(model, "after"))
     rows = [{"id": g.id, "source": g.source, "size": g.size,
              "kept": len(kept[g.id]) if g.id in kept else g.size,
              "status": "frozen" if g.frozen is not None else
                        ("pruned" if g.id in kept and len(kept[g.id]) < g.size else "whole"),
-             "reason": g.frozen or ("single channel" if g.size < 2 else "")} for g in groups]
+             "reason": g.frozen or ("single channel" if g.size < 2 else
+                                    f"round-to {options.round_to}" if g.id in rounded else "")} for g in groups]
     return model, {"criterion": criterion, "ratio": options.ratio, "round_to": options.round_to,
                    "group_ratios": dict(options.group_ratios), "steps": steps, "summary": summary, "groups": rows,
                    "speed_search": search.to_dict() if search is not None else None}

@@ -17,7 +17,8 @@ from onnxkd.graph_passes.analyze.groups import ChannelGroup
 from onnxkd.graph_passes.normalize.prepare import prepare
 from onnxkd.graph_passes.normalize.untie import RetieInitializersPass
 from onnxkd.graph_passes.prune.importance import importance
-from onnxkd.graph_passes.prune.plan import Plan, group_ratios, make_plan, plan_from_json, plan_to_json
+from onnxkd.graph_passes.prune.plan import (DEFAULT_ROUND_TO, Plan, group_ratios, make_plan, plan_from_json, plan_to_json,
+                                           whole_by_rounding)
 from onnxkd.graph_passes.prune.rewrite import apply_plan
 from onnxkd.model import ModelLike, load
 
@@ -85,9 +86,13 @@ def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bo
     names = {s.name for g in groups if g.prunable for s in g.slices}
     arrays = {name: prepared.graph.initializers[name].const_value.numpy() for name in names}
     scores = importance(groups, arrays, criterion, gradients, seed, scores)
-    plan = make_plan(groups, scores, ratio, global_rank=global_rank, round_to=round_to, ignore=ignore, recipe=recipe,
-                     max_group_ratio=max_group_ratio)
-    return _rewrite(teacher, prepared, groups, plan, input_shapes, _label(model))
+    options = dict(global_rank=global_rank, ignore=ignore, recipe=recipe, max_group_ratio=max_group_ratio)
+    plan = make_plan(groups, scores, ratio, round_to=round_to, **options)
+    result = _rewrite(teacher, prepared, groups, plan, input_shapes, _label(model))
+    result.summary["round_to"] = DEFAULT_ROUND_TO if round_to is None else round_to
+    exact = make_plan(groups, scores, ratio, round_to=1, **options) if result.summary["round_to"] > 1 else plan
+    result.summary["whole_by_rounding"] = whole_by_rounding(groups, plan, exact)  # group ids
+    return result
 
 
 def _label(model: ModelLike) -> str:

@@ -18,7 +18,8 @@ def narrative(r: dict) -> list[str]:
     p, s = c["prune"], c["prune"]["summary"]
     cut = (f"What was cut: {s['pruned']} of {s['groups']} channel groups (criterion {p['criterion']}, ratio "
            f"{p['ratio']:g}{_steps(p)}), {s['channels_before']:,} → {s['channels_after']:,} channels; "
-           f"{_groups(s['frozen'])} left whole because cutting could not be proven safe (listed below).")
+           f"{_groups(s['frozen'])} left whole because cutting could not be proven safe"
+           + _rounded(s) + " (listed below).")
     cost_parts = []
     pruned = c.get("pruned_quality") or {}
     if r.get("accuracy"):
@@ -80,11 +81,18 @@ def pruning(r: dict) -> Table:
     return table
 
 
+def _rounded(s: dict) -> str:
+    narrow = len(s.get("whole_by_rounding") or [])
+    step = s.get("round_to")
+    return (f", and {narrow} {'group' if narrow == 1 else 'groups'} because round-to {step} keeps whole blocks of "
+            f"{step} channels" if narrow else "")
+
+
 def frozen(r: dict) -> Table:
     table = Table("frozen", "Groups left whole, and why", ["reason", "groups", "channels"], left=1)
     counts: dict[str, list[int]] = {}
     for group in r["compress"]["prune"]["groups"]:
-        if group["status"] == "frozen":
+        if group["status"] == "frozen" or group["reason"].startswith("round-to"):
             entry = counts.setdefault(group["reason"], [0, 0])
             entry[0] += 1
             entry[1] += group["size"]

@@ -24,6 +24,7 @@ def test_prune_writes_a_valid_smaller_model(zoo_model, tmp_path, capsys):
     code, stdout, _ = cli(capsys, "prune", str(source), "--ratio", "0.5", "-o", str(out))
     assert code == 0, stdout
     assert "channel groups" in stdout and "MACs" in stdout and "Wrote" in stdout
+    assert "round-to 16 left 3 narrow groups whole" in stdout  # its 16-wide groups, said so
     onnx.checker.check_model(str(out), full_check=True)
     assert read_plan(out)
     assert digest(source) == before
@@ -52,6 +53,10 @@ def test_round_to_defaults_to_16_and_a_recipe_or_flag_changes_it(zoo_model, tmp_
         runs[label] = json.loads(stdout)
     assert [runs[k]["round_to"] for k in ("default", "recipe", "flag")] == [16, 1, 8]
     assert all(len(kept) % 16 == 0 for kept in runs["default"]["plan"].values())
+    narrow = runs["default"]["summary"]["whole_by_rounding"]  # 16-wide groups: kept whole, and said so
+    assert narrow and all(len(runs["default"]["plan"][str(g)]) == 16 for g in narrow)
+    assert all(len(runs["recipe"]["plan"][str(g)]) == 8 for g in narrow)
+    assert runs["recipe"]["summary"]["whole_by_rounding"] == []
     assert any(len(kept) % 8 for kept in runs["recipe"]["plan"].values())  # exact halves of 24, 40, ...
     macs = [runs[k]["summary"]["macs_after"] for k in ("recipe", "flag", "default")]
     assert macs == sorted(macs) and macs[0] < macs[2]

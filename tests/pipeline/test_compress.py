@@ -247,6 +247,20 @@ def test_a_given_round_to_is_the_only_one_searched_and_the_default_is_saved_as_1
     assert all(len(kept) % 16 == 0 for kept in read_plan(plain.student).values())
 
 
+def test_groups_rounding_left_whole_are_counted_and_named_in_the_group_rows(zoo_model):
+    from onnxkd.pipeline import _prune
+    from onnxkd.recipe import Recipe
+
+    teacher = onnxkd.load(zoo_model("resnet", "legacy"))  # 16-wide groups: halved they would be 8
+    model, info = _prune(teacher, Recipe(), None, None, None, None)
+    narrow = info["summary"]["whole_by_rounding"]
+    assert info["round_to"] == 16 and narrow
+    rows = {row["id"]: row for row in info["groups"]}
+    assert all(rows[g]["status"] == "whole" and rows[g]["reason"] == "round-to 16" for g in narrow)
+    exact = onnxkd.prune(teacher, 0.5, round_to=1)
+    assert all(len(exact.plan[g]) == rows[g]["size"] // 2 for g in narrow)
+
+
 def test_unreachable_target_speedup_stops_before_distilling(workspace, monkeypatch):
     _speedup_from_macs(monkeypatch)
     with pytest.raises(onnxkd.OnnxkdError, match=r"--target-speedup 1000x not reached: the best speed-up is .* at "

@@ -47,3 +47,22 @@ def test_speed_search_table_marks_the_chosen_candidate_and_the_groups_left_whole
     chosen = [row for row in table.rows if row[-1] == "chosen"]
     assert chosen == [["0.600", "16", "0, 2", "55.0%", "1.55x", "chosen"]]
     assert len(table.rows) == 4 and "Groups 0, 2 are left whole" in table.note
+
+
+def test_groups_rounding_left_whole_are_said_in_the_narrative_and_listed_with_the_frozen_ones():
+    from onnxkd.report.compress_tables import frozen, narrative
+
+    groups = [{"id": 0, "size": 16, "kept": 16, "status": "whole", "reason": "round-to 16"},
+              {"id": 1, "size": 16, "kept": 16, "status": "whole", "reason": "round-to 16"},
+              {"id": 2, "size": 64, "kept": 32, "status": "pruned", "reason": ""},
+              {"id": 3, "size": 10, "kept": 10, "status": "frozen", "reason": "feeds a graph output"}]
+    summary = {"groups": 4, "pruned": 1, "frozen": 1, "channels_before": 106, "channels_after": 74,
+               "round_to": 16, "whole_by_rounding": [0, 1]}
+    report = {"compress": {"prune": {"criterion": "l1", "ratio": 0.5, "steps": [], "summary": summary,
+                                     "groups": groups}},
+              "speedup": {"macs_reduction": 2.0, "params_reduction": 2.0, "p50": 1.5, "batch_size": 1},
+              "environment": {"providers": ["CPUExecutionProvider"]}}
+    first = narrative(report)[0]
+    assert ("1 group was left whole because cutting could not be proven safe, and 2 groups because round-to 16 "
+            "keeps whole blocks of 16 channels (listed below)") in first
+    assert sorted(frozen(report).rows) == [["feeds a graph output", "1", "10"], ["round-to 16", "2", "32"]]

@@ -121,6 +121,22 @@ def make_plan(groups: list[ChannelGroup], scores: dict[int, np.ndarray], ratio: 
     return plan
 
 
+def whole_by_rounding(groups: list[ChannelGroup], plan: Plan, exact: Plan) -> list[int]:
+    """Groups the same plan at round-to 1 (``exact``) cuts that rounding left whole (narrower than about two
+    blocks), so a user who asked for a ratio hears why those layers kept their width."""
+    return [g.id for g in groups if g.id in plan and len(plan[g.id]) == g.size and len(exact.get(g.id, ())) < g.size]
+
+
+def rounding_note(summary: dict) -> str | None:
+    """One line for a prune summary whose rounding left groups whole (prune and compress print it)."""
+    whole = summary.get("whole_by_rounding") or []
+    if not whole:
+        return None
+    n, step = len(whole), summary.get("round_to", DEFAULT_ROUND_TO)
+    return (f"round-to {step} left {n} narrow {'group' if n == 1 else 'groups'} whole that the ratio would cut "
+            f"(a CPU layer cut below {step} channels gains far less speed than MACs); --round-to 1 cuts them")
+
+
 def _global_counts(by_id, scores, ratios, cap: float) -> dict[int, int]:
     """Remove the lowest normalised scores over all groups, for the same total fraction of channels."""
     budget = sum(math.floor(r * by_id[gid].size + 1e-9) for gid, r in ratios.items())
