@@ -67,8 +67,8 @@ class PruneOptions:
             raise OnnxkdError(f"--criterion {self.criterion!r}: choose from {', '.join(CRITERIA)}")
         if self.steps < 1:
             raise OnnxkdError(f"--steps {self.steps}: must be >= 1")
-        if self.round_to is not None and self.round_to < 1:
-            raise OnnxkdError(f"--round-to {self.round_to}: must be >= 1")
+        if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):
+            raise OnnxkdError(f"--round-to {self.round_to!r}: must be an integer >= 1")
         if self.target_speedup is not None and not self.target_speedup > 0:
             raise OnnxkdError(f"--target-speedup {self.target_speedup}: must be > 0")
         if not 0 <= self.max_ratio < 1:

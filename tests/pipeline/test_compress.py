@@ -122,18 +122,20 @@ def test_a_failed_gate_exits_1_and_still_writes_student_and_report(workspace):
     (["--max-accuracy-drop", "0.01", "--data", "{unlabelled}"], "--max-accuracy-drop needs --data with labels"),
     (["--criterion", "taylor"], "--criterion taylor needs --data"),
     (["--recipe", "{bad_recipe}"], "unknown key"),
+    (["--recipe", "{bad_round}"], "--round-to '16': must be an integer"),
     (["--provider", "tensorrt"], "--provider tensorrt"),
 ])
 def test_bad_input_is_refused_before_any_stage(workspace, args, message):
     np.savez(workspace / "unlabelled.npz", image=np.load(workspace / "train.npz")["image"])
     (workspace / "bad.json").write_text(json.dumps({"prune": {"ratoi": 0.5}}))
+    (workspace / "round.json").write_text(json.dumps({"prune": {"round_to": "16"}}))
     paths = {"teacher": workspace / "teacher.onnx", "unlabelled": workspace / "unlabelled.npz",
-             "bad_recipe": workspace / "bad.json"}
+             "bad_recipe": workspace / "bad.json", "bad_round": workspace / "round.json"}
     run = _compress(workspace / "teacher.onnx", *[a.format(**paths) for a in args])
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], run.stderr
-    assert _leftovers(workspace) == ["bad.json", "unlabelled.npz"]
+    assert _leftovers(workspace) == ["bad.json", "round.json", "unlabelled.npz"]
 
 
 def test_ctrl_c_leaves_nothing_then_resume_finishes(workspace):

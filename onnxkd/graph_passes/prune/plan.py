@@ -24,8 +24,8 @@ from onnxkd.graph_passes.analyze.groups import ChannelGroup
 Plan = dict[int, list[int]]
 
 # onnxruntime's CPU convolutions work on blocks of 16 channels with AVX-512 (8 with AVX2; GPUs' tensor cores
-# on 8): a layer cut off the block costs about as much as the next multiple, so cutting it wastes accuracy
-# for no speed. benchmarks/speed_efficiency.py measured it (README, "Why --round-to defaults to 16").
+# on 8): a layer cut off the block runs on a slower path, so the channels cut past the block cost accuracy for
+# little speed. benchmarks/speed_efficiency.py measured it (README, "Why --round-to defaults to 16").
 DEFAULT_ROUND_TO = 16
 
 
