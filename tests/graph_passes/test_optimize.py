@@ -34,7 +34,7 @@ from onnxkd.model import to_proto
 
 TOL = 1e-5  # optimized vs input, both on onnxruntime
 BRIDGE_TOL = 1e-4  # torch bridge vs onnxruntime
-HARD, GELU, MISH, LN = "HardSigmoid/HardSwish", "Gelu", "Mish", "LayerNormalization"
+HARD, GELU, MISH, LN, GEMM = "HardSigmoid/HardSwish", "Gelu", "Mish", "LayerNormalization", "Gemm (MatMul + bias)"
 torch.set_num_threads(1)
 
 
@@ -215,7 +215,7 @@ def test_several_activations_counted_each():
 
     source = _export(Block(), 16)
     result = optimize(source)
-    assert _fused(result) == {HARD: 2, GELU: 1, MISH: 1, LN: 1}
+    assert _fused(result) == {HARD: 2, GELU: 1, MISH: 1, LN: 1, GEMM: 2}  # fc1, fc2 on [batch, 4, 8]
     assert result.opset_after == 20 and not result.notes
     ops = _ops(result.model)
     assert {op: ops[op] for op in ("HardSwish", "HardSigmoid", "Gelu", "Mish", "LayerNormalization")} == \
@@ -475,6 +475,55 @@ def test_intermediate_used_elsewhere_is_kept():
     _check(source, result, _feeds(source))
 
 
+# --------------------------------------------------------------------------- linear layers on batches
+
+
+def _linear(x_shape, bias_shape=(16,), *, weight_input: bool = False, product_out: bool = False) -> onnx.ModelProto:
+    """y = x @ W + b, W [8, 16]: ``weight_input`` makes W a graph input, ``product_out`` x @ W an output too."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=bias_shape).astype(np.float32), "b")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))]
+    if weight_input:
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 16]))
+    else:
+        inits.append(numpy_helper.from_array(rng.normal(size=(8, 16)).astype(np.float32), "w"))
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])]
+    out_shape = [*x_shape[:-1], 16]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, out_shape) for n in ["y"] + ["xw"] * product_out]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("x_shape", [("batch", 4, 8), (2, 4, 8), (2, "tokens", 8), ("batch", 2, 3, 8)])
+def test_linear_on_batches_becomes_a_gemm_between_reshapes(x_shape):
+    source = _linear(x_shape)
+    result = optimize(source)
+    assert _fused(result) == {GEMM: 1}
+    assert _ops(result.model) == Counter({"Reshape": 2, "Gemm": 1})
+    assert result.model.graph.outputs[0].name == "y" and result.model.graph.outputs[0].producer().op_type == "Reshape"
+    sizes = [3 if d == "batch" else 5 if isinstance(d, str) else d for d in x_shape]  # not the dims written
+    feeds = {"x": np.random.default_rng(1).normal(size=sizes).astype(np.float32)}
+    _check(source, result, feeds)
+
+
+LINEAR_MISSES = {
+    "rank_2": lambda: _linear(("batch", 8)),  # onnxruntime's own fusion makes it a Gemm
+    "two_unknown_dims": lambda: _linear(("batch", "tokens", 8)),  # the output shape needs a run-time Shape
+    "bias_per_row": lambda: _linear(("batch", 4, 8), bias_shape=(4, 16)),
+    "weight_not_constant": lambda: _linear(("batch", 4, 8), weight_input=True),
+    "product_read_elsewhere": lambda: _linear(("batch", 4, 8), product_out=True),
+}
+
+
+@pytest.mark.parametrize("build", list(LINEAR_MISSES.values()), ids=list(LINEAR_MISSES))
+def test_linear_near_miss_is_left_alone(build):
+    source = build()
+    result = optimize(source)
+    assert not _fused(result) and _ops(result.model)["MatMul"] == 1
+    feeds = random_inputs(source, 3)
+    _check(source, result, feeds)
+
+
 # --------------------------------------------------------------------------- graph outputs
 
 
@@ -548,7 +597,7 @@ def test_idempotent():
 def test_gelu_model_at_opset_17_upgraded_to_20():
     source = _export(nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8)), 17)
     result = optimize(source)
-    assert (result.opset_before, result.opset_after) == (17, 20) and _fused(result) == {GELU: 1}
+    assert (result.opset_before, result.opset_after) == (17, 20) and _fused(result) == {GELU: 1, GEMM: 2}
     assert result.model.opset_imports[""] == 20
     _check(source, result, _feeds(source))
 
@@ -597,7 +646,7 @@ def test_version_converter_failure_leaves_the_fusion_out(monkeypatch):
 
 
 def test_nothing_to_fuse_keeps_the_opset():
-    source = _export(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)), 14)
+    source = _export(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)), 14, shape=(2, 8))
     result = optimize(source)
     assert not _fused(result) and not result.notes and result.opset_after == 14
     _check(source, result, _feeds(source))
@@ -632,6 +681,12 @@ def test_pruned_written_mobilenetv3_optimizes(zoo_model):
     _check(source, result, batch=3)
 
 
+# linear layers on 3-D/4-D inputs (MatMul + bias): 2 per MLP, and the attention projections the exporter writes
+# as MatMul + Add (GPT-2's are Gemms on 2-D views already; dynamo writes ViT's q/k/v projection as one)
+LINEARS = {"bert": 12, "convnext": 8, "gpt": 12, "gpt2": 4, "mha": 6, "sdpa": 12, "transformer": 12,
+           ("vit", "legacy"): 10, ("vit", "dynamo"): 4}
+
+
 @pytest.mark.parametrize("exporter", models.EXPORTERS)
 @pytest.mark.parametrize("name", sorted(models.ZOO))
 def test_zoo_model_unchanged_in_function(zoo_model, name, exporter):
@@ -641,8 +696,10 @@ def test_zoo_model_unchanged_in_function(zoo_model, name, exporter):
     # writes Gelu at opset 20
     gelus = 4 if name == "convnext" else 2 if models.ZOO[name].family == "transformer" else 0
     expected = {HARD: 12} if name == "mobilenetv3w" else {GELU: gelus} if gelus and exporter == "legacy" else {}
-    assert _fused(result) == expected
-    assert result.nodes_after <= result.nodes_before and not result.notes
+    linears = LINEARS.get(name, LINEARS.get((name, exporter), 0))
+    assert _fused(result) == dict(expected, **({GEMM: linears} if linears else {}))
+    # each linear rewrite adds one node (two Reshapes and a Gemm for MatMul and Add); the rest only removes
+    assert result.nodes_after <= result.nodes_before + linears and not result.notes
     _check(path, result, bridge=False, batch=1)
 
 

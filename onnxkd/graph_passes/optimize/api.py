@@ -16,11 +16,12 @@ from onnxkd.graph_passes.optimize.fusion import Fusion
 from onnxkd.graph_passes.optimize.gelu import GELU
 from onnxkd.graph_passes.optimize.hard_activations import HARD_ACTIVATIONS
 from onnxkd.graph_passes.optimize.layer_norm import LAYER_NORM
+from onnxkd.graph_passes.optimize.matmul_bias import MATMUL_BIAS
 from onnxkd.graph_passes.optimize.mish import MISH
 from onnxkd.graph_passes.optimize.static_shapes import fold_static_shapes
 from onnxkd.model import ModelLike, graph_copy, load, opset_of
 
-FUSIONS: tuple[Fusion, ...] = (HARD_ACTIVATIONS, GELU, MISH, LAYER_NORM)
+FUSIONS: tuple[Fusion, ...] = (HARD_ACTIVATIONS, GELU, MISH, LAYER_NORM, MATMUL_BIAS)
 STATIC_RESHAPE = "Reshape targets made static"  # how ``fused`` counts the folded targets (static_shapes.py)
 
 

@@ -45,14 +45,14 @@ def _is_constant(value: ir.Value | None) -> bool:
     return value is not None and ir.convenience.get_const_tensor(value) is not None
 
 
-_FLOATS = (ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DOUBLE)  # what every fused op here accepts
+FLOATS = (ir.DataType.FLOAT16, ir.DataType.FLOAT, ir.DataType.DOUBLE)  # what every fused op here accepts
 
 
 def floating(*constants: ir.Value | None) -> bool:
     """The constants are of a float type, and so the tensor they combine with: an integer x written as
     clip(x + 3, 0, 6) / 6 divides with truncation, and HardSigmoid has no integer form."""
     tensors = [ir.convenience.get_const_tensor(c) if c is not None else None for c in constants]
-    return all(t is not None and t.dtype in _FLOATS for t in tensors)
+    return all(t is not None and t.dtype in FLOATS for t in tensors)
 
 
 def no_broadcast(x: ir.Value, *constants: ir.Value | None) -> bool:
