@@ -117,8 +117,9 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     say(f"      {stages[-1]['detail']} ({prune_info['seconds']:.1f} s)")
     from onnxkd.graph_passes.prune.plan import rounding_note
 
-    if rounding_note(prune_info["summary"]):
-        say(f"      note: {rounding_note(prune_info['summary'])}")
+    rounded = rounding_note(prune_info["summary"])
+    if rounded:
+        say(f"      note: {rounded}")
 
     # ------------------------------------------------------------------ 2. distill
     student_path = work / "student.onnx"
@@ -580,7 +581,10 @@ def slower_student_note(speedup: dict, prune_info: dict) -> str | None:
     """Advice when a student pruned at a given ratio runs slower than its teacher (a searched one cannot)."""
     if prune_info.get("speed_search") is not None or not prune_info.get("ratio") or speedup["p50"] >= 1:
         return None
-    advice = "--round-to 16 (the default), or " if prune_info.get("round_to") not in (None, 16) else ""
+    from onnxkd.graph_passes.prune.plan import DEFAULT_ROUND_TO
+
+    default = prune_info.get("round_to") in (None, DEFAULT_ROUND_TO)
+    advice = "" if default else f"--round-to {DEFAULT_ROUND_TO} (the default), or "
     return (f"the student is {1 / speedup['p50']:.2f}x slower than the teacher at batch {speedup['batch_size']}: "
             "channel counts off onnxruntime's blocks of 8 or 16 channels can cost more than they save; try "
             f"{advice}--target-speedup, which times candidates")

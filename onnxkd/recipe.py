@@ -52,8 +52,7 @@ class PruneOptions:
     prune_normalized: bool = False
     # Instead of ratio: of the candidates whose measured onnxruntime speed-up (batch latency_batch) is at
     # least this, the one keeping the most MACs (over round-to 1, 8 and 16 unless round_to is given). The
-    # saved recipe holds its ratio, round-to and group ratios,
-    # so a replay gives the same plan without timing.
+    # saved recipe holds its ratio, round-to and group ratios, so a replay gives the same plan without timing.
     target_speedup: float | None = None
     max_ratio: float = 0.9  # the largest ratio the search tries
     latency_batch: int = 1

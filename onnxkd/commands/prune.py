@@ -130,8 +130,9 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     render_summary(result.summary, console)
     from onnxkd.graph_passes.prune.plan import rounding_note
 
-    if rounding_note(result.summary):
-        console.print(f"Note: {rounding_note(result.summary)}", style="dim", highlight=False)
+    note = rounding_note(result.summary)
+    if note:
+        console.print(f"Note: {note}", style="dim", highlight=False)
     console.print(f"Wrote {target}", highlight=False, soft_wrap=True)
 
 

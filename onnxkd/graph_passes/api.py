@@ -86,12 +86,13 @@ def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bo
     names = {s.name for g in groups if g.prunable for s in g.slices}
     arrays = {name: prepared.graph.initializers[name].const_value.numpy() for name in names}
     scores = importance(groups, arrays, criterion, gradients, seed, scores)
+    round_to = DEFAULT_ROUND_TO if round_to is None else round_to
     options = dict(global_rank=global_rank, ignore=ignore, recipe=recipe, max_group_ratio=max_group_ratio)
     plan = make_plan(groups, scores, ratio, round_to=round_to, **options)
     result = _rewrite(teacher, prepared, groups, plan, input_shapes, _label(model))
-    result.summary["round_to"] = DEFAULT_ROUND_TO if round_to is None else round_to
-    exact = make_plan(groups, scores, ratio, round_to=1, **options) if result.summary["round_to"] > 1 else plan
-    result.summary["whole_by_rounding"] = whole_by_rounding(groups, plan, exact)  # group ids
+    # the plan at round-to 1 (argsorts of the scores, no rewrite) says which groups rounding alone left whole
+    exact = make_plan(groups, scores, ratio, round_to=1, **options) if round_to > 1 else plan
+    result.summary.update(round_to=round_to, whole_by_rounding=whole_by_rounding(groups, plan, exact))
     return result
 
 

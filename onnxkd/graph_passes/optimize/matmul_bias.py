@@ -3,8 +3,8 @@
 Exporters write ``nn.Linear`` on [batch, tokens, features] as MatMul and a bias Add. onnxruntime's CPU
 optimizer fuses MatMul + Add into Gemm only for 2-D inputs, so every transformer layer runs its bias Adds
 as separate kernels (Adds, bias and residual, took 22% of a small BERT's kernel time). Gemm adds the bias
-inside the matrix product, and the two Reshapes around it are views. Measured on the zoo transformers (pruned, one thread):
-1.03-1.04x at batch 1, 1.09-1.12x at batch 8.
+inside the matrix product, and the two Reshapes around it are views. Measured on the zoo transformers
+(pruned, one thread): 1.03-1.04x at batch 1, 1.09-1.12x at batch 8.
 
 Matched only where the output shape can be written without reading x's shape at run time: at most one
 leading dim unknown (it becomes -1). W is a 2-D constant and b a constant of W's output width, both of x's
