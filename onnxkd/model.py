@@ -2,13 +2,23 @@
 
 Inputs are never modified; outputs are written atomically (temp file in the target folder, then
 ``os.replace``) so an interrupted run leaves no half-written file.
+
+External data (torch's default export writes ``model.onnx`` + ``model.onnx.data``) follows one rule:
+a model loaded from a file keeps the absolute folder of its weights, whatever the current folder is;
+every save writes a self-contained pair named after the output (``out.onnx`` + ``out.onnx.data``), never
+a reference to another model's weights file; and whatever hands an in-memory model to onnxruntime or the
+ONNX checker gives it the weights themselves (``session_source``, ``weights_inside``), never a relative
+path that would resolve against the current folder.
 """
 
 from __future__ import annotations
 
+import atexit
 import glob
 import hashlib
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Union
@@ -45,13 +55,27 @@ def _load_path(path: Path) -> ir.Model:
         raise OnnxkdError(f"{path}: is a directory, expected an .onnx file")
     if path.stat().st_size == 0:
         raise OnnxkdError(f"{path}: empty file, not an ONNX model")
-    try:
-        model = ir.load(path)
+    try:  # an absolute path: external weights then resolve against the model's folder from any folder
+        model = ir.load(path.resolve())
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError or others depending on the bytes
         raise OnnxkdError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
     if len(model.graph) == 0 and len(model.graph.outputs) == 0:
         raise OnnxkdError(f"{path}: not a valid ONNX model (no graph)")
+    model.meta[SOURCE_PATH] = str(path)  # in memory only: how errors name a model loaded once and passed along
     return model
+
+
+SOURCE_PATH = "onnxkd.source_path"
+
+
+def describe(model: ModelLike) -> str:
+    """How an error names a model: its file (also once loaded), else its graph's name."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    if isinstance(model, ir.Model) and model.meta.get(SOURCE_PATH):
+        return model.meta[SOURCE_PATH]
+    graph = model.graph
+    return graph.name or "the model"
 
 
 def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag: str = "-o") -> Path:
@@ -77,7 +101,68 @@ def graph_copy(model: ir.Model) -> ir.Model:
     try:
         return model.clone()
     except Exception:  # noqa: BLE001  (onnx-ir cannot clone graphs whose nodes are out of order)
-        return ir.from_proto(ir.to_proto(model))
+        return copy_via_proto(model)
+
+
+def copy_via_proto(model: ir.Model) -> ir.Model:
+    """A copy made through protobuf (it takes graphs ``clone`` cannot); the initializers keep the original
+    tensor objects, so external weights still resolve against their own folder, not the current one."""
+    copy = ir.from_proto(ir.to_proto(model))
+    for name, value in copy.graph.initializers.items():
+        original = model.graph.initializers.get(name)
+        if original is not None and original.const_value is not None:
+            value.const_value = original.const_value
+    return copy
+
+
+def _external_values(model: ir.Model) -> list[ir.Value]:
+    return [value for graph in model.graphs() for value in graph.initializers.values()
+            if isinstance(value.const_value, ir.ExternalTensor)]
+
+
+def has_external_tensors(model: ir.Model) -> bool:
+    """Whether some initializer of the in-memory model still reads its bytes from a weights file."""
+    return bool(_external_values(model))
+
+
+def weights_inside(model: ir.Model, max_bytes: int | None = None) -> ir.Model:
+    """The model with its external weights read into memory (those of at most ``max_bytes``, if given), on a
+    copy when there are any: what the ONNX checker and onnxruntime get for an in-memory model, so that no
+    external-data path in it resolves against the current folder."""
+    values = [v for v in _external_values(model) if max_bytes is None or v.const_value.nbytes <= max_bytes]
+    if not values:
+        return model
+    names = {v.name for v in values}
+    copy = graph_copy(model)
+    for graph in copy.graphs():
+        for value in graph.initializers.values():
+            if value.name in names and isinstance(value.const_value, ir.ExternalTensor):
+                tensor = value.const_value
+                value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
+    return copy
+
+
+_SESSION_COPIES: list[str] = []  # temp folders of models written out for onnxruntime, removed at exit
+
+
+@atexit.register
+def _remove_session_copies() -> None:
+    for folder in _SESSION_COPIES:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def session_source(model: ModelLike) -> str | bytes:
+    """What ``onnxruntime.InferenceSession`` is given for the model: a file's path (onnxruntime resolves its
+    external data next to it), or the bytes of an in-memory model with every weight inside. Above the
+    protobuf limit an in-memory model is written, self-contained, to a temp folder removed at exit."""
+    if isinstance(model, (str, os.PathLike)):
+        return str(Path(model).resolve())
+    model = load(model)
+    if initializer_bytes(model) <= PROTOBUF_LIMIT:
+        return ir.to_proto(weights_inside(model)).SerializeToString()
+    folder = tempfile.mkdtemp(prefix="onnxkd-session-")
+    _SESSION_COPIES.append(folder)
+    return str(save(model, Path(folder) / "model.onnx", external_data=True))
 
 
 def _dynamic_dims(model: ir.Model) -> ir.Model:
@@ -100,7 +185,8 @@ def to_proto(model: ModelLike) -> onnx.ModelProto:
 
 
 def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *, external_data: bool | None = None) -> Path:
-    """Write the model atomically; weights go to an external data file when asked or when above 2 GB.
+    """Write the model atomically, self-contained; its weights go to an external data file when asked, when
+    they came from one (``external_data=None``), or when above 2 GB.
 
     The model goes to a unique temp file that is renamed over ``path`` last, so a reader sees the old
     model or the new one, never half of one. External weights go to ``<name>.data`` when the output is
@@ -111,8 +197,9 @@ def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *, external
     path = Path(path)
     if isinstance(model, onnx.ModelProto):
         model = ir.from_proto(model)
-    if external_data is None:
-        external_data = _initializer_bytes(model) > PROTOBUF_LIMIT
+    if external_data is None:  # weights still read from another model's file are re-written beside this one
+        external_data = has_external_tensors(model)
+    external_data = external_data or initializer_bytes(model) > PROTOBUF_LIMIT
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise OnnxkdError(f"{path}: output folder {folder} does not exist")
@@ -129,12 +216,21 @@ def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *, external
                 raise
             old_data.discard(data_name)
         else:
-            _replace_with(folder, path.name, lambda tmp: ir.save(model, tmp))
+            embedded = weights_inside(model)
+            _replace_with(folder, path.name, lambda tmp: ir.save(embedded, tmp))
         for stale in old_data:
             (folder / stale).unlink(missing_ok=True)
     except OSError as exc:
         raise OnnxkdError(f"{path}: cannot write ({exc.strerror or exc})") from None
     return path
+
+
+def remove(path: str | os.PathLike) -> None:
+    """Delete a model that ``save`` wrote, with its weights file(s)."""
+    path = Path(path)
+    for data in _external_files(path):
+        (path.parent / data).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def _replace_with(folder: Path, name: str, write) -> None:
@@ -176,7 +272,7 @@ def _external_files(path: Path) -> set[str]:
             and "/" not in entry.value}  # only weights files named as save() names them are ever removed
 
 
-def _initializer_bytes(model: ir.Model) -> int:
+def initializer_bytes(model: ir.Model) -> int:
     total = 0
     for value in model.graph.initializers.values():
         tensor = value.const_value

@@ -28,7 +28,7 @@ from typing import Any
 import onnx_ir as ir
 
 from onnxkd import model as model_io
-from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, input_specs
+from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, input_specs, reference_shapes
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
 from onnxkd.recipe import PruneOptions, Recipe, ValidateOptions, load_recipe, save_recipe
@@ -87,6 +87,10 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     specs = input_specs(ir.to_proto(teacher_model))
     train, val, held_out = _datasets(data, val_data, specs, image_options, plan.seed)
     _refuse_early(plan, train, val)
+    # Every stage that needs sizes (MACs, the optimize check, timing) uses these: the user's samples give
+    # the dynamic dims (a PaddlePaddle or tf2onnx export's height and width), --input-shape overrides them.
+    samples = train if train is not None else val
+    input_shapes = reference_shapes(specs, input_shapes, samples.sample_shapes() if samples is not None else None)
     fingerprint = {"teacher": teacher_sha, "recipe": _trajectory(plan), "data": _data_identity(train, val)}
     state = _State(work, fingerprint, resume)
     stages: list[dict] = []
@@ -148,7 +152,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         else:
             say("[3/5] optimize: fuse written-out activations, drop dead weight")
             clock = time.perf_counter()
-            optimized = _optimize(student_path, final_path, input_shapes)
+            optimized = _optimize(student_path, final_path, input_shapes, val)
             optimized["seconds"] = time.perf_counter() - clock
             state.complete("optimize", optimized)
         stages.append(_stage("optimize", optimized["seconds"], _describe_optimize(optimized)))
@@ -159,7 +163,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     validation = _validate(teacher, final_path, val, plan.validate, input_shapes, plan.seed, progress)
     if plan.optimize:  # the same protocol on the teacher optimized alone: what fusion gives without pruning
         teacher_optimized = work / "teacher.optimized.onnx"
-        _optimize(teacher, teacher_optimized, input_shapes)
+        _optimize(teacher, teacher_optimized, input_shapes, val)
         timing_only = replace(plan.validate, max_accuracy_drop=None, min_agreement=None, min_speedup=None)
         fusion_alone = _validate(teacher, teacher_optimized, None, timing_only, input_shapes, plan.seed, progress)
         optimized["latency"] = _latency_split(validation, fusion_alone)
@@ -193,8 +197,11 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         write_report(body, staged_report)
     recipe_path = output.with_name(output.name.removesuffix(".onnx") + ".recipe.json")
     save_recipe(plan, work / "recipe.json", teacher_sha)
-    _move_into_place(work, final_path, output, staged_report, report_dir, recipe_path)
-    return CompressResult(student_model, str(output), None if report_dir is None else str(report_dir),
+    # the student keeps the teacher's format: weights beside it in <output>.data when the teacher's were external
+    external = model_io.has_external_data(teacher) or None
+    _move_into_place(work, student_model, external, output, staged_report, report_dir, recipe_path)
+    # read from where it now lies: the work folder's weights file it was loaded from is gone
+    return CompressResult(model_io.load(output), str(output), None if report_dir is None else str(report_dir),
                           str(recipe_path), body)
 
 
@@ -252,8 +259,8 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
                "channels_before": sum(g.size for g in groups),
                "channels_after": sum(len(kept[g.id]) if g.id in kept else g.size for g in groups),
                "round_to": options.round_to, "whole_by_rounding": rounded}
-    summary.update(measure(teacher, "before"))
-    summary.update(measure(model, "after"))
+    summary.update(measure(teacher, "before", input_shapes))
+    summary.update(measure(model, "after", input_shapes))
     rows = [{"id": g.id, "source": g.source, "size": g.size,
              "kept": len(kept[g.id]) if g.id in kept else g.size,
              "status": "frozen" if g.frozen is not None else
@@ -329,15 +336,16 @@ def _validate(teacher: ModelLike, student: Path, val: Dataset | None, options: V
     return result.to_dict()
 
 
-def _optimize(source: ModelLike, target: Path, input_shapes) -> dict:
-    """``onnxkd optimize`` on ``source``, checked against it on onnxruntime, written to ``target``."""
+def _optimize(source: ModelLike, target: Path, input_shapes, samples: Dataset | None) -> dict:
+    """``onnxkd optimize`` on ``source``, checked against it on onnxruntime (on ``samples`` when there are
+    some), written to ``target``."""
     from onnxkd.graph_passes.optimize import optimize
     from onnxkd.validate.equivalence import check_same_function
 
     result = optimize(source)
-    gap = check_same_function(source, result.model, "the optimized student", input_shapes)
+    check = check_same_function(source, result.model, "the optimized student", input_shapes, samples)
     model_io.save(result.model, target)
-    return dict(result.summary, max_relative_difference=gap)
+    return dict(result.summary, check=check)
 
 
 def _latency_split(validation: dict, fusion_alone: dict) -> dict:
@@ -511,16 +519,20 @@ def _clear(work: Path) -> None:
         path = work / name
         if path.is_dir():
             shutil.rmtree(path)
+        elif path.suffix == ".onnx":
+            model_io.remove(path)  # and its weights file
         elif path.exists():
             path.unlink()
     with contextlib.suppress(OSError):
         work.rmdir()  # only when nothing else is in it
 
 
-def _move_into_place(work: Path, student: Path, output: Path, staged_report: Path | None,
-                     report_dir: Path | None, recipe_path: Path) -> None:
-    """Renames only, the student last: before it, a crash leaves the earlier outputs (if any) as they were.
-    An existing report folder keeps whatever else is in it; its three report files are replaced."""
+def _move_into_place(work: Path, student: ir.Model, external: bool | None, output: Path,
+                     staged_report: Path | None, report_dir: Path | None, recipe_path: Path) -> None:
+    """Renames, then the student written last (atomically, as a pair named after ``output``: a renamed
+    model would still name its work-folder weights file): before it, a crash leaves the earlier outputs
+    (if any) as they were. An existing report folder keeps whatever else is in it; its three report
+    files are replaced."""
     if staged_report is not None:
         if report_dir.exists():
             for item in staged_report.iterdir():
@@ -528,7 +540,7 @@ def _move_into_place(work: Path, student: Path, output: Path, staged_report: Pat
         else:
             os.replace(staged_report, report_dir)
     os.replace(work / "recipe.json", recipe_path)
-    os.replace(student, output)
+    model_io.save(student, output, external_data=external)
     _clear(work)
 
 
@@ -574,7 +586,10 @@ def _describe_distill(info: dict) -> str:
 
 def _describe_optimize(info: dict) -> str:
     fused = ", ".join(f"{count} {name}" for name, count in info["fused"].items() if count) or "nothing to fuse"
-    return f"{fused}; nodes {info['nodes_before']:,} → {info['nodes_after']:,}"
+    check = info.get("check")
+    checked = "" if check is None else \
+        f"; check: max diff {check['max_abs_difference']:.1e} <= {check['tolerance']:.1e} ({check['inputs']})"
+    return f"{fused}; nodes {info['nodes_before']:,} → {info['nodes_after']:,}{checked}"
 
 
 def slower_student_note(speedup: dict, prune_info: dict) -> str | None:

@@ -85,8 +85,7 @@ def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resum
           --max-accuracy-drop 0.01 --min-speedup 1.5 -o small.onnx --report out/
       onnxkd compress teacher.onnx --recipe small.recipe.json --data train.npz
     """
-    from rich.console import Console
-
+    from onnxkd.commands.console import make_console
     from onnxkd.data import parse_input_shapes
     from onnxkd.pipeline import compress
     from onnxkd.report.terminal import render, render_compress
@@ -94,7 +93,7 @@ def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resum
 
     options = image_options(flags)
     plan, saved_sha = _recipe(click.get_current_context(), recipe, flags)
-    console = Console(stderr=as_json)
+    console = make_console(stderr=as_json)
     _warn_other_teacher(teacher, saved_sha, console)
     result = compress(teacher, data=data, output=output, report=report_dir, val_data=val_data, recipe=plan,
                       work_dir=work_dir, resume=resume, image_options=options,

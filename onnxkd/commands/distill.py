@@ -81,14 +81,13 @@ def command(teacher, student, output, data, val_data, work_dir, resume, input_sh
       onnxkd distill teacher.onnx pruned.onnx --data train.npz --val-data val.npz --epochs 30 --hint auto -o student.onnx
       torchrun --nproc-per-node 4 -m onnxkd distill teacher.onnx pruned.onnx --data train.npz -o student.onnx
     """
-    from rich.console import Console
-
+    from onnxkd.commands.console import make_console
     from onnxkd.data import parse_input_shapes
     from onnxkd.distill.api import distill
 
     options = image_options(flags)
     config = config_from_flags(flags)
-    console = Console(stderr=as_json)
+    console = make_console(stderr=as_json)
     result = distill(teacher, student, data, output, val_data=val_data, work_dir=work_dir, resume=resume,
                      image_options=options, input_shapes=parse_input_shapes(input_shapes), progress=console,
                      config=config)

@@ -16,12 +16,14 @@ import click
 import onnx_ir as ir
 
 from onnxkd import model as model_io
+from onnxkd.commands.options import input_shape_option
+from onnxkd.errors import OnnxkdError
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def summary(model: ir.Model) -> dict[str, Any]:
+def summary(model: ir.Model, input_shapes: dict | None = None) -> dict[str, Any]:
     graph = model.graph
     initializers = set(graph.initializers)
     trainable, buffers = _weight_counts(model)
@@ -35,19 +37,23 @@ def summary(model: ir.Model) -> dict[str, Any]:
         "initializers": len(initializers),
         "parameters": trainable,
         "buffer_elements": buffers,
-        **_macs(model),
+        **_macs(model, input_shapes),
     }
 
 
-def _macs(model: ir.Model) -> dict[str, Any]:
-    """MACs of Conv/ConvTranspose/Gemm/MatMul with every dynamic input dim at 1 (e.g. batch 1)."""
+def _macs(model: ir.Model, input_shapes: dict | None) -> dict[str, Any]:
+    """MACs of Conv/ConvTranspose/Gemm/MatMul at ``input_shapes``, else at batch 1 (other dynamic dims need
+    a size: without one, the note says so)."""
     from onnxkd.graph_passes.metrics import macs_and_unknown
 
     try:
-        by_op, unknown = macs_and_unknown(model)
+        by_op, unknown = macs_and_unknown(model, input_shapes)
+    except OnnxkdError as exc:  # dynamic dims that no size fixes
+        return {"macs": None, "macs_by_op": {}, "macs_note": str(exc)}
     except Exception as exc:  # noqa: BLE001  (MACs are informative; an odd graph must not stop inspect)
         return {"macs": None, "macs_by_op": {}, "macs_note": f"not counted: {type(exc).__name__}"}
-    return {"macs": sum(by_op.values()), "macs_by_op": by_op, "macs_unknown_nodes": unknown}
+    return {"macs": sum(by_op.values()), "macs_by_op": by_op, "macs_unknown_nodes": unknown,
+            "macs_at": {name: list(shape) for name, shape in (input_shapes or {}).items()} or "batch 1"}
 
 
 def ops(model: ir.Model) -> list[dict[str, Any]]:
@@ -82,11 +88,14 @@ SECTIONS: dict[str, Callable[[ir.Model], Any]] = {
 }
 
 
-def inspect_model(path: str) -> dict[str, Any]:
+def inspect_model(path: str, input_shapes: dict | None = None) -> dict[str, Any]:
+    from onnxkd.data import check_input_shapes, input_specs
+
     model = model_io.load(path)
+    shapes = check_input_shapes(input_shapes, input_specs(ir.to_proto(model)))
     report: dict[str, Any] = {"model": str(path)}
     for name, section in SECTIONS.items():
-        report[name] = section(model)
+        report[name] = section(model, shapes) if section is summary else section(model)
     return report
 
 
@@ -108,7 +117,11 @@ def render_summary(data: dict[str, Any], console) -> None:
     table.add_row("buffers", f"{data['buffer_elements']:,} elements")
     if data.get("macs") is not None:
         unknown = f", {len(data['macs_unknown_nodes'])} node(s) of unknown shape" if data.get("macs_unknown_nodes") else ""
-        table.add_row("MACs", f"{data['macs']:,} ({_human(data['macs'])}) at dynamic dims = 1{unknown}")
+        at = data["macs_at"] if isinstance(data["macs_at"], str) else \
+            ", ".join(f"{k}={','.join(map(str, v))}" for k, v in data["macs_at"].items())
+        table.add_row("MACs", f"{data['macs']:,} ({_human(data['macs'])}) at {at}{unknown}")
+    elif data.get("macs_note"):
+        table.add_row("MACs", data["macs_note"])
     console.print(table)
 
 
@@ -164,8 +177,9 @@ def render(report: dict[str, Any], console) -> None:
 
 @click.command(name="inspect", short_help="Show a model's inputs, outputs, parameters and ops.")
 @click.argument("model", type=click.Path())
+@input_shape_option("Sizes of an input's dynamic dims for counting MACs (repeatable); a free batch is 1.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
-def command(model: str, as_json: bool) -> None:
+def command(model: str, input_shapes, as_json: bool) -> None:
     """Show what MODEL holds: inputs, outputs, parameter count, and every op type with its count,
     opset and whether the torch bridge supports it.
 
@@ -173,14 +187,17 @@ def command(model: str, as_json: bool) -> None:
     Example:
       onnxkd inspect model.onnx
       onnxkd inspect model.onnx --json | jq '.ops[] | select(.supported | not)'
+      onnxkd inspect paddle_model.onnx --input-shape x=1,3,48,192
     """
-    report = inspect_model(model)
+    from onnxkd.data import parse_input_shapes
+
+    report = inspect_model(model, parse_input_shapes(input_shapes))
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return
-    from rich.console import Console
+    from onnxkd.commands.console import make_console
 
-    render(report, Console())
+    render(report, make_console())
 
 
 # --------------------------------------------------------------------------- helpers

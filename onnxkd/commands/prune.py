@@ -43,7 +43,8 @@ CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 @click.option("--optimize/--no-optimize", "optimize_candidates", default=True, show_default=True,
               help="--target-speedup: time each candidate after `optimize` (fused activations), as compress ships "
                    "it; the written model is still the pruned, unoptimised one.")
-@input_shape_option("--target-speedup: fix an input's dynamic dims for timing (repeatable).")
+@input_shape_option("Sizes of an input's dynamic dims for MACs and --target-speedup timing (repeatable; default: "
+                    "those of --data, a free batch is 1).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary and plan as JSON.")
 def command(model, ratio, output, criterion, global_rank, round_to, ignore, recipe, seed, as_json,
             prune_normalized=False, data=None, batch_size=32, max_batches=None, max_group_ratio=0.9,
@@ -66,7 +67,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
 
     from onnxkd.graph_passes.api import prune
     from onnxkd.graph_passes.prune.plan import DEFAULT_ROUND_TO
-    from onnxkd.model import check_output_path, has_external_data, save
+    from onnxkd.model import check_output_path, has_external_data, load, save
 
     ctx = click.get_current_context()
     options = from_recipe(ctx, recipe, ratio=ratio, criterion=criterion,
@@ -86,26 +87,28 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     if target_speedup is None and options["round_to"] is None:
         options["round_to"] = DEFAULT_ROUND_TO
     source, target = Path(model), check_output_path(output, {"input model": model})
-    measured = _measured_importance(criterion, model, data, batch_size, max_batches, options["seed"],
+    teacher = load(source)  # once: every candidate below is cut from this object
+    dataset, shapes = _data_and_shapes(teacher, data, input_shapes, needed=target_speedup is not None)
+    measured = _measured_importance(criterion, teacher, dataset, batch_size, max_batches, options["seed"],
                                     prune_normalized) if criterion in ("taylor", "kd") else {}
 
     def prune_at(at: float, round_to: int = options["round_to"], group_ratios: dict[int, float] | None = None):
         plan_recipe = options["plan_recipe"]
         if group_ratios:
             plan_recipe = dict(plan_recipe or {}, group_ratios=group_ratios)
-        return prune(model, at, criterion=criterion, global_rank=options["global_rank"], round_to=round_to,
+        return prune(teacher, at, criterion=criterion, global_rank=options["global_rank"], round_to=round_to,
                      ignore=options["ignore"], recipe=plan_recipe, seed=options["seed"],
-                     prune_normalized=prune_normalized, max_group_ratio=options["max_group_ratio"], **measured)
+                     prune_normalized=prune_normalized, max_group_ratio=options["max_group_ratio"],
+                     input_shapes=shapes, **measured)
 
     search, chosen = None, {}
     if target_speedup is not None:
-        from onnxkd.data import parse_input_shapes
         from onnxkd.graph_passes.api import groups_by_weight
         from onnxkd.validate.speed_search import round_to_values
 
-        groups = groups_by_weight(model, options["ignore"], options["plan_recipe"], prune_normalized) if per_group else ()
+        groups = groups_by_weight(teacher, options["ignore"], options["plan_recipe"], prune_normalized) if per_group else ()
         search = _search_ratio(model, lambda at, **kw: prune_at(at, **kw).model, target_speedup, max_ratio,
-                               latency_batch, provider, threads, optimize_candidates, parse_input_shapes(input_shapes),
+                               latency_batch, provider, threads, optimize_candidates, shapes,
                                round_to=round_to_values(options["round_to"]), per_group=groups,
                                max_trials=group_trials)
         ratio, chosen = search.ratio, dict(round_to=search.round_to, group_ratios=search.group_ratios)
@@ -122,9 +125,9 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
             report.update(target_speedup=target_speedup, speed_search=search.to_dict())
         click.echo(json.dumps(report, indent=2))
         return
-    from rich.console import Console
+    from onnxkd.commands.console import make_console
 
-    console = Console()
+    console = make_console()
     if search is not None:
         render_search(search, console)
     render_summary(result.summary, console)
@@ -136,47 +139,60 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     console.print(f"Wrote {target}", highlight=False, soft_wrap=True)
 
 
-def _measured_importance(criterion: str, model: str, data: str | None, batch_size: int, max_batches: int | None,
+def _data_and_shapes(model, data: str | None, input_shapes: tuple[str, ...], needed: bool):
+    """``--data`` read once, and the sizes MACs (and timing) use: --input-shape, else the data's, else the
+    model's fixed dims. Where dynamic dims stay unsized, the summary leaves MACs out, unless ``needed``."""
+    import onnx_ir as ir
+
+    from onnxkd.data import check_input_shapes, input_specs, load_data, parse_input_shapes, reference_shapes
+
+    specs = input_specs(ir.to_proto(model))
+    given = check_input_shapes(parse_input_shapes(input_shapes), specs)
+    dataset = load_data(data, specs) if data is not None else None
+    try:
+        return dataset, reference_shapes(specs, given, dataset.sample_shapes() if dataset is not None else None)
+    except OnnxkdError:
+        if needed:
+            raise
+        return dataset, None
+
+
+def _measured_importance(criterion: str, model, dataset, batch_size: int, max_batches: int | None,
                          seed: int, prune_normalized: bool) -> dict:
     """``gradients`` (taylor) or ``scores`` (kd) for ``prune``, measured on --data through the torch bridge.
 
     Both are taken on the graph prune analyses: a weight untied for several consumers then gets each
     consumer's own gradient, not their sum."""
-    if data is None:
+    if dataset is None:
         raise OnnxkdError(f"--criterion {criterion} needs --data (an .npz keyed by input name, or an image folder) "
                           "to compute gradients on")
-    import onnx_ir as ir
-    from rich.console import Console
-
-    from onnxkd.data import input_specs, load_data
+    from onnxkd.commands.console import make_console
     from onnxkd.graph_passes.normalize.prepare import prepare
 
     prepared = prepare(model)
-    dataset = load_data(data, input_specs(ir.to_proto(prepared)))
     if criterion == "kd":
         from onnxkd.distill.importance import BATCH, MAX_SAMPLES, kd_scores
 
         limit = MAX_SAMPLES if max_batches is None else max_batches * BATCH
         return {"scores": kd_scores(model, dataset, max_samples=limit, seed=seed, prune_normalized=prune_normalized,
-                                    progress=Console(stderr=True))}
+                                    progress=make_console(stderr=True))}
     from onnxkd.torch_bridge.gradients import initializer_gradients
 
     return {"gradients": initializer_gradients(prepared, dataset, batch_size=batch_size, max_batches=max_batches,
-                                               progress=Console(stderr=True))}
+                                               progress=make_console(stderr=True))}
 
 
 def _search_ratio(model: str, prune_at, target_speedup: float, max_ratio: float, batch: int, provider: str,
                   threads: int, optimize_candidates: bool, input_shapes: dict, **per_group):
     """The timed search against MODEL as given, with a spinner on a terminal."""
-    from rich.console import Console
-
+    from onnxkd.commands.console import make_console
     from onnxkd.validate.sessions import SessionConfig
     from onnxkd.validate.speed_search import timed_search
 
     search = partial(timed_search, model, prune_at, target_speedup, max_ratio=max_ratio, batch=batch,
                      session_config=SessionConfig(provider, threads), optimize_candidates=optimize_candidates,
                      input_shapes=input_shapes, **per_group)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     if not console.is_terminal:  # like the other commands' progress bars: nothing when piped or tested
         return search()
     with console.status(f"Searching the ratio for a {target_speedup:g}x speed-up") as status:

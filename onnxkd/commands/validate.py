@@ -35,16 +35,15 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
       onnxkd validate teacher.onnx student.onnx --data val.npz --report out/ \\
           --max-accuracy-drop 0.01 --min-speedup 1.5
     """
-    from rich.console import Console
-
+    from onnxkd.commands.console import make_console
     from onnxkd.report import write_report
     from onnxkd.report.terminal import render
     from onnxkd.validate.api import validate
     from onnxkd.validate.gates import GateFailed
 
     options = image_options(image_flags)
-    console = Console()
-    with StageBars(Console(stderr=True)) as progress:
+    console = make_console()
+    with StageBars(make_console(stderr=True)) as progress:
         result = validate(
             teacher, student, data, batch_size=batch_size, provider=provider, threads=threads, graph_opt=graph_opt,
             input_shapes=list(input_shapes), image_options=options, warmup=warmup, runs=runs, budget_s=time_budget,

@@ -15,15 +15,17 @@ from onnxkd.data.dataset import Dataset
 from onnxkd.data.fit import fit_to_model
 from onnxkd.data.images import ImageOptions, load_image_folder
 from onnxkd.data.npz import load_npz
-from onnxkd.data.spec import InputSpec, concrete_shape, input_specs, parse_input_shapes
+from onnxkd.data.spec import (InputSpec, check_input_shapes, concrete_shape, input_specs, parse_input_shapes,
+                              reference_shapes)
 from onnxkd.data.synthetic import random_inputs
 from onnxkd.errors import OnnxkdError
 
 DataLike = Union[str, os.PathLike, Dataset, Mapping[str, np.ndarray], None]
 
 __all__ = [
-    "DataLike", "as_dataset", "Dataset", "ImageOptions", "InputSpec", "concrete_shape", "fit_to_model", "input_specs", "load_data",
-    "load_image_folder", "load_npz", "parse_input_shapes", "random_inputs",
+    "DataLike", "as_dataset", "Dataset", "ImageOptions", "InputSpec", "check_input_shapes", "concrete_shape",
+    "fit_to_model", "input_specs", "load_data", "load_image_folder", "load_npz", "parse_input_shapes", "random_inputs",
+    "reference_shapes",
 ]
 
 

@@ -32,3 +32,7 @@ class Dataset:
         """``n`` samples for timing; a data set smaller than ``n`` is repeated."""
         index = np.arange(n) % len(self)
         return {k: np.ascontiguousarray(v[index]) for k, v in self.arrays.items()}
+
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Input name -> the shape of one sample (the data's sizes for the model's dynamic dims)."""
+        return {name: tuple(array.shape[1:]) for name, array in self.arrays.items()}

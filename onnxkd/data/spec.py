@@ -75,33 +75,72 @@ def parse_input_shapes(items: Iterable[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def check_input_shapes(overrides: ShapeOverrides | None, specs: list[InputSpec]) -> dict[str, tuple[int, ...]]:
+    """``--input-shape`` checked against the model before any work: every name an input, every shape of the
+    input's rank and equal to the dims the model fixes. Returns the shapes as tuples."""
+    names = [s.name for s in specs]
+    checked = {}
+    for name, shape in (overrides or {}).items():
+        spec = next((s for s in specs if s.name == name), None)
+        if spec is None:
+            raise OnnxkdError(f"--input-shape {name}=...: the model has no input {name!r}; its inputs are "
+                              + ", ".join(map(repr, names)))
+        shape = tuple(int(d) for d in shape)
+        if len(shape) != spec.rank:
+            raise OnnxkdError(f"--input-shape {name}={_dims(shape)}: rank {len(shape)}, the model's input is "
+                              f"{spec.describe()} (rank {spec.rank})")
+        for axis, (want, got) in enumerate(zip(spec.shape, shape)):
+            if isinstance(want, int) and want != got:
+                raise OnnxkdError(f"--input-shape {name}={_dims(shape)}: dim {axis} is {got}, the model fixes it "
+                                  f"to {want} ({spec.describe()})")
+        checked[name] = shape
+    return checked
+
+
+def reference_shapes(specs: list[InputSpec], overrides: ShapeOverrides | None = None,
+                     sample_shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, tuple[int, ...]]:
+    """One concrete batch-1 shape per input, wherever a stage needs sizes (MACs, equivalence checks, timing):
+    ``--input-shape`` first, then the shape of the user's samples (``sample_shapes``: name -> shape without
+    the sample axis), then the dims the model fixes; a free batch dim is 1. A dynamic dim that none of these
+    fixes is an input error that names it and shows the flag to give."""
+    overrides = check_input_shapes(overrides, specs)
+    shapes = {}
+    for spec in specs:
+        if spec.name in overrides:
+            shapes[spec.name] = overrides[spec.name]
+        elif sample_shapes is not None and spec.name in sample_shapes:
+            shapes[spec.name] = (spec.fixed_batch or 1, *(int(d) for d in sample_shapes[spec.name]))
+        else:
+            shapes[spec.name] = concrete_shape(spec)
+    return shapes
+
+
 def concrete_shape(spec: InputSpec, overrides: ShapeOverrides | None = None, batch: int | None = None) -> tuple[int, ...]:
     """A runnable shape: ``--input-shape`` first, then fixed dims; a free batch dim becomes ``batch`` (1)."""
     override = (overrides or {}).get(spec.name)
     if override is not None:
-        override = tuple(int(d) for d in override)
-        if len(override) != spec.rank:
-            raise OnnxkdError(
-                f"input {spec.name!r}: --input-shape has rank {len(override)}, model expects {spec.describe()}"
-            )
-        for axis, (want, got) in enumerate(zip(spec.shape, override)):
-            if isinstance(want, int) and want != got:
-                raise OnnxkdError(
-                    f"input {spec.name!r}: --input-shape dim {axis} is {got}, model fixes it to {want} ({spec.describe()})"
-                )
-        shape = list(override)
+        shape = list(check_input_shapes({spec.name: override}, [spec])[spec.name])
     else:
-        shape = []
-        for axis, dim in enumerate(spec.shape):
-            if isinstance(dim, int):
-                shape.append(dim)
-            elif axis == 0:
-                shape.append(1)
-            else:
-                raise OnnxkdError(
-                    f"input {spec.name!r} has dynamic dim {axis} ({spec.describe()}); "
-                    f"fix it with --input-shape {spec.name}=" + ",".join("1" if i == 0 else "N" for i in range(spec.rank))
-                )
+        free = [axis for axis, dim in enumerate(spec.shape) if axis > 0 and not isinstance(dim, int)]
+        if free:
+            raise OnnxkdError(missing_dims_message(spec, free))
+        shape = [dim if isinstance(dim, int) else 1 for dim in spec.shape]
     if batch is not None and shape and spec.fixed_batch is None:
         shape[0] = batch
     return tuple(shape)
+
+
+# An example size for a dynamic dim in the error below: a common image side, and a common sequence length.
+EXAMPLE_DIM = 224
+
+
+def missing_dims_message(spec: InputSpec, free: list[int]) -> str:
+    """Names the dynamic dims nothing fixes and gives the flag, built from the model's own input."""
+    which = "dims " + ", ".join(map(str, free)) if len(free) > 1 else f"dim {free[0]}"
+    example = [d if isinstance(d, int) else 1 if axis == 0 else EXAMPLE_DIM for axis, d in enumerate(spec.shape)]
+    return (f"input {spec.name!r} has dynamic {which} ({spec.describe()}) and no data gives their sizes; give "
+            f"--data, or the sizes with --input-shape {spec.name}={_dims(example)} (your model's real sizes)")
+
+
+def _dims(shape: Sequence) -> str:
+    return ",".join(str(d) for d in shape)

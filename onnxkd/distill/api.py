@@ -21,7 +21,7 @@ import onnx_ir as ir
 import torch
 
 from onnxkd import model as model_io
-from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, input_specs, random_inputs
+from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, check_input_shapes, input_specs, random_inputs
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
 from onnxkd.distill.batches import Batches, in_order, split_holdout
 from onnxkd.distill.config import DistillConfig
@@ -69,6 +69,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     teacher_model, student_model = _load(teacher, "teacher"), _load(student, "student")
     check_pair(teacher_model, student_model)
     specs = input_specs(ir.to_proto(student_model))
+    input_shapes = check_input_shapes(input_shapes, specs)
     train_set, val_set, data_info = _datasets(data, val_data, specs, config, image_options, input_shapes, report,
                                               warnings)
     device = _device(config.device, world)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -20,7 +19,7 @@ from onnxkd.graph_passes.prune.importance import importance
 from onnxkd.graph_passes.prune.plan import (DEFAULT_ROUND_TO, Plan, group_ratios, make_plan, plan_from_json, plan_to_json,
                                            whole_by_rounding)
 from onnxkd.graph_passes.prune.rewrite import apply_plan
-from onnxkd.model import ModelLike, load
+from onnxkd.model import ModelLike, describe, load
 
 PLAN_KEY = "onnxkd.prune_plan"
 
@@ -89,19 +88,11 @@ def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bo
     round_to = DEFAULT_ROUND_TO if round_to is None else round_to
     options = dict(global_rank=global_rank, ignore=ignore, recipe=recipe, max_group_ratio=max_group_ratio)
     plan = make_plan(groups, scores, ratio, round_to=round_to, **options)
-    result = _rewrite(teacher, prepared, groups, plan, input_shapes, _label(model))
+    result = _rewrite(teacher, prepared, groups, plan, input_shapes, describe(model))
     # the plan at round-to 1 (argsorts of the scores, no rewrite) says which groups rounding alone left whole
     exact = make_plan(groups, scores, ratio, round_to=1, **options) if round_to > 1 else plan
     result.summary.update(round_to=round_to, whole_by_rounding=whole_by_rounding(groups, plan, exact))
     return result
-
-
-def _label(model: ModelLike) -> str:
-    """How an error names the model: its file, else its graph's name."""
-    if isinstance(model, (str, os.PathLike)):
-        return str(model)
-    graph = model.graph
-    return graph.name or "the model"
 
 
 def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[int]] | None = None,
@@ -120,7 +111,7 @@ def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[i
         if not kept or len(set(kept)) != len(kept) or min(kept) < 0 or max(kept) >= group.size:
             raise OnnxkdError(f"plan group {gid}: kept indices must be distinct, in [0, {group.size}), not empty")
     plan = {gid: sorted(int(i) for i in kept) for gid, kept in plan.items()}
-    return _rewrite(teacher, prepared, groups, plan, input_shapes, _label(model))
+    return _rewrite(teacher, prepared, groups, plan, input_shapes, describe(model))
 
 
 def _rewrite(teacher, prepared, groups, plan, input_shapes, label: str) -> PruneResult:
@@ -146,10 +137,13 @@ def _check(student: ir.Model, label: str) -> None:
     import onnx
     from onnx_ir.passes.common import _c_api_utils
 
-    from onnxkd.model import graph_copy
+    from onnxkd.model import graph_copy, weights_inside
 
+    # call_onnx_api leaves out the big initializers; the small ones it serialises must carry their bytes, or
+    # the checker looks for their external-data file in the current folder
+    small_inside = weights_inside(graph_copy(student), max_bytes=_c_api_utils._BIG_TENSOR_SIZE_LIMIT)
     try:
-        _c_api_utils.call_onnx_api(lambda proto: onnx.checker.check_model(proto, full_check=True), graph_copy(student))
+        _c_api_utils.call_onnx_api(lambda proto: onnx.checker.check_model(proto, full_check=True), small_inside)
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InvalidPrunedModel(f"pruning {label} produced a model the ONNX checker rejects: {first}") from None

@@ -160,6 +160,10 @@ def _fixed_input_shapes(model: ir.Model, given: dict[str, list[int]]) -> dict[st
         if value.name in given:
             shapes[value.name] = [int(d) for d in given[value.name]]
         elif value.shape is not None:
+            # a free batch counts one sample; a free height or length has no size to count at
+            if free := [axis for axis, d in enumerate(value.shape) if axis > 0 and not isinstance(d, int)]:
+                raise OnnxkdError(f"MACs not counted: input {value.name!r} has dynamic dims {free} and no size was "
+                                  "given for them (--data or --input-shape)")
             shapes[value.name] = [d if isinstance(d, int) else 1 for d in value.shape]
     return shapes
 

@@ -211,7 +211,7 @@ def _runnable(model: ir.Model) -> ir.Model:
         return model
     from onnx_ir.passes.common import InlinePass, TopologicalSortPass
 
-    model = ir.from_proto(ir.to_proto(model))
+    model = model_io.copy_via_proto(model)
     InlinePass()(model)
     TopologicalSortPass()(model)
     return model

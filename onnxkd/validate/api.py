@@ -11,7 +11,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from onnxkd.data import DataLike, Dataset, ImageOptions, InputSpec, as_dataset, input_specs, parse_input_shapes, random_inputs
+from onnxkd.data import (DataLike, Dataset, ImageOptions, InputSpec, as_dataset, input_specs,
+                         parse_input_shapes, random_inputs, reference_shapes)
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
 from onnxkd.validate import latency, quality, static
@@ -39,9 +40,11 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     gates = Gates(max_accuracy_drop, min_agreement, min_speedup)
     t_model, s_model = load_model(teacher, "teacher"), load_model(student, "student")
     specs = _common_inputs(input_specs(t_model.proto), input_specs(s_model.proto))
-    overrides = _input_shapes(input_shapes, specs)
+    given = input_shapes if input_shapes is None or isinstance(input_shapes, Mapping) else parse_input_shapes(input_shapes)
     dataset = as_dataset(data, specs, image_options)
     gates.check_measurable(dataset is not None, dataset is not None and dataset.labels is not None)
+    # sizes for dynamic dims, refused now rather than after the sessions are built
+    overrides = reference_shapes(specs, given, dataset.sample_shapes() if dataset is not None else None)
 
     config = SessionConfig(provider, threads, graph_opt)
     t_session, t_create_ms = create_session(t_model.source, config, "teacher")
@@ -136,17 +139,6 @@ def _common_inputs(teacher: list[InputSpec], student: list[InputSpec]) -> list[I
         if t.dtype != s.dtype or t.rank != s.rank:
             raise OnnxkdError(f"input {t.name!r}: teacher expects {t.describe()}, student {s.describe()}")
     return teacher
-
-
-def _input_shapes(shapes, specs: list[InputSpec]) -> dict[str, tuple[int, ...]]:
-    if shapes is None:
-        return {}
-    parsed = dict(shapes) if isinstance(shapes, Mapping) else parse_input_shapes(shapes)
-    names = [s.name for s in specs]
-    for name in parsed:
-        if name not in names:
-            raise OnnxkdError(f"--input-shape: unknown input name {name!r}; the model's inputs are {', '.join(map(repr, names))}")
-    return parsed
 
 
 def _feeds(dataset: Dataset | None, specs, overrides, batch: int, seed: int) -> dict[str, np.ndarray]:

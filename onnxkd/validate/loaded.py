@@ -33,9 +33,12 @@ def load_model(model: model_io.ModelLike, label: str) -> LoadedModel:
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         size = path.stat().st_size + sum(f.stat().st_size for f in _external_files(loaded, path.parent))
-        return LoadedModel(label, proto, str(path), str(path), sha256_file(path), size)
-    data = proto.SerializeToString()
-    return LoadedModel(label, proto, data, "<in memory>", sha256_bytes(data), len(data))
+        return LoadedModel(label, proto, model_io.session_source(path), str(path), sha256_file(path), size)
+    source = model_io.session_source(loaded)  # the weights inside: no external-data path left to resolve
+    if isinstance(source, bytes):
+        return LoadedModel(label, proto, source, "<in memory>", sha256_bytes(source), len(source))
+    return LoadedModel(label, proto, source, "<in memory>", sha256_bytes(proto.SerializeToString()),
+                       model_io.initializer_bytes(loaded))
 
 
 def _external_files(model: ir.Model, folder: Path) -> set[Path]:

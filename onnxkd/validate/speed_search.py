@@ -108,9 +108,10 @@ class Meter:
 
     def __init__(self, prune_at: PruneAt, speedup_of: Callable[[ir.Model], float], *,
                  prepare: Callable[[ir.Model], ir.Model] | None = None, reference: ir.Model | None = None,
-                 progress: SearchProgress | None = None):
+                 progress: SearchProgress | None = None, input_shapes: Mapping[str, Sequence[int]] | None = None):
         self.prune_at, self.speedup_of, self.prepare, self.progress = prune_at, speedup_of, prepare, progress
-        self.base_macs = _macs(reference if reference is not None else prune_at(0.0))
+        self.input_shapes = input_shapes  # MACs are counted at the sizes the candidates are timed at
+        self.base_macs = _macs(reference if reference is not None else prune_at(0.0), input_shapes)
         self.candidates: list[Candidate] = []
         self._by_plan: dict[str, Candidate] = {}
 
@@ -126,7 +127,7 @@ class Meter:
             return self._by_plan[plan]
         if self.progress is not None:
             self.progress(ratio, None)
-        macs = _macs(pruned)
+        macs = _macs(pruned, self.input_shapes)
         timed = self.prepare(pruned) if self.prepare is not None else pruned
         del pruned  # large models: keep one candidate in memory at a time
         candidate = Candidate(ratio, float(self.speedup_of(timed)),
@@ -143,7 +144,7 @@ def search_ratio(prune_at: PruneAt, speedup_of: Callable[[ir.Model], float], tar
                  max_ratio: float = 0.9, steps: int = 6, progress: SearchProgress | None = None, *,
                  prepare: Callable[[ir.Model], ir.Model] | None = None,
                  reference: ir.Model | None = None, round_to: Sequence[int | None] = (None,), per_group: Sequence[int] = (),
-                 max_trials: int = 24) -> SpeedSearch:
+                 max_trials: int = 24, input_shapes: Mapping[str, Sequence[int]] | None = None) -> SpeedSearch:
     """The candidate meeting ``target`` that keeps the most MACs (where MACs cannot be counted: the smallest
     ratio) that a second timing confirms, over a bisection of ``[0, max_ratio]`` for each value of
     ``round_to`` (None: what ``prune_at`` does without the keyword).
@@ -161,7 +162,8 @@ def search_ratio(prune_at: PruneAt, speedup_of: Callable[[ir.Model], float], tar
         raise OnnxkdError(f"--max-ratio {max_ratio}: must be in [0, 1)")
     if steps < 0:
         raise OnnxkdError(f"steps {steps}: must be >= 0")
-    measure_at = Meter(prune_at, speedup_of, prepare=prepare, reference=reference, progress=progress)
+    measure_at = Meter(prune_at, speedup_of, prepare=prepare, reference=reference, progress=progress,
+                       input_shapes=input_shapes)
     for family in round_to:
         _bisect(measure_at, target, max_ratio, steps, family)
     met = [c for c in measure_at.candidates if c.speedup >= target]
@@ -222,8 +224,8 @@ def _most_macs(met: list[Candidate]) -> Candidate:
     return min(met, key=lambda c: (-c.macs_ratio, c.ratio, c.round_to or 0))
 
 
-def _macs(model: ir.Model) -> int | None:
-    return measure(model, "of")["macs_of"]  # the prune summary's own count (None where it cannot count)
+def _macs(model: ir.Model, input_shapes: Mapping[str, Sequence[int]] | None) -> int | None:
+    return measure(model, "of", input_shapes)["macs_of"]  # the prune summary's own count (None where it cannot)
 
 
 def onnxruntime_speedup(teacher: ModelLike, session_config: SessionConfig | None = None, batch: int = 1,
@@ -279,6 +281,6 @@ def timed_search(teacher: ModelLike, prune_at: PruneAt, target: float, *, max_ra
     speedup_of = onnxruntime_speedup(teacher, session_config, batch, protocol, input_shapes=input_shapes)
     search = search_ratio(prune_at, speedup_of, target, max_ratio, progress=progress, prepare=prepare,
                           reference=load(teacher), round_to=round_to, per_group=per_group,
-                          max_trials=max_trials)
+                          max_trials=max_trials, input_shapes=input_shapes)
     search.teacher_ms, search.threads = getattr(speedup_of, "teacher_ms", None), session_config.threads
     return search
