@@ -1,0 +1,109 @@
+"""External data as exporters write it (torch's default: ``m.onnx`` + ``m.onnx.data``), through model.py's rule:
+a loaded model reads its weights from its own folder whatever the current folder is, every save writes a
+self-contained pair named after the output, and onnxruntime and the checker get the bytes of an in-memory
+model, never a relative path. The oracle is onnxruntime on the original file."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+import onnxkd
+from onnxkd import model as model_io
+from onnxkd.validate.sessions import SessionConfig, create_session
+
+TEACHER = Path(__file__).resolve().parents[1] / "examples" / "digits" / "teacher.onnx"
+X = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+
+
+def _run(source) -> np.ndarray:
+    return ort.InferenceSession(source, providers=["CPUExecutionProvider"]).run(None, {"image": X})[0]
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def exported(tmp_path) -> Path:
+    """The digits teacher laid out as torch's default export: every weight in ``models/t.onnx.data``."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    proto = onnx.load(str(TEACHER))
+    onnx.save_model(proto, str(folder / "t.onnx"), save_as_external_data=True, location="t.onnx.data",
+                    size_threshold=0)
+    return folder / "t.onnx"
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch) -> Path:
+    """A current folder that is not the model's: relative external-data paths would resolve here."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def test_a_loaded_model_reads_its_weights_from_its_own_folder(exported, elsewhere):
+    model = model_io.load(Path("..") / "models" / "t.onnx")  # relative, as users give it
+    tensors = [v.const_value for v in model.graph.initializers.values()]
+    assert any(isinstance(t, ir.ExternalTensor) for t in tensors)
+    expected = onnx.load(str(TEACHER))
+    for init in expected.graph.initializer:
+        np.testing.assert_array_equal(model.graph.initializers[init.name].const_value.numpy(),
+                                      onnx.numpy_helper.to_array(init))
+
+
+def test_save_writes_a_pair_named_after_the_output_that_survives_a_move(exported, elsewhere, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    model = model_io.load(exported)
+    model_io.save(model, out / "copy.onnx")  # default: weights that came from a file go to a file again
+    assert _files(out) == ["copy.onnx", "copy.onnx.data"]
+    locations = {e.value for t in onnx.load(str(out / "copy.onnx"), load_external_data=False).graph.initializer
+                 for e in t.external_data if e.key == "location"}
+    assert locations == {"copy.onnx.data"}  # never the teacher's file
+    moved = shutil.move(str(out), str(tmp_path / "moved"))
+    np.testing.assert_array_equal(_run(str(Path(moved) / "copy.onnx")), _run(str(TEACHER)))
+    assert _files(exported.parent) == ["t.onnx", "t.onnx.data"]  # the input's files are untouched
+
+
+def test_save_embedded_reads_external_weights_in(exported, elsewhere, tmp_path):
+    model_io.save(model_io.load(exported), tmp_path / "embedded.onnx", external_data=False)
+    assert not (tmp_path / "embedded.onnx.data").exists()
+    np.testing.assert_array_equal(_run(str(tmp_path / "embedded.onnx")), _run(str(TEACHER)))
+
+
+def test_an_in_memory_model_with_external_weights_runs_in_onnxruntime_from_any_folder(exported, elsewhere):
+    pruned = onnxkd.prune(model_io.load(exported), 0.5, round_to=1).model  # sliced and unsliced weights mixed
+    assert model_io.has_external_tensors(pruned)
+    source = model_io.session_source(pruned)
+    assert isinstance(source, bytes)
+    session, _ = create_session(source, SessionConfig(provider="cpu"), "student")
+    expected = _run(model_io.session_source(onnxkd.prune(TEACHER, 0.5, round_to=1).model))
+    np.testing.assert_allclose(session.run(None, {"image": X})[0], expected, rtol=1e-6)
+
+
+def test_weights_inside_leaves_the_model_as_it_was(exported):
+    model = model_io.load(exported)
+    small = model_io.weights_inside(model, max_bytes=1000)
+    inside = model_io.weights_inside(model)
+    assert model_io.has_external_tensors(model) and not model_io.has_external_tensors(inside)
+    sizes = {v.name: v.const_value.nbytes for v in small.graph.initializers.values()}
+    assert all(isinstance(v.const_value, ir.ExternalTensor) == (sizes[v.name] > 1000)
+               for v in small.graph.initializers.values())
+    plain = model_io.load(TEACHER)
+    assert model_io.weights_inside(plain) is plain  # nothing external: no copy
+
+
+def test_remove_deletes_the_model_and_its_weights(exported, tmp_path):
+    model_io.save(model_io.load(exported), tmp_path / "gone.onnx")
+    model_io.remove(tmp_path / "gone.onnx")
+    assert not any(p.name.startswith("gone.onnx") for p in tmp_path.iterdir())
+    assert _files(exported.parent) == ["t.onnx", "t.onnx.data"]
