@@ -23,6 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Union
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -62,7 +63,14 @@ def _load_path(path: Path) -> ir.Model:
     if len(model.graph) == 0 and len(model.graph.outputs) == 0:
         raise OnnxkdError(f"{path}: not a valid ONNX model (no graph)")
     model.meta[SOURCE_PATH] = str(path)  # in memory only: how errors name a model loaded once and passed along
-    return model
+    return _small_weights_inside(model)
+
+
+# External tensors up to this size are read in at load. Exporters that put every tensor in the weights file
+# (onnx's size_threshold=0) also put shape constants there (Reshape targets, Slice bounds, reduction
+# axes), and onnx's shape inference, which the analysis and MACs rely on, cannot read external data. It
+# keeps the initializers below 1000 bytes in the protos it receives (onnx_ir's call_onnx_api).
+SMALL_TENSOR_BYTES = 1024
 
 
 SOURCE_PATH = "onnxkd.source_path"
@@ -125,6 +133,18 @@ def has_external_tensors(model: ir.Model) -> bool:
     return bool(_external_values(model))
 
 
+def _small_weights_inside(model: ir.Model) -> ir.Model:
+    for value in _external_values(model):
+        if value.const_value.nbytes <= SMALL_TENSOR_BYTES:
+            value.const_value = _in_memory(value.const_value)
+    return model
+
+
+def _in_memory(tensor: ir.ExternalTensor) -> ir.Tensor:
+    # a copy: a view would pin the memory map, and onnx-ir cannot release a map with views on it
+    return ir.Tensor(np.array(tensor.numpy(), copy=True), dtype=tensor.dtype, name=tensor.name)
+
+
 def weights_inside(model: ir.Model, max_bytes: int | None = None) -> ir.Model:
     """The model with its external weights read into memory (those of at most ``max_bytes``, if given), on a
     copy when there are any: what the ONNX checker and onnxruntime get for an in-memory model, so that no
@@ -137,8 +157,7 @@ def weights_inside(model: ir.Model, max_bytes: int | None = None) -> ir.Model:
     for graph in copy.graphs():
         for value in graph.initializers.values():
             if value.name in names and isinstance(value.const_value, ir.ExternalTensor):
-                tensor = value.const_value
-                value.const_value = ir.Tensor(tensor.numpy(), dtype=tensor.dtype, name=tensor.name)
+                value.const_value = _in_memory(value.const_value)
     return copy
 
 

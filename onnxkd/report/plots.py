@@ -139,7 +139,9 @@ def training(r: dict) -> bytes:
     epochs = [h["epoch"] for h in history]
     loss_ax.plot(epochs, [h["loss"] for h in history], marker="o", color=STUDENT, label="train loss")
     loss_ax.plot(epochs, [h["val"]["loss"] for h in history], marker="s", color=TEACHER, label="validation loss")
-    loss_ax.set_yscale("log")
+    losses = [h["loss"] for h in history] + [h["val"]["loss"] for h in history]
+    if all(loss is not None and loss > 0 for loss in losses):  # a map matched exactly can reach 0: no log scale
+        loss_ax.set_yscale("log")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_title("distillation loss", fontsize=10)
     loss_ax.legend(fontsize=8)
