@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from light_models import light_model_path
+from models import randomise_batchnorm
 
 TRAIN, VAL = 64, 32
 IMAGE = (16, 16)  # the spatial size of the exports' example input
@@ -117,17 +118,6 @@ class SigmoidMap(nn.Module):
         return 32 * 3 * 9 * h * w + 32 * 32 * 9 * h * w + 32 * h * w
 
 
-def _randomise_batchnorm(model: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-    return model.eval()
-
-
 @contextlib.contextmanager
 def _quiet():
     """The exporters print progress ("[torch.onnx] Obtain model graph ...") and warnings: not the tests' output."""
@@ -203,8 +193,14 @@ KINDS = ("torch-default-fixed", "torch-default-dynamic-batch", "torch-legacy-dyn
 LIGHT = ("squeezenet", "shufflenet")  # the smallest of the ONNX-zoo light models that prune and run quickly
 
 
-def build_teachers(root: Path) -> dict[str, Teacher]:
-    """Every kind of teacher file under ``root/models/<kind>/`` and its data under ``root/data/``."""
+def build_teachers(root: Path, net: nn.Module | None = None, seg: nn.Module | None = None,
+                   save_data=None) -> dict[str, Teacher]:
+    """Every kind of teacher file under ``root/models/<kind>/`` and its data under ``root/data/``.
+
+    By default the networks have random weights and the data are random inputs labelled by the teacher;
+    ``benchmarks/export_formats.py`` passes trained ``net`` (a ``TinyClassifier``) and ``seg`` (a ``SigmoidMap``)
+    and ``save_data``, which writes real samples with ``_save_data``'s signature."""
+    save_data = save_data or _save_data
     models, data = root / "models", root / "data"
     data.mkdir(parents=True)
     for kind in KINDS:
@@ -212,14 +208,14 @@ def build_teachers(root: Path) -> dict[str, Teacher]:
     scratch = root / "scratch"
     scratch.mkdir()
     torch.manual_seed(0)
-    net = _randomise_batchnorm(TinyClassifier())
+    net = net.eval() if net is not None else randomise_batchnorm(TinyClassifier())
     example = torch.randn(2, 3, *IMAGE)
     teachers: dict[str, Teacher] = {}
 
     def classifier(kind: str, path: Path, input_name: str, *, spatial=IMAGE, dynamic_spatial=False,
                    fixed_batch=None) -> None:
         sample = (3, *spatial)
-        train, val = _save_data(data, kind, net, input_name, sample, classifier=True)
+        train, val = save_data(data, kind, net, input_name, sample, classifier=True)
         teachers[kind] = Teacher(kind, path, input_name, train, val, sample, fixed_batch, dynamic_spatial,
                                  macs_per_sample=TinyClassifier.macs(*spatial), export_dims=_declared(path)[1])
 
@@ -260,9 +256,9 @@ def build_teachers(root: Path) -> dict[str, Teacher]:
 
     # a saturated sigmoid map (no labels: distillation matches the map with MSE)
     torch.manual_seed(0)
-    seg = SigmoidMap().eval()
+    seg = (seg if seg is not None else SigmoidMap()).eval()
     _legacy_export(seg, models / "sigmoid-map" / "t.onnx", {0: "batch"})
-    train, val = _save_data(data, "sigmoid-map", seg, "x", (3, *IMAGE), classifier=False)
+    train, val = save_data(data, "sigmoid-map", seg, "x", (3, *IMAGE), classifier=False)
     with torch.no_grad():
         assert seg(torch.from_numpy(np.load(val)["x"])).max() < 1e-5  # saturated: the trap stays set
     teachers["sigmoid-map"] = Teacher("sigmoid-map", models / "sigmoid-map" / "t.onnx", "x", train, val,

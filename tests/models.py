@@ -642,7 +642,11 @@ EXPORTERS = ("legacy", "dynamo")
 def build(name: str, seed: int = 0) -> nn.Module:
     """The model with deterministic, non-trivial weights (BN stats randomised so BN is not identity)."""
     torch.manual_seed(seed)
-    model = ZOO[name].build()
+    return randomise_batchnorm(ZOO[name].build())
+
+
+def randomise_batchnorm(model: nn.Module) -> nn.Module:
+    """BN statistics and affine drawn at random, so that BN is not the identity a fresh module is; eval mode."""
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, nn.BatchNorm2d):
