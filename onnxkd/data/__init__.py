@@ -30,11 +30,14 @@ __all__ = [
 
 
 def load_data(path: str | Path, specs: list[InputSpec], image_options: ImageOptions | None = None) -> Dataset:
-    """Read ``--data`` (an .npz/.npy file or an image folder) and fit it to the model's inputs."""
+    """Read ``--data`` (an .npz/.npy file, a folder of .npy files or an image folder) and fit it to the model's
+    inputs."""
     path = Path(path)
     if not path.exists():
         raise OnnxkdError(f"--data {path}: no such file or folder")
-    if path.is_dir():
+    if path.is_dir() and any(path.glob("*.npy")):  # one .npy per input (+ labels.npy)
+        data = load_npz(path)
+    elif path.is_dir():
         if len(specs) != 1:
             raise OnnxkdError(f"--data {path}: an image folder feeds one input, the model has {len(specs)}")
         data = load_image_folder(path, specs[0], image_options or ImageOptions())

@@ -1,4 +1,8 @@
-"""A data set as numpy arrays: one array per graph input (samples on axis 0) and optional int labels."""
+"""A data set: one array per graph input (samples on axis 0) and optional int labels.
+
+An array is a numpy array or a ``LazyArray`` whose rows are read from disk on demand (``.npy`` files, stored
+``.npz`` members): indexing either gives numpy rows, and subsets of a lazy one stay lazy, so that splitting
+or sampling a large data set copies nothing. Labels are always in memory (one int per sample)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+
+from onnxkd.data.lazy import subset
 
 
 @dataclass
@@ -20,13 +26,16 @@ class Dataset:
         return len(next(iter(self.arrays.values()))) if self.arrays else 0
 
     def take(self, indices: np.ndarray | slice) -> "Dataset":
+        if isinstance(indices, slice):
+            indices = np.arange(*indices.indices(len(self)))
         labels = None if self.labels is None else self.labels[indices]
-        return Dataset({k: v[indices] for k, v in self.arrays.items()}, labels, self.source, self.origin)
+        return Dataset({k: subset(v, indices) for k, v in self.arrays.items()}, labels, self.source, self.origin)
 
     def batches(self, size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        """Consecutive batches of numpy arrays (the last one may be short)."""
         for start in range(0, len(self), size):
-            part = self.take(slice(start, start + size))
-            yield part.arrays, part.labels
+            part = slice(start, start + size)
+            yield {k: v[part] for k, v in self.arrays.items()}, None if self.labels is None else self.labels[part]
 
     def first(self, n: int) -> dict[str, np.ndarray]:
         """``n`` samples for timing; a data set smaller than ``n`` is repeated."""

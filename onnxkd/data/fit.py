@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxkd.data.dataset import Dataset
+from onnxkd.data.lazy import LazyArray, chunks
 from onnxkd.data.spec import InputSpec
 from onnxkd.errors import OnnxkdError
 
@@ -59,16 +60,27 @@ def _fit_array(array: np.ndarray, spec: InputSpec, label: str) -> np.ndarray:
     for axis, (want, got) in enumerate(zip(spec.shape[1:], array.shape[1:]), start=1):
         if isinstance(want, int) and want != got:
             raise OnnxkdError(f"{label}: dim {axis} is {got}, model expects {spec.describe()}")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = int((~np.isfinite(array)).sum())
-        raise OnnxkdError(f"{label}: {bad} NaN/Inf values")
-    if spec.dtype.kind in "iub" and array.dtype.kind == "f" and not np.array_equal(array, np.round(array)):
+    nonfinite = sum(_check_values(block, spec, label) for block in chunks(array))  # a lazy file block by block
+    if nonfinite:
+        raise OnnxkdError(f"{label}: {nonfinite} NaN/Inf values")
+    if isinstance(array, LazyArray):
+        return array.astype(spec.dtype)  # cast as rows are read
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+
+
+def _check_values(block: np.ndarray, spec: InputSpec, label: str) -> int:
+    """The number of NaN/Inf values in ``block`` (counted over the whole array by the caller); other values that
+    do not fit the input are refused here."""
+    if block.dtype.kind == "f" and not np.isfinite(block).all():
+        return int((~np.isfinite(block)).sum())
+    if spec.dtype.kind in "iub" and block.dtype.kind == "f" and not np.array_equal(block, np.round(block)):
         raise OnnxkdError(f"{label}: non-integer values for a {spec.dtype} input")
     with np.errstate(over="ignore"):
-        cast = np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+        cast = block.astype(spec.dtype, copy=False)
     if cast.dtype.kind == "f" and not np.isfinite(cast).all():  # e.g. float64 beyond float16's range
         raise OnnxkdError(f"{label}: values overflow {spec.dtype}")
-    return cast
+    return 0
 
 
 def _fit_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
