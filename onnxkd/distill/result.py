@@ -21,7 +21,7 @@ class DistillResult:
     teacher_cache: dict  # {"used", "mb", "seconds"}
     recalibration: dict | None  # {"samples", "before": figures, "after": figures}; None without BatchNorm
     initial: dict | None  # validation figures of the student training starts from (after recalibration)
-    history: list[dict]  # one record per epoch: loss, lr, seconds, samples_per_s, steps, val figures
+    history: list[dict]  # one record per epoch: loss, lr, seconds, samples_per_s, data_wait, steps, val figures
     best_epoch: int | None
     best: dict | None  # validation figures of the best epoch (the weights written)
     epochs: int

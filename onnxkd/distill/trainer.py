@@ -66,10 +66,11 @@ class TrainState:
     loss_sum: float = 0.0  # this epoch so far, over samples
     samples: int = 0
     seconds: float = 0.0
+    data_seconds: float = 0.0  # of ``seconds``, spent waiting for the next batch
 
     def to_checkpoint(self) -> dict:
         return {k: getattr(self, k) for k in ("epoch", "step", "global_step", "history", "best", "initial",
-                                              "loss_sum", "samples", "seconds")}
+                                              "loss_sum", "samples", "seconds", "data_seconds")}
 
 
 def train(s: Session, state: TrainState) -> TrainState:
@@ -99,7 +100,7 @@ def run_epoch(s: Session, state: TrainState, warmup: int) -> None:
     running = torch.zeros((), dtype=torch.float64, device=s.device)
     started, steps_here = time.perf_counter(), 0
     try:
-        for batch in s.batches.epoch(state.epoch, state.step):
+        for batch in waited_for(s.batches.epoch(state.epoch, state.step), state):
             interrupts.check()  # Ctrl-C lands here, between two whole steps
             if state.global_step >= s.total_steps:
                 break
@@ -130,23 +131,38 @@ def run_epoch(s: Session, state: TrainState, warmup: int) -> None:
         state.samples += steps_here * batch_size
 
 
+def waited_for(batches, state: TrainState):
+    """``batches``, adding the time spent waiting for each one (reading, decoding, copying it to the device) to
+    ``state.data_seconds``: the share a user wins back with more loader workers or faster storage."""
+    iterator = iter(batches)
+    while True:
+        clock = time.perf_counter()
+        batch = next(iterator, None)
+        state.data_seconds += time.perf_counter() - clock
+        if batch is None:
+            return
+        yield batch
+
+
 def end_epoch(s: Session, state: TrainState) -> None:
     val = evaluate(lambda b: named_outputs(s.student, s.forward(b.inputs, s.objective.capture)), s.val_teacher,
                    s.objective.for_validation(), s.val_batches(), s.world, s.device)
     loss = distributed.all_reduce_sum([state.loss_sum], s.device, s.world)[0] / max(state.samples, 1)
     record = {"epoch": state.epoch + 1, "loss": loss, "lr": s.optimizer.param_groups[0]["lr"],
               "seconds": state.seconds, "samples_per_s": state.samples / max(state.seconds, 1e-9),
-              "steps": state.global_step, "val": val}
+              "data_wait": min(1.0, state.data_seconds / max(state.seconds, 1e-9)), "steps": state.global_step,
+              "val": val}
     improved = state.best is None or score(val) > tuple(state.best["score"])
     if improved:
         state.best = {"epoch": state.epoch + 1, "score": list(score(val)), "val": val,
                       "state": {k: v.detach().to("cpu", copy=True) for k, v in s.student.state_dict().items()}}
     state.history.append(record)
     s.report.line(f"epoch {state.epoch + 1:>3}/{s.epochs}  loss {loss:.4g}  {describe(val)}"
-                  f"  {record['samples_per_s']:,.0f} samples/s" + ("  [green]best[/]" if improved else ""))
+                  f"  {record['samples_per_s']:,.0f} samples/s, {record['data_wait']:.0%} waiting for data"
+                  + ("  [green]best[/]" if improved else ""))
     state.epoch, state.step = state.epoch + 1, 0
     state.loss_sum = state.samples = 0
-    state.seconds = 0.0
+    state.seconds = state.data_seconds = 0.0
     save_checkpoint(s, state)
     training_mode(s)
 

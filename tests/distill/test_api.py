@@ -127,3 +127,24 @@ def test_image_folder_data(digits, digits_student, tmp_path):
     result = onnxkd.distill(digits["teacher"], digits_student, tmp_path / "images", None, steps=1, batch_size=16,
                             image_options=ImageOptions(mean=(0.0,), std=(1.0,)))
     assert result.data["train"]["labels"] and result.data["train"]["n"] + result.data["val"]["n"] == 40
+
+
+def test_epochs_report_the_share_of_time_spent_waiting_for_data(digits, digits_student, small_digits, tmp_path,
+                                                                 monkeypatch):
+    """A slow source (40 ms a batch, far more than a step of this small student) must show as waiting; the
+    usual in-memory one as almost none."""
+    import time
+
+    from onnxkd.distill.batches import Batches
+
+    fast = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "fast.onnx", epochs=1)
+    real_epoch = Batches.epoch
+
+    def slow_epoch(self, epoch, start=0):
+        for batch in real_epoch(self, epoch, start):
+            time.sleep(0.04)
+            yield batch
+
+    monkeypatch.setattr(Batches, "epoch", slow_epoch)
+    slow = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "slow.onnx", epochs=1)
+    assert slow.history[0]["data_wait"] > 0.5 > fast.history[0]["data_wait"] >= 0
