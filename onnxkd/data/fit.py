@@ -60,27 +60,29 @@ def _fit_array(array: np.ndarray, spec: InputSpec, label: str) -> np.ndarray:
     for axis, (want, got) in enumerate(zip(spec.shape[1:], array.shape[1:]), start=1):
         if isinstance(want, int) and want != got:
             raise OnnxkdError(f"{label}: dim {axis} is {got}, model expects {spec.describe()}")
-    nonfinite = sum(_check_values(block, spec, label) for block in chunks(array))  # a lazy file block by block
+    nonfinite, cast = 0, None
+    for block in chunks(array):  # an in-memory array is one block; a lazy file is read block by block
+        bad, cast = _check_values(block, spec, label)
+        nonfinite += bad
     if nonfinite:
         raise OnnxkdError(f"{label}: {nonfinite} NaN/Inf values")
     if isinstance(array, LazyArray):
         return array.astype(spec.dtype)  # cast as rows are read
-    with np.errstate(over="ignore"):
-        return np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+    return np.ascontiguousarray(cast)  # the whole array's cast, made by the check
 
 
-def _check_values(block: np.ndarray, spec: InputSpec, label: str) -> int:
-    """The number of NaN/Inf values in ``block`` (counted over the whole array by the caller); other values that
-    do not fit the input are refused here."""
+def _check_values(block: np.ndarray, spec: InputSpec, label: str) -> tuple[int, np.ndarray | None]:
+    """The number of NaN/Inf values in ``block`` (counted over the whole array by the caller) and, when there
+    are none, ``block`` cast to the input's dtype; other values that do not fit the input are refused here."""
     if block.dtype.kind == "f" and not np.isfinite(block).all():
-        return int((~np.isfinite(block)).sum())
+        return int((~np.isfinite(block)).sum()), None
     if spec.dtype.kind in "iub" and block.dtype.kind == "f" and not np.array_equal(block, np.round(block)):
         raise OnnxkdError(f"{label}: non-integer values for a {spec.dtype} input")
     with np.errstate(over="ignore"):
         cast = block.astype(spec.dtype, copy=False)
     if cast.dtype.kind == "f" and not np.isfinite(cast).all():  # e.g. float64 beyond float16's range
         raise OnnxkdError(f"{label}: values overflow {spec.dtype}")
-    return 0
+    return 0, cast
 
 
 def _fit_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:

@@ -95,8 +95,6 @@ def _file_rows(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype)
         out = np.empty((len(index), *shape[1:]), dtype)
         if not len(index) or not row_bytes:
             return out
-        if index.min() < 0 or index.max() >= shape[0]:
-            raise IndexError(f"{path}: row {int(index.max())} of {shape[0]}")
         order = np.argsort(index, kind="stable")
         ordered = index[order]
         runs = np.split(np.arange(len(index)), np.flatnonzero(np.diff(ordered) != 1) + 1)  # consecutive rows
