@@ -13,7 +13,7 @@ import numpy as np
 
 from onnxkd.data.dataset import Dataset
 from onnxkd.data.fit import fit_to_model
-from onnxkd.data.images import ImageOptions, load_image_folder
+from onnxkd.data.images import LIST_SUFFIXES, ImageOptions, load_image_folder, load_image_list
 from onnxkd.data.npz import load_npz
 from onnxkd.data.spec import (InputSpec, check_input_shapes, concrete_shape, input_specs, parse_input_shapes,
                               reference_shapes)
@@ -24,23 +24,24 @@ DataLike = Union[str, os.PathLike, Dataset, Mapping[str, np.ndarray], None]
 
 __all__ = [
     "DataLike", "as_dataset", "Dataset", "ImageOptions", "InputSpec", "check_input_shapes", "concrete_shape",
-    "fit_to_model", "input_specs", "load_data", "load_image_folder", "load_npz", "parse_input_shapes", "random_inputs",
+    "fit_to_model", "input_specs", "load_data", "load_image_folder", "load_image_list", "load_npz", "parse_input_shapes", "random_inputs",
     "reference_shapes",
 ]
 
 
 def load_data(path: str | Path, specs: list[InputSpec], image_options: ImageOptions | None = None) -> Dataset:
-    """Read ``--data`` (an .npz/.npy file, a folder of .npy files or an image folder) and fit it to the model's
-    inputs."""
+    """Open ``--data`` (an .npz/.npy file, a folder of .npy files, an image folder or a list of images) and fit
+    it to the model's inputs. Nothing is read whole: samples are read per batch."""
     path = Path(path)
     if not path.exists():
         raise OnnxkdError(f"--data {path}: no such file or folder")
     if path.is_dir() and any(path.glob("*.npy")):  # one .npy per input (+ labels.npy)
         data = load_npz(path)
-    elif path.is_dir():
+    elif path.is_dir() or path.suffix.lower() in LIST_SUFFIXES:
         if len(specs) != 1:
-            raise OnnxkdError(f"--data {path}: an image folder feeds one input, the model has {len(specs)}")
-        data = load_image_folder(path, specs[0], image_options or ImageOptions())
+            raise OnnxkdError(f"--data {path}: images feed one input, the model has {len(specs)}")
+        load = load_image_folder if path.is_dir() else load_image_list
+        data = load(path, specs[0], image_options or ImageOptions())
     else:
         data = load_npz(path)
     return fit_to_model(data, specs)

@@ -60,6 +60,8 @@ def _fit_array(array: np.ndarray, spec: InputSpec, label: str) -> np.ndarray:
     for axis, (want, got) in enumerate(zip(spec.shape[1:], array.shape[1:]), start=1):
         if isinstance(want, int) and want != got:
             raise OnnxkdError(f"{label}: dim {axis} is {got}, model expects {spec.describe()}")
+    if getattr(array, "checked", False):
+        return array.astype(spec.dtype)
     nonfinite, cast = 0, None
     for block in chunks(array):  # an in-memory array is one block; a lazy file is read block by block
         bad, cast = _check_values(block, spec, label)

@@ -1,19 +1,34 @@
-"""``--data DIR``: an image folder ``DIR/<class>/*.png|jpg``; class id = index of the sorted folder name."""
+"""Images as a data set, decoded when a batch asks for them (in loader workers during distillation).
+
+Two layouts:
+
+- a folder ``DIR/<class>/*.png|jpg`` (the ImageNet layout): class id = index of the sorted folder name; a folder
+  of images without class folders gives unlabelled samples;
+- a list file (``.csv`` or ``.txt``), one image per line: ``path,label`` or ``path label`` or just ``path``,
+  paths relative to the list's folder; a first line whose label is not a number is a header.
+
+Only the file names and labels are held in memory (100,000 images: a few MB); pixels are read, resized and
+normalised per batch, so memory does not grow with the number of images.
+"""
 
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from onnxkd.data.dataset import Dataset
+from onnxkd.data.lazy import LazyArray
 from onnxkd.data.spec import InputSpec
 from onnxkd.errors import OnnxkdError
 
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp"}
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+LIST_SUFFIXES = {".csv", ".txt"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_SIZE = 224
 
 
 @dataclass(frozen=True)
@@ -28,17 +43,68 @@ class ImageOptions:
 def load_image_folder(folder: str | Path, spec: InputSpec, options: ImageOptions = ImageOptions()) -> Dataset:
     folder = Path(folder)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    files = [(f, label) for label, name in enumerate(classes) for f in sorted((folder / name).iterdir())
-             if f.suffix.lower() in EXTENSIONS]
+    if classes:
+        files = [(f, label) for label, name in enumerate(classes) for f in sorted((folder / name).iterdir())
+                 if f.suffix.lower() in EXTENSIONS]
+    else:  # a flat folder: images without labels
+        files = [(f, -1) for f in sorted(folder.iterdir()) if f.suffix.lower() in EXTENSIONS]
     if not files:
-        raise OnnxkdError(f"{folder}: no images found (expected {folder}/<class>/*.png|jpg)")
+        raise OnnxkdError(f"{folder}: no images found (expected {folder}/<class>/*.png|jpg, or images in it)")
+    return _image_dataset(files, spec, options, str(folder))
+
+
+def load_image_list(path: str | Path, spec: InputSpec, options: ImageOptions = ImageOptions()) -> Dataset:
+    """A list file of ``path[,label]`` lines; every listed file must exist (checked now, not mid-training)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OnnxkdError(f"{path}: cannot read the image list ({exc})") from None
+    dialect = "excel" if path.suffix.lower() == ".csv" or "," in text.split("\n", 1)[0] else "excel-tab"
+    rows = [row for row in csv.reader(_split_spaces(text, dialect), dialect) if row and any(field.strip() for field in row)]
+    if rows and len(rows[0]) > 1 and not _is_int(rows[0][1]):
+        rows = rows[1:]  # a header such as "path,label"
+    files = []
+    for line, row in enumerate(rows, start=1):
+        image = path.parent / row[0].strip()
+        if len(row) > 1 and not _is_int(row[1]):
+            raise OnnxkdError(f"{path}: line {line}: label {row[1].strip()!r} is not an integer class id")
+        files.append((image, int(row[1]) if len(row) > 1 else -1))
+    if not files:
+        raise OnnxkdError(f"{path}: no images listed (expected lines 'path,label' or 'path')")
+    missing = [f for f, _ in files if not f.is_file()]
+    if missing:
+        raise OnnxkdError(f"{path}: {len(missing):,} listed image(s) do not exist, e.g. {missing[0]}")
+    return _image_dataset(files, spec, options, str(path))
+
+
+def _split_spaces(text: str, dialect: str) -> list[str]:
+    """Lines of a whitespace-separated list as tab-separated ones (``path label``, as in ImageNet's val lists)."""
+    lines = text.splitlines()
+    return lines if dialect == "excel" else ["\t".join(line.split(None, 1)) for line in lines]
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text.strip())
+        return True
+    except ValueError:
+        return False
+
+
+def _image_dataset(files: list[tuple[Path, int]], spec: InputSpec, options: ImageOptions, source: str) -> Dataset:
     height, width = _target_size(spec, options)
     grey = _channels(spec, options) == 1
-    images = np.stack([_load_one(path, height, width, options, grey) for path, _ in files])
-    if options.layout == "nchw":
-        images = images.transpose(0, 3, 1, 2)
+    channels = 1 if grey else 3
+    shape = (len(files), channels, height, width) if options.layout == "nchw" else (len(files), height, width, channels)
+    reader = ImageReader([str(f) for f, _ in files], height, width, options, grey)
+    pixels = LazyArray(shape, np.float32, reader, source, checked=True)
     labels = np.array([label for _, label in files], dtype=np.int64)
-    return Dataset({spec.name: np.ascontiguousarray(images)}, labels, str(folder))
+    if (labels < 0).any():
+        if not (labels < 0).all():
+            raise OnnxkdError(f"{source}: some images have labels and some do not")
+        labels = None
+    return Dataset({spec.name: pixels}, labels, source)
 
 
 def _target_size(spec: InputSpec, options: ImageOptions) -> tuple[int, int]:
@@ -49,7 +115,7 @@ def _target_size(spec: InputSpec, options: ImageOptions) -> tuple[int, int]:
     spatial = spec.shape[2:4] if options.layout == "nchw" else spec.shape[1:3]
     if all(isinstance(d, int) for d in spatial):
         return int(spatial[0]), int(spatial[1])
-    return 224, 224
+    return DEFAULT_SIZE, DEFAULT_SIZE
 
 
 def _channels(spec: InputSpec, options: ImageOptions) -> int | None:
@@ -57,22 +123,40 @@ def _channels(spec: InputSpec, options: ImageOptions) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
-def _load_one(path: Path, height: int, width: int, options: ImageOptions, grey: bool) -> np.ndarray:
-    """[H, W, C] pixels in [0, 1], normalised; a one-channel model reads grey images (the mean of several
-    --mean/--std values is used for its one channel)."""
-    from PIL import Image  # pillow ships with matplotlib; imported here so `onnxkd.data` stays light
+class ImageReader:
+    """Row indices -> decoded, resized, normalised images in the model's layout. Holds file names only, so a
+    copy of it in every loader worker costs nothing."""
 
-    try:
-        with Image.open(path) as image:
-            converted = image.convert("L" if grey else "RGB").resize((width, height), Image.BILINEAR)
-            pixels = np.asarray(converted, dtype=np.float32)
-    except OSError as exc:
-        raise OnnxkdError(f"{path}: cannot read image ({exc})") from None
-    mean, std = np.asarray(options.mean, np.float32), np.asarray(options.std, np.float32)
-    if grey:
-        pixels, mean, std = pixels[..., None], mean.mean(keepdims=True), std.mean(keepdims=True)
-    pixels = pixels / 255.0
-    pixels = (pixels - mean) / std
-    if options.channel_order == "bgr":
-        pixels = pixels[..., ::-1]
-    return pixels
+    def __init__(self, files: list[str], height: int, width: int, options: ImageOptions, grey: bool):
+        self.files = np.array(files)  # one block of fixed-width strings: cheap to pickle, no per-object refcounts
+        self.height, self.width, self.options, self.grey = height, width, options, grey
+        mean, std = np.asarray(options.mean, np.float32), np.asarray(options.std, np.float32)
+        if grey:  # a one-channel model: the mean of several --mean/--std values is used for its one channel
+            mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
+        # (pixel / 255 - mean) / std as one multiply-add per value
+        self.scale, self.shift = 1.0 / (255.0 * std), -mean / std
+
+    def __call__(self, index: np.ndarray) -> np.ndarray:
+        channels = 1 if self.grey else 3
+        out = np.empty((len(index), self.height, self.width, channels), np.float32)
+        for row, i in enumerate(np.asarray(index, dtype=np.int64)):
+            out[row] = self._decode(str(self.files[i]))
+        out *= self.scale
+        out += self.shift
+        if self.options.channel_order == "bgr":
+            out = out[..., ::-1]
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2) if self.options.layout == "nchw" else out)
+
+    def _decode(self, path: str) -> np.ndarray:
+        """[H, W, C] pixels in 0..255."""
+        from PIL import Image  # pillow ships with matplotlib; imported here so `onnxkd.data` stays light
+
+        try:
+            with Image.open(path) as image:
+                image.draft("L" if self.grey else "RGB", (self.width, self.height))  # JPEG: decode at reduced size
+                converted = image.convert("L" if self.grey else "RGB").resize((self.width, self.height),
+                                                                              Image.BILINEAR)
+                pixels = np.asarray(converted, dtype=np.float32)
+        except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for corrupt, truncated and odd files
+            raise OnnxkdError(f"{path}: cannot read image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+        return pixels[..., None] if self.grey else pixels

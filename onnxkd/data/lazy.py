@@ -26,8 +26,11 @@ CHUNK_BYTES = 16 << 20  # what a full pass over the data (value checks) reads at
 
 
 class LazyArray:
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, read: Reader, source: str = ""):
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, read: Reader, source: str = "",
+                 checked: bool = False):
         self.shape, self.dtype, self._read, self.source = tuple(shape), np.dtype(dtype), read, source
+        # the reader's values are known to fit (decoded pixels): no pass over every value is needed
+        self.checked = checked
 
     @property
     def ndim(self) -> int:
@@ -58,13 +61,14 @@ class LazyArray:
     def take(self, index: np.ndarray) -> LazyArray:
         """The rows ``index`` as a lazy array (nothing is read)."""
         index = np.asarray(index, dtype=np.int64)
-        return LazyArray((len(index), *self.shape[1:]), self.dtype, lambda rows: self._read(index[rows]), self.source)
+        return LazyArray((len(index), *self.shape[1:]), self.dtype, _Rows(self._read, index), self.source,
+                         self.checked)
 
     def astype(self, dtype, copy: bool = False) -> LazyArray:
         """Rows cast to ``dtype`` when read."""
         if np.dtype(dtype) == self.dtype:
             return self
-        return LazyArray(self.shape, dtype, lambda rows: self._read(rows).astype(dtype), self.source)
+        return LazyArray(self.shape, dtype, _Cast(self._read, np.dtype(dtype)), self.source, self.checked)
 
     def chunks(self) -> Iterator[np.ndarray]:
         """All rows, a bounded block at a time (for checks that must see every value)."""
@@ -72,6 +76,24 @@ class LazyArray:
         step = max(1, CHUNK_BYTES // row_bytes)
         for start in range(0, len(self), step):
             yield self[start:start + step]
+
+
+class _Rows:
+    """Reads the rows ``index[rows]`` of a parent reader (a picklable closure: loader workers get a copy)."""
+
+    def __init__(self, read: Reader, index: np.ndarray):
+        self.read, self.index = read, index
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return self.read(self.index[rows])
+
+
+class _Cast:
+    def __init__(self, read: Reader, dtype: np.dtype):
+        self.read, self.dtype = read, dtype
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        return self.read(rows).astype(self.dtype)
 
 
 def chunks(array) -> Iterator[np.ndarray]:
@@ -87,10 +109,16 @@ def subset(array, index: np.ndarray):
 # --------------------------------------------------------------------------- .npy data in a file
 
 
-def _file_rows(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> Reader:
-    row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+class _FileRows:
+    """Rows of an array stored row after row from ``offset`` in ``path``, one ``pread`` per run of consecutive
+    rows."""
 
-    def read(index: np.ndarray) -> np.ndarray:
+    def __init__(self, path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype):
+        self.path, self.offset, self.shape, self.dtype = path, offset, shape, dtype
+        self.row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+
+    def __call__(self, index: np.ndarray) -> np.ndarray:
+        path, offset, shape, dtype, row_bytes = self.path, self.offset, self.shape, self.dtype, self.row_bytes
         index = np.asarray(index, dtype=np.int64)
         out = np.empty((len(index), *shape[1:]), dtype)
         if not len(index) or not row_bytes:
@@ -114,7 +142,6 @@ def _file_rows(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype)
                     raise OnnxkdError(f"{path}: truncated (rows {first}..{first + count - 1} are past its end)")
         return out
 
-    return read
 
 
 def _array_at(path: Path, handle, label: str) -> LazyArray | None:
@@ -131,7 +158,7 @@ def _array_at(path: Path, handle, label: str) -> LazyArray | None:
     needed = offset + dtype.itemsize * int(np.prod(shape, dtype=np.int64))
     if os.path.getsize(path) < needed:
         raise OnnxkdError(f"{label}: truncated ({os.path.getsize(path):,} bytes, the header promises {needed:,})")
-    return LazyArray(shape, dtype, _file_rows(path, offset, shape, dtype), label)
+    return LazyArray(shape, dtype, _FileRows(path, offset, shape, dtype), label)
 
 
 def open_npy(path: Path) -> LazyArray | np.ndarray:

@@ -90,8 +90,9 @@ def test_image_folder_resizes_to_the_model_and_supports_nhwc(tmp_path):
     nhwc = InputSpec("img", np.dtype(np.float32), (1, 16, 12, 3))
     data = load_data(tmp_path, [nhwc], ImageOptions(layout="nhwc"))
     assert data.arrays["img"].shape == (1, 16, 12, 3)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(OnnxkdError, match="no images"):
-        load_data(tmp_path / "a", [X])
+        load_data(tmp_path / "empty", [X])
 
 
 def test_random_inputs_and_input_shapes():
