@@ -12,6 +12,7 @@ import torch
 from onnxkd.data import InputSpec, load_data
 from onnxkd.data.lazy import LazyArray
 from onnxkd.distill.batches import Batches, split_holdout
+from onnxkd.distill.loader import Loader
 from onnxkd.errors import OnnxkdError
 
 SPEC = InputSpec("x", np.dtype(np.float32), ("N", 3, 4, 5))
@@ -61,8 +62,9 @@ def test_a_split_stays_lazy_and_trains_on_the_same_batches(tmp_path):
     (lazy_train, lazy_val), (eager_train, eager_val) = split_holdout(lazy, 0.2, 3), split_holdout(eager, 0.2, 3)
     assert isinstance(lazy_train.arrays["x"], LazyArray) and isinstance(lazy_val.arrays["x"], LazyArray)
     np.testing.assert_array_equal(lazy_val.arrays["x"][:], eager_val.arrays["x"])
-    for a, b in zip(Batches(lazy_train, ["x"], 8, 1, torch.device("cpu")).epoch(2),
-                    Batches(eager_train, ["x"], 8, 1, torch.device("cpu")).epoch(2)):
+    cpu = torch.device("cpu")
+    for a, b in zip(Batches(Loader(lazy_train, ["x"], cpu), 8, 1).epoch(2),
+                    Batches(Loader(eager_train, ["x"], cpu), 8, 1).epoch(2)):
         assert torch.equal(a.inputs[0], b.inputs[0]) and torch.equal(a.labels, b.labels)
 
 

@@ -23,7 +23,8 @@ import torch
 from onnxkd import model as model_io
 from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, check_input_shapes, input_specs, random_inputs
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
-from onnxkd.distill.batches import Batches, in_order, split_holdout
+from onnxkd.distill.batches import Batches, split_holdout
+from onnxkd.distill.loader import Loader, default_workers, in_order
 from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.evaluate import describe, evaluate
 from onnxkd.distill.objective import Objective
@@ -92,13 +93,17 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     needed = [t.tensor for t in objective.targets]
     train_teacher = Teacher(teacher_module, needed, hints, run)
     val_teacher = Teacher(teacher_module, needed, [], run)
-    cache = _cache_teacher(train_teacher, val_teacher, train_set, val_set, probe, input_names, config, device, report)
+    workers = config.workers if config.workers is not None else default_workers(train_set)
+    train_loader, val_loader = (Loader(dataset, input_names, device, workers) for dataset in (train_set, val_set))
+    if workers:
+        report.line(f"reading data in {workers} worker process(es) (--workers)")
+    cache = _cache_teacher(train_teacher, val_teacher, train_loader, val_loader, probe, config, report)
     if not cache["used"]:
         warnings.append(f"teacher outputs ({cache['mb']:,.0f} MB) exceed the cache budget ({config.cache_mb:,.0f} "
                         "MB): the teacher runs on every batch")
 
     # ----------------------------------------------------------------- the training session
-    batches = Batches(train_set, input_names, config.batch_size, config.seed, device, world.rank, world.size)
+    batches = Batches(train_loader, config.batch_size, config.seed, world.rank, world.size)
     epochs, total_steps = config.schedule(len(batches))
     trained = distributed.wrap(student_module, world, device)
     if config.compile:
@@ -108,7 +113,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     session = Session(
         student=student_module, forward=lambda inputs, capture: run(trained, inputs, capture),
         teacher=train_teacher, val_teacher=val_teacher, objective=objective, batches=batches,
-        val_batches=lambda: in_order(val_set, input_names, config.batch_size, device, world.rank, world.size),
+        val_batches=lambda: val_loader.in_order(config.batch_size, world.rank, world.size),
         optimizer=optimizer, config=config, epochs=epochs, total_steps=total_steps, world=world, device=device,
         report=report, work_dir=work_dir, fingerprint=fingerprint, autocast=autocast,
     )
@@ -121,7 +126,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
         report.line(f"resuming at epoch {state.epoch + 1}, step {state.step} (from {checkpoint.path_in(work_dir)})")
     else:
         state = TrainState()
-        recalibration = _recalibrate(session, student_model, train_set, input_names, run)
+        recalibration = _recalibrate(session, student_model, run)
         state.initial = recalibration["after"] if recalibration else _validate(session)
     session.recalibration = recalibration
     report.line(f"distilling: {len(train_set):,} training samples, {len(val_set):,} validation, "
@@ -250,17 +255,17 @@ def _objective(teacher_module, student_module, teacher_model, student_model, pro
     return objective, hints, teacher_values
 
 
-def _cache_teacher(train_teacher: Teacher, val_teacher: Teacher, train_set: Dataset, val_set: Dataset, probe,
-                   input_names, config: DistillConfig, device, report) -> dict:
+def _cache_teacher(train_teacher: Teacher, val_teacher: Teacher, train: Loader, val: Loader, probe,
+                   config: DistillConfig, report) -> dict:
     """Compute the teacher's targets once, when they fit in ``config.cache_mb``: {"used", "mb", "seconds"}."""
     per_sample = bytes_per_sample(train_teacher.forward(probe.inputs))
-    megabytes = per_sample * (len(train_set) + len(val_set)) / 2**20
+    megabytes = per_sample * (len(train.dataset) + len(val.dataset)) / 2**20
     if megabytes > config.cache_mb:
         return {"used": False, "mb": round(megabytes, 3), "seconds": 0.0}
     started = time.perf_counter()
-    for teacher, dataset in ((train_teacher, train_set), (val_teacher, val_set)):
-        report.start("teacher outputs", len(dataset))
-        teacher.fill(in_order(dataset, input_names, config.batch_size, device), len(dataset), report.update)
+    for teacher, loader in ((train_teacher, train), (val_teacher, val)):
+        report.start("teacher outputs", len(loader.dataset))
+        teacher.fill(loader.in_order(config.batch_size), len(loader.dataset), report.update)
         report.stop()
     return {"used": True, "mb": round(megabytes, 3), "seconds": time.perf_counter() - started}
 
@@ -293,7 +298,7 @@ def _fingerprint(teacher, student, train: Dataset, val: Dataset, config: Distill
                  steps: int) -> dict:
     """What must be equal for a checkpoint to continue this run."""
     trajectory = {k: v for k, v in config.to_dict().items()
-                  if k not in ("device", "cache_mb", "compile", "compile_backend")}
+                  if k not in ("device", "cache_mb", "compile", "compile_backend", "workers")}
     return {"teacher": model_io.sha256_of(teacher), "student": model_io.sha256_of(student),
             "train_samples": len(train), "val_samples": len(val), "processes": world.size,
             "epochs": epochs, "steps": steps, "options": trajectory}
@@ -303,19 +308,19 @@ def _no_work_dir():
     raise OnnxkdError("--resume needs a work directory (give an output path or work_dir)")
 
 
-def _recalibrate(session: Session, student_model: ir.Model, train_set: Dataset, input_names, run) -> dict | None:
+def _recalibrate(session: Session, student_model: ir.Model, run) -> dict | None:
     """BN statistics from training data, with the validation figures before and after."""
     nodes = batchnorm.batchnorm_nodes(student_model)
     if not session.config.recalibrate_bn or not nodes:
         return None
     before = _validate(session)
-    count = min(len(train_set), session.config.bn_samples)
-    subset = train_set.take(np.random.default_rng([session.config.seed, 20_000]).permutation(len(train_set))[:count])
+    n, size = len(session.batches.dataset), session.config.batch_size
+    chosen = np.random.default_rng([session.config.seed, 20_000]).permutation(n)[:min(n, session.config.bn_samples)]
+    share = np.array_split(chosen, session.world.size)[session.world.rank]
     session.report.start("BatchNorm recalibration", None)
     samples = batchnorm.recalibrate(
         session.student, student_model,
-        in_order(subset, input_names, session.config.batch_size, session.device, session.world.rank, session.world.size),
-        session.world, run)
+        session.batches.loader(share[start:start + size] for start in range(0, len(share), size)), session.world, run)
     session.report.stop()
     after = _validate(session)
     session.report.line(f"BatchNorm recalibrated on {samples:,} samples ({len(nodes)} layers): "

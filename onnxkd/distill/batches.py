@@ -12,31 +12,23 @@ The order of epoch ``e`` depends only on ``(seed, e)``: a resumed run replays th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import torch
 
 from onnxkd.data import Dataset
+from onnxkd.distill.loader import Batch, Loader, in_order  # noqa: F401  (in_order: re-exported)
 from onnxkd.errors import OnnxkdError
 
 
-@dataclass
-class Batch:
-    indices: np.ndarray  # sample indices in the dataset (this process's share)
-    inputs: list[torch.Tensor]  # in graph-input order
-    labels: torch.Tensor | None
-
-
 class Batches:
-    def __init__(self, dataset: Dataset, input_names: list[str], batch_size: int, seed: int,
-                 device: torch.device, rank: int = 0, world: int = 1):
+    def __init__(self, loader: Loader, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        dataset = loader.dataset
         if batch_size % world:
             raise OnnxkdError(f"--batch-size {batch_size} is not divisible by the {world} processes")
         if len(dataset) < world:
             raise OnnxkdError(f"{len(dataset)} training samples for {world} processes")
-        self.dataset, self.input_names, self.device = dataset, input_names, device
+        self.dataset, self.loader = dataset, loader
         # a data set smaller than one batch: one batch of all of it (a multiple of the processes)
         self.batch_size = min(batch_size, len(dataset) // world * world)
         self.seed, self.rank, self.world = seed, rank, world
@@ -53,24 +45,8 @@ class Batches:
         """The epoch's batches from step ``start`` on (a resumed run skips the steps it already made)."""
         order = self.order(epoch)
         n, size = len(order), self.batch_size
-        for step in range(start, len(self)):
-            chosen = order[np.arange(step * size, (step + 1) * size) % n]
-            yield to_batch(self.dataset, self.input_names, chosen[self.rank * self.local:(self.rank + 1) * self.local],
-                           self.device)
-
-
-def to_batch(dataset: Dataset, input_names: list[str], indices: np.ndarray, device: torch.device) -> Batch:
-    inputs = [torch.from_numpy(dataset.arrays[name][indices]).to(device) for name in input_names]
-    labels = None if dataset.labels is None else torch.from_numpy(dataset.labels[indices]).to(device)
-    return Batch(indices, inputs, labels)
-
-
-def in_order(dataset: Dataset, input_names: list[str], batch_size: int, device: torch.device,
-             rank: int = 0, world: int = 1) -> Iterator[Batch]:
-    """This process's contiguous share of ``dataset``, in order, in batches (evaluation, caches)."""
-    share = np.array_split(np.arange(len(dataset)), world)[rank]
-    for start in range(0, len(share), batch_size):
-        yield to_batch(dataset, input_names, share[start:start + batch_size], device)
+        mine = slice(self.rank * self.local, (self.rank + 1) * self.local)
+        return self.loader(order[np.arange(step * size, (step + 1) * size) % n][mine] for step in range(start, len(self)))
 
 
 def split_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

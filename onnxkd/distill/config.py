@@ -45,6 +45,7 @@ class DistillConfig:
     freeze_bn: bool = False  # train with BatchNorm (and Dropout) in eval mode: running statistics untouched
     bn_samples: int = 4096  # at most this many training samples for BN recalibration
     cache_mb: float = 2048.0  # teacher outputs are cached when they fit in this many MB
+    workers: int | None = None  # loader worker processes; None: min(8, CPUs - 1) for data read from disk, else 0
     data_free_samples: int = 1024  # random inputs when there is no data
 
     def __post_init__(self):
@@ -75,6 +76,8 @@ class DistillConfig:
         for name in ("weight_decay", "clip_grad", "hint_weight", "cache_mb"):
             if getattr(self, name) < 0:
                 raise OnnxkdError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+        if self.workers is not None and self.workers < 0:
+            raise OnnxkdError(f"--workers {self.workers}: must be >= 0 (0 reads data in the training process)")
         if any(w < 0 for w in self.output_weights.values()):
             raise OnnxkdError("--output-weight: weights must be >= 0")
 
