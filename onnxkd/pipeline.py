@@ -471,7 +471,7 @@ def _trajectory(plan: Recipe) -> dict:
     """The recipe minus what does not change the student (validation, device, caching)."""
     recipe = plan.to_dict()
     recipe.pop("validate")
-    for key in ("device", "compile", "compile_backend", "cache_mb"):
+    for key in ("device", "compile", "compile_backend", "cache_mb", "workers"):
         recipe["distill"].pop(key, None)
     return recipe
 

@@ -69,3 +69,27 @@ def _fresh_dynamo():
     yield
     if "torch._dynamo" in sys.modules:
         sys.modules["torch._dynamo"].reset()
+
+
+@pytest.fixture(scope="session")
+def digit_images(small_digits, tmp_path_factory) -> dict:
+    """The 300 + 100 small digits as PNG files in class folders (``train/<label>/<i>.png``), a list file of the
+    training ones (``train.csv``: path,label) and the image options that read them back as the .npz values
+    (pixels / 255: the .npz values to within 1/510)."""
+    from PIL import Image
+
+    from onnxkd.data import ImageOptions
+
+    folder = tmp_path_factory.mktemp("digit_images")
+    rows = []
+    for split in ("train", "val"):
+        data = np.load(small_digits[split])
+        for i, (image, label) in enumerate(zip(data["image"], data["labels"])):
+            path = folder / split / str(label) / f"{i:04d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(np.round(image[0] * 255).astype(np.uint8), mode="L").save(path)
+            if split == "train":
+                rows.append(f"{path.relative_to(folder)},{label}")
+    (folder / "train.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
+    return {"train": folder / "train", "val": folder / "val", "list": folder / "train.csv",
+            "options": ImageOptions(mean=(0.0,), std=(1.0,))}

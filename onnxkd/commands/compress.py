@@ -27,7 +27,7 @@ FLAGS = {
     "output_weights": ("distill", "output_weights"), "hints": ("distill", "hints"),
     "hint_weight": ("distill", "hint_weight"), "device": ("distill", "device"), "bf16": ("distill", "bf16"),
     "compile_": ("distill", "compile"), "no_recalibrate_bn": ("distill", "recalibrate_bn"),
-    "cache_mb": ("distill", "cache_mb"),
+    "cache_mb": ("distill", "cache_mb"), "augment": ("distill", "augment"), "workers": ("distill", "workers"),
     "provider": ("validate", "provider"), "threads": ("validate", "threads"),
     "validate_batch_size": ("validate", "batch_size"), "max_accuracy_drop": ("validate", "max_accuracy_drop"),
     "min_agreement": ("validate", "min_agreement"), "min_speedup": ("validate", "min_speedup"),
@@ -43,7 +43,7 @@ def training_options(command):
 @click.command(name="compress", short_help="Prune + distill + validate a model in one go (the whole pipeline).")
 @click.argument("teacher", type=click.Path(dir_okay=False))
 @click.option("--ratio", type=float, help="Fraction of channels removed from every prunable group, in [0, 1) (default 0.5).")
-@click.option("--data", type=click.Path(), help="Training samples: an .npz keyed by input name (+ optional int `labels`) or an image folder DIR/<class>/*.png|jpg. Without it: data-free (weak).")
+@click.option("--data", type=click.Path(), help="Training samples: an .npz keyed by input name (+ optional int `labels`), a folder of .npy files, an image folder DIR/<class>/*.jpg or a list file (.csv/.txt of path,label). Read a batch at a time. Without it: data-free (weak).")
 @click.option("--val-data", type=click.Path(), help="Validation samples (same formats). Without it a seeded 10% of --data is held out, never trained on.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="The student (default: TEACHER with .student.onnx).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Report folder (default: TEACHER with .report).")

@@ -33,6 +33,9 @@ def distill_options(command, optimizer_steps: bool = True):
         click.option("--seed", type=int, default=0, show_default=True, help="Seed for shuffling, the held-out split and dropout."),
         click.option("--no-recalibrate-bn", is_flag=True, help="Keep the pruned BatchNorm statistics instead of measuring them on the training data."),
         click.option("--cache-mb", type=click.FloatRange(min=0), default=2048, show_default=True, help="Cache the teacher's outputs when they fit in this many MB."),
+        click.option("--augment", type=click.Choice(["none", "crop", "light", "strong"]), default="none", show_default=True,
+                     help="Augment training images; the teacher sees the same augmented batch. crop: random resized crop; light: + horizontal flip; strong: + mixup/cutmix. Use crop where a flip changes the label (digits, text)."),
+        click.option("--workers", type=click.IntRange(min=0), help="Loader processes reading and decoding data (default: min(8, CPUs-1) for files, 0 for in-memory arrays; 0 = in the training process)."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -51,7 +54,7 @@ def config_from_flags(flags: dict):
         output_weights=parse_weights(flags.pop("output_weights")), hints=list(flags.pop("hints")),
         hint_weight=flags.pop("hint_weight"), device=flags.pop("device"), bf16=flags.pop("bf16"),
         compile=flags.pop("compile_"), seed=flags.pop("seed"), recalibrate_bn=not flags.pop("no_recalibrate_bn"),
-        cache_mb=flags.pop("cache_mb"),
+        cache_mb=flags.pop("cache_mb"), augment=flags.pop("augment"), workers=flags.pop("workers"),
     )
 
 
@@ -59,7 +62,7 @@ def config_from_flags(flags: dict):
 @click.argument("teacher", type=click.Path(dir_okay=False))
 @click.argument("student", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Where to write the distilled student.")
-@click.option("--data", type=click.Path(), help="Training samples: an .npz keyed by input name (+ optional int `labels`) or an image folder DIR/<class>/*.png|jpg. Without it: random inputs (data-free, weak).")
+@click.option("--data", type=click.Path(), help="Training samples: an .npz keyed by input name (+ optional int `labels`), a folder of .npy files, an image folder DIR/<class>/*.jpg or a list file (.csv/.txt of path,label). Read a batch at a time. Without it: random inputs (data-free, weak).")
 @click.option("--val-data", type=click.Path(), help="Validation samples (same formats). Without it a seeded 10% of --data is held out.")
 @distill_options
 @click.option("--work-dir", type=click.Path(file_okay=False), help="Checkpoints (after every epoch and on Ctrl-C). Default: OUTPUT.work beside the output.")

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import onnx_ir as ir
@@ -23,6 +23,7 @@ import torch
 from onnxkd import model as model_io
 from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, check_input_shapes, input_specs, random_inputs
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
+from onnxkd.distill.augment import Augmenter, policy as augment_policy
 from onnxkd.distill.batches import Batches, split_holdout
 from onnxkd.distill.loader import Loader, default_workers, in_order
 from onnxkd.distill.config import DistillConfig
@@ -97,8 +98,10 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     train_loader, val_loader = (Loader(dataset, input_names, device, workers) for dataset in (train_set, val_set))
     if workers:
         report.line(f"reading data in {workers} worker process(es) (--workers)")
-    cache = _cache_teacher(train_teacher, val_teacher, train_loader, val_loader, probe, config, report)
-    if not cache["used"]:
+    augmenter = _augmenter(config, specs, image_options, report, warnings)
+    cache = _cache_teacher(train_teacher, val_teacher, train_loader, val_loader, probe, config, report,
+                           augmenting=augmenter is not None)
+    if not cache["used"] and augmenter is None:
         warnings.append(f"teacher outputs ({cache['mb']:,.0f} MB) exceed the cache budget ({config.cache_mb:,.0f} "
                         "MB): the teacher runs on every batch")
 
@@ -115,7 +118,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
         teacher=train_teacher, val_teacher=val_teacher, objective=objective, batches=batches,
         val_batches=lambda: val_loader.in_order(config.batch_size, world.rank, world.size),
         optimizer=optimizer, config=config, epochs=epochs, total_steps=total_steps, world=world, device=device,
-        report=report, work_dir=work_dir, fingerprint=fingerprint, autocast=autocast,
+        report=report, work_dir=work_dir, fingerprint=fingerprint, autocast=autocast, augment=augmenter,
     )
 
     # ----------------------------------------------------------------- BatchNorm, then training
@@ -256,18 +259,49 @@ def _objective(teacher_module, student_module, teacher_model, student_model, pro
 
 
 def _cache_teacher(train_teacher: Teacher, val_teacher: Teacher, train: Loader, val: Loader, probe,
-                   config: DistillConfig, report) -> dict:
-    """Compute the teacher's targets once, when they fit in ``config.cache_mb``: {"used", "mb", "seconds"}."""
+                   config: DistillConfig, report, augmenting: bool) -> dict:
+    """Compute the teacher's targets once, when they fit in ``config.cache_mb``: {"used", "mb", "seconds"}.
+    Augmented training batches differ at every step, so then only the validation targets are cached."""
     per_sample = bytes_per_sample(train_teacher.forward(probe.inputs))
-    megabytes = per_sample * (len(train.dataset) + len(val.dataset)) / 2**20
+    cached = [(val_teacher, val)] if augmenting else [(train_teacher, train), (val_teacher, val)]
+    megabytes = per_sample * sum(len(loader.dataset) for _, loader in cached) / 2**20
     if megabytes > config.cache_mb:
         return {"used": False, "mb": round(megabytes, 3), "seconds": 0.0}
     started = time.perf_counter()
-    for teacher, loader in ((train_teacher, train), (val_teacher, val)):
+    for teacher, loader in cached:
         report.start("teacher outputs", len(loader.dataset))
         teacher.fill(loader.in_order(config.batch_size), len(loader.dataset), report.update)
         report.stop()
-    return {"used": True, "mb": round(megabytes, 3), "seconds": time.perf_counter() - started}
+    return {"used": not augmenting, "mb": round(megabytes, 3), "seconds": time.perf_counter() - started,
+            **({"reason": "augmenting: the teacher sees each augmented batch"} if augmenting else {})}
+
+
+def _augmenter(config: DistillConfig, specs, image_options: ImageOptions | None, report,
+               warnings: list[str]) -> Augmenter | Callable | None:
+    """The training batches' augmentation (None: none). Built-in policies transform the rank-4 float inputs (images);
+    a model without them is not augmented, with a warning."""
+    if callable(config.augment):
+        report.line(f"augmenting training batches with {config.to_dict()['augment'][len('callable '):]} (the teacher "
+                    "sees the same augmented batch)")
+        return config.augment
+    chosen = augment_policy(config.augment)
+    if not (chosen.crop or chosen.flip or chosen.mix):
+        return None
+    images = [i for i, spec in enumerate(specs) if spec.rank == 4 and spec.dtype.kind == "f"]
+    if not images:
+        warnings.append(f"--augment {config.augment}: the model has no image inputs (rank-4 float); not augmenting")
+        report.line(f"Warning: {warnings[-1]}", "bold yellow")
+        return None
+    layout = image_options.layout if image_options is not None else _layout(specs[images[0]])
+    report.line(f"augmenting training batches ({chosen.describe()}; the teacher sees the same augmented batch, "
+                "validation is not augmented)")
+    return Augmenter(chosen, images, layout)
+
+
+def _layout(spec) -> str:
+    """nhwc when the last dim is a fixed 1 or 3 channels and dim 1 is not; nchw otherwise (most exporters)."""
+    channels = (1, 3, 4)
+    return "nhwc" if spec.shape[3] in channels and spec.shape[1] not in channels else "nchw"
 
 
 def _check_labels(objective: Objective, teacher_values, *datasets: Dataset) -> None:

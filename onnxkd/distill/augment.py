@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from onnxkd.errors import OnnxkdError
 
-AUGMENTS = ("none", "crop", "light", "strong")
+from onnxkd.distill.config import AUGMENTS
 LAYOUTS = ("nchw", "nhwc")
 
 

@@ -7,11 +7,13 @@ in the result (and in a compress recipe) so a run can be replayed.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable
 
 from onnxkd.errors import OnnxkdError
 
 OPTIMIZERS = ("adamw", "sgd")
+AUGMENTS = ("none", "crop", "light", "strong")  # see augment.py
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.05}
 # Aim for this many optimizer steps when --epochs/--steps are not given, within the epoch bounds below:
 # a pruned student starts from the teacher's weights and recovers in a few thousand steps.
@@ -45,6 +47,8 @@ class DistillConfig:
     freeze_bn: bool = False  # train with BatchNorm (and Dropout) in eval mode: running statistics untouched
     bn_samples: int = 4096  # at most this many training samples for BN recalibration
     cache_mb: float = 2048.0  # teacher outputs are cached when they fit in this many MB
+    # "none" | "crop" | "light" | "strong", or (API) a callable (inputs, torch.Generator) -> inputs | (inputs, Mixed)
+    augment: str | Callable[..., Any] = "none"
     workers: int | None = None  # loader worker processes; None: min(8, CPUs - 1) for data read from disk, else 0
     data_free_samples: int = 1024  # random inputs when there is no data
 
@@ -76,6 +80,8 @@ class DistillConfig:
         for name in ("weight_decay", "clip_grad", "hint_weight", "cache_mb"):
             if getattr(self, name) < 0:
                 raise OnnxkdError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+        if not callable(self.augment) and self.augment not in AUGMENTS:
+            raise OnnxkdError(f"--augment {self.augment!r}: choose {', '.join(AUGMENTS)}")
         if self.workers is not None and self.workers < 0:
             raise OnnxkdError(f"--workers {self.workers}: must be >= 0 (0 reads data in the training process)")
         if any(w < 0 for w in self.output_weights.values()):
@@ -93,7 +99,10 @@ class DistillConfig:
         return epochs, epochs * steps_per_epoch
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        augment = self.augment
+        if callable(augment):  # a recipe names it; replaying the run needs the same callable again
+            augment = f"callable {getattr(augment, '__qualname__', type(augment).__name__)}"
+        return asdict(replace(self, augment=augment))
 
     @classmethod
     def from_dict(cls, data: dict) -> "DistillConfig":

@@ -30,11 +30,6 @@ def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> t
     return kl * temperature**2
 
 
-def cross_entropy(student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the student's class scores against int class ids."""
-    return F.cross_entropy(student.float(), labels)
-
-
 def mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Mean squared error over every element (maps, embeddings, regression outputs)."""
     student, teacher = _fp32(student, teacher)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from onnxkd.distill import losses
+from onnxkd.distill.augment import Mixed, mixed_cross_entropy
 from onnxkd.distill.targets import Target
 
 
@@ -35,8 +36,9 @@ class Objective:
         return next((t for t in self.targets if t.class_scores), None)
 
     def __call__(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
-                 labels: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss and its parts (detached floats, for the progress line and the history)."""
+                 labels: torch.Tensor | None, mixed: Mixed | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss and its parts (detached floats, for the progress line and the history). ``mixed``: how
+        mixup/cutmix combined the samples, so that the labels are mixed like the inputs."""
         parts: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=next(iter(student.values())).device)
         labelled = self.labelled_target if labels is not None else None
@@ -45,7 +47,7 @@ class Objective:
             term = losses.output_loss(target.loss, s, t, self.temperature)
             parts[f"{target.loss}:{target.output}"] = term
             if target is labelled:
-                ce = losses.cross_entropy(s, labels)
+                ce = mixed_cross_entropy(s, labels, mixed)
                 parts["ce"] = ce
                 term = self.alpha * term + (1 - self.alpha) * ce
             total = total + target.weight * term

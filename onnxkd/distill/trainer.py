@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable
+from typing import Any, Callable, ContextManager, Iterable
 
+import numpy as np
 import torch
 
 from onnxkd.distill import checkpoint, distributed, interrupts
+from onnxkd.distill.augment import Mixed
 from onnxkd.distill.batches import Batch, Batches
 from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.evaluate import describe, evaluate, score
@@ -53,6 +55,8 @@ class Session:
     fingerprint: dict
     autocast: Callable[[], ContextManager] = field(default=lambda: torch.autocast("cpu", enabled=False))
     recalibration: dict | None = None  # BN recalibration figures, kept in checkpoints for a resumed run's report
+    # training-batch augmentation, (inputs, generator) -> inputs or (inputs, Mixed); None: none
+    augment: Callable[[list[torch.Tensor], torch.Generator], Any] | None = None
 
 
 @dataclass
@@ -108,8 +112,9 @@ def run_epoch(s: Session, state: TrainState, warmup: int) -> None:
             for group in s.optimizer.param_groups:
                 group["lr"] = lr
 
+            batch, mixed = augmented(s, state, batch)  # the teacher and the student see the same augmented batch
             student = named_outputs(s.student, s.forward(batch.inputs, s.objective.capture))
-            loss, _ = s.objective(student, s.teacher(batch), batch.labels)
+            loss, _ = s.objective(student, s.teacher(batch), batch.labels, mixed)
             s.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if s.config.clip_grad > 0:
@@ -129,6 +134,17 @@ def run_epoch(s: Session, state: TrainState, warmup: int) -> None:
         state.seconds += time.perf_counter() - started
         state.loss_sum += float(running)
         state.samples += steps_here * batch_size
+
+
+def augmented(s: Session, state: TrainState, batch: Batch) -> tuple[Batch, Mixed | None]:
+    """``batch`` augmented with random draws seeded by (seed, epoch, step, process): a resumed run, and a run with
+    any number of loader workers, augments every step the same way."""
+    if s.augment is None:
+        return batch, None
+    seed = np.random.SeedSequence([s.config.seed, state.epoch, state.step, s.world.rank, 30_000]).generate_state(1)
+    result = s.augment(batch.inputs, torch.Generator().manual_seed(int(seed[0])))
+    inputs, mixed = result if isinstance(result, tuple) else (result, None)
+    return replace(batch, inputs=list(inputs)), mixed
 
 
 def waited_for(batches, state: TrainState):

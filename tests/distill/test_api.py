@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import onnxkd
@@ -26,13 +27,13 @@ def test_objective_is_the_weighted_sum_of_each_outputs_loss_ce_and_hints():
     targets = [Target("probs", "logits", "kl", 2.0, True), Target("map", "map", "cosine", 0.5, False)]
     objective = Objective(targets, ["feat"], temperature=3.0, alpha=0.25, hint_weight=0.7)
     total, parts = objective(s, t, labels)
-    expected = (2.0 * (0.25 * losses.kd_kl(s["logits"], t["logits"], 3.0) + 0.75 * losses.cross_entropy(s["logits"], labels))
+    expected = (2.0 * (0.25 * losses.kd_kl(s["logits"], t["logits"], 3.0) + 0.75 * F.cross_entropy(s["logits"], labels))
                 + 0.5 * losses.cosine(s["map"], t["map"]) + 0.7 * losses.hint(s["feat"], t["feat"]))
     assert float(total) == pytest.approx(float(expected), rel=1e-6)
     assert set(parts) == {"kl:probs", "ce", "cosine:map", "hint"}
     assert objective.capture == ["logits", "feat"]  # logits behind a Softmax and hints are captured
     unlabelled, _ = objective(s, t, None)  # no labels: KD alone on the class scores
-    assert float(unlabelled) == pytest.approx(float(expected - 2.0 * 0.75 * losses.cross_entropy(s["logits"], labels)
+    assert float(unlabelled) == pytest.approx(float(expected - 2.0 * 0.75 * F.cross_entropy(s["logits"], labels)
                                                     - 2.0 * 0.25 * losses.kd_kl(s["logits"], t["logits"], 3.0)
                                                     + 2.0 * losses.kd_kl(s["logits"], t["logits"], 3.0)), rel=1e-6)
 
