@@ -7,7 +7,7 @@ in the result (and in a compress recipe) so a run can be replayed.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
 from onnxkd.errors import OnnxkdError
@@ -99,10 +99,10 @@ class DistillConfig:
         return epochs, epochs * steps_per_epoch
 
     def to_dict(self) -> dict:
-        augment = self.augment
-        if callable(augment):  # a recipe names it; replaying the run needs the same callable again
-            augment = f"callable {getattr(augment, '__qualname__', type(augment).__name__)}"
-        return asdict(replace(self, augment=augment))
+        data = asdict(self)
+        if callable(self.augment):  # a recipe names it; replaying the run needs the same callable again
+            data["augment"] = f"callable {getattr(self.augment, '__qualname__', type(self.augment).__name__)}"
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "DistillConfig":

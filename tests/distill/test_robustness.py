@@ -33,25 +33,28 @@ def _interrupt_at(stage: str):
     return callback
 
 
-@pytest.mark.parametrize("stage", ["epoch 1/2", "epoch 2/2"])
-def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(digits, digits_student, small_digits, tmp_path,
-                                                                  stage):
+@pytest.mark.parametrize("stage,images", [("epoch 1/2", False), ("epoch 2/2", False), ("epoch 2/2", True)])
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(digits, digits_student, small_digits, digit_images,
+                                                                  tmp_path, stage, images):
     """Interrupted in the middle of an epoch (a SIGINT between two steps), resumed from the checkpoint:
-    the written student is bit-identical to that of a run that never stopped."""
+    the written student is bit-identical to that of a run that never stopped. ``images``: PNG files decoded
+    by 2 loader workers, augmented with crops, flips, mixup and cutmix."""
+    train, options = (small_digits["train"], {}) if not images else \
+        (digit_images["train"], dict(image_options=digit_images["options"], workers=2, augment="strong"))
     straight = tmp_path / "straight.onnx"
-    onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], straight, val_data=small_digits["val"],
-                   **FAST)
+    onnxkd.distill(digits["teacher"], digits_student, train, straight, val_data=small_digits["val"],
+                   **FAST, **options)
 
     out, work = tmp_path / "resumed.onnx", tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
-        onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], out, val_data=small_digits["val"],
-                       work_dir=work, progress=_interrupt_at(stage), **FAST)
+        onnxkd.distill(digits["teacher"], digits_student, train, out, val_data=small_digits["val"],
+                       work_dir=work, progress=_interrupt_at(stage), **FAST, **options)
     assert not out.exists() and checkpoint.path_in(work).exists()
     saved = checkpoint.load(work, checkpoint_fingerprint(work))
     assert saved["train"]["step"] > 0  # stopped mid-epoch, not at a boundary
 
-    result = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], out,
-                            val_data=small_digits["val"], work_dir=work, resume=True, **FAST)
+    result = onnxkd.distill(digits["teacher"], digits_student, train, out,
+                            val_data=small_digits["val"], work_dir=work, resume=True, **FAST, **options)
     assert result.resumed and len(result.history) == 2
     assert not checkpoint.path_in(work).exists()  # cleaned up once the student is written
     expected, got = _initializers(straight), _initializers(out)
