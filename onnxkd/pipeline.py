@@ -23,7 +23,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import onnx_ir as ir
 
@@ -69,7 +69,8 @@ class CompressResult:
 def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = None, *, output=None, report=None,
              val_data: DataLike = None, recipe: Recipe | str | os.PathLike | dict | None = None, work_dir=None,
              resume: bool = False, image_options: ImageOptions | None = None, input_shapes: dict | None = None,
-             progress: Any = None, **options: Any) -> CompressResult:
+             progress: Any = None, transform: Callable | None = None, columns: Any = None,
+             **options: Any) -> CompressResult:
     """Prune ``teacher`` at ``ratio``, distil the student on ``data``, validate it with onnxruntime, report.
 
     ``output`` defaults to ``<teacher>.student.onnx`` and ``report`` to the folder ``<teacher>.report``
@@ -85,7 +86,8 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     teacher_model = _load_teacher(teacher)
     teacher_sha = model_io.sha256_of(teacher)
     specs = input_specs(ir.to_proto(teacher_model))
-    train, val, held_out = _datasets(data, val_data, specs, image_options, plan.seed)
+    train, val, held_out = _datasets(data, val_data, specs, plan.seed, image_options=image_options,
+                                     transform=transform, columns=columns)
     _refuse_early(plan, train, val)
     # Every stage that needs sizes (MACs, the optimize check, timing) uses these: the user's samples give
     # the dynamic dims (a PaddlePaddle or tf2onnx export's height and width), --input-shape overrides them.
@@ -441,13 +443,14 @@ def _load_teacher(teacher: ModelLike) -> ir.Model:
         raise OnnxkdError(f"teacher: {exc}") from None
 
 
-def _datasets(data, val_data, specs, image_options, seed: int) -> tuple[Dataset | None, Dataset | None, bool]:
-    """(train, val, held_out): the data split once, so distillation never sees the validation samples."""
+def _datasets(data, val_data, specs, seed: int, **read) -> tuple[Dataset | None, Dataset | None, bool]:
+    """(train, val, held_out): the data split once, so distillation never sees the validation samples.
+    ``read``: as_dataset's options (image_options, transform, columns)."""
     if data is None:
-        return None, as_dataset(val_data, specs, image_options) if val_data is not None else None, False
-    train = as_dataset(data, specs, image_options)
+        return None, as_dataset(val_data, specs, **read) if val_data is not None else None, False
+    train = as_dataset(data, specs, **read)
     if val_data is not None:
-        return train, as_dataset(val_data, specs, image_options), False
+        return train, as_dataset(val_data, specs, **read), False
     from onnxkd.distill.batches import split_holdout
 
     train, val = split_holdout(train, 0.1, seed)

@@ -97,7 +97,7 @@ def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resum
     _warn_other_teacher(teacher, saved_sha, console)
     result = compress(teacher, data=data, output=output, report=report_dir, val_data=val_data, recipe=plan,
                       work_dir=work_dir, resume=resume, image_options=options,
-                      input_shapes=parse_input_shapes(input_shapes), progress=console)
+                      input_shapes=parse_input_shapes(input_shapes), progress=console, columns=flags.pop("columns"))
     r = result.to_dict()
     if as_json:
         click.echo(json.dumps(r, indent=2))

@@ -93,7 +93,7 @@ def command(teacher, student, output, data, val_data, work_dir, resume, input_sh
     console = make_console(stderr=as_json)
     result = distill(teacher, student, data, output, val_data=val_data, work_dir=work_dir, resume=resume,
                      image_options=options, input_shapes=parse_input_shapes(input_shapes), progress=console,
-                     config=config)
+                     columns=flags.pop("columns"), config=config)
     if result.world_size > 1:
         from onnxkd.distill import distributed
 

@@ -14,13 +14,14 @@ ROUND_TO_HELP = ("Round kept channel counts to the nearest multiple of N [defaul
 
 
 def image_folder_options(command: Callable) -> Callable:
-    """--image-size/--mean/--std/--channel-order/--layout; the command receives them as ``image_options``."""
+    """--image-size/--mean/--std/--channel-order/--layout (``image_options``) and --columns (``columns``)."""
     options = [
         click.option("--image-size", metavar="H[,W]", help="Image folder: resize to this (default: the model's input size, else 224)."),
         click.option("--mean", metavar="R,G,B", default="0.485,0.456,0.406", show_default=True, help="Image folder: per-channel mean of pixels in [0, 1]."),
         click.option("--std", metavar="R,G,B", default="0.229,0.224,0.225", show_default=True, help="Image folder: per-channel std."),
         click.option("--channel-order", type=click.Choice(["rgb", "bgr"]), default="rgb", show_default=True, help="Image folder: channel order."),
         click.option("--layout", type=click.Choice(["nchw", "nhwc"]), default="nchw", show_default=True, help="Image folder: tensor layout."),
+        click.option("--columns", metavar="NAME[=COLUMN],...", help="Hugging Face data (a save_to_disk folder or .parquet): the columns feeding each input and the labels, e.g. input_ids,attention_mask,labels=label (default: columns named like the inputs, and label/labels)."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -48,7 +48,7 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
             teacher, student, data, batch_size=batch_size, provider=provider, threads=threads, graph_opt=graph_opt,
             input_shapes=list(input_shapes), image_options=options, warmup=warmup, runs=runs, budget_s=time_budget,
             max_accuracy_drop=max_accuracy_drop, min_agreement=min_agreement, min_speedup=min_speedup, seed=seed,
-            progress=progress,
+            progress=progress, columns=image_flags.pop("columns"),
         )
     r = result.to_dict()
     render(r, console)

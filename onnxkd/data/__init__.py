@@ -7,34 +7,46 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping, Union
+from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
 
 from onnxkd.data.dataset import Dataset
 from onnxkd.data.fit import fit_to_model
+from onnxkd.data.hf import Columns, class_names, from_hf, is_hf_object, is_hf_path, load_hf, refuse_dataset_dict
 from onnxkd.data.images import LIST_SUFFIXES, ImageOptions, load_image_folder, load_image_list
 from onnxkd.data.npz import load_npz
+from onnxkd.data.sources import MapStyle, Transform, open_source, to_numpy
 from onnxkd.data.spec import (InputSpec, check_input_shapes, concrete_shape, input_specs, parse_input_shapes,
                               reference_shapes)
 from onnxkd.data.synthetic import random_inputs
 from onnxkd.errors import OnnxkdError
 
-DataLike = Union[str, os.PathLike, Dataset, Mapping[str, np.ndarray], None]
+# a path, a Dataset, a dict of arrays (+ "labels"), one array (one-input models), a map-style data set (torch
+# Dataset), an iterable of samples (IterableDataset, DataLoader, generator, list), a datasets.Dataset, or None
+DataLike = Union[str, os.PathLike, Dataset, Mapping[str, Any], np.ndarray, MapStyle, Iterable[Any], None]
 
 __all__ = [
     "DataLike", "as_dataset", "Dataset", "ImageOptions", "InputSpec", "check_input_shapes", "concrete_shape",
-    "fit_to_model", "input_specs", "load_data", "load_image_folder", "load_image_list", "load_npz", "parse_input_shapes", "random_inputs",
-    "reference_shapes",
+    "fit_to_model", "input_specs", "load_data", "load_hf", "load_image_folder", "load_image_list", "load_npz",
+    "open_source", "parse_input_shapes", "random_inputs", "reference_shapes",
 ]
 
 
-def load_data(path: str | Path, specs: list[InputSpec], image_options: ImageOptions | None = None) -> Dataset:
-    """Open ``--data`` (an .npz/.npy file, a folder of .npy files, an image folder or a list of images) and fit
-    it to the model's inputs. Nothing is read whole: samples are read per batch."""
+def load_data(path: str | Path, specs: list[InputSpec], image_options: ImageOptions | None = None,
+              columns: Columns = None) -> Dataset:
+    """Open ``--data`` (an .npz/.npy file, a folder of .npy files, an image folder or a list of images, a
+    Hugging Face ``save_to_disk`` folder or a .parquet file) and fit it to the model's inputs. Nothing is read
+    whole: samples are read per batch. ``columns`` maps a Hugging Face data set's columns to inputs and labels
+    (``"input_ids,attention_mask,labels=label"``, see ``onnxkd.data.hf``)."""
     path = Path(path)
     if not path.exists():
         raise OnnxkdError(f"--data {path}: no such file or folder")
+    if is_hf_path(path):  # before the .npy-folder and image-folder checks: a save_to_disk folder is a folder
+        return fit_to_model(load_hf(path, specs, columns), specs)
+    if columns is not None:
+        raise OnnxkdError(f"--data {path}: columns apply to Hugging Face data sets (a save_to_disk folder, a "
+                          ".parquet file or a datasets.Dataset)")
     if path.is_dir() and any(path.glob("*.npy")):  # one .npy per input (+ labels.npy)
         data = load_npz(path)
     elif path.is_dir() or path.suffix.lower() in LIST_SUFFIXES:
@@ -47,15 +59,64 @@ def load_data(path: str | Path, specs: list[InputSpec], image_options: ImageOpti
     return fit_to_model(data, specs)
 
 
-def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptions | None = None) -> Dataset | None:
-    """``data`` as given to the API (a path, a ``Dataset``, a dict of arrays with optional ``labels``, or None)
-    fitted to the model's inputs."""
+def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptions | None = None,
+               transform: Transform | None = None, columns: Columns = None) -> Dataset | None:
+    """``data`` as given to the API, fitted to the model's inputs (None stays None):
+
+    * a path (see ``load_data``), a ``Dataset``, a dict of arrays with optional ``labels``, or one array
+      (samples on axis 0) for a one-input model;
+    * a map-style data set (``len`` and ``[i]``: a ``torch.utils.data.Dataset``), read lazily per batch;
+    * an iterable of samples (an ``IterableDataset``, a ``DataLoader``, a generator, a list), read once into a
+      temporary folder; see ``onnxkd.data.sources`` for the sample forms and the cost of each;
+    * a ``datasets.Dataset`` (Hugging Face), its ``columns`` mapped to inputs as in ``load_data``.
+
+    ``transform`` (nncf's ``transform_fn``) maps each item of a Python source (a sample; a ``DataLoader``'s
+    batch) to a sample: a dict keyed by input name (+ ``labels``), a tuple ``(inputs..., [label])`` or one
+    array."""
     if data is None:
         return None
+    if transform is not None and not callable(transform):
+        raise OnnxkdError(f"transform: expected a function sample -> sample, got a {type(transform).__name__}")
+
+    def only_for_sources(what: str) -> None:
+        if transform is not None:
+            raise OnnxkdError(f"transform: applies to Python data sources (a map-style data set, an iterable of "
+                              f"samples), not to {what}")
+
+    if is_hf_object(data):
+        refuse_dataset_dict(data)
+        names = class_names(data)
+        # ds.with_transform(fn): its rows are what fn makes of them, read like any map-style data set
+        custom = (getattr(data, "format", None) or {}).get("type") == "custom"
+        if "Dataset" in names and "IterableDataset" not in names and transform is None and not custom:
+            return fit_to_model(from_hf(data, specs, columns), specs)
+        if columns is not None:  # an IterableDataset, or rows handed to a transform as they are
+            raise OnnxkdError("columns: give columns or a transform, not both (the transform gets each row as a "
+                              "dict of every column)" if transform is not None or custom else
+                              f"columns: apply to a datasets.Dataset, not a {type(data).__name__} (rename its "
+                              "columns to the input names, or give a transform)")
+        return fit_to_model(open_source(data, specs, transform), specs)
+    if isinstance(data, (str, os.PathLike)):
+        only_for_sources("a path")
+        return load_data(Path(data), specs, image_options, columns)
+    if columns is not None:
+        raise OnnxkdError(f"columns: apply to Hugging Face data sets (a datasets.Dataset, a save_to_disk folder or "
+                          f"a .parquet file), not to a {type(data).__name__}")
     if isinstance(data, Dataset):
+        only_for_sources("a Dataset")
         return fit_to_model(data, specs)
     if isinstance(data, Mapping):
+        only_for_sources("a dict of arrays")
         arrays = {k: np.asarray(v) for k, v in data.items() if k != "labels"}
         labels = None if data.get("labels") is None else np.asarray(data["labels"])
         return fit_to_model(Dataset(arrays, labels, "data"), specs)
-    return load_data(Path(data), specs, image_options)
+    if hasattr(data, "detach") and hasattr(data, "shape"):  # one tensor: like one array
+        data = to_numpy(data)
+    if isinstance(data, np.ndarray):
+        only_for_sources("an array")
+        if len(specs) != 1:
+            raise OnnxkdError(f"data: one array, the model has {len(specs)} inputs; give a dict of arrays keyed by "
+                              "input name")
+        return fit_to_model(Dataset({specs[0].name: data}, None, "data"), specs)
+    return fit_to_model(open_source(data, specs, transform), specs)
+

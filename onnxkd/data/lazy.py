@@ -109,7 +109,7 @@ def subset(array, index: np.ndarray):
 # --------------------------------------------------------------------------- .npy data in a file
 
 
-class _FileRows:
+class FileRows:
     """Rows of an array stored row after row from ``offset`` in ``path``, one ``pread`` per run of consecutive
     rows."""
 
@@ -158,7 +158,7 @@ def _array_at(path: Path, handle, label: str) -> LazyArray | None:
     needed = offset + dtype.itemsize * int(np.prod(shape, dtype=np.int64))
     if os.path.getsize(path) < needed:
         raise OnnxkdError(f"{label}: truncated ({os.path.getsize(path):,} bytes, the header promises {needed:,})")
-    return LazyArray(shape, dtype, _FileRows(path, offset, shape, dtype), label)
+    return LazyArray(shape, dtype, FileRows(path, offset, shape, dtype), label)
 
 
 def open_npy(path: Path) -> LazyArray | np.ndarray:

@@ -26,6 +26,7 @@ from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rul
 from onnxkd.distill.augment import Augmenter, policy as augment_policy
 from onnxkd.distill.batches import Batches, split_holdout
 from onnxkd.distill.loader import Loader, default_workers, in_order
+from onnxkd.distill.teacher_cache import cache_teacher, remove_disk_cache
 from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.evaluate import describe, evaluate
 from onnxkd.distill.objective import Objective
@@ -33,7 +34,7 @@ from onnxkd.distill.pairing import check_pair
 from onnxkd.distill.progress import reporter
 from onnxkd.distill.result import DistillResult
 from onnxkd.distill.targets import logits_tensors, plan_targets
-from onnxkd.distill.teacher import Teacher, bytes_per_sample
+from onnxkd.distill.teacher import Teacher
 from onnxkd.distill.trainer import Session, TrainState, named_outputs, restore, train
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import read_plan_details
@@ -47,12 +48,16 @@ DATA_FREE_WARNING = ("no --data: distilling on random inputs drawn from the inpu
 def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, output: str | os.PathLike | None = None, *,
             val_data: DataLike = None, work_dir: str | os.PathLike | None = None, resume: bool = False,
             image_options: ImageOptions | None = None, input_shapes: dict | None = None, progress: Any = None,
-            config: DistillConfig | None = None, **options: Any) -> DistillResult:
+            transform: Callable | None = None, columns: Any = None, config: DistillConfig | None = None,
+            **options: Any) -> DistillResult:
     """Distil ``teacher`` into ``student`` (usually ``onnxkd.prune``'s output) on ``data``.
 
-    ``data``/``val_data``: an .npz path, an image folder, a ``Dataset`` or a dict of arrays by input name
-    (+ optional ``labels``); without ``val_data`` a seeded 10% of ``data`` is held out; without ``data``
-    random inputs are used (data-free, weak). ``options`` are the fields of ``DistillConfig`` (epochs,
+    ``data``/``val_data``: a path (.npz/.npy, a folder of .npy files, an image folder or list, a Hugging Face
+    save_to_disk folder or .parquet file), a ``Dataset``, a dict of arrays by input name (+ optional ``labels``),
+    a torch ``Dataset``/``IterableDataset``/``DataLoader``, any iterable of samples or a ``datasets.Dataset``
+    (see ``onnxkd.data.as_dataset``; ``transform`` maps each item of a Python source to a sample, ``columns``
+    maps a Hugging Face data set's columns to inputs); without ``val_data`` a seeded 10% of ``data`` is held
+    out; without ``data`` random inputs are used (data-free, weak). ``options`` are the fields of ``DistillConfig`` (epochs,
     steps, lr, batch_size, optimizer, temperature, alpha, loss, hints, device, bf16, compile, seed, ...),
     or pass a whole ``config``. ``output``: where the distilled student is written (atomically);
     checkpoints go to ``work_dir`` (default ``<output>.work``) after every epoch, and ``resume=True``
@@ -72,8 +77,8 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     check_pair(teacher_model, student_model)
     specs = input_specs(ir.to_proto(student_model))
     input_shapes = check_input_shapes(input_shapes, specs)
-    train_set, val_set, data_info = _datasets(data, val_data, specs, config, image_options, input_shapes, report,
-                                              warnings)
+    read = dict(image_options=image_options, transform=transform, columns=columns)
+    train_set, val_set, data_info = _datasets(data, val_data, specs, config, read, input_shapes, report, warnings)
     device = _device(config.device, world)
     torch.manual_seed(config.seed)
 
@@ -99,15 +104,14 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     if workers:
         report.line(f"reading data in {workers} worker process(es) (--workers)")
     augmenter = _augmenter(config, specs, image_options, report, warnings)
-    cache = _cache_teacher(train_teacher, val_teacher, train_loader, val_loader, probe, config, report,
-                           augmenting=augmenter is not None)
-    if not cache["used"] and augmenter is None:
-        warnings.append(f"teacher outputs ({cache['mb']:,.0f} MB) exceed the cache budget ({config.cache_mb:,.0f} "
-                        "MB): the teacher runs on every batch")
-
-    # ----------------------------------------------------------------- the training session
     batches = Batches(train_loader, config.batch_size, config.seed, world.rank, world.size)
     epochs, total_steps = config.schedule(len(batches))
+    cache = cache_teacher(train_teacher, val_teacher, train_loader, val_loader, probe, config, report,
+                          augmenting=augmenter is not None, epochs=epochs, work_dir=work_dir, rank=world.rank)
+    if cache["where"] == "none" and augmenter is None:
+        warnings.append(cache["reason"])
+
+    # ----------------------------------------------------------------- the training session
     trained = distributed.wrap(student_module, world, device)
     if config.compile:
         trained = torch.compile(trained, backend=config.compile_backend)
@@ -136,7 +140,10 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
                 f"{epochs} epoch(s) = {total_steps:,} steps of {batches.batch_size}, "
                 f"lr {config.peak_lr:g} ({config.optimizer}), T {config.temperature:g}, on {device}"
                 + (f" x {world.size} processes" if world.distributed else ""))
-    state = train(session, state)
+    try:
+        state = train(session, state)
+    finally:  # interrupted or done: a resumed run fills the cache again; gigabytes are not left behind
+        remove_disk_cache(work_dir, world.rank)
 
     # ----------------------------------------------------------------- the student, written back
     distilled = write_back(student_module, student_model)
@@ -189,18 +196,19 @@ def _load(model: ModelLike, label: str) -> ir.Model:
         raise OnnxkdError(f"{label}: {exc}") from None
 
 
-def _datasets(data, val_data, specs, config: DistillConfig, image_options, input_shapes, report,
+def _datasets(data, val_data, specs, config: DistillConfig, read: dict, input_shapes, report,
               warnings) -> tuple[Dataset, Dataset, dict]:
+    """(train, validation, what they are); ``read``: as_dataset's options (image_options, transform, columns)."""
     if data is None:
         warnings.append(DATA_FREE_WARNING)
         report.line(f"Warning: {DATA_FREE_WARNING}", "bold yellow")
         train = _random_dataset(specs, config.data_free_samples, input_shapes, config.seed)
-        val = as_dataset(val_data, specs, image_options) if val_data is not None else \
+        val = as_dataset(val_data, specs, **read) if val_data is not None else \
             _random_dataset(specs, max(64, config.data_free_samples // 10), input_shapes, config.seed + 1)
         return train, val, _data_info(train, val, held_out=False, data_free=True)
-    train = as_dataset(data, specs, image_options)
+    train = as_dataset(data, specs, **read)
     if val_data is not None:
-        val = as_dataset(val_data, specs, image_options)
+        val = as_dataset(val_data, specs, **read)
         return train, val, _data_info(train, val, held_out=False, data_free=False)
     train, val = split_holdout(train, config.val_fraction, config.seed)
     report.line(f"no --val-data: holding out {len(val):,} of {len(train) + len(val):,} samples "
@@ -256,24 +264,6 @@ def _objective(teacher_module, student_module, teacher_model, student_model, pro
         hint_rules.check_covered(hint, teacher_values[hint.tensor], student_values[hint.tensor])
         hint.fit(teacher_values[hint.tensor], student_values[hint.tensor])
     return objective, hints, teacher_values
-
-
-def _cache_teacher(train_teacher: Teacher, val_teacher: Teacher, train: Loader, val: Loader, probe,
-                   config: DistillConfig, report, augmenting: bool) -> dict:
-    """Compute the teacher's targets once, when they fit in ``config.cache_mb``: {"used", "mb", "seconds"}.
-    Augmented training batches differ at every step, so then only the validation targets are cached."""
-    per_sample = bytes_per_sample(train_teacher.forward(probe.inputs))
-    cached = [(val_teacher, val)] if augmenting else [(train_teacher, train), (val_teacher, val)]
-    megabytes = per_sample * sum(len(loader.dataset) for _, loader in cached) / 2**20
-    if megabytes > config.cache_mb:
-        return {"used": False, "mb": round(megabytes, 3), "seconds": 0.0}
-    started = time.perf_counter()
-    for teacher, loader in cached:
-        report.start("teacher outputs", len(loader.dataset))
-        teacher.fill(loader.in_order(config.batch_size), len(loader.dataset), report.update)
-        report.stop()
-    return {"used": not augmenting, "mb": round(megabytes, 3), "seconds": time.perf_counter() - started,
-            **({"reason": "augmenting: the teacher sees each augmented batch"} if augmenting else {})}
 
 
 def _augmenter(config: DistillConfig, specs, image_options: ImageOptions | None, report,

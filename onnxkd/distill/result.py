@@ -18,7 +18,7 @@ class DistillResult:
     data: dict  # {"train": {source, n, labels}, "val": {source, n, held_out}, "data_free": bool}
     targets: list[dict]  # what was distilled: output, tensor, loss, weight
     hints: list[dict]
-    teacher_cache: dict  # {"used", "mb", "seconds"}
+    teacher_cache: dict  # {"used", "where" (memory|disk|none), "mb", "seconds", "reason", "measured"}
     recalibration: dict | None  # {"samples", "before": figures, "after": figures}; None without BatchNorm
     initial: dict | None  # validation figures of the student training starts from (after recalibration)
     history: list[dict]  # one record per epoch: loss, lr, seconds, samples_per_s, data_wait, steps, val figures

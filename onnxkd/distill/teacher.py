@@ -1,9 +1,9 @@
-"""The teacher's side of every batch: its targets and hint features, computed once when they fit.
+"""The teacher's side of every batch: its targets and hint features, computed once when that pays.
 
 The teacher runs in eval mode without gradients and never changes, so with un-augmented data its
-outputs are the same every epoch: when all of them fit in ``budget_bytes`` they are computed once, in
-order, before training (a deterministic pass, so a resumed run sees the same values) and looked up by
-sample index afterwards. Hint features are stored already cut to the student's channels.
+outputs are the same every epoch: they can be computed once, in order, before training (a deterministic
+pass, so a resumed run sees the same values) and looked up by sample index afterwards, from memory or from
+disk (``teacher_store``). Hint features are stored already cut to the student's channels.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 
 from onnxkd.distill.batches import Batch
 from onnxkd.distill.hints import Hint
+from onnxkd.distill.teacher_store import DiskStore, MemoryStore
 from onnxkd.torch_bridge import OnnxModule
 
 Run = Callable[[OnnxModule, list, list], tuple]
@@ -24,7 +25,7 @@ class Teacher:
         self.module, self.hints, self.run = module.eval(), {h.tensor: h for h in hints}, run
         self.tensors = list(dict.fromkeys(tensors + [h.tensor for h in hints]))
         self.capture = [t for t in self.tensors if t not in module.output_names]
-        self.cache: dict[str, torch.Tensor] | None = None
+        self.cache: MemoryStore | DiskStore | None = None
 
     def forward(self, inputs: list[torch.Tensor], raw: bool = False) -> dict[str, torch.Tensor]:
         """Every needed tensor for one batch; hint features cut to the student's channels unless ``raw``."""
@@ -39,25 +40,18 @@ class Teacher:
         return found
 
     def __call__(self, batch: Batch) -> dict[str, torch.Tensor]:
-        if self.cache is None:
-            return self.forward(batch.inputs)
-        index = torch.as_tensor(batch.indices, dtype=torch.long, device=next(iter(self.cache.values())).device)
-        return {name: values.index_select(0, index) for name, values in self.cache.items()}
+        return self.forward(batch.inputs) if self.cache is None else self.cache.get(batch.indices)
 
-    def fill(self, batches: Iterable[Batch], samples: int, progress: Callable[[int], None] | None = None) -> None:
-        """Compute the targets of all ``samples`` (``batches`` in order, covering every index once)."""
-        cache: dict[str, torch.Tensor] = {}
+    def fill(self, batches: Iterable[Batch], samples: int, store: MemoryStore | DiskStore,
+             progress: Callable[[int], None] | None = None) -> None:
+        """Compute the targets of all ``samples`` into ``store`` (``batches`` in order, covering every index once)."""
         done = 0
         for batch in batches:
-            values = self.forward(batch.inputs)
-            for name, value in values.items():
-                if name not in cache:
-                    cache[name] = torch.empty((samples, *value.shape[1:]), dtype=value.dtype, device=value.device)
-                cache[name][torch.as_tensor(batch.indices, device=value.device)] = value
+            store.put(batch.indices, self.forward(batch.inputs), samples)
             done += len(batch.indices)
             if progress:
                 progress(done)
-        self.cache = cache
+        self.cache = store
 
 
 def bytes_per_sample(values: dict[str, torch.Tensor]) -> int:

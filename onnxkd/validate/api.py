@@ -7,7 +7,7 @@ here; the report layer renders the returned result.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,11 +29,13 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
              input_shapes: Mapping[str, Sequence[int]] | Iterable[str] | None = None,
              image_options: ImageOptions | None = None, warmup: int = 5, runs: int = 50, budget_s: float = 2.0,
              max_accuracy_drop: float | None = None, min_agreement: float | None = None,
-             min_speedup: float | None = None, seed: int = 0, progress: Progress | None = None) -> ValidationResult:
+             min_speedup: float | None = None, seed: int = 0, progress: Progress | None = None,
+             transform: Callable | None = None, columns: Any = None) -> ValidationResult:
     """Compare ``student`` with ``teacher``: quality on ``data``, latency, static counts, gates.
 
-    ``data`` is an .npz path, an image folder, a ``Dataset`` or a dict of arrays keyed by input name
-    (optionally ``labels``); without it, latency runs on random inputs and quality is omitted.
+    ``data`` is what ``onnxkd.data.as_dataset`` reads (a path, a ``Dataset``, a dict of arrays keyed by input
+    name with optional ``labels``, a Python or Hugging Face data set, with ``transform``/``columns``); without
+    it, latency runs on random inputs and quality is omitted.
     """
     if batch_size < 1 or runs < 1 or warmup < 0 or budget_s <= 0:
         raise OnnxkdError("batch size and runs must be >= 1, warm-up >= 0 and the time budget > 0")
@@ -41,7 +43,7 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     t_model, s_model = load_model(teacher, "teacher"), load_model(student, "student")
     specs = _common_inputs(input_specs(t_model.proto), input_specs(s_model.proto))
     given = input_shapes if input_shapes is None or isinstance(input_shapes, Mapping) else parse_input_shapes(input_shapes)
-    dataset = as_dataset(data, specs, image_options)
+    dataset = as_dataset(data, specs, image_options, transform=transform, columns=columns)
     gates.check_measurable(dataset is not None, dataset is not None and dataset.labels is not None)
     # sizes for dynamic dims, refused now rather than after the sessions are built
     overrides = reference_shapes(specs, given, dataset.sample_shapes() if dataset is not None else None)
