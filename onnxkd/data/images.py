@@ -14,6 +14,7 @@ normalised per batch, so memory does not grow with the number of images.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,15 +43,20 @@ class ImageOptions:
 
 def load_image_folder(folder: str | Path, spec: InputSpec, options: ImageOptions = ImageOptions()) -> Dataset:
     folder = Path(folder)
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    if classes:
-        files = [(f, label) for label, name in enumerate(classes) for f in sorted((folder / name).iterdir())
-                 if f.suffix.lower() in EXTENSIONS]
-    else:  # a flat folder: images without labels
-        files = [(f, -1) for f in sorted(folder.iterdir()) if f.suffix.lower() in EXTENSIONS]
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    # names as plain strings from scandir (a million Path objects would cost hundreds of MB)
+    files, labels = [], []
+    for label, name in enumerate(classes) if classes else [(-1, "")]:  # no class folders: unlabelled images
+        found = sorted(entry.path for entry in os.scandir(folder / name) if _is_image(entry.name))
+        files += found
+        labels += [label] * len(found)
     if not files:
         raise OnnxkdError(f"{folder}: no images found (expected {folder}/<class>/*.png|jpg, or images in it)")
-    return _image_dataset(files, spec, options, str(folder))
+    return _image_dataset(files, labels, spec, options, str(folder))
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in EXTENSIONS
 
 
 def load_image_list(path: str | Path, spec: InputSpec, options: ImageOptions = ImageOptions()) -> Dataset:
@@ -64,18 +70,18 @@ def load_image_list(path: str | Path, spec: InputSpec, options: ImageOptions = I
     rows = [row for row in csv.reader(_split_spaces(text, dialect), dialect) if row and any(field.strip() for field in row)]
     if rows and len(rows[0]) > 1 and not _is_int(rows[0][1]):
         rows = rows[1:]  # a header such as "path,label"
-    files = []
+    files, labels = [], []
     for line, row in enumerate(rows, start=1):
-        image = path.parent / row[0].strip()
         if len(row) > 1 and not _is_int(row[1]):
             raise OnnxkdError(f"{path}: line {line}: label {row[1].strip()!r} is not an integer class id")
-        files.append((image, int(row[1]) if len(row) > 1 else -1))
+        files.append(os.path.join(path.parent, row[0].strip()))
+        labels.append(int(row[1]) if len(row) > 1 else -1)
     if not files:
         raise OnnxkdError(f"{path}: no images listed (expected lines 'path,label' or 'path')")
-    missing = [f for f, _ in files if not f.is_file()]
+    missing = [f for f in files if not os.path.isfile(f)]
     if missing:
         raise OnnxkdError(f"{path}: {len(missing):,} listed image(s) do not exist, e.g. {missing[0]}")
-    return _image_dataset(files, spec, options, str(path))
+    return _image_dataset(files, labels, spec, options, str(path))
 
 
 def _split_spaces(text: str, dialect: str) -> list[str]:
@@ -92,14 +98,15 @@ def _is_int(text: str) -> bool:
         return False
 
 
-def _image_dataset(files: list[tuple[Path, int]], spec: InputSpec, options: ImageOptions, source: str) -> Dataset:
+def _image_dataset(files: list[str], labels: list[int], spec: InputSpec, options: ImageOptions,
+                   source: str) -> Dataset:
     height, width = _target_size(spec, options)
     grey = _channels(spec, options) == 1
     channels = 1 if grey else 3
     shape = (len(files), channels, height, width) if options.layout == "nchw" else (len(files), height, width, channels)
-    reader = ImageReader([str(f) for f, _ in files], height, width, options, grey)
+    reader = ImageReader(files, height, width, options, grey)
     pixels = LazyArray(shape, np.float32, reader, source, checked=True)
-    labels = np.array([label for _, label in files], dtype=np.int64)
+    labels = np.array(labels, dtype=np.int64)
     if (labels < 0).any():
         if not (labels < 0).all():
             raise OnnxkdError(f"{source}: some images have labels and some do not")
@@ -128,7 +135,8 @@ class ImageReader:
     copy of it in every loader worker costs nothing."""
 
     def __init__(self, files: list[str], height: int, width: int, options: ImageOptions, grey: bool):
-        self.files = np.array(files)  # one block of fixed-width strings: cheap to pickle, no per-object refcounts
+        # one block of fixed-width byte strings (a million names: tens of MB, one object to pickle to a worker)
+        self.files = np.array([os.fsencode(f) for f in files], dtype=bytes)
         self.height, self.width, self.options, self.grey = height, width, options, grey
         mean, std = np.asarray(options.mean, np.float32), np.asarray(options.std, np.float32)
         if grey:  # a one-channel model: the mean of several --mean/--std values is used for its one channel
@@ -140,7 +148,7 @@ class ImageReader:
         channels = 1 if self.grey else 3
         out = np.empty((len(index), self.height, self.width, channels), np.float32)
         for row, i in enumerate(np.asarray(index, dtype=np.int64)):
-            out[row] = self._decode(str(self.files[i]))
+            out[row] = self._decode(os.fsdecode(self.files[i]))
         out *= self.scale
         out += self.shift
         if self.options.channel_order == "bgr":
