@@ -6,12 +6,14 @@ or sampling a large data set copies nothing. Labels are always in memory (one in
 
 from __future__ import annotations
 
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
-from onnxkd.data.lazy import subset
+from onnxkd.data.lazy import LazyArray, subset
 
 
 @dataclass
@@ -31,11 +33,25 @@ class Dataset:
         labels = None if self.labels is None else self.labels[indices]
         return Dataset({k: subset(v, indices) for k, v in self.arrays.items()}, labels, self.source, self.origin)
 
-    def batches(self, size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
-        """Consecutive batches of numpy arrays (the last one may be short)."""
-        for start in range(0, len(self), size):
-            part = slice(start, start + size)
-            yield {k: v[part] for k, v in self.arrays.items()}, None if self.labels is None else self.labels[part]
+    def batches(self, size: int, ahead: int = 2) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
+        """Consecutive batches of numpy arrays (the last one may be short). Rows read from disk (decoded images,
+        file rows) are read ``ahead`` batches in advance by threads, while the caller runs the current one:
+        decoding and onnxruntime both release the GIL."""
+        parts = [slice(start, start + size) for start in range(0, len(self), size)]
+        if not ahead or not any(isinstance(v, LazyArray) for v in self.arrays.values()):
+            yield from map(self._rows, parts)
+            return
+        with ThreadPoolExecutor(ahead) as pool:
+            pending = deque(pool.submit(self._rows, part) for part in parts[:ahead])
+            for part in parts[ahead:]:
+                ready = pending.popleft().result()
+                pending.append(pool.submit(self._rows, part))
+                yield ready
+            while pending:
+                yield pending.popleft().result()
+
+    def _rows(self, part: slice) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        return {k: v[part] for k, v in self.arrays.items()}, None if self.labels is None else self.labels[part]
 
     def first(self, n: int) -> dict[str, np.ndarray]:
         """``n`` samples for timing; a data set smaller than ``n`` is repeated."""
