@@ -294,3 +294,33 @@ def test_without_the_datasets_package_the_message_says_what_to_install(tmp_path,
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets raises ImportError
     with pytest.raises(OnnxkdError, match=r"needs the datasets package: pip install datasets"):
         load_data(tmp_path / "saved", [X])
+
+
+class _Digits(torch.utils.data.Dataset):
+    """A user's torch Dataset over the digits arrays (module level: loader workers may need to pickle it)."""
+
+    def __init__(self, path):
+        data = np.load(path)
+        self.images, self.labels = data["image"], data["labels"]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return torch.from_numpy(self.images[i]), int(self.labels[i])
+
+
+def test_distilling_from_python_sources_trains_the_student_of_the_npz(digits, digits_student, small_digits):
+    """A torch Dataset read by 2 loader workers and a DataLoader read once into files train the same student as
+    the .npz they were made from, bit for bit."""
+    import onnxkd
+
+    common = dict(val_data=small_digits["val"], epochs=1, batch_size=32, seed=2)
+    reference = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], **common).model
+    torch_dataset = _Digits(small_digits["train"])
+    loader = torch.utils.data.DataLoader(torch_dataset, batch_size=50)
+    for data, extra in ((torch_dataset, dict(workers=2)), (loader, {})):
+        model = onnxkd.distill(digits["teacher"], digits_student, data, **common, **extra).model
+        for name, value in reference.graph.initializers.items():
+            np.testing.assert_array_equal(model.graph.initializers[name].const_value.numpy(),
+                                          value.const_value.numpy(), err_msg=name)
