@@ -146,25 +146,38 @@ class ImageReader:
 
     def __call__(self, index: np.ndarray) -> np.ndarray:
         channels = 1 if self.grey else 3
-        out = np.empty((len(index), self.height, self.width, channels), np.float32)
+        pixels = np.empty((len(index), self.height, self.width, channels), np.uint8)
         for row, i in enumerate(np.asarray(index, dtype=np.int64)):
-            out[row] = self._decode(os.fsdecode(self.files[i]))
-        out *= self.scale
-        out += self.shift
+            pixels[row] = self._decode(os.fsdecode(self.files[i]))
         if self.options.channel_order == "bgr":
-            out = out[..., ::-1]
-        return np.ascontiguousarray(out.transpose(0, 3, 1, 2) if self.options.layout == "nchw" else out)
+            pixels = pixels[..., ::-1]
+        if self.options.layout == "nchw":
+            pixels = pixels.transpose(0, 3, 1, 2)
+            scale, shift = self.scale[:, None, None], self.shift[:, None, None]
+        else:
+            scale, shift = self.scale, self.shift
+        if self.options.channel_order == "bgr":
+            scale, shift = scale[::-1], shift[::-1]
+        # one pass from uint8 to the normalised floats, written in the model's layout
+        out = np.empty(pixels.shape, np.float32)
+        np.multiply(pixels, scale, out=out)
+        out += shift
+        return out
 
     def _decode(self, path: str) -> np.ndarray:
-        """[H, W, C] pixels in 0..255."""
+        """[H, W, C] pixels, uint8."""
         from PIL import Image  # pillow ships with matplotlib; imported here so `onnxkd.data` stays light
 
+        mode, size = ("L" if self.grey else "RGB"), (self.width, self.height)
         try:
             with Image.open(path) as image:
-                image.draft("L" if self.grey else "RGB", (self.width, self.height))  # JPEG: decode at reduced size
-                converted = image.convert("L" if self.grey else "RGB").resize((self.width, self.height),
-                                                                              Image.BILINEAR)
-                pixels = np.asarray(converted, dtype=np.float32)
+                image.draft(mode, size)  # JPEG: decode at a reduced scale when the image is much larger
+                if image.mode != mode:
+                    image = image.convert(mode)
+                if image.size != size:  # already the model's size: no resampling pass
+                    image = image.resize(size, Image.BILINEAR)
+                pixels = np.asarray(image)
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for corrupt, truncated and odd files
-            raise OnnxkdError(f"{path}: cannot read image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise OnnxkdError(f"{path}: cannot read image ({reason})") from None
         return pixels[..., None] if self.grey else pixels
