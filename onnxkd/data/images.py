@@ -138,6 +138,8 @@ class ImageReader:
         # one block of fixed-width byte strings (a million names: tens of MB, one object to pickle to a worker)
         self.files = np.array([os.fsencode(f) for f in files], dtype=bytes)
         self.height, self.width, self.options, self.grey = height, width, options, grey
+        self.channels = 1 if grey else 3
+        self.cache = None  # a DecodedCache (decoded.py) once a run gives it a folder
         mean, std = np.asarray(options.mean, np.float32), np.asarray(options.std, np.float32)
         if grey:  # a one-channel model: the mean of several --mean/--std values is used for its one channel
             mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
@@ -145,10 +147,13 @@ class ImageReader:
         self.scale, self.shift = 1.0 / (255.0 * std), -mean / std
 
     def __call__(self, index: np.ndarray) -> np.ndarray:
-        channels = 1 if self.grey else 3
-        pixels = np.empty((len(index), self.height, self.width, channels), np.uint8)
-        for row, i in enumerate(np.asarray(index, dtype=np.int64)):
-            pixels[row] = self._decode(os.fsdecode(self.files[i]))
+        index = np.asarray(index, dtype=np.int64)
+        pixels = np.empty((len(index), self.height, self.width, self.channels), np.uint8)
+        cached = self.cache.read(index, pixels) if self.cache is not None else np.zeros(len(index), bool)
+        for row in np.flatnonzero(~cached):
+            pixels[row] = self._decode(os.fsdecode(self.files[index[row]]))
+        if self.cache is not None and not cached.all():
+            self.cache.write(index[~cached], pixels[~cached])
         if self.options.channel_order == "bgr":
             pixels = pixels[..., ::-1]
         if self.options.layout == "nchw":

@@ -23,6 +23,7 @@ import torch
 
 from onnxkd import model as model_io
 from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, check_input_shapes, input_specs, random_inputs
+from onnxkd.data.decoded import cache_decoded_images, drop_decoded_images
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
 from onnxkd.distill.augment import Augmenter, policy as augment_policy
 from onnxkd.distill.batches import Batches, split_holdout
@@ -114,50 +115,55 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     train_teacher = Teacher(teacher_module, needed, hints, run)
     val_teacher = Teacher(teacher_module, needed, [], run)
     workers = config.workers if config.workers is not None else default_workers(train_set)
-    train_loader, val_loader = (Loader(dataset, input_names, device, workers) for dataset in (train_set, val_set))
+    # validation's workers live for one pass: kept between epochs, they would double the processes holding memory
+    train_loader = Loader(train_set, input_names, device, workers)
+    val_loader = Loader(val_set, input_names, device, workers, persistent=False)
     if workers:
         report.line(f"reading data in {workers} worker process(es) (--workers){_share_cpus(device, workers)}")
-    augmenter = _augmenter(config, specs, image_options, report, warnings)
-    batches = Batches(train_loader, config.batch_size, config.seed, world.rank, world.size)
-    epochs, total_steps = config.schedule(len(batches))
-    cache = cache_teacher(train_teacher, val_teacher, train_loader, val_loader, probe, config, report,
-                          augmenting=augmenter is not None, epochs=epochs, work_dir=work_dir, rank=world.rank)
-    if cache["where"] == "none" and augmenter is None:
-        warnings.append(cache["reason"])
+    decoded = _cache_decoded_images([train_set, val_set], work_dir, world.rank, report)
+    try:  # the caches in the work folder go when the run ends, however it ends (a resumed run fills them again)
+        augmenter = _augmenter(config, specs, image_options, report, warnings)
+        batches = Batches(train_loader, config.batch_size, config.seed, world.rank, world.size)
+        epochs, total_steps = config.schedule(len(batches))
+        cache = cache_teacher(train_teacher, val_teacher, train_loader, val_loader, probe, config, report,
+                              augmenting=augmenter is not None, epochs=epochs, work_dir=work_dir, rank=world.rank)
+        if cache["where"] == "none" and augmenter is None:
+            warnings.append(cache["reason"])
 
-    # ----------------------------------------------------------------- the training session
-    trained = distributed.wrap(student_module, world, device)
-    if config.compile:
-        trained = torch.compile(trained, backend=config.compile_backend)
-    optimizer = _optimizer(student_module, config)
-    fingerprint = _fingerprint(teacher, student, train_set, val_set, config, world, epochs, total_steps)
-    session = Session(
-        student=student_module, forward=lambda inputs, capture: run(trained, inputs, capture),
-        teacher=train_teacher, val_teacher=val_teacher, objective=objective, batches=batches,
-        val_batches=lambda: val_loader.in_order(config.batch_size, world.rank, world.size),
-        optimizer=optimizer, config=config, epochs=epochs, total_steps=total_steps, world=world, device=device,
-        report=report, work_dir=work_dir, fingerprint=fingerprint, autocast=autocast, augment=augmenter,
-    )
+        # ----------------------------------------------------------------- the training session
+        trained = distributed.wrap(student_module, world, device)
+        if config.compile:
+            trained = torch.compile(trained, backend=config.compile_backend)
+        optimizer = _optimizer(student_module, config)
+        fingerprint = _fingerprint(teacher, student, train_set, val_set, config, world, epochs, total_steps)
+        session = Session(
+            student=student_module, forward=lambda inputs, capture: run(trained, inputs, capture),
+            teacher=train_teacher, val_teacher=val_teacher, objective=objective, batches=batches,
+            val_batches=lambda: val_loader.in_order(config.batch_size, world.rank, world.size),
+            optimizer=optimizer, config=config, epochs=epochs, total_steps=total_steps, world=world, device=device,
+            report=report, work_dir=work_dir, fingerprint=fingerprint, autocast=autocast, augment=augmenter,
+        )
 
-    # ----------------------------------------------------------------- BatchNorm, then training
-    if resume:
-        saved = checkpoint.load(work_dir, fingerprint) if work_dir else _no_work_dir()
-        state = restore(session, saved)
-        recalibration = saved.get("recalibration")
-        report.line(f"resuming at epoch {state.epoch + 1}, step {state.step} (from {checkpoint.path_in(work_dir)})")
-    else:
-        state = TrainState()
-        recalibration = _recalibrate(session, student_model, run)
-        state.initial = recalibration["after"] if recalibration else _validate(session)
-    session.recalibration = recalibration
-    report.line(f"distilling: {len(train_set):,} training samples, {len(val_set):,} validation, "
-                f"{epochs} epoch(s) = {total_steps:,} steps of {batches.batch_size}, "
-                f"lr {config.peak_lr:g} ({config.optimizer}), T {config.temperature:g}, on {device}"
-                + (f" x {world.size} processes" if world.distributed else ""))
-    try:
+        # ----------------------------------------------------------------- BatchNorm, then training
+        if resume:
+            saved = checkpoint.load(work_dir, fingerprint) if work_dir else _no_work_dir()
+            state = restore(session, saved)
+            recalibration = saved.get("recalibration")
+            report.line(f"resuming at epoch {state.epoch + 1}, step {state.step} (from {checkpoint.path_in(work_dir)})")
+        else:
+            state = TrainState()
+            recalibration = _recalibrate(session, student_model, run)
+            state.initial = recalibration["after"] if recalibration else _validate(session)
+        session.recalibration = recalibration
+        report.line(f"distilling: {len(train_set):,} training samples, {len(val_set):,} validation, "
+                    f"{epochs} epoch(s) = {total_steps:,} steps of {batches.batch_size}, "
+                    f"lr {config.peak_lr:g} ({config.optimizer}), T {config.temperature:g}, on {device}"
+                    + (f" x {world.size} processes" if world.distributed else ""))
         state = train(session, state)
-    finally:  # interrupted or done: a resumed run fills the cache again; gigabytes are not left behind
+    finally:
         remove_disk_cache(work_dir, world.rank)
+        if decoded is not None:
+            drop_decoded_images([train_set, val_set], decoded)
 
     # ----------------------------------------------------------------- the student, written back
     distilled = write_back(student_module, student_model)
@@ -278,6 +284,18 @@ def _objective(teacher_module, student_module, teacher_model, student_model, pro
         hint_rules.check_covered(hint, teacher_values[hint.tensor], student_values[hint.tensor])
         hint.fit(teacher_values[hint.tensor], student_values[hint.tensor])
     return objective, hints, teacher_values
+
+
+def _cache_decoded_images(datasets, work_dir: Path | None, rank: int, report) -> Path | None:
+    """Decode each image once per run (see data/decoded.py): the folder of the decoded cache, or None."""
+    if work_dir is None:
+        return None
+    folder = Path(work_dir) / f"decoded-images-{rank}"
+    size = cache_decoded_images(datasets, folder)
+    if not size:
+        return None
+    report.line(f"decoding each image once: up to {size / 2**20:,.3g} MB of decoded pixels in {folder}")
+    return folder
 
 
 def _share_cpus(device: torch.device, workers: int) -> str:

@@ -3,7 +3,7 @@
 The order is decided here, in the training process (``Batches`` draws it from ``(seed, epoch)``); workers only
 read the rows they are handed, so a run reads the same batches, in the same order, with 0 or 8 workers, and a
 resumed run starts at the exact step it stopped at. Workers are kept between epochs (``persistent_workers``)
-and fill ``prefetch`` batches ahead each; on CUDA, batches land in pinned memory and are copied without blocking.
+(for training) and fill ``PREFETCH`` batches ahead each; on CUDA, batches land in pinned memory and are copied without blocking.
 
 A user's data error in a worker (a corrupt image, a truncated file) comes back as a value, not an exception:
 torch re-raises worker exceptions with the worker's traceback in the message, and the user gets one line.
@@ -74,8 +74,9 @@ class _Plan:
 
 
 class Loader:
-    def __init__(self, dataset: Dataset, input_names: list[str], device: torch.device, workers: int = 0):
-        self.dataset, self.device, self.workers = dataset, device, workers
+    def __init__(self, dataset: Dataset, input_names: list[str], device: torch.device, workers: int = 0,
+                 persistent: bool = True):
+        self.dataset, self.device, self.workers, self.persistent = dataset, device, workers, persistent
         self.rows = _Rows(dataset, input_names)
         self.plan = _Plan()
         self._loader: DataLoader | None = None
@@ -103,7 +104,7 @@ class Loader:
     def _workers(self) -> DataLoader:
         if self._loader is None:
             self._loader = DataLoader(self.rows, batch_size=None, sampler=self.plan, num_workers=self.workers,
-                                      pin_memory=self.device.type == "cuda", persistent_workers=True,
+                                      pin_memory=self.device.type == "cuda", persistent_workers=self.persistent,
                                       prefetch_factor=PREFETCH)
         return self._loader
 

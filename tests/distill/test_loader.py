@@ -131,3 +131,42 @@ def test_augmented_runs_resume_and_repeat_bit_for_bit(digits, digits_student, di
     b = onnxkd.distill(digits["teacher"], digits_student, digit_images["train"], workers=2, **common).model
     for name, value in a.graph.initializers.items():
         np.testing.assert_array_equal(b.graph.initializers[name].const_value.numpy(), value.const_value.numpy())
+
+
+def test_each_image_is_decoded_once_per_run_and_read_back_the_same(digit_images, tmp_path, monkeypatch):
+    """With a decoded cache, the rows 2 workers decoded in the first pass are read back (no decoding) in the
+    second, as the same values; the cache goes with its folder."""
+    from onnxkd.data.decoded import cache_decoded_images, drop_decoded_images
+    from onnxkd.data.images import ImageReader
+
+    dataset = load_data(digit_images["train"], [IMAGE], digit_images["options"])
+    plain = _epoch(dataset, 0, 0)
+    folder = tmp_path / "decoded"
+    assert cache_decoded_images([dataset], folder) == 300 * 8 * 8
+    first = _epoch(dataset, 2, 0)
+
+    def refuse(self, path):
+        raise AssertionError(f"decoded again: {path}")
+
+    monkeypatch.setattr(ImageReader, "_decode", refuse)
+    second = _epoch(dataset, 2, 0) + _epoch(dataset, 0, 1)  # workers and the training process read the cache
+    for (i, x, _), (ei, ex, _) in zip(first + second[:len(first)], plain + plain):
+        np.testing.assert_array_equal(i, ei)
+        torch.testing.assert_close(x, ex, rtol=0, atol=0)
+    drop_decoded_images([dataset], folder)
+    assert not folder.exists()
+
+
+def test_distilling_from_images_leaves_no_cache_and_trains_the_uncached_student(digits, digits_student, digit_images,
+                                                                              tmp_path):
+    common = dict(val_data=digit_images["val"], image_options=digit_images["options"], epochs=2, batch_size=32,
+                  workers=2)
+    lines = []
+    cached = onnxkd.distill(digits["teacher"], digits_student, digit_images["train"], tmp_path / "s.onnx",
+                            progress=lambda e: lines.append(e.get("text", "")), **common)
+    assert any("decoding each image once" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.onnx"]
+    uncached = onnxkd.distill(digits["teacher"], digits_student, digit_images["train"], **common)  # no work folder
+    for name, value in uncached.model.graph.initializers.items():
+        np.testing.assert_array_equal(cached.model.graph.initializers[name].const_value.numpy(),
+                                      value.const_value.numpy(), err_msg=name)
