@@ -5,7 +5,10 @@ dry run of the script itself). Checks:
 1. bridge fidelity on the device vs onnxruntime (fp32, relative error <= 1e-4);
 2. `onnxkd.distill` for a few bf16-autocast steps on the device: finite losses, a written student;
 3. training-step time of the bridge vs the native module (ratio printed), and the distillation
-   throughput table of benchmarks/distill_throughput.py (onnxkd vs a hand-written KD loop).
+   throughput table of benchmarks/distill_throughput.py (onnxkd vs a hand-written KD loop);
+4. the data loader on the device: a folder of JPEGs distilled with 0 and 4 loader workers (pinned memory),
+   without and with `--augment light` (augmented on the device): samples/s and the share of time waiting for
+   data (printed), and the same student with 0 and 4 workers (bit for bit).
 """
 
 from __future__ import annotations
@@ -91,6 +94,53 @@ def throughput(path: Path, name: str, device: torch.device, batch: int, rounds: 
     return batch / native_median, bridge_median / native_median
 
 
+def image_folder(folder: Path, count: int = 2048) -> Path:
+    """``count`` 64x64 JPEGs in 10 class folders (stripes at a class's angle, noise)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:64, 0:64]
+    for i in range(count):
+        label = i % 10
+        angle = label * np.pi / 10
+        stripes = np.sin((xx * np.cos(angle) + yy * np.sin(angle)) / 3 + rng.uniform(0, 6))
+        pixels = np.clip(128 + 90 * stripes[..., None] + rng.normal(0, 20, (64, 64, 3)), 0, 255).astype(np.uint8)
+        path = folder / "images" / str(label) / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path, quality=90)
+    return folder / "images"
+
+
+def loader_check(device: torch.device, folder: Path, console: Console) -> bool:
+    """Distil the resnet zoo model at 64x64 from JPEGs with 0 and 4 workers, plain and augmented."""
+    path = models.export("resnet", folder, "legacy", image_size=64)
+    pruned = folder / "resnet-loader-pruned.onnx"
+    onnxkd.save(onnxkd.prune(path, 0.5).model, pruned)
+    images = image_folder(folder)
+    table = Table(title="data loader on the device (2,048 JPEGs of 64x64, 2 epochs of 64)")
+    for column in ("augment", "workers", "samples/s", "waiting for data"):
+        table.add_column(column, justify="right")
+    students = {}
+    if device.type == "cpu":  # the dry run: distill lowers CPU threads under workers; one thread compares exactly
+        torch.set_num_threads(1)
+    from onnxkd.data import ImageOptions
+
+    options = ImageOptions(size=(64, 64))
+    for augment in ("none", "light"):
+        for workers in (0, 4):
+            result = onnxkd.distill(path, pruned, images, folder / f"loader-{augment}-{workers}.onnx", epochs=2,
+                                    batch_size=64, device=str(device), workers=workers, augment=augment,
+                                    image_options=options)
+            last = result.history[-1]
+            students[augment, workers] = result.model
+            table.add_row(augment, str(workers), f"{last['samples_per_s']:,.0f}", f"{last['data_wait']:.0%}")
+    console.print(table)
+    same = all(np.array_equal(students[a, 0].graph.initializers[n].const_value.numpy(), v.const_value.numpy())
+               for a in ("none", "light") for n, v in students[a, 4].graph.initializers.items())
+    console.print(f"same student with 0 and 4 workers: {'[green]yes[/]' if same else '[red]NO[/]'}")
+    return same
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=30)
@@ -121,6 +171,8 @@ def main() -> None:
                 failures.append(name)
             table.add_row(name, f"{error:.1e}", f"{first:.4f} -> {last:.4f}", f"{rate:,.0f}", f"{ratio:.2f}x",
                           "[green]ok[/]" if ok else "[red]FAIL[/]")
+        if not loader_check(device, Path(folder), console):
+            failures.append("data loader (0 and 4 workers trained different students)")
     console.print(table)
     from distill_throughput import throughput_table
 

@@ -93,3 +93,15 @@ def digit_images(small_digits, tmp_path_factory) -> dict:
     (folder / "train.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
     return {"train": folder / "train", "val": folder / "val", "list": folder / "train.csv",
             "options": ImageOptions(mean=(0.0,), std=(1.0,))}
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: runs compared bit for bit with and without loader workers (on a CPU,
+    distill lowers torch's threads to the cores workers leave, and other thread counts sum in other orders)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

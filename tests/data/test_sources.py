@@ -310,7 +310,8 @@ class _Digits(torch.utils.data.Dataset):
         return torch.from_numpy(self.images[i]), int(self.labels[i])
 
 
-def test_distilling_from_python_sources_trains_the_student_of_the_npz(digits, digits_student, small_digits):
+def test_distilling_from_python_sources_trains_the_student_of_the_npz(digits, digits_student, small_digits,
+                                                                      one_thread):
     """A torch Dataset read by 2 loader workers and a DataLoader read once into files train the same student as
     the .npz they were made from, bit for bit."""
     import onnxkd

@@ -122,9 +122,10 @@ def test_under_augmentation_the_teacher_and_the_student_see_the_same_tensors(dig
     assert not any(np.isclose(train, a[0].numpy()).all(axis=(1, 2, 3)).any() for a in augmented[:3])
 
 
-def test_augmented_runs_resume_and_repeat_bit_for_bit(digits, digits_student, digit_images, tmp_path):
+def test_augmented_runs_resume_and_repeat_bit_for_bit(digits, digits_student, digit_images, tmp_path, one_thread):
     """Workers and augmentation draw nothing from global state: two runs with 0 and 2 workers write the same
-    student."""
+    student. (Both train on one torch thread: with workers on a 2-core CPU, distill lowers torch's threads to
+    the cores the workers leave, and another thread count sums in another order.)"""
     common = dict(val_data=digit_images["val"], image_options=digit_images["options"], epochs=1, batch_size=32,
                   augment="strong", seed=4)
     a = onnxkd.distill(digits["teacher"], digits_student, digit_images["train"], workers=0, **common).model
