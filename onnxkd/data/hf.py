@@ -25,7 +25,7 @@ import numpy as np
 
 from onnxkd.data.dataset import Dataset
 from onnxkd.data.lazy import LazyArray
-from onnxkd.data.sources import fit_block
+from onnxkd.data.samples import fit_block
 from onnxkd.data.spec import InputSpec
 from onnxkd.errors import OnnxkdError
 

@@ -118,9 +118,10 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     # validation's workers live for one pass: kept between epochs, they would double the processes holding memory
     train_loader = Loader(train_set, input_names, device, workers)
     val_loader = Loader(val_set, input_names, device, workers, persistent=False)
-    if workers:
-        report.line(f"reading data in {workers} worker process(es) (--workers){_share_cpus(device, workers)}")
     decoded = _cache_decoded_images([train_set, val_set], work_dir, world.rank, report)
+    if workers:  # decoding workers compete with training for the cores; workers reading decoded images barely do
+        report.line(f"reading data in {workers} worker process(es) (--workers)"
+                    + ("" if decoded else _share_cpus(device, workers)))
     try:  # the caches in the work folder go when the run ends, however it ends (a resumed run fills them again)
         augmenter = _augmenter(config, specs, image_options, report, warnings)
         batches = Batches(train_loader, config.batch_size, config.seed, world.rank, world.size)
@@ -299,8 +300,9 @@ def _cache_decoded_images(datasets, work_dir: Path | None, rank: int, report) ->
 
 
 def _share_cpus(device: torch.device, workers: int) -> str:
-    """On CPU, training threads and loader workers share the cores: torch's threads are lowered to the cores the
-    workers leave (2 threads + 2 workers on 2 cores ran at 0.65x of 1 thread + 2 workers in the data benchmark)."""
+    """On CPU, training threads and decoding workers share the cores: torch's threads are lowered to the cores the
+    workers leave (2 threads + 2 decoding workers on 2 cores ran at 0.65x of 1 thread + 2 workers in the data
+    benchmark). Not when images are decoded once per run: the workers then mostly copy decoded pixels."""
     cores, threads = os.cpu_count() or 1, torch.get_num_threads()
     if device.type != "cpu" or threads <= max(1, cores - workers):
         return ""

@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from onnxkd.data import Dataset
-from onnxkd.distill.loader import Batch, Loader, in_order  # noqa: F401  (in_order: re-exported)
+from onnxkd.distill.loader import Batch, Loader
 from onnxkd.errors import OnnxkdError
 
 

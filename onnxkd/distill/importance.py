@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxkd.data import Dataset
-from onnxkd.distill.batches import in_order
+from onnxkd.distill.loader import in_order
 from onnxkd.distill.progress import reporter
 from onnxkd.distill.targets import logits_tensors
 from onnxkd.distill.trainer import named_outputs

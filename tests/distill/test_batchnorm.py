@@ -12,7 +12,7 @@ import pytest
 import onnxkd
 from onnxkd.data import Dataset
 from onnxkd.distill import batchnorm
-from onnxkd.distill.batches import in_order
+from onnxkd.distill.loader import in_order
 from onnxkd.distill.distributed import World
 
 from ort_oracle import ort_outputs
