@@ -159,7 +159,7 @@ def test_each_image_is_decoded_once_per_run_and_read_back_the_same(digit_images,
 
 
 def test_distilling_from_images_leaves_no_cache_and_trains_the_uncached_student(digits, digits_student, digit_images,
-                                                                              tmp_path):
+                                                                              tmp_path, one_thread):
     common = dict(val_data=digit_images["val"], image_options=digit_images["options"], epochs=2, batch_size=32,
                   workers=2)
     lines = []
