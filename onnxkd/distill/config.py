@@ -80,6 +80,10 @@ class DistillConfig:
         for name in ("weight_decay", "clip_grad", "hint_weight", "cache_mb"):
             if getattr(self, name) < 0:
                 raise OnnxkdError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be >= 0")
+        if isinstance(self.augment, str) and self.augment.startswith("callable "):
+            raise OnnxkdError(f"augment: the recipe's run augmented with a Python function ({self.augment[9:]}), "
+                              "which a recipe cannot hold; set its distill.augment to one of "
+                              + ", ".join(AUGMENTS) + " (the function can be given again with augment=)")
         if not callable(self.augment) and self.augment not in AUGMENTS:
             raise OnnxkdError(f"--augment {self.augment!r}: choose {', '.join(AUGMENTS)}")
         if self.workers is not None and self.workers < 0:

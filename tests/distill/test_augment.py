@@ -218,3 +218,21 @@ def test_identity_cases_return_the_inputs_untouched():
 def test_rank_or_dtype_mismatch_in_image_inputs_is_a_user_error():
     with pytest.raises(OnnxkdError, match="rank-4 float"):
         Augmenter(policy("light"), [0])([torch.zeros(2, 3, 4, 4, dtype=torch.int64)], _gen(0))
+
+
+def test_the_config_names_a_callable_augmentation_and_refuses_bad_choices():
+    from onnxkd.distill.config import DistillConfig
+
+    def my_augment(inputs, generator):
+        return inputs
+
+    saved = DistillConfig(augment=my_augment).to_dict()
+    assert saved["augment"] == "callable test_the_config_names_a_callable_augmentation_and_refuses_bad_choices." \
+                               "<locals>.my_augment"
+    with pytest.raises(OnnxkdError, match="Python function .* set its distill.augment to one of none, crop"):
+        DistillConfig.from_dict(saved)
+    with pytest.raises(OnnxkdError, match="--augment 'heavy': choose none, crop, light, strong"):
+        DistillConfig(augment="heavy")
+    with pytest.raises(OnnxkdError, match="--workers -1: must be >= 0"):
+        DistillConfig(workers=-1)
+    assert DistillConfig.from_dict(DistillConfig(augment="light", workers=3).to_dict()).augment == "light"
