@@ -13,7 +13,7 @@ import numpy as np
 
 from onnxkd.data.dataset import Dataset
 from onnxkd.data.fit import fit_to_model
-from onnxkd.data.hf import Columns, class_names, from_hf, is_hf_object, is_hf_path, load_hf, refuse_dataset_dict
+from onnxkd.data.hf import Columns, is_hf_object, is_hf_path, load_hf, open_hf_object
 from onnxkd.data.images import LIST_SUFFIXES, ImageOptions, load_image_folder, load_image_list
 from onnxkd.data.npz import load_npz
 from onnxkd.data.sources import MapStyle, Transform, open_source, to_numpy
@@ -84,18 +84,7 @@ def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptio
                               f"samples), not to {what}")
 
     if is_hf_object(data):
-        refuse_dataset_dict(data)
-        names = class_names(data)
-        # ds.with_transform(fn): its rows are what fn makes of them, read like any map-style data set
-        custom = (getattr(data, "format", None) or {}).get("type") == "custom"
-        if "Dataset" in names and "IterableDataset" not in names and transform is None and not custom:
-            return fit_to_model(from_hf(data, specs, columns), specs)
-        if columns is not None:  # an IterableDataset, or rows handed to a transform as they are
-            raise OnnxkdError("columns: give columns or a transform, not both (the transform gets each row as a "
-                              "dict of every column)" if transform is not None or custom else
-                              f"columns: apply to a datasets.Dataset, not a {type(data).__name__} (rename its "
-                              "columns to the input names, or give a transform)")
-        return fit_to_model(open_source(data, specs, transform), specs)
+        return fit_to_model(open_hf_object(data, specs, transform, columns), specs)
     if isinstance(data, (str, os.PathLike)):
         only_for_sources("a path")
         return load_data(Path(data), specs, image_options, columns)

@@ -25,7 +25,8 @@ import numpy as np
 
 from onnxkd.data.dataset import Dataset
 from onnxkd.data.lazy import LazyArray
-from onnxkd.data.samples import fit_block
+from onnxkd.data.samples import Transform, first_line, fit_block
+from onnxkd.data.sources import open_source
 from onnxkd.data.spec import InputSpec
 from onnxkd.errors import OnnxkdError
 
@@ -81,12 +82,27 @@ def load_hf(path: str | Path, specs: list[InputSpec], columns: Columns = None) -
         else:
             ds = datasets.Dataset.from_parquet(str(path))
     except Exception as exc:
-        text = str(exc).strip().splitlines()
-        raise OnnxkdError(f"{path}: cannot read as a Hugging Face dataset ({type(exc).__name__}"
-                          f"{': ' + text[0][:200] if text else ''})") from exc
+        raise OnnxkdError(f"{path}: cannot read as a Hugging Face dataset ({first_line(exc)})") from exc
     if "Dataset" not in class_names(ds):
         raise OnnxkdError(f"{path}: read as a {type(ds).__name__}, expected one datasets.Dataset")
     return from_hf(ds, specs, columns, str(path))
+
+
+def open_hf_object(data: Any, specs: list[InputSpec], transform: Transform | None, columns: Columns) -> Dataset:
+    """A ``datasets`` object given to the API as a lazy ``Dataset`` (not yet fitted): a ``Dataset`` through its
+    columns; one with a transform of its own (``ds.with_transform(fn)``) or of ours, or an ``IterableDataset``,
+    as a Python source of the rows the transform makes."""
+    refuse_dataset_dict(data)
+    names = class_names(data)
+    custom = (getattr(data, "format", None) or {}).get("type") == "custom"
+    if "Dataset" in names and "IterableDataset" not in names and transform is None and not custom:
+        return from_hf(data, specs, columns)
+    if columns is not None:  # an IterableDataset, or rows handed to a transform as they are
+        raise OnnxkdError("columns: give columns or a transform, not both (the transform gets each row as a "
+                          "dict of every column)" if transform is not None or custom else
+                          f"columns: apply to a datasets.Dataset, not a {type(data).__name__} (rename its "
+                          "columns to the input names, or give a transform)")
+    return open_source(data, specs, transform)
 
 
 def refuse_dataset_dict(data: Any) -> None:
@@ -207,9 +223,7 @@ class ColumnRows:
         try:
             values = self.ds[index.tolist()][self.column]
         except Exception as exc:
-            text = str(exc).strip().splitlines()
-            raise OnnxkdError(f"{self.source}: column {self.column!r}: cannot read rows ({type(exc).__name__}"
-                              f"{': ' + text[0][:200] if text else ''})") from exc
+            raise OnnxkdError(f"{self.source}: column {self.column!r}: cannot read rows ({first_line(exc)})") from exc
         block = self._stack(values, index)
         return fit_block(block, self.dtype, lambda row: f"{self.source}: row {index[row]}: input {self.name!r}"
                                                         f"{'' if self.column == self.name else f' (column {self.column!r})'}")
