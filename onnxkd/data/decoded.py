@@ -80,12 +80,7 @@ def cache_decoded_images(datasets, folder: Path) -> int:
 
 
 def drop_decoded_images(datasets, folder: Path) -> None:
-    """Readers decode at every read again; the folder goes, and its parent too when that leaves it empty (a
-    failed run leaves no work folder it made for the cache)."""
+    """Readers decode at every read again; the folder goes."""
     for reader in image_readers(datasets):
         reader.cache = None
     shutil.rmtree(folder, ignore_errors=True)
-    try:
-        folder.parent.rmdir()
-    except OSError:
-        pass

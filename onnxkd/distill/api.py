@@ -165,6 +165,9 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
         remove_disk_cache(work_dir, world.rank)
         if decoded is not None:
             drop_decoded_images([train_set, val_set], decoded)
+        if work_dir is not None:  # a work folder made only for the caches goes too (a failed run leaves none)
+            with contextlib.suppress(OSError):
+                Path(work_dir).rmdir()
 
     # ----------------------------------------------------------------- the student, written back
     distilled = write_back(student_module, student_model)

@@ -80,11 +80,5 @@ def _disk_pays(folder: Path | None, row_bytes: int, samples: int, teacher_second
 
 
 def remove_disk_cache(work_dir: Path | None, rank: int = 0) -> None:
-    """The disk cache goes, and the work folder too when that leaves it empty."""
-    if work_dir is None:
-        return
-    shutil.rmtree(Path(work_dir) / f"{FOLDER}-{rank}", ignore_errors=True)
-    try:
-        Path(work_dir).rmdir()
-    except OSError:
-        pass
+    if work_dir is not None:
+        shutil.rmtree(Path(work_dir) / f"{FOLDER}-{rank}", ignore_errors=True)

@@ -9,7 +9,6 @@ disk cache is that memory does not grow with the data set.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -51,17 +50,15 @@ class DiskStore:
         for i, (name, value) in enumerate(values.items()):
             array = value.detach().cpu().numpy()
             path = self.folder / f"{i}.rows"
+            if name not in self.rows:  # the reader of all the rows, once their shape is known
+                shape = (samples, *array.shape[1:])
+                self.rows[name] = LazyArray(shape, array.dtype, FileRows(path, 0, shape, array.dtype))
             with open(path, "ab") as handle:
                 handle.write(np.ascontiguousarray(array).tobytes())
-            self.rows[name] = LazyArray((samples, *array.shape[1:]), array.dtype,
-                                        FileRows(path, 0, (samples, *array.shape[1:]), array.dtype))
         self.written += len(indices)
 
     def get(self, indices: np.ndarray) -> dict[str, torch.Tensor]:
         return {name: torch.from_numpy(rows[indices]).to(self.device) for name, rows in self.rows.items()}
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def disk_seconds_per_byte(folder: Path) -> tuple[float, float]:
