@@ -101,10 +101,9 @@ def _is_int(text: str) -> bool:
 def _image_dataset(files: list[str], labels: list[int], spec: InputSpec, options: ImageOptions,
                    source: str) -> Dataset:
     height, width = _target_size(spec, options)
-    grey = _channels(spec, options) == 1
-    channels = 1 if grey else 3
+    reader = ImageReader(files, height, width, options, grey=_channels(spec, options) == 1)
+    channels = reader.channels
     shape = (len(files), channels, height, width) if options.layout == "nchw" else (len(files), height, width, channels)
-    reader = ImageReader(files, height, width, options, grey)
     pixels = LazyArray(shape, np.float32, reader, source, checked=True)
     labels = np.array(labels, dtype=np.int64)
     if (labels < 0).any():

@@ -2,8 +2,9 @@
 
 The order is decided here, in the training process (``Batches`` draws it from ``(seed, epoch)``); workers only
 read the rows they are handed, so a run reads the same batches, in the same order, with 0 or 8 workers, and a
-resumed run starts at the exact step it stopped at. Workers are kept between epochs (``persistent_workers``)
-(for training) and fill ``PREFETCH`` batches ahead each; on CUDA, batches land in pinned memory and are copied without blocking.
+resumed run starts at the exact step it stopped at. Training's workers are kept between epochs
+(``persistent_workers``) and each reads ``PREFETCH`` batches ahead; on CUDA, batches land in pinned memory and are
+copied without blocking.
 
 A user's data error in a worker (a corrupt image, a truncated file) comes back as a value, not an exception:
 torch re-raises worker exceptions with the worker's traceback in the message, and the user gets one line.
@@ -88,13 +89,13 @@ class Loader:
         else:
             self.plan.batches = [np.asarray(indices) for indices in index_batches]
             items = iter(self._workers())
+        pinned = bool(self.workers) and self.device.type == "cuda"  # pinned batches copy without blocking
         for item in items:
             if isinstance(item, _Failed):
                 raise OnnxkdError(item.message)
             indices, inputs, labels = item
-            blocking = not (self.workers and self.device.type == "cuda")
-            yield Batch(indices.numpy(), [t.to(self.device, non_blocking=not blocking) for t in inputs],
-                        None if labels is None else labels.to(self.device, non_blocking=not blocking))
+            yield Batch(indices.numpy(), [t.to(self.device, non_blocking=pinned) for t in inputs],
+                        None if labels is None else labels.to(self.device, non_blocking=pinned))
 
     def in_order(self, batch_size: int, rank: int = 0, world: int = 1) -> Iterator[Batch]:
         """This process's contiguous share of the data set, in order, in batches (evaluation, caches)."""
