@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import tempfile
@@ -31,6 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import models  # noqa: E402  (the architecture zoo lives with the tests)
+
+# Deterministic cuBLAS (the loader check compares two students bit for bit) needs this before CUDA starts.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 import onnxkd  # noqa: E402
 
@@ -123,6 +127,8 @@ def loader_check(device: torch.device, folder: Path, console: Console) -> bool:
     students = {}
     if device.type == "cpu":  # the dry run: distill lowers CPU threads under workers; one thread compares exactly
         torch.set_num_threads(1)
+    else:  # cuDNN's fastest convolution backward sums in a varying order: two runs differ even with 0 workers
+        torch.use_deterministic_algorithms(True, warn_only=True)
     from onnxkd.data import ImageOptions
 
     options = ImageOptions(size=(64, 64))
@@ -134,6 +140,7 @@ def loader_check(device: torch.device, folder: Path, console: Console) -> bool:
             last = result.history[-1]
             students[augment, workers] = result.model
             table.add_row(augment, str(workers), f"{last['samples_per_s']:,.0f}", f"{last['data_wait']:.0%}")
+    torch.use_deterministic_algorithms(False)  # the timings that follow use the fast kernels
     console.print(table)
     same = all(np.array_equal(students[a, 0].graph.initializers[n].const_value.numpy(), v.const_value.numpy())
                for a in ("none", "light") for n, v in students[a, 4].graph.initializers.items())

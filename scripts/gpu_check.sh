@@ -7,6 +7,11 @@
 # Usage: bash scripts/gpu_check.sh [--rounds 30]     (fails without CUDA; --allow-cpu for a dry run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ ! -x .venv/bin/python ] && python3 -c "import torch, onnxruntime, onnx_ir, onnxsim; assert torch.cuda.is_available()" 2>/dev/null; then
+  # A prepared CUDA machine whose python already holds torch (and nothing to fetch from): no venv needed.
+  export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  exec python3 scripts/gpu_check.py "$@"
+fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
   .venv/bin/pip install -q --upgrade pip
