@@ -23,6 +23,8 @@ _API = {
     "prune": "onnxkd.graph_passes.api:prune",
     "optimize": "onnxkd.graph_passes.optimize:optimize",
     "distill": "onnxkd.distill.api:distill",
+    "quantize": "onnxkd.quantize:quantize",
+    "QuantizeResult": "onnxkd.quantize:QuantizeResult",
     "compress": "onnxkd.pipeline:compress",
     "CompressResult": "onnxkd.pipeline:CompressResult",
     "Recipe": "onnxkd.recipe:Recipe",

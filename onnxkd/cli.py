@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect",
     "optimize": "optimize",
     "prune": "prune",
+    "quantize": "quantize",
     "validate": "validate",
 }
 

@@ -18,6 +18,7 @@ FORBIDDEN = {
     "report": {"torch", "onnxruntime", "onnxkd.torch_bridge", "onnxkd.distill", "onnxkd.validate"},
     "distill": {"onnxruntime", "onnxkd.validate", "onnxkd.report", "onnxkd.pipeline", "onnxkd.commands", "onnxkd.cli"},
     "torch_bridge": {"onnxruntime", "onnxkd.distill", "onnxkd.validate", "onnxkd.report", "onnxkd.pipeline"},
+    "quantize": {"torch", "onnxkd.torch_bridge", "onnxkd.distill", "onnxkd.report", "onnxkd.pipeline", "onnxkd.commands"},
     "data": {"torch", "onnxruntime", "onnxkd.torch_bridge", "onnxkd.distill", "onnxkd.validate", "onnxkd.report"},
 }
 

@@ -1,0 +1,120 @@
+"""``onnxkd quantize``: static int8 (QDQ) where it is measured faster and within an accuracy budget."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from onnxkd.commands.options import image_folder_options, image_options, input_shape_option, session_options
+from onnxkd.errors import OnnxkdError
+
+
+@click.command(name="quantize", short_help="int8 (QDQ) where it is measured faster, within an accuracy budget.")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(), help="Where to write the int8 (or float) model.")
+@click.option("--data", type=click.Path(), help="Calibration and evaluation samples: .npz/.npy, an image folder, a "
+              "Hugging Face folder or .parquet (+ labels for the accuracy budget).")
+@click.option("--random-data", is_flag=True, help="Calibrate on random inputs when there is no data (poor ranges).")
+@click.option("--activation-type", type=click.Choice(["auto", "uint8", "int8"]), default="auto", show_default=True,
+              help="auto: uint8 (U8S8) on x86 CPUs, int8 (S8S8) on CUDA, TensorRT and ARM.")
+@click.option("--calibration", type=click.Choice(["minmax", "percentile", "entropy"]), default="minmax",
+              show_default=True, help="How activation ranges are chosen from the calibration samples.")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--eval-samples", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Samples (not used for calibration) on which the accuracy drop is measured.")
+@click.option("--per-tensor", is_flag=True, help="One scale per weight tensor instead of one per output channel.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
+              help="Budget: top-1 accuracy lost with labels, else 1 - agreement with the float model (or the "
+                   "relative output error); the most sensitive nodes go back to float until it holds.")
+@click.option("--min-int8-speedup", type=click.FloatRange(min=0), metavar="X",
+              help="Gate: exit 1 unless the model written is int8 and at least X times faster than float.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Batch of the second timing (the first is batch 1) and of calibration runs.")
+@session_options("")
+@input_shape_option("Sizes of an input's dynamic dims for --random-data (repeatable).")
+@image_folder_options
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def command(model, output, data, random_data, activation_type, calibration, calibration_samples, eval_samples,
+            per_tensor, max_accuracy_drop, min_int8_speedup, batch_size, provider, threads, input_shapes, as_json,
+            seed, **image_flags) -> None:
+    """Quantize MODEL to int8 (QDQ, per-channel int8 weights) with onnxruntime, calibrated on --data, and keep
+    only what pays: int8 is timed against float (batch 1 and --batch-size); nodes the profiler shows slower in
+    int8 stay float, and if the model is still slower the float model is written, with a note. Nodes whose
+    quantization costs accuracy beyond --max-accuracy-drop go back to float, most sensitive first.
+
+    \b
+    Example:
+      onnxkd quantize student.onnx --data calib.npz -o student-int8.onnx
+      onnxkd quantize model.onnx --data images/ --calibration percentile -o model-int8.onnx --min-int8-speedup 1.5
+    """
+    from onnxkd.commands.console import make_console
+    from onnxkd.data import parse_input_shapes
+    from onnxkd.model import check_output_path, has_external_data, save
+    from onnxkd.quantize import quantize
+    from onnxkd.validate.gates import GateFailed
+
+    target = check_output_path(output, {"input model": model})
+    if data is not None and not Path(data).exists():
+        raise OnnxkdError(f"--data {data}: no such file or folder")
+    status = make_console(stderr=True)
+    result = quantize(
+        model, data, activation_type=activation_type, calibration=calibration, per_channel=not per_tensor,
+        calibration_samples=calibration_samples, eval_samples=eval_samples, max_accuracy_drop=max_accuracy_drop,
+        min_int8_speedup=min_int8_speedup, batch_size=batch_size, provider=provider, threads=threads, seed=seed,
+        random_data=random_data, image_options=image_options(image_flags), columns=image_flags.pop("columns"),
+        input_shapes=parse_input_shapes(list(input_shapes)) if input_shapes else None,
+        log=lambda message: status.print(f"[dim]{message}[/]", highlight=False))
+    try:
+        save(result.model, target, external_data=True if has_external_data(model) else None)
+    except OSError as exc:
+        raise OnnxkdError(f"{output}: cannot write ({exc.strerror or exc})") from None
+    summary = dict(result.to_dict(), output=str(target))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        console = make_console()
+        render_quantize(summary, console)
+        console.print(f"Wrote {target} ({'int8' if result.int8 else 'float: int8 did not pay'})", highlight=False,
+                      soft_wrap=True)
+    if result.gate is not None and not result.gate["passed"]:
+        raise GateFailed([{"name": "int8 speed-up", "value": result.gate["speedup"] if result.int8 else 1.0,
+                           "op": ">=", "threshold": result.gate["min"]}])
+
+
+def render_quantize(summary: dict, console) -> None:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Quantize", title_justify="left", title_style="bold", box=box.SIMPLE, pad_edge=False,
+                  show_header=False)
+    table.add_column("")
+    table.add_column("")
+    target, calib = summary["target"], summary["calibration"]
+    table.add_row("target", f"{target['device']}: {target['activation']} activations, int8 weights"
+                  + (" (7-bit)" if target["reduce_range"] else ""))
+    table.add_row("calibration", f"{calib['method']} on {calib['samples']} samples, "
+                  f"{'per-channel' if calib['per_channel'] else 'per-tensor'} weights")
+    table.add_row("int8 compute nodes", f"{summary['quantized_nodes']} of {summary['compute_nodes']}")
+    for batch, value in summary["speedups"].items():
+        table.add_row(f"speed-up at batch {batch}", f"{value:.2f}x" + ("" if summary["int8"] else " (not kept)"))
+    if summary["quality"]:
+        q = summary["quality"]
+        shown = f"{q['drop']:.2%} {q['metric']} drop (budget {summary['max_accuracy_drop']:.2%})"
+        if q["float"] is not None:
+            shown += f": {q['float']:.2%} -> {q['int8']:.2%}"
+        table.add_row("accuracy", shown)
+    size = summary["size_bytes"]
+    table.add_row("weights", f"{size['float'] / 1e6:.2f} MB -> {size['int8'] / 1e6:.2f} MB")
+    console.print(table)
+    if summary["float_nodes"]:
+        nodes = Table(title="Nodes kept in float", title_justify="left", box=box.SIMPLE, pad_edge=False)
+        nodes.add_column("node")
+        nodes.add_column("why")
+        for name, why in summary["float_nodes"].items():
+            nodes.add_row(name, why)
+        console.print(nodes)
+    for note in summary["notes"]:
+        console.print(f"[yellow]note[/]: {note}", highlight=False)

@@ -1,0 +1,146 @@
+"""Accuracy control: the int8 model may lose at most ``max_drop`` against the float one, measured on
+evaluation samples calibration did not see.
+
+* With labels and class scores: top-1 accuracy (float minus int8).
+* Without labels, class scores: 1 - top-1 agreement with the float model.
+* Other outputs: the relative L2 error of the int8 outputs against the float ones.
+
+When the drop is over budget, nodes go back to float most sensitive first (1, 2, 4, ... of them), as NNCF's
+accuracy control does. Sensitivity comes from onnxruntime's ``qdq_loss_debug``: every quantized activation of
+the int8 model is compared with the float model's (signal-to-quantization-noise ratio, dB), and a node's
+sensitivity is the dB lost between the quantized tensor before it and the one after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from onnxkd.data import Dataset, InputSpec
+from onnxkd.quantize.calibration import DataReader
+from onnxkd.validate import quality
+from onnxkd.validate.inference import run_dataset
+from onnxkd.validate.sessions import SessionConfig, create_session
+
+
+@dataclass
+class Quality:
+    metric: str  # "accuracy" | "agreement" | "relative error"
+    float_value: float | None  # float model's accuracy (accuracy only)
+    int8_value: float  # accuracy, agreement or relative error of the int8 model
+    drop: float  # what the budget limits
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "float": self.float_value, "int8": self.int8_value, "drop": self.drop}
+
+
+Evaluate = Callable[[Path], Quality]
+
+
+def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: int, config: SessionConfig) -> Evaluate:
+    """``evaluate(candidate)``: the candidate's quality against the float model's outputs, computed once."""
+    session, _ = create_session(str(float_path), config, "float model")
+    reference = run_dataset(session, data, specs, batch, "float model")
+    labels = data.labels
+
+    def evaluate(candidate: Path) -> Quality:
+        candidate_session, _ = create_session(str(candidate), config, "int8 model")
+        return compare(reference, run_dataset(candidate_session, data, specs, batch, "int8 model"), labels)
+
+    return evaluate
+
+
+def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.ndarray | None) -> Quality:
+    first, got = reference[0], outputs[0]
+    if quality.is_class_scores(first) and first.dtype.kind == "f":
+        if labels is not None:
+            accuracy = quality.accuracy_comparison(first, got, labels)
+            return Quality("accuracy", accuracy["teacher"], accuracy["student"], accuracy["drop"])
+        agreement = float(np.mean(quality.top1(first) == quality.top1(got)))
+        return Quality("agreement", None, agreement, 1.0 - agreement)
+    errors = [np.linalg.norm((r.astype(np.float64) - o.astype(np.float64)).ravel())
+              / max(np.linalg.norm(r.astype(np.float64).ravel()), 1e-12)
+              for r, o in zip(reference, outputs) if r.dtype.kind == "f"]
+    error = float(np.mean(errors)) if errors else 0.0
+    return Quality("relative error", None, error, error)
+
+
+def sensitivity(float_path: Path, int8_path: Path, samples: Dataset, batch: int, folder: Path) -> dict[str, float]:
+    """Quantized compute node -> dB of signal-to-quantization-noise lost across it (larger: more sensitive)."""
+    from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
+                                                         create_activation_matching,
+                                                         modify_model_output_intermediate_tensors)
+
+    from onnxkd.quantize.ptq import quantized_nodes
+
+    activations = {}
+    for label, path in (("float", float_path), ("int8", int8_path)):
+        augmented = folder / f"{label}-activations.onnx"
+        modify_model_output_intermediate_tensors(str(path), str(augmented))
+        activations[label] = collect_activations(str(augmented), DataReader(samples, batch))
+        augmented.unlink()
+    errors = compute_activation_error(create_activation_matching(activations["int8"], activations["float"]))
+    sqnr = {name: float(e["xmodel_err"]) for name, e in errors.items() if np.isfinite(e.get("xmodel_err", np.nan))}
+    graph = onnx.load(str(float_path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    result = {}
+    for node in graph.node:
+        if node.name not in set(quantized_nodes(int8_path)):
+            continue
+        before = _nearest(node.input[0], sqnr, lambda t: [producer[t]] if t in producer else [], lambda n: n.input[:1])
+        after = _nearest(node.output[0], sqnr, lambda t: consumers.get(t, []), lambda n: n.output[:1])
+        if before is not None and after is not None:
+            result[node.name] = before - after
+    return result
+
+
+def _nearest(tensor: str, sqnr: dict[str, float], step, next_tensors, limit: int = 8) -> float | None:
+    """The SQNR of the first measured tensor walking from ``tensor`` (through single-path nodes)."""
+    for _ in range(limit):
+        if tensor in sqnr:
+            return sqnr[tensor]
+        nodes = step(tensor)
+        if len(nodes) != 1 or not next_tensors(nodes[0]):
+            return None
+        tensor = next_tensors(nodes[0])[0]
+    return None
+
+
+@dataclass
+class AccuracyDecision:
+    path: Path | None  # None: no candidate within budget
+    quality: Quality
+    float_nodes: dict[str, str] = field(default_factory=dict)  # node -> why (accuracy)
+    trials: list[dict] = field(default_factory=list)
+
+
+def within_budget(quantize: Callable[[set[str]], Path], evaluate: Evaluate, path: Path, excluded: set[str],
+                  ranking: Callable[[Path], dict[str, float]], max_drop: float,
+                  max_share: float = 0.5, total: int = 1) -> AccuracyDecision:
+    """Return the most sensitive nodes to float, doubling their number, until the drop is within ``max_drop``;
+    give up (path None) once more than ``max_share`` of the ``total`` compute nodes would be float."""
+    measured = evaluate(path)
+    trials = [{"float_nodes": len(excluded), "drop": measured.drop}]
+    if measured.drop <= max_drop:
+        return AccuracyDecision(path, measured, {}, trials)
+    scores = ranking(path)
+    order = [name for name, _ in sorted(scores.items(), key=lambda item: -item[1]) if name not in excluded]
+    count = 1
+    while count <= len(order) and len(excluded) + count <= max_share * total:
+        chosen = order[:count]
+        candidate = quantize(excluded | set(chosen))
+        measured = evaluate(candidate)
+        trials.append({"float_nodes": len(excluded) + count, "drop": measured.drop})
+        if measured.drop <= max_drop:
+            reasons = {name: f"sensitive: {scores[name]:.1f} dB of SQNR lost" for name in chosen}
+            return AccuracyDecision(candidate, measured, reasons, trials)
+        count *= 2
+    return AccuracyDecision(None, measured, {}, trials)

@@ -1,0 +1,147 @@
+"""``quantize(model, data)``: static int8 QDQ that is never slower than the float model and within an
+accuracy budget.
+
+The story: refuse what cannot be quantized -> prepare the float model (opset 13, shapes, BatchNorm folded) ->
+choose the activation type for the target -> split the data into calibration and evaluation samples ->
+quantize everything -> return the nodes that run slower in int8 to float, or give up on int8 (speed.py) ->
+return the most sensitive nodes to float until the accuracy drop is within budget (accuracy.py) -> time the
+final model once more -> the result (the int8 model, or the float one with a note).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnx_ir as ir
+
+from onnxkd.data import DataLike, ImageOptions, as_dataset, input_specs, random_inputs, reference_shapes
+from onnxkd.errors import OnnxkdError
+from onnxkd.model import ModelLike, load
+from onnxkd.quantize import accuracy, speed
+from onnxkd.quantize.calibration import split
+from onnxkd.quantize.prepare import LARGE_BYTES, check_quantizable, model_bytes, prepare_float
+from onnxkd.quantize.ptq import Quantizer, Settings, compute_nodes, quantized_nodes
+from onnxkd.quantize.result import QuantizeResult
+from onnxkd.quantize.target import choose_target
+from onnxkd.validate.inference import batch_limit
+from onnxkd.validate.latency import LatencyProtocol
+from onnxkd.validate.sessions import SessionConfig, resolve_providers
+
+Log = Callable[[str], None]
+
+
+def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = "auto",
+             calibration: str = "minmax", per_channel: bool = True, calibration_samples: int = 128,
+             eval_samples: int = 500, max_accuracy_drop: float = 0.01, min_int8_speedup: float | None = None,
+             batch_size: int = 8, provider: str = "auto", threads: int = 0, seed: int = 0,
+             random_data: bool = False, image_options: ImageOptions | None = None,
+             input_shapes: Mapping[str, Sequence[int]] | None = None, transform: Callable | None = None,
+             columns: Any = None, protocol: LatencyProtocol | None = None,
+             speedups_of: Callable[..., speed.SpeedupsOf] | None = None,
+             times_of: speed.TimesOf | None = None, log: Log | None = None) -> QuantizeResult:
+    """Quantize ``model`` to int8 (QDQ, per-channel weights) where that is measured faster, calibrated on
+    ``data`` (anything ``onnxkd.data.as_dataset`` reads; ``random_data=True`` calibrates on random inputs).
+
+    ``max_accuracy_drop``: absolute top-1 accuracy with labels, else 1 - agreement with the float model (class
+    scores) or the relative output error. ``min_int8_speedup``: the gate; the result says whether it passed.
+    ``speedups_of(float_path, feeds, config, protocol)`` and ``times_of``: timing hooks (tests inject clocks).
+    """
+    log = log or (lambda message: None)
+    original = load(model)
+    check_quantizable(original)
+    specs = input_specs(ir.to_proto(original))
+    if data is None and not random_data:
+        raise OnnxkdError("quantize needs calibration data (--data), or --random-data to calibrate on random inputs")
+    dataset = as_dataset(data, specs, image_options, transform=transform, columns=columns)
+    notes = []
+    if dataset is None:
+        shapes = reference_shapes(specs, dict(input_shapes or {}), None)
+        dataset = _random_dataset(specs, shapes, calibration_samples + eval_samples, seed)
+        notes.append("calibrated on random inputs (--random-data): ranges and accuracy figures mean little")
+    calib, evaluation, overlap = split(dataset, calibration_samples, eval_samples, seed)
+    if overlap:
+        notes.append(f"only {len(dataset)} samples: accuracy was measured on the calibration samples")
+
+    config = SessionConfig(provider, threads, "all")
+    target = choose_target(resolve_providers(provider), activation_type)
+    settings = Settings(target, calibration, per_channel)
+    log(f"target {target.device}: {target.activation} activations, int8 weights ({target.reason})")
+    batch = batch_limit(specs, batch_size)
+    with tempfile.TemporaryDirectory(prefix="onnxkd-quantize-") as work:
+        folder = Path(work)
+        float_path, prepared = prepare_float(original, folder)
+        quantizer = Quantizer(float_path, folder, calib, settings, batch,
+                              large=model_bytes(original) > LARGE_BYTES)
+        computes = compute_nodes(float_path)
+        log(f"calibrating on {len(calib)} samples ({calibration})")
+        feeds = {b: evaluation.first(b) for b in sorted({batch_limit(specs, 1), batch})}
+        timer = (speedups_of or speed.onnxruntime_speedups)(float_path, feeds, config, protocol or LatencyProtocol())
+        profiler = times_of or speed.onnxruntime_times(feeds[batch], config)
+        all_nodes = {node.name for node in onnx.load(str(float_path), load_external_data=False).graph.node}
+
+        def quantize_without(excluded: set[str]) -> Path:
+            return quantizer(excluded)
+
+        fast = speed.keep_what_pays(quantize_without, timer, profiler, float_path, all_nodes)
+        trials = {"speed": fast.trials}
+        float_nodes = {name: f"speed: {why}" for name, why in fast.float_nodes.items()}
+        result_quality, final, speedups = None, fast.path, fast.speedups
+        if fast.pays:
+            evaluate = accuracy.evaluator(float_path, evaluation, specs, batch, config)
+            ranking_samples = calib.take(slice(0, min(len(calib), 32)))
+
+            def ranking(path: Path) -> dict[str, float]:
+                log("ranking nodes by quantization sensitivity")
+                return accuracy.sensitivity(float_path, path, ranking_samples, batch, folder)
+
+            kept = accuracy.within_budget(quantize_without, evaluate, fast.path, set(fast.float_nodes), ranking,
+                                          max_accuracy_drop, total=len(computes))
+            trials["accuracy"] = kept.trials
+            result_quality = kept.quality.to_dict()
+            float_nodes.update({name: f"accuracy: {why}" for name, why in kept.float_nodes.items()})
+            final = kept.path
+            if final is None:
+                notes.append(f"int8 loses {kept.quality.drop:.2%} ({kept.quality.metric}) even with half the compute "
+                             f"nodes in float, over the {max_accuracy_drop:.2%} budget: wrote the float model "
+                             "(quantization-aware distillation, --qat, is the remedy)")
+            elif kept.float_nodes:  # nodes went back to float: the speed verdict must be measured again
+                speedups = timer(final)
+                trials["speed"].append({"float_nodes": len(float_nodes), "speedups": {str(b): s for b, s in speedups.items()}})
+                if min(speedups.values()) < 1.0:
+                    notes.append("with the nodes accuracy needs in float, int8 is slower: wrote the float model")
+                    final = None
+        else:
+            notes.append("int8 is slower than float on this machine even with the slow nodes left in float "
+                         f"(speed-up {_describe(fast.speedups)}): wrote the float model")
+        quantized = len(quantized_nodes(final)) if final is not None else 0
+        result_model = _load_in_memory(final) if final is not None else original
+    gate = None
+    if min_int8_speedup is not None:
+        best = min(speedups.values()) if final is not None else 1.0
+        gate = {"min": min_int8_speedup, "speedup": best, "passed": final is not None and best >= min_int8_speedup}
+    return QuantizeResult(
+        model=result_model, int8=final is not None, target=target.to_dict(),
+        calibration=dict(settings.to_dict(), samples=len(calib), evaluation_samples=len(evaluation)),
+        prepared=prepared, quantized_nodes=quantized, compute_nodes=len(computes),
+        float_nodes=float_nodes if final is not None else {}, speedups={str(b): s for b, s in speedups.items()},
+        quality=result_quality, max_accuracy_drop=max_accuracy_drop,
+        size_bytes={"float": model_bytes(original), "int8": model_bytes(result_model)},
+        trials=trials, notes=notes, gate=gate)
+
+
+def _describe(speedups: dict[int, float]) -> str:
+    return ", ".join(f"{s:.2f}x at batch {b}" for b, s in speedups.items())
+
+
+def _load_in_memory(path: Path) -> ir.Model:
+    return ir.from_proto(onnx.load(str(path)))  # weights read now: the work folder goes away
+
+
+def _random_dataset(specs, shapes, count: int, seed: int):
+    from onnxkd.data import Dataset
+
+    return Dataset(random_inputs(specs, shapes, batch=count, seed=seed), None, "random")

@@ -1,0 +1,40 @@
+"""Samples for onnxruntime.quantization: calibration and evaluation subsets of the user's data, and a
+``CalibrationDataReader`` that streams batches from a (possibly lazy) ``Dataset``."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnxruntime.quantization import CalibrationDataReader
+
+from onnxkd.data import Dataset
+from onnxkd.errors import OnnxkdError
+
+METHODS = ("minmax", "percentile", "entropy")
+
+
+def split(dataset: Dataset, calibration: int, evaluation: int, seed: int = 0) -> tuple[Dataset, Dataset, bool]:
+    """(calibration samples, evaluation samples, whether they overlap), drawn in a seeded order.
+
+    Accuracy is judged on samples calibration did not see; a data set too small for both is used for both
+    (said in the result) rather than refused."""
+    if calibration < 1 or evaluation < 1:
+        raise OnnxkdError("--calibration-samples and --eval-samples must be >= 1")
+    order = np.random.default_rng(seed).permutation(len(dataset))
+    if len(dataset) >= calibration + min(evaluation, 100):
+        return dataset.take(order[:calibration]), dataset.take(order[calibration:calibration + evaluation]), False
+    return dataset.take(order[:calibration]), dataset.take(order[:evaluation]), True
+
+
+class DataReader(CalibrationDataReader):
+    """Batches of ``dataset`` as onnxruntime feeds, read as they are asked for."""
+
+    def __init__(self, dataset: Dataset, batch: int):
+        self.dataset, self.batch = dataset, batch
+        self.rewind()
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        arrays, _ = next(self._batches, (None, None))
+        return arrays
+
+    def rewind(self) -> None:
+        self._batches = self.dataset.batches(self.batch)

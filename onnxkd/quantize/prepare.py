@@ -1,0 +1,82 @@
+"""The float model onnxruntime.quantization works best on: opset >= 13, shapes inferred, BatchNorm folded.
+
+DequantizeLinear's ``axis`` (per-channel weights) needs opset 13: quantizing PaddlePaddle's opset-11/12 graphs
+as they are writes models onnxruntime rejects. onnxruntime's ``quant_pre_process`` then infers shapes (symbolic,
+so dynamic height/width stay dynamic) and runs its basic graph optimisations, which fold BatchNorm into the
+convolutions before them: one int8 Conv instead of a Conv and a float BatchNorm.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx_ir as ir
+
+from onnxkd.errors import OnnxkdError
+from onnxkd.model import opset_of, save
+
+QUANTIZE_OPSET = 13
+# QuantizeLinear/DequantizeLinear appeared in opset 10: older graphs come from exporters too old to trust here
+MIN_OPSET = 10
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+                 "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "QAttention"}
+# above this, models and onnxruntime's temp files keep their weights in external data (protobuf's 2 GB limit)
+LARGE_BYTES = 1 << 30
+
+
+def check_quantizable(model: ir.Model, label: str = "model") -> None:
+    """Refuse models that are already quantized, or older than opset 10, with one line."""
+    quantized = [node for node in model.graph.all_nodes() if node.op_type in QUANTIZED_OPS]
+    if quantized:
+        raise OnnxkdError(f"{label} is already quantized ({len(quantized)} {quantized[0].op_type} and similar "
+                          "nodes): give its float original")
+    opset = opset_of(model)
+    if opset < MIN_OPSET:
+        raise OnnxkdError(f"{label} has opset {opset}: int8 quantization needs opset >= {MIN_OPSET} "
+                          f"(re-export it at opset {QUANTIZE_OPSET} or later)")
+
+
+def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
+    """Write the model ready for ``quantize_static`` into ``folder``: (its path, what was done)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from onnxkd.graph_passes.normalize.opset import UpgradeOpsetPass
+
+    upgrade = UpgradeOpsetPass(QUANTIZE_OPSET)
+    upgraded = upgrade(model).model
+    if upgrade.opset_after < QUANTIZE_OPSET:
+        raise OnnxkdError(f"opset {upgrade.opset_before}: per-channel int8 needs opset {QUANTIZE_OPSET}, and "
+                          f"onnx's version converter could not upgrade it ({upgrade.note})")
+    large = model_bytes(upgraded) > LARGE_BYTES
+    raw = save(upgraded, folder / "float-upgraded.onnx", external_data=large)
+    prepared = folder / "float.onnx"
+    logging.getLogger("root").setLevel(logging.ERROR)  # quant_pre_process logs each step to the root logger
+    try:
+        quant_pre_process(str(raw), str(prepared), save_as_external_data=large)
+    except Exception as exc:  # symbolic shape inference fails on some custom ops: onnx's inference is enough
+        try:
+            quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True, save_as_external_data=large)
+        except Exception:
+            raise OnnxkdError(f"onnxruntime cannot prepare the model for quantization ({_first_line(exc)})") from None
+    return prepared, {"opset_before": upgrade.opset_before, "opset_after": upgrade.opset_after,
+                      "batchnorm_folded": _count(model, "BatchNormalization") - _count_path(prepared, "BatchNormalization")}
+
+
+def model_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+
+
+def _count(model: ir.Model, op_type: str) -> int:
+    return sum(node.op_type == op_type for node in model.graph.all_nodes())
+
+
+def _count_path(path: Path, op_type: str) -> int:
+    import onnx
+
+    return sum(node.op_type == op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:240] if lines else type(exc).__name__

@@ -1,0 +1,85 @@
+"""Post-training static quantization with onnxruntime.quantization: QDQ, per-channel int8 weights.
+
+A ``Quantizer`` quantizes one prepared float model many times, each time with other nodes left in float (the
+speed and accuracy searches), and calibrates once: onnxruntime's calibration cache holds the ranges of every
+tensor of the first, fully quantized run, a superset of what later runs need.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+
+from onnxkd.data import Dataset
+from onnxkd.errors import OnnxkdError
+from onnxkd.quantize.calibration import METHODS, DataReader
+from onnxkd.quantize.target import Target
+
+# ops whose inputs onnxruntime quantizes with weights: their MACs are the reason int8 pays
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class Settings:
+    target: Target
+    method: str = "minmax"
+    per_channel: bool = True
+    percentile: float = 99.999
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "per_channel": self.per_channel, "format": "QDQ",
+                **({"percentile": self.percentile} if self.method == "percentile" else {})}
+
+
+class Quantizer:
+    def __init__(self, float_path: Path, folder: Path, calibration: Dataset, settings: Settings, batch: int,
+                 large: bool = False):
+        if settings.method not in METHODS:
+            raise OnnxkdError(f"--calibration {settings.method!r}: choose from {', '.join(METHODS)}")
+        self.float_path, self.folder, self.settings, self.large = float_path, folder, settings, large
+        self.calibration, self.batch = calibration, batch
+        self.cache = folder / "calibration.json"
+        self.runs = 0
+
+    def __call__(self, exclude: Collection[str] = ()) -> Path:
+        """The QDQ model with the nodes in ``exclude`` (names) left in float, written into the work folder."""
+        from onnxruntime.quantization import CalibrationMethod, QuantType, quantize_static
+
+        self.runs += 1
+        out = self.folder / f"int8-{self.runs}.onnx"
+        quant_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[self.settings.target.activation]
+        method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                  "entropy": CalibrationMethod.Entropy}[self.settings.method]
+        extra = {"ActivationSymmetric": self.settings.target.activation == "int8", "WeightSymmetric": True,
+                 "CalibPercentile": self.settings.percentile}
+        logging.getLogger("root").setLevel(logging.ERROR)
+        try:
+            quantize_static(str(self.float_path), str(out), DataReader(self.calibration, self.batch),
+                            per_channel=self.settings.per_channel, reduce_range=self.settings.target.reduce_range,
+                            activation_type=quant_type, weight_type=QuantType.QInt8, calibrate_method=method,
+                            nodes_to_exclude=sorted(exclude), extra_options=extra,
+                            use_external_data_format=self.large, calibration_cache_path=str(self.cache))
+        except OnnxkdError:
+            raise
+        except Exception as exc:  # a batch of the wrong shape surfaces in the calibration run
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            raise OnnxkdError(f"calibration failed: {lines[0][:240] if lines else type(exc).__name__}") from None
+        return out
+
+
+def quantized_nodes(path: Path) -> list[str]:
+    """Names of the compute nodes (Conv, Gemm, MatMul) that run on dequantized int8 weights in a QDQ model."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dequantized = {out for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    return [node.name for node in graph.node
+            if node.op_type in COMPUTE_OPS and len(node.input) > 1 and node.input[1] in dequantized]
+
+
+def compute_nodes(path: Path) -> dict[str, str]:
+    """Compute nodes of a float model: name -> op type (what quantization can make int8)."""
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return {node.name: node.op_type for node in graph.node if node.op_type in COMPUTE_OPS}

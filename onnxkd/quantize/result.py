@@ -1,0 +1,35 @@
+"""What ``quantize`` did, as one plain object: the CLI, the API and report.json read the same figures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+
+
+@dataclass
+class QuantizeResult:
+    model: ir.Model  # the int8 model, or the float model when int8 did not pay
+    int8: bool  # whether ``model`` is quantized
+    target: dict  # device, activation type and why
+    calibration: dict  # method, samples, per-channel, format
+    prepared: dict  # opset before/after, BatchNorms folded
+    quantized_nodes: int  # compute nodes running in int8
+    compute_nodes: int  # compute nodes of the float model
+    float_nodes: dict[str, str] = field(default_factory=dict)  # node -> why it stayed float (speed / accuracy)
+    speedups: dict[str, float] = field(default_factory=dict)  # batch size -> float p50 / int8 p50
+    quality: dict | None = None  # metric, float, int8, drop (None without evaluation)
+    max_accuracy_drop: float | None = None
+    size_bytes: dict = field(default_factory=dict)  # {"float": .., "int8": ..} initializer bytes
+    trials: dict = field(default_factory=dict)  # {"speed": [...], "accuracy": [...]}: every candidate tried
+    notes: list[str] = field(default_factory=list)
+    gate: dict | None = None  # --min-int8-speedup: {"min": x, "passed": bool}
+
+    def to_dict(self) -> dict:
+        return {
+            "int8": self.int8, "target": self.target, "calibration": self.calibration, "prepared": self.prepared,
+            "quantized_nodes": self.quantized_nodes, "compute_nodes": self.compute_nodes,
+            "float_nodes": self.float_nodes, "speedups": self.speedups, "quality": self.quality,
+            "max_accuracy_drop": self.max_accuracy_drop, "size_bytes": self.size_bytes, "trials": self.trials,
+            "notes": self.notes, "gate": self.gate,
+        }

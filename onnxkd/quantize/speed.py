@@ -1,0 +1,101 @@
+"""Never slower: keep only the quantized nodes that pay, measured, or none at all.
+
+The whole int8 model is timed against the float one with validate's protocol (interleaved, medians), at batch 1
+and at the batch size. Where it is slower at either, onnxruntime's profiler says which nodes run slower in int8
+than in float (time per original node, both models); those go back to float and the model is quantized and
+timed again, up to ``rounds`` times. If it is still slower, nothing is quantized: the float model is the answer.
+Timing and profiling are handed in as functions, so the rule is testable with an injected clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxkd.quantize.profile import OVERHEAD, node_times
+from onnxkd.validate import latency
+from onnxkd.validate.latency import LatencyProtocol
+from onnxkd.validate.sessions import SessionConfig, create_session
+
+# candidate path -> {batch size: float p50 / int8 p50}
+SpeedupsOf = Callable[[Path], dict[int, float]]
+# model path -> {original node name: microseconds per run}
+TimesOf = Callable[[Path], dict[str, float]]
+
+
+@dataclass
+class SpeedDecision:
+    path: Path | None  # the int8 model kept (None: nothing paid, ship the float model)
+    speedups: dict[int, float]  # of the kept model (or of the last candidate when none was kept)
+    float_nodes: dict[str, str] = field(default_factory=dict)  # node -> why it stays float (speed)
+    trials: list[dict] = field(default_factory=list)  # every candidate timed: excluded count, speed-ups
+
+    @property
+    def pays(self) -> bool:
+        return self.path is not None
+
+
+def keep_what_pays(quantize: Callable[[set[str]], Path], speedups_of: SpeedupsOf, times_of: TimesOf,
+                   float_path: Path, candidates: set[str], threshold: float = 1.0, rounds: int = 2,
+                   excluded: set[str] | None = None) -> SpeedDecision:
+    """The int8 model whose speed-up is >= ``threshold`` at every batch, leaving in float the nodes the profiler
+    shows slower in int8; ``candidates``: the nodes that may be returned to float."""
+    excluded = set(excluded or ())
+    path = quantize(excluded)
+    speedups = speedups_of(path)
+    trials = [_trial(excluded, speedups)]
+    float_times: dict[str, float] | None = None
+    slow_reasons: dict[str, str] = {}
+    for _ in range(rounds):
+        if min(speedups.values()) >= threshold:
+            break
+        float_times = float_times if float_times is not None else times_of(float_path)
+        int8_times = times_of(path)
+        slower = {name: (int8_times[name], float_times.get(name, 0.0)) for name in int8_times
+                  if name in candidates and name not in excluded and int8_times[name] > float_times.get(name, 0.0)}
+        if not slower:
+            break
+        for name, (int8_us, float_us) in slower.items():
+            slow_reasons[name] = f"slower in int8 ({int8_us:.0f} vs {float_us:.0f} us per run)"
+        excluded |= set(slower)
+        path = quantize(excluded)
+        speedups = speedups_of(path)
+        trials.append(_trial(excluded, speedups))
+    if min(speedups.values()) >= threshold:
+        return SpeedDecision(path, speedups, {n: slow_reasons[n] for n in excluded if n in slow_reasons}, trials)
+    return SpeedDecision(None, speedups, {}, trials)
+
+
+def _trial(excluded: set[str], speedups: Mapping[int, float]) -> dict:
+    return {"float_nodes": len(excluded), "speedups": {str(b): s for b, s in speedups.items()}}
+
+
+def onnxruntime_speedups(float_path: Path, feeds: dict[int, dict[str, np.ndarray]], config: SessionConfig,
+                         protocol: LatencyProtocol) -> SpeedupsOf:
+    """``speedups_of`` timing candidates against the float model on onnxruntime, one feed per batch size."""
+    reference, _ = create_session(str(float_path), config, "float model")
+
+    def speedups_of(candidate: Path) -> dict[int, float]:
+        session, _ = create_session(str(candidate), config, "int8 model")
+        result = {}
+        for batch, feed in feeds.items():
+            session.run(None, feed)  # the first run allocates: not a sample
+            reference.run(None, feed)
+            float_ms, int8_ms = latency.time_interleaved(lambda: reference.run(None, feed),
+                                                         lambda: session.run(None, feed), protocol, stage="int8 speed")
+            result[batch] = float(np.median(float_ms) / np.median(int8_ms))
+        return result
+
+    return speedups_of
+
+
+def onnxruntime_times(feed: dict[str, np.ndarray], config: SessionConfig) -> TimesOf:
+    def times_of(path: Path) -> dict[str, float]:
+        times = node_times(path, feed, config)
+        times.pop(OVERHEAD, None)
+        return times
+
+    return times_of
