@@ -42,17 +42,19 @@ def summary(model: ir.Model, input_shapes: dict | None = None) -> dict[str, Any]
 
 
 def _macs(model: ir.Model, input_shapes: dict | None) -> dict[str, Any]:
-    """MACs of Conv/ConvTranspose/Gemm/MatMul at ``input_shapes``, else at batch 1 (other dynamic dims need
-    a size: without one, the note says so)."""
-    from onnxkd.graph_passes.metrics import macs_and_unknown
+    """MACs of Conv/ConvTranspose/Gemm/MatMul (and their integer forms; ``macs_int8`` is the part on 8-bit
+    operands) at ``input_shapes``, else at batch 1 (other dynamic dims need a size: without one, the note
+    says so)."""
+    from onnxkd.graph_passes.metrics import mac_summary
 
     try:
-        by_op, unknown = macs_and_unknown(model, input_shapes)
+        macs = mac_summary(model, input_shapes)
     except OnnxkdError as exc:  # dynamic dims that no size fixes
         return {"macs": None, "macs_by_op": {}, "macs_note": str(exc)}
     except Exception as exc:  # noqa: BLE001  (MACs are informative; an odd graph must not stop inspect)
         return {"macs": None, "macs_by_op": {}, "macs_note": f"not counted: {type(exc).__name__}"}
-    return {"macs": sum(by_op.values()), "macs_by_op": by_op, "macs_unknown_nodes": unknown,
+    return {"macs": macs["total"], "macs_int8": macs["int8"], "macs_by_op": macs["by_op"],
+            "macs_unknown_nodes": macs["unknown_nodes"],
             "macs_at": {name: list(shape) for name, shape in (input_shapes or {}).items()} or "batch 1"}
 
 
@@ -120,6 +122,8 @@ def render_summary(data: dict[str, Any], console) -> None:
         at = data["macs_at"] if isinstance(data["macs_at"], str) else \
             ", ".join(f"{k}={','.join(map(str, v))}" for k, v in data["macs_at"].items())
         table.add_row("MACs", f"{data['macs']:,} ({_human(data['macs'])}) at {at}{unknown}")
+        if data.get("macs_int8"):
+            table.add_row("int8 MACs", f"{data['macs_int8']:,} ({data['macs_int8'] / data['macs']:.0%} of the MACs)")
     elif data.get("macs_note"):
         table.add_row("MACs", data["macs_note"])
     console.print(table)
@@ -217,22 +221,30 @@ def _weight_counts(model: ir.Model) -> tuple[int, int]:
 
     Mirrors the bridge: float initializers with dims and non-scalar float weights behind Constant /
     ConstantOfShape(constant shape) are parameters unless only read as statistics, scales or bounds.
+    A quantized model's integer weights count as its float original's would, its scales and zero points
+    do not (``metrics.is_parameter``).
     """
+    from onnxkd.graph_passes.metrics import is_parameter
     from onnxkd.torch_bridge.module import _constant_only_names
 
+    def weight(tensor, value: ir.Value, floats: bool) -> bool:
+        return (floats or tensor.dtype.is_integer()) and is_parameter(tensor.dtype, value.uses())
+
     graph = model.graph
-    sizes: dict[str, tuple[int, bool]] = {}  # name -> (elements, is float)
+    sizes: dict[str, tuple[int, bool]] = {}  # name -> (elements, is a weight)
     for name, value in graph.initializers.items():
         tensor = value.const_value
         if tensor is not None:
-            sizes[name] = (math.prod(tensor.shape.numpy()), tensor.dtype in _FLOATS and len(tensor.shape) > 0)
+            sizes[name] = (math.prod(tensor.shape.numpy()),
+                           weight(tensor, value, tensor.dtype in _FLOATS and len(tensor.shape) > 0))
     for node in graph:
         if node.domain not in ("", "ai.onnx") or len(node.outputs) != 1:
             continue
         if node.op_type == "Constant" and "value" in node.attributes:
             tensor = node.attributes["value"].value
             count = math.prod(tensor.shape.numpy())
-            sizes[node.outputs[0].name] = (count, tensor.dtype in _FLOATS and count > 1)  # scalars are arithmetic
+            # scalars are arithmetic
+            sizes[node.outputs[0].name] = (count, weight(tensor, node.outputs[0], tensor.dtype in _FLOATS and count > 1))
         elif node.op_type == "ConstantOfShape" and node.inputs and node.inputs[0] is not None:
             shape = node.inputs[0].const_value
             if shape is None:
@@ -241,7 +253,7 @@ def _weight_counts(model: ir.Model) -> tuple[int, int]:
             count = int(math.prod(int(d) for d in shape.numpy().reshape(-1)))
             sizes[node.outputs[0].name] = (count, (fill is None or fill.value.dtype in _FLOATS) and count > 1)
     constants = _constant_only_names(graph, set(sizes))
-    trainable = sum(n for name, (n, is_float) in sizes.items() if is_float and name not in constants)
+    trainable = sum(n for name, (n, is_weight) in sizes.items() if is_weight and name not in constants)
     return trainable, sum(n for _, (n, _) in sizes.items()) - trainable
 
 

@@ -53,7 +53,7 @@ def command(model, output, data, random_data, activation_type, calibration, cali
     from onnxkd.commands.console import make_console
     from onnxkd.data import parse_input_shapes
     from onnxkd.model import check_output_path, has_external_data, save
-    from onnxkd.quantize import quantize
+    from onnxkd.quantize.api import quantize
     from onnxkd.validate.gates import GateFailed
 
     target = check_output_path(output, {"input model": model})

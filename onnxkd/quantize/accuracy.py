@@ -7,8 +7,9 @@ evaluation samples calibration did not see.
 
 When the drop is over budget, nodes go back to float most sensitive first (1, 2, 4, ... of them), as NNCF's
 accuracy control does. Sensitivity comes from onnxruntime's ``qdq_loss_debug``: every quantized activation of
-the int8 model is compared with the float model's (signal-to-quantization-noise ratio, dB), and a node's
-sensitivity is the dB lost between the quantized tensor before it and the one after it.
+the int8 model is compared with the float model's (signal-to-quantization-noise ratio, dB), and a tensor's
+loss is the dB lost since the measured tensor before it, and a node's sensitivity the largest loss of the
+tensors it reads and writes.
 """
 
 from __future__ import annotations
@@ -85,20 +86,29 @@ def sensitivity(float_path: Path, int8_path: Path, samples: Dataset, batch: int,
         augmented.unlink()
     errors = compute_activation_error(create_activation_matching(activations["int8"], activations["float"]))
     sqnr = {name: float(e["xmodel_err"]) for name, e in errors.items() if np.isfinite(e.get("xmodel_err", np.nan))}
+    quantized = set(quantized_nodes(int8_path))
     graph = onnx.load(str(float_path), load_external_data=False).graph
     producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
+    upstream = lambda t: [producer[t]] if t in producer else []  # noqa: E731
+    downstream = lambda t: consumers.get(t, [])  # noqa: E731
+    inputs_of, outputs_of = (lambda n: n.input[:1]), (lambda n: n.output[:1])
+    # a tensor's loss: the dB lost since the measured tensor before it. Excluding only its producer or only its
+    # consumer may leave the tensor quantized, so both are charged with it.
+    loss = {}
+    for tensor, value in sqnr.items():
+        nodes = upstream(tensor)
+        before = _nearest(nodes[0].input[0], sqnr, upstream, inputs_of) if nodes and nodes[0].input else None
+        loss[tensor] = max(0.0, before - value) if before is not None else 0.0
     result = {}
     for node in graph.node:
-        if node.name not in set(quantized_nodes(int8_path)):
+        if node.name not in quantized:
             continue
-        before = _nearest(node.input[0], sqnr, lambda t: [producer[t]] if t in producer else [], lambda n: n.input[:1])
-        after = _nearest(node.output[0], sqnr, lambda t: consumers.get(t, []), lambda n: n.output[:1])
-        if before is not None and after is not None:
-            result[node.name] = before - after
+        seen = [_nearest(node.input[0], loss, upstream, inputs_of), _nearest(node.output[0], loss, downstream, outputs_of)]
+        result[node.name] = max((v for v in seen if v is not None), default=0.0)
     return result
 
 
@@ -124,9 +134,10 @@ class AccuracyDecision:
 
 def within_budget(quantize: Callable[[set[str]], Path], evaluate: Evaluate, path: Path, excluded: set[str],
                   ranking: Callable[[Path], dict[str, float]], max_drop: float,
-                  max_share: float = 0.5, total: int = 1) -> AccuracyDecision:
+                  max_share: float = 0.5, total: int = 1, partners: dict[str, list[str]] | None = None) -> AccuracyDecision:
     """Return the most sensitive nodes to float, doubling their number, until the drop is within ``max_drop``;
-    give up (path None) once more than ``max_share`` of the ``total`` compute nodes would be float."""
+    give up (path None) once more than ``max_share`` of the ``total`` compute nodes would be float.
+    ``partners``: node -> the nodes that go back to float with it (``feeders``)."""
     measured = evaluate(path)
     trials = [{"float_nodes": len(excluded), "drop": measured.drop}]
     if measured.drop <= max_drop:
@@ -134,13 +145,44 @@ def within_budget(quantize: Callable[[set[str]], Path], evaluate: Evaluate, path
     scores = ranking(path)
     order = [name for name, _ in sorted(scores.items(), key=lambda item: -item[1]) if name not in excluded]
     count = 1
-    while count <= len(order) and len(excluded) + count <= max_share * total:
-        chosen = order[:count]
+    while count <= len(order):
+        chosen = {}
+        for name in order[:count]:
+            chosen[name] = f"sensitive: {scores[name]:.1f} dB of SQNR lost"
+            for feeder in (partners or {}).get(name, ()):  # else the tensor it reads stays quantized
+                chosen.setdefault(feeder, f"feeds {name}, which is sensitive")
+        if len(excluded | set(chosen)) > max_share * total:
+            break
         candidate = quantize(excluded | set(chosen))
         measured = evaluate(candidate)
-        trials.append({"float_nodes": len(excluded) + count, "drop": measured.drop})
+        trials.append({"float_nodes": len(excluded | set(chosen)), "drop": measured.drop})
         if measured.drop <= max_drop:
-            reasons = {name: f"sensitive: {scores[name]:.1f} dB of SQNR lost" for name in chosen}
-            return AccuracyDecision(candidate, measured, reasons, trials)
+            return AccuracyDecision(candidate, measured, {k: v for k, v in chosen.items() if k not in excluded}, trials)
         count *= 2
     return AccuracyDecision(None, measured, {}, trials)
+
+
+def feeders(float_path: Path) -> dict[str, list[str]]:
+    """Compute node -> the compute nodes whose outputs it reads (through pooling, activations, reshapes).
+
+    onnxruntime quantizes a compute node's output for its own sake too: a sensitive node left in float still
+    reads a quantized tensor unless the node writing it is left in float as well."""
+    from onnxkd.quantize.ptq import COMPUTE_OPS
+
+    graph = onnx.load(str(float_path), load_external_data=False).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    result = {}
+    for node in graph.node:
+        if node.op_type not in COMPUTE_OPS or not node.input:
+            continue
+        tensor, found = node.input[0], []
+        for _ in range(8):
+            source = producer.get(tensor)
+            if source is None:
+                break
+            if source.op_type in COMPUTE_OPS:
+                found.append(source.name)
+                break
+            tensor = source.input[0] if source.input else ""
+        result[node.name] = found
+    return result

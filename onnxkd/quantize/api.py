@@ -99,7 +99,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
                 return accuracy.sensitivity(float_path, path, ranking_samples, batch, folder)
 
             kept = accuracy.within_budget(quantize_without, evaluate, fast.path, set(fast.float_nodes), ranking,
-                                          max_accuracy_drop, total=len(computes))
+                                          max_accuracy_drop, total=len(computes),
+                                          partners=accuracy.feeders(float_path))
             trials["accuracy"] = kept.trials
             result_quality = kept.quality.to_dict()
             float_nodes.update({name: f"accuracy: {why}" for name, why in kept.float_nodes.items()})

@@ -100,9 +100,11 @@ def _header(r: dict) -> str:
 
 def _cards(r: dict) -> str:
     sp = r["speedup"]
+    int8 = r["student"].get("macs_int8")
     cards = [("speed-up p50", fmt.ratio(sp["p50"]), f"batch {sp['batch_size']}, 95% CI {fmt.ci(sp['ci95'])}"),
              ("MACs reduction", fmt.ratio(sp["macs_reduction"]),
-              f"{fmt.count(r['teacher']['macs'])} → {fmt.count(r['student']['macs'])}")]
+              f"{fmt.count(r['teacher']['macs'])} → {fmt.count(r['student']['macs'])}"
+              + (f" ({fmt.count(int8)} int8)" if int8 else ""))]
     if r.get("accuracy"):
         acc = r["accuracy"]
         cards.append(("student accuracy", fmt.pct(acc["student"]), f"teacher {fmt.pct(acc['teacher'])}, "

@@ -36,8 +36,10 @@ def summary(r: dict) -> Table:
         key = "latency_ms_batched"
         table.rows.append([f"throughput, batch {sp['batched']['batch_size']}", fmt.rate(t[key]["throughput_per_s"]),
                            fmt.rate(s[key]["throughput_per_s"]), "", ""])
+    table.rows.append(["MACs", fmt.count(t["macs"]), fmt.count(s["macs"]), _reduction(t["macs"], s["macs"], "fewer"), ""])
+    if t.get("macs_int8") or s.get("macs_int8"):  # quantized models only (reports before schema 1.2 lack the field)
+        table.rows.append(["int8 MACs", _int8(t), _int8(s), "", ""])
     table.rows += [
-        ["MACs", fmt.count(t["macs"]), fmt.count(s["macs"]), _reduction(t["macs"], s["macs"], "fewer"), ""],
         ["params", fmt.count(t["params"]), fmt.count(s["params"]), _reduction(t["params"], s["params"], "fewer"), ""],
         ["file size", fmt.size(t["size_bytes"]), fmt.size(s["size_bytes"]),
          _reduction(t["size_bytes"], s["size_bytes"], "smaller"), ""],
@@ -46,6 +48,12 @@ def summary(r: dict) -> Table:
         ["first run", fmt.ms(t["first_run_ms"]), fmt.ms(s["first_run_ms"]), "", ""],
     ]
     return table
+
+
+def _int8(figures: dict) -> str:
+    """'18.3 M (100%)': the int8 MACs and their share of all the model's MACs."""
+    int8, total = figures.get("macs_int8") or 0, figures["macs"]
+    return f"{fmt.count(int8)} ({fmt.pct(int8 / total, 0)})" if int8 and total else fmt.count(int8)
 
 
 def gates(r: dict) -> Table:

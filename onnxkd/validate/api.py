@@ -197,7 +197,7 @@ def _figures(model: LoadedModel, specs, measured, session, create_ms: float, fir
     macs = static.count_macs(model.proto, measured)
     return ModelFigures(
         path=model.path, sha256=model.sha256, size_bytes=model.size_bytes,
-        params=static.count_params(model.proto), macs=macs["total"], macs_by_op=macs["by_op"],
+        params=static.count_params(model.proto), macs=macs["total"], macs_int8=macs["int8"], macs_by_op=macs["by_op"],
         macs_unknown_nodes=macs["unknown_nodes"], nodes=static.node_count(model.proto),
         op_histogram=static.op_histogram(model.proto),
         inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape), "measured_shape": list(measured[s.name])}

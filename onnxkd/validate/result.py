@@ -9,7 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = "1.1"  # 1.1: the optional "compress" section (onnxkd compress)
+SCHEMA_VERSION = "1.2"  # 1.1: the optional "compress" section (onnxkd compress); 1.2: macs_int8
 
 
 @dataclass
@@ -19,6 +19,7 @@ class ModelFigures:
     size_bytes: int
     params: int
     macs: int
+    macs_int8: int  # the part of macs whose operands are 8-bit integers (a quantized model's); 0 for a float one
     macs_by_op: dict[str, int]
     macs_unknown_nodes: list[str]
     nodes: int

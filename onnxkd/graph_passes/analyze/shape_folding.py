@@ -4,7 +4,8 @@ The legacy torch exporter computes slice ends and reshape targets at run time (S
 Unsqueeze -> Concat -> Slice/Reshape). onnx's shape inference gives up on those, so every tensor
 downstream loses its shape and MACs cannot be counted. With static input shapes those chains are
 constants: evaluate them with onnx's reference implementation and infer again, until nothing changes.
-Only small integer tensors are evaluated, never weights.
+Only small integer tensors are evaluated, never weights. The same rounds carry shapes through onnxruntime's
+quantized com.microsoft ops (a QOperator model's QLinearAdd, QGemm, ...), which onnx does not know.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from onnxkd.graph_passes.analyze import contrib_shapes
+
 # Ops that appear in shape arithmetic; anything else is left to the real graph.
 _FOLDABLE = {
     "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Add", "Sub", "Mul", "Div", "Neg",
     "Range", "Equal", "Where", "Expand", "Reshape", "ConstantOfShape", "Identity", "Min", "Max", "Floor", "Ceil", "Sqrt",
 }
 _MAX_ELEMENTS = 64
-_MAX_ROUNDS = 10
+_MAX_ROUNDS = 32  # a QOperator transformer alternates contrib ops and shape arithmetic ~12 times
 
 
 def infer_at(model, shapes: dict[str, list[int]]) -> onnx.ModelProto:
@@ -50,13 +53,18 @@ def infer_at(model, shapes: dict[str, list[int]]) -> onnx.ModelProto:
 
 
 def infer_with_folded_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """``onnx.shape_inference.infer_shapes`` after folding shape arithmetic into initializers (a copy)."""
+    """``onnx.shape_inference.infer_shapes`` after folding shape arithmetic into initializers, and through
+    onnxruntime's quantized com.microsoft ops (``contrib_shapes``) (a copy)."""
     proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 13)
+    contrib: list[onnx.ValueInfoProto] = []  # not inference's own: put back each time it starts afresh
     for _ in range(_MAX_ROUNDS):
-        if not _fold_once(proto, opset, initializers_are_inputs=proto.ir_version < 4):
+        found = contrib_shapes.output_types(proto)
+        contrib += found
+        if not _fold_once(proto, opset, initializers_are_inputs=proto.ir_version < 4) and not found:
             break
         del proto.graph.value_info[:]
+        contrib_shapes.record(proto, contrib)
         proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
     return proto
 

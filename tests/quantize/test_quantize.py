@@ -1,0 +1,197 @@
+"""``onnxkd quantize``: int8 that onnxruntime runs, checked against onnxruntime itself and hand-made clocks.
+
+Oracles: accuracy and agreement recomputed here with onnxruntime on held-out digits; the QDQ graph read back
+with onnx; the never-slower rule driven by injected speed-ups and per-node times."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from cli_runner import cli
+from outliers import outlier_digits
+
+import onnxkd
+from onnxkd.errors import OnnxkdError
+from onnxkd.quantize.ptq import quantized_nodes
+from onnxkd.validate.latency import LatencyProtocol
+
+FAST = LatencyProtocol(warmup=1, runs=5, budget_s=0.2)
+
+
+def _accuracy(path: Path, val: dict) -> float:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    scores = session.run(None, {session.get_inputs()[0].name: val["image"]})[0]
+    return float(np.mean(scores.argmax(1) == val["labels"]))
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _always(speedup: float):
+    """A clock under which every int8 candidate is ``speedup`` times as fast as float, at every batch."""
+    def factory(float_path, feeds, config, protocol):
+        return lambda candidate: {batch: speedup for batch in feeds}
+    return factory
+
+
+@pytest.fixture(scope="module")
+def val(digits):
+    data = np.load(digits["val"])
+    return {"image": data["image"], "labels": data["labels"]}
+
+
+@pytest.fixture(scope="module")
+def outlier_model(digits, tmp_path_factory) -> Path:
+    return outlier_digits(digits["teacher"], tmp_path_factory.mktemp("outlier") / "outlier.onnx", 2000.0)
+
+
+def test_cli_writes_an_int8_model_within_the_accuracy_budget(digits, val, tmp_path, capsys):
+    out = tmp_path / "int8.onnx"
+    before = _sha(digits["teacher"])
+    code, stdout, _ = cli(capsys, "quantize", str(digits["teacher"]), "--data", str(digits["val"]), "-o", str(out),
+                          "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    graph = onnx.load(str(out)).graph
+    ops = {node.op_type for node in graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # per-channel int8 weights: every convolution's weight scale has one value per output channel
+    weights = {t.name: t for t in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and len(quantized_nodes(out)) == summary["quantized_nodes"] == summary["compute_nodes"] == 6
+    int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+    assert len(int8_weights) == 5
+    assert summary["target"]["activation"] == "uint8"  # x86: U8S8
+    assert any(t.data_type == onnx.TensorProto.UINT8 for t in graph.initializer)  # activation zero points
+    # the accuracy onnxruntime measures here, on all 580 validation digits, is within the 1-point budget
+    assert _accuracy(digits["teacher"], val) - _accuracy(out, val) <= 0.01
+    assert summary["quality"]["metric"] == "accuracy" and summary["quality"]["drop"] <= 0.01
+    assert summary["size_bytes"]["int8"] < summary["size_bytes"]["float"] / 3
+    assert _sha(digits["teacher"]) == before and weights
+
+
+def test_accuracy_control_returns_the_sensitive_nodes_to_float(outlier_model, digits, val, tmp_path):
+    # plain PTQ of this model is ruined (the outlier channel crushes the others)...
+    plain = onnxkd.quantize(outlier_model, digits["val"], max_accuracy_drop=1.0, protocol=FAST,
+                            speedups_of=_always(2.0))
+    plain_path = onnxkd.save(plain.model, tmp_path / "plain.onnx")
+    assert _accuracy(outlier_model, val) == pytest.approx(_accuracy(digits["teacher"], val), abs=0.002)
+    assert _accuracy(outlier_model, val) - _accuracy(plain_path, val) > 0.3
+    # ...the budget sends the node reading the crushed tensor, and the one writing it, back to float
+    kept = onnxkd.quantize(outlier_model, digits["val"], protocol=FAST, speedups_of=_always(2.0))
+    path = onnxkd.save(kept.model, tmp_path / "kept.onnx")
+    assert kept.int8
+    assert _accuracy(outlier_model, val) - _accuracy(path, val) <= 0.01
+    assert set(kept.float_nodes) == {"/features/features.0/features.0.0/Conv", "/features/features.1/features.1.0/Conv"}
+    assert all(why.startswith("accuracy") for why in kept.float_nodes.values())
+    assert set(quantized_nodes(path)) == set(quantized_nodes(plain_path)) - set(kept.float_nodes)
+
+
+def test_an_int8_model_slower_everywhere_is_not_written(digits, tmp_path, capsys, monkeypatch):
+    result = onnxkd.quantize(digits["teacher"], digits["val"], protocol=FAST, speedups_of=_always(0.8),
+                             times_of=lambda path: {})
+    assert not result.int8 and "slower" in result.notes[0]
+    assert result.model.graph.num_nodes() == onnxkd.load(digits["teacher"]).graph.num_nodes()
+    # through the CLI: the float model is written, exit 0; the gate makes it exit 1
+    import onnxkd.quantize.speed as speed
+
+    monkeypatch.setattr(speed, "onnxruntime_speedups", _always(0.8))
+    monkeypatch.setattr(speed, "onnxruntime_times", lambda feed, config: lambda path: {})
+    out = tmp_path / "model.onnx"
+    code, stdout, _ = cli(capsys, "quantize", str(digits["teacher"]), "--data", str(digits["val"]), "-o", str(out))
+    assert code == 0 and "int8 did not pay" in stdout
+    assert not any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
+    code, _, stderr = cli(capsys, "quantize", str(digits["teacher"]), "--data", str(digits["val"]), "-o",
+                          str(tmp_path / "gated.onnx"), "--min-int8-speedup", "1.2")
+    assert code == 1 and "int8 speed-up" in stderr
+
+
+def test_nodes_the_profiler_shows_slower_go_back_to_float(digits, tmp_path):
+    slow = "/features/features.4/features.4.0/Conv"
+    calls = []
+
+    def clock(float_path, feeds, config, protocol):
+        def speedups_of(candidate):  # slower while the slow node runs in int8, faster once it is float
+            calls.append(candidate)
+            return {batch: 0.9 if slow in quantized_nodes(candidate) else 1.3 for batch in feeds}
+        return speedups_of
+
+    def times_of(path):  # float: every node 100 us; int8: 50 us, the slow one 300 us
+        names = [n.name for n in onnx.load(str(path)).graph.node if n.op_type in ("Conv", "Gemm")]
+        is_int8 = any(n.op_type == "QuantizeLinear" for n in onnx.load(str(path)).graph.node)
+        return {name: (300.0 if name == slow else 50.0) if is_int8 else 100.0 for name in names}
+
+    result = onnxkd.quantize(digits["teacher"], digits["val"], protocol=FAST, speedups_of=clock, times_of=times_of)
+    path = onnxkd.save(result.model, tmp_path / "int8.onnx")
+    assert result.int8 and list(result.float_nodes) == [slow]
+    assert result.float_nodes[slow].startswith("speed: slower in int8 (300 vs 100 us")
+    assert slow not in quantized_nodes(path) and len(quantized_nodes(path)) == 5
+    assert result.speedups == {"1": 1.3, "8": 1.3}
+
+
+@pytest.mark.parametrize("case", ["quantized", "no data", "old opset", "wrong data"])
+def test_bad_inputs_give_one_line_and_write_nothing(case, digits, tmp_path, capsys):
+    model, data = digits["teacher"], ["--data", str(digits["val"])]
+    if case == "quantized":
+        model = tmp_path / "int8.onnx"
+        onnxkd.save(onnxkd.quantize(digits["teacher"], digits["val"], protocol=FAST, speedups_of=_always(2.0)).model,
+                    model)
+    elif case == "no data":
+        data = []
+    elif case == "old opset":
+        proto = onnx.helper.make_model(
+            onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])]),
+            opset_imports=[onnx.helper.make_opsetid("", 9)])
+        model = tmp_path / "old.onnx"
+        onnx.save(proto, str(model))
+    else:
+        wrong = tmp_path / "wrong.npz"
+        np.savez(wrong, image=np.zeros((10, 3, 16, 16), np.float32))
+        data = ["--data", str(wrong)]
+    before = _sha(Path(model))
+    out = tmp_path / "out.onnx"
+    code, stdout, stderr = cli(capsys, "quantize", str(model), *data, "-o", str(out))
+    lines = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
+    expected = {"quantized": "already quantized", "no data": "--data", "old opset": "opset 9",
+                "wrong data": "image"}[case]
+    assert expected in lines[0]
+    assert not out.exists() and _sha(Path(model)) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "out.onnx") == sorted(
+        p.name for p in tmp_path.iterdir())
+
+
+def test_random_data_calibrates_with_a_note(tmp_path):
+    import models  # the zoo: torch only for the export
+
+    path = models.export("resnet", tmp_path, "legacy", image_size=32)
+    result = onnxkd.quantize(path, random_data=True, protocol=FAST, speedups_of=_always(1.5), eval_samples=40,
+                             calibration_samples=16)
+    assert result.int8 and any("random" in note for note in result.notes)
+    assert result.quality["metric"] == "agreement"
+
+
+def test_the_bridge_runs_the_int8_model_as_onnxruntime_does(digits, val, tmp_path):
+    """Fake-quant in the bridge (QuantizeLinear/DequantizeLinear as torch ops) equals onnxruntime's fused int8
+    kernels to within one quantization step of the output."""
+    import torch
+
+    result = onnxkd.quantize(digits["teacher"], digits["val"], protocol=FAST, speedups_of=_always(2.0))
+    path = onnxkd.save(result.model, tmp_path / "int8.onnx")
+    graph = onnx.load(str(path)).graph
+    last = next(n for n in graph.node if n.op_type == "DequantizeLinear" and n.output[0] == graph.output[0].name)
+    step = float(onnx.numpy_helper.to_array(next(t for t in graph.initializer if t.name == last.input[1])))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"image": val["image"][:64]})[0]
+    with torch.no_grad():
+        got = onnxkd.to_torch(path).eval()(torch.from_numpy(val["image"][:64]))[0].numpy()
+    assert np.abs(got - expected).max() <= step + 1e-6
