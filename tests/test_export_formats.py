@@ -33,7 +33,7 @@ import pytest
 from cli_runner import cli
 from export_formats import KINDS, LIGHT, Teacher, TinyClassifier, build_teachers
 
-COMMANDS = ("inspect", "prune", "optimize", "distill", "validate", "compress", "compress-resume",
+COMMANDS = ("inspect", "prune", "optimize", "distill", "validate", "quantize", "compress", "compress-resume",
             "compress-target-speedup")
 LIGHT_COMMANDS = ("inspect", "prune", "optimize", "validate")  # fixed shapes and no data: nothing to distill on
 CELLS = [(kind, command) for kind in KINDS for command in COMMANDS] + \
@@ -221,6 +221,22 @@ def run_validate(cell: Cell):
     return [pruned], [f"report/{name}" for name in REPORT_FILES]
 
 
+def run_quantize(cell: Cell):
+    """quantize on the data: the model written (int8, or float where int8 did not pay on this machine) keeps the
+    teacher's interface, dynamic dims included, and agrees with the teacher on the validation data."""
+    t = cell.teacher
+    output = cell.out / "int8.onnx"
+    ran = cell.onnxkd("quantize", cell.rel(t.model), "--data", cell.rel(t.train), "-o", cell.rel(output), "--json",
+                      "--eval-samples", "32")
+    assert ran.code == 0, ran.why
+    summary = json.loads(ran.out)
+    assert summary["quantized_nodes"] > 0 if summary["int8"] else summary["notes"]
+    if summary["int8"]:
+        assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(output), load_external_data=False).graph.node)
+    _assert_same_interface(t.model, output)
+    return [output], []
+
+
 def _compress_args(cell: Cell, student: Path, *extra) -> list[str]:
     return ["compress", cell.rel(cell.teacher.model), *cell.data_args(), *FAST_TRAIN, "--validate-batch-size", "8",
             "--recipe", cell.rel(cell.recipe), "-o", cell.rel(student), "--report", cell.rel(cell.out / "report"),
@@ -301,7 +317,7 @@ def run_compress_target_speedup(cell: Cell):
 
 
 RUNNERS = {"inspect": run_inspect, "prune": run_prune, "optimize": run_optimize, "distill": run_distill,
-           "validate": run_validate, "compress": run_compress, "compress-resume": run_compress_resume,
+           "validate": run_validate, "quantize": run_quantize, "compress": run_compress, "compress-resume": run_compress_resume,
            "compress-target-speedup": run_compress_target_speedup}
 
 

@@ -119,7 +119,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
             notes.append("int8 is slower than float on this machine even with the slow nodes left in float "
                          f"(speed-up {_describe(fast.speedups)}): wrote the float model")
         quantized = len(quantized_nodes(final)) if final is not None else 0
-        result_model = _load_in_memory(final) if final is not None else original
+        result_model = _same_interface(_load_in_memory(final), original) if final is not None else original
     gate = None
     if min_int8_speedup is not None:
         best = min(speedups.values()) if final is not None else 1.0
@@ -140,6 +140,16 @@ def _describe(speedups: dict[int, float]) -> str:
 
 def _load_in_memory(path: Path) -> ir.Model:
     return ir.from_proto(onnx.load(str(path)))  # weights read now: the work folder goes away
+
+
+def _same_interface(model: ir.Model, original: ir.Model) -> ir.Model:
+    """The original's input and output dims: onnxruntime's symbolic shape inference renames dynamic dims it
+    proves equal (``unk__13`` became ``p2o.DynamicDimension.0``), and a model must drop in where the float one ran."""
+    declared = {v.name: v for v in [*original.graph.inputs, *original.graph.outputs]}
+    for value in [*model.graph.inputs, *model.graph.outputs]:
+        if value.name in declared:
+            value.shape = declared[value.name].shape
+    return model
 
 
 def _random_dataset(specs, shapes, count: int, seed: int):
