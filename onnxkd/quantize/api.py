@@ -22,7 +22,7 @@ from onnxkd.data import DataLike, ImageOptions, as_dataset, input_specs, random_
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike, load
 from onnxkd.quantize import accuracy, speed
-from onnxkd.quantize.calibration import split
+from onnxkd.quantize.calibration import DEFAULT_METHOD, split
 from onnxkd.quantize.prepare import LARGE_BYTES, check_quantizable, model_bytes, prepare_float
 from onnxkd.quantize.ptq import Quantizer, Settings, compute_nodes, quantized_nodes
 from onnxkd.quantize.result import QuantizeResult
@@ -35,7 +35,7 @@ Log = Callable[[str], None]
 
 
 def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = "auto",
-             calibration: str = "minmax", per_channel: bool = True, calibration_samples: int = 128,
+             calibration: str = DEFAULT_METHOD, per_channel: bool = True, calibration_samples: int = 128,
              eval_samples: int = 500, max_accuracy_drop: float = 0.01, min_int8_speedup: float | None = None,
              batch_size: int = 8, provider: str = "auto", threads: int = 0, seed: int = 0,
              random_data: bool = False, image_options: ImageOptions | None = None,

@@ -10,6 +10,10 @@ from onnxkd.data import Dataset
 from onnxkd.errors import OnnxkdError
 
 METHODS = ("minmax", "percentile", "entropy")
+# Measured (README, int8 section): on the digits CNN all three lose nothing; on the same CNN with one outlier
+# channel (x200, the function unchanged) MinMax and Entropy lose 12.5 points and the 99.999th percentile 6.1, for
+# the same calibration time. Clipping the rare extremes keeps resolution for the values that matter.
+DEFAULT_METHOD = "percentile"
 
 
 def split(dataset: Dataset, calibration: int, evaluation: int, seed: int = 0) -> tuple[Dataset, Dataset, bool]:

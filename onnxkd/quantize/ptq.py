@@ -7,6 +7,8 @@ tensor of the first, fully quantized run, a superset of what later runs need.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ import onnx
 
 from onnxkd.data import Dataset
 from onnxkd.errors import OnnxkdError
-from onnxkd.quantize.calibration import METHODS, DataReader
+from onnxkd.quantize.calibration import DEFAULT_METHOD, METHODS, DataReader
 from onnxkd.quantize.target import Target
 
 # ops whose inputs onnxruntime quantizes with weights: their MACs are the reason int8 pays
@@ -26,7 +28,7 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 @dataclass(frozen=True)
 class Settings:
     target: Target
-    method: str = "minmax"
+    method: str = DEFAULT_METHOD
     per_channel: bool = True
     percentile: float = 99.999
 
@@ -57,12 +59,13 @@ class Quantizer:
         extra = {"ActivationSymmetric": self.settings.target.activation == "int8", "WeightSymmetric": True,
                  "CalibPercentile": self.settings.percentile}
         logging.getLogger("root").setLevel(logging.ERROR)
-        try:
-            quantize_static(str(self.float_path), str(out), DataReader(self.calibration, self.batch),
-                            per_channel=self.settings.per_channel, reduce_range=self.settings.target.reduce_range,
-                            activation_type=quant_type, weight_type=QuantType.QInt8, calibrate_method=method,
-                            nodes_to_exclude=sorted(exclude), extra_options=extra,
-                            use_external_data_format=self.large, calibration_cache_path=str(self.cache))
+        try:  # the histogram calibrators print() their progress: it would break --json on stdout
+            with contextlib.redirect_stdout(io.StringIO()):
+                quantize_static(str(self.float_path), str(out), DataReader(self.calibration, self.batch),
+                                per_channel=self.settings.per_channel, reduce_range=self.settings.target.reduce_range,
+                                activation_type=quant_type, weight_type=QuantType.QInt8, calibrate_method=method,
+                                nodes_to_exclude=sorted(exclude), extra_options=extra,
+                                use_external_data_format=self.large, calibration_cache_path=str(self.cache))
         except OnnxkdError:
             raise
         except Exception as exc:  # a batch of the wrong shape surfaces in the calibration run
