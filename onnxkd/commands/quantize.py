@@ -31,6 +31,14 @@ from onnxkd.errors import OnnxkdError
                    "relative output error); the most sensitive nodes go back to float until it holds.")
 @click.option("--min-int8-speedup", type=click.FloatRange(min=0), metavar="X",
               help="Gate: exit 1 unless the model written is int8 and at least X times faster than float.")
+@click.option("--qat", is_flag=True, help="Where PTQ loses accuracy, distil the int8 model from the float one with "
+              "fake-quant in place (quantization-aware distillation), before returning nodes to float.")
+@click.option("--teacher", type=click.Path(dir_okay=False), help="--qat: the float teacher (default: MODEL itself).")
+@click.option("--epochs", type=click.IntRange(min=1), help="--qat: training epochs (default: chosen from the data size).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+              help="--qat: peak learning rate.")
+@click.option("--freeze-scales", is_flag=True, help="--qat: keep the calibrated scales (default: learn them, LSQ).")
+@click.option("--device", default="auto", show_default=True, help="--qat: where to train (auto, cpu, cuda, cuda:N).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Batch of the second timing (the first is batch 1) and of calibration runs.")
 @session_options("")
@@ -39,8 +47,8 @@ from onnxkd.errors import OnnxkdError
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def command(model, output, data, random_data, activation_type, calibration, calibration_samples, eval_samples,
-            per_tensor, max_accuracy_drop, min_int8_speedup, batch_size, provider, threads, input_shapes, as_json,
-            seed, **image_flags) -> None:
+            per_tensor, max_accuracy_drop, min_int8_speedup, qat, teacher, epochs, lr, freeze_scales, device,
+            batch_size, provider, threads, input_shapes, as_json, seed, **image_flags) -> None:
     """Quantize MODEL to int8 (QDQ, per-channel int8 weights) with onnxruntime, calibrated on --data, and keep
     only what pays: int8 is timed against float (batch 1 and --batch-size); nodes the profiler shows slower in
     int8 stay float, and if the model is still slower the float model is written, with a note. Nodes whose
@@ -49,7 +57,8 @@ def command(model, output, data, random_data, activation_type, calibration, cali
     \b
     Example:
       onnxkd quantize student.onnx --data calib.npz -o student-int8.onnx
-      onnxkd quantize model.onnx --data images/ --calibration percentile -o model-int8.onnx --min-int8-speedup 1.5
+      onnxkd quantize model.onnx --data images/ -o model-int8.onnx --min-int8-speedup 1.5
+      onnxkd quantize student.onnx --data train.npz --qat --teacher teacher.onnx -o student-int8.onnx
     """
     from onnxkd.commands.console import make_console
     from onnxkd.data import parse_input_shapes
@@ -61,8 +70,14 @@ def command(model, output, data, random_data, activation_type, calibration, cali
     if data is not None and not Path(data).exists():
         raise OnnxkdError(f"--data {data}: no such file or folder")
     status = make_console(stderr=True)
+    refine = None
+    if qat:
+        from onnxkd.qat import qad_refiner
+
+        refine = qad_refiner(teacher or model, learn_scales=not freeze_scales, epochs=epochs, lr=lr, device=device,
+                             seed=seed, progress=status)
     result = quantize(
-        model, data, activation_type=activation_type, calibration=calibration, per_channel=not per_tensor,
+        model, data, refine=refine, activation_type=activation_type, calibration=calibration, per_channel=not per_tensor,
         calibration_samples=calibration_samples, eval_samples=eval_samples, max_accuracy_drop=max_accuracy_drop,
         min_int8_speedup=min_int8_speedup, batch_size=batch_size, provider=provider, threads=threads, seed=seed,
         random_data=random_data, image_options=image_options(image_flags), columns=image_flags.pop("columns"),
@@ -117,5 +132,9 @@ def render_quantize(summary: dict, console) -> None:
         for name, why in summary["float_nodes"].items():
             nodes.add_row(name, why)
         console.print(nodes)
+    if summary.get("qat"):
+        q = summary["qat"]
+        console.print(f"quantization-aware distillation: {q['ptq']['metric']} drop {q['ptq']['drop']:.2%} (PTQ) -> "
+                      f"{q['qat']['drop']:.2%} ({'kept' if q['kept'] else 'over budget, not kept'})", highlight=False)
     for note in summary["notes"]:
         console.print(f"[yellow]note[/]: {note}", highlight=False)

@@ -18,9 +18,9 @@ from typing import Any
 import onnx
 import onnx_ir as ir
 
-from onnxkd.data import DataLike, ImageOptions, as_dataset, input_specs, random_inputs, reference_shapes
+from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, input_specs, random_inputs, reference_shapes
 from onnxkd.errors import OnnxkdError
-from onnxkd.model import ModelLike, load
+from onnxkd.model import ModelLike, load, save
 from onnxkd.quantize import accuracy, speed
 from onnxkd.quantize.calibration import DEFAULT_METHOD, split
 from onnxkd.quantize.prepare import LARGE_BYTES, check_quantizable, model_bytes, prepare_float
@@ -42,13 +42,17 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
              input_shapes: Mapping[str, Sequence[int]] | None = None, transform: Callable | None = None,
              columns: Any = None, protocol: LatencyProtocol | None = None,
              speedups_of: Callable[..., speed.SpeedupsOf] | None = None,
-             times_of: speed.TimesOf | None = None, log: Log | None = None) -> QuantizeResult:
+             times_of: speed.TimesOf | None = None, log: Log | None = None,
+             refine: Callable[[ir.Model, Dataset], ir.Model] | None = None) -> QuantizeResult:
     """Quantize ``model`` to int8 (QDQ, per-channel weights) where that is measured faster, calibrated on
     ``data`` (anything ``onnxkd.data.as_dataset`` reads; ``random_data=True`` calibrates on random inputs).
 
     ``max_accuracy_drop``: absolute top-1 accuracy with labels, else 1 - agreement with the float model (class
     scores) or the relative output error. ``min_int8_speedup``: the gate; the result says whether it passed.
     ``speedups_of(float_path, feeds, config, protocol)`` and ``times_of``: timing hooks (tests inject clocks).
+    ``refine(int8_model, training_samples) -> int8_model``: quantization-aware training of the model that passed
+    the speed rule (``onnxkd.qat`` distils it from the float teacher); its result is kept when it is within the
+    accuracy budget, else the accuracy control runs on the PTQ model as without it.
     """
     log = log or (lambda message: None)
     original = load(model)
@@ -62,7 +66,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         shapes = reference_shapes(specs, dict(input_shapes or {}), None)
         dataset = _random_dataset(specs, shapes, calibration_samples + eval_samples, seed)
         notes.append("calibrated on random inputs (--random-data): ranges and accuracy figures mean little")
-    calib, evaluation, overlap = split(dataset, calibration_samples, eval_samples, seed)
+    calib, evaluation, training, overlap = split(dataset, calibration_samples, eval_samples, seed)
     if overlap:
         notes.append(f"only {len(dataset)} samples: accuracy was measured on the calibration samples")
 
@@ -90,8 +94,26 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         trials = {"speed": fast.trials}
         float_nodes = {name: f"speed: {why}" for name, why in fast.float_nodes.items()}
         result_quality, final, speedups = None, fast.path, fast.speedups
+        qat = None
         if fast.pays:
             evaluate = accuracy.evaluator(float_path, evaluation, specs, batch, config)
+            ptq_quality = evaluate(fast.path)
+        if fast.pays and refine is not None and ptq_quality.drop > 0:
+            log(f"PTQ loses {ptq_quality.drop:.2%} ({ptq_quality.metric}): quantization-aware distillation")
+            refined = save(refine(_load_in_memory(fast.path), training), folder / "qat.onnx")
+            qat_quality = evaluate(refined)
+            qat = {"ptq": ptq_quality.to_dict(), "qat": qat_quality.to_dict(), "kept": qat_quality.drop <= max_accuracy_drop}
+            if qat["kept"]:
+                fast = speed.SpeedDecision(refined, timer(refined), fast.float_nodes, fast.trials)
+                if min(fast.speedups.values()) < 1.0:
+                    notes.append("the distilled int8 model timed slower than float: wrote the float model")
+                    fast = speed.SpeedDecision(None, fast.speedups, {}, fast.trials)
+            else:
+                notes.append(f"quantization-aware distillation lost {qat_quality.drop:.2%}, over the budget: the "
+                             "accuracy control ran on the PTQ model")
+        if fast.pays and qat is not None and qat["kept"]:
+            result_quality, final, speedups = qat["qat"], fast.path, fast.speedups
+        elif fast.pays:
             ranking_samples = calib.take(slice(0, min(len(calib), 32)))
 
             def ranking(path: Path) -> dict[str, float]:
@@ -125,7 +147,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         best = min(speedups.values()) if final is not None else 1.0
         gate = {"min": min_int8_speedup, "speedup": best, "passed": final is not None and best >= min_int8_speedup}
     return QuantizeResult(
-        model=result_model, int8=final is not None, target=target.to_dict(),
+        qat=qat, model=result_model, int8=final is not None, target=target.to_dict(),
         calibration=dict(settings.to_dict(), samples=len(calib), evaluation_samples=len(evaluation)),
         prepared=prepared, quantized_nodes=quantized, compute_nodes=len(computes),
         float_nodes=float_nodes if final is not None else {}, speedups={str(b): s for b, s in speedups.items()},

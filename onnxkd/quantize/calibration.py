@@ -16,17 +16,20 @@ METHODS = ("minmax", "percentile", "entropy")
 DEFAULT_METHOD = "percentile"
 
 
-def split(dataset: Dataset, calibration: int, evaluation: int, seed: int = 0) -> tuple[Dataset, Dataset, bool]:
-    """(calibration samples, evaluation samples, whether they overlap), drawn in a seeded order.
+def split(dataset: Dataset, calibration: int, evaluation: int, seed: int = 0) -> tuple[Dataset, Dataset, Dataset, bool]:
+    """(calibration samples, evaluation samples, training samples, whether evaluation overlaps the others), drawn
+    in a seeded order. Training samples (quantization-aware distillation) are all but the evaluation ones.
 
-    Accuracy is judged on samples calibration did not see; a data set too small for both is used for both
-    (said in the result) rather than refused."""
+    Accuracy is judged on samples calibration and training did not see; a data set too small for that is used
+    for all three (said in the result) rather than refused."""
     if calibration < 1 or evaluation < 1:
         raise OnnxkdError("--calibration-samples and --eval-samples must be >= 1")
     order = np.random.default_rng(seed).permutation(len(dataset))
     if len(dataset) >= calibration + min(evaluation, 100):
-        return dataset.take(order[:calibration]), dataset.take(order[calibration:calibration + evaluation]), False
-    return dataset.take(order[:calibration]), dataset.take(order[:evaluation]), True
+        held_out = order[calibration:calibration + evaluation]
+        rest = np.concatenate([order[:calibration], order[calibration + evaluation:]])
+        return dataset.take(order[:calibration]), dataset.take(held_out), dataset.take(np.sort(rest)), False
+    return dataset.take(order[:calibration]), dataset.take(order[:evaluation]), dataset, True
 
 
 class DataReader(CalibrationDataReader):

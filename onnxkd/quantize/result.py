@@ -24,6 +24,7 @@ class QuantizeResult:
     trials: dict = field(default_factory=dict)  # {"speed": [...], "accuracy": [...]}: every candidate tried
     notes: list[str] = field(default_factory=list)
     gate: dict | None = None  # --min-int8-speedup: {"min": x, "passed": bool}
+    qat: dict | None = None  # quantization-aware distillation: {"ptq": quality, "qat": quality, "kept": bool, ...}
 
     def to_dict(self) -> dict:
         return {
@@ -31,5 +32,5 @@ class QuantizeResult:
             "quantized_nodes": self.quantized_nodes, "compute_nodes": self.compute_nodes,
             "float_nodes": self.float_nodes, "speedups": self.speedups, "quality": self.quality,
             "max_accuracy_drop": self.max_accuracy_drop, "size_bytes": self.size_bytes, "trials": self.trials,
-            "notes": self.notes, "gate": self.gate,
+            "notes": self.notes, "gate": self.gate, "qat": self.qat,
         }

@@ -33,6 +33,9 @@ _NON_TRAINABLE_INPUTS = {
     ("Resize", 1), ("Resize", 2), ("Upsample", 1),
     ("Clip", 1), ("Clip", 2), ("Dropout", 1),
     ("Range", 0), ("Range", 1), ("Range", 2),
+    # quantization scales: Adam's steps are far too large for them (a scale of 0.004 moved 1e-3 a step);
+    # quantization-aware training learns them as log-scales through an Exp node instead (quantize/trainable.py)
+    ("QuantizeLinear", 1), ("DequantizeLinear", 1),
 }
 # Inputs that an op updates in place (train-mode running statistics).
 _MUTATED_INPUTS = {("BatchNormalization", 3), ("BatchNormalization", 4)}

@@ -74,16 +74,31 @@ def quantize_linear(ctx, x, y_scale, y_zero_point=None, *, axis=1, saturate=1, b
     if out_dtype.is_floating_point:  # float8: the zero point must be 0
         return cast_to(scaled, int(dtypes.to_ir_dtype(out_dtype)), saturate)
     low, high = _QUANT_RANGE[out_dtype]
+    if ctx.training and y_zero_point is not None and (x.requires_grad or y_scale.requires_grad):
+        return _fake_quantize(scaled, _per_axis(y_zero_point, x, axis, block_size).to(compute), low, high)
     q = torch.round(scaled)  # half to even, like np.rint
     if y_zero_point is not None:
         q = q + _per_axis(y_zero_point, x, axis, block_size).to(compute)
     return q.clamp(low, high).to(out_dtype)
 
 
+def _fake_quantize(scaled: torch.Tensor, zero_point: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Quantization-aware training: the integer values as floats, rounded with a straight-through gradient.
+
+    The same values as the integer path (half to even, saturated), but differentiable: the gradient passes the
+    rounding unchanged and stops where the value saturates, and through ``scaled = x / scale`` it reaches the
+    scale as LSQ's step-size gradient (Esser et al., 2020) once DequantizeLinear multiplies it back. The float
+    result is recognised by DequantizeLinear by its integer zero point (a float input with an integer zero
+    point is no ONNX type, so no real model is mistaken for it)."""
+    rounded = scaled + (torch.round(scaled) - scaled).detach()
+    return (rounded + zero_point).clamp(low, high)
+
+
 @register("DequantizeLinear", since=10)
 def dequantize_linear(ctx, x, x_scale, x_zero_point=None, *, axis=1, block_size=0, output_dtype=0):
     dx = x.to(torch.float32)
-    if x_zero_point is not None and not x.dtype.is_floating_point:
+    fake_quantized = x.dtype.is_floating_point and x_zero_point is not None and not x_zero_point.dtype.is_floating_point
+    if x_zero_point is not None and (not x.dtype.is_floating_point or fake_quantized):
         dx = dx - _per_axis(x_zero_point, x, axis, block_size).to(torch.float32)
     y = dx * _per_axis(x_scale, x, axis, block_size)
     return y.to(dtypes.to_torch_dtype(output_dtype) if output_dtype else x_scale.dtype)
