@@ -47,6 +47,7 @@ FLAT_OPTIONS = {
     "device": ("distill", "device"), "bf16": ("distill", "bf16"),
     "max_accuracy_drop": ("validate", "max_accuracy_drop"), "min_agreement": ("validate", "min_agreement"),
     "min_speedup": ("validate", "min_speedup"), "provider": ("validate", "provider"),
+    "int8": ("quantize", "enabled"), "qat": ("quantize", "qat"),
 }
 
 
@@ -96,6 +97,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     fingerprint = {"teacher": teacher_sha, "recipe": _trajectory(plan), "data": _data_identity(train, val)}
     state = _State(work, fingerprint, resume)
     stages: list[dict] = []
+    total = 6 if plan.quantize.enabled else 5  # the stages say "[n/total]"
     if held_out:
         say(f"no --val-data: {len(val):,} of {len(train) + len(val):,} samples (10%, seed {plan.seed}) are held out "
             "for validation and never trained on")
@@ -108,11 +110,11 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         plan.prune.ratio, plan.prune.target_speedup = prune_info["ratio"], None
         plan.prune.round_to = prune_info.get("round_to", plan.prune.round_to)
         plan.prune.group_ratios = prune_info.get("group_ratios", plan.prune.group_ratios)
-        say(f"[1/5] prune: done before ({pruned_path}), resuming")
+        say(f"[1/{total}] prune: done before ({pruned_path}), resuming")
     else:
         aim = (f"target speed-up {plan.prune.target_speedup:g}x at batch {plan.prune.latency_batch}"
                if plan.prune.target_speedup is not None else f"ratio {plan.prune.ratio:g}")
-        say(f"[1/5] prune: {aim}, criterion {plan.prune.criterion_for(train is not None)}"
+        say(f"[1/{total}] prune: {aim}, criterion {plan.prune.criterion_for(train is not None)}"
             + (f", {plan.prune.steps} steps" if plan.prune.steps > 1 else ""))
         clock = time.perf_counter()
         pruned_model, prune_info = _prune(teacher_model, plan, train, val, input_shapes, progress)
@@ -131,9 +133,9 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     student_path = work / "student.onnx"
     if state.done("distill"):
         distilled = state.results["distill"]
-        say(f"[2/5] distill: done before ({student_path}), resuming")
+        say(f"[2/{total}] distill: done before ({student_path}), resuming")
     else:
-        say("[2/5] distill")
+        say(f"[2/{total}] distill")
         from onnxkd.distill import checkpoint
         from onnxkd.distill.api import distill
 
@@ -150,17 +152,35 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         final_path = work / "optimized.onnx"
         if state.done("optimize"):
             optimized = state.results["optimize"]
-            say(f"[3/5] optimize: done before ({final_path}), resuming")
+            say(f"[3/{total}] optimize: done before ({final_path}), resuming")
         else:
-            say("[3/5] optimize: fuse written-out activations, drop dead weight")
+            say(f"[3/{total}] optimize: fuse written-out activations, drop dead weight")
             clock = time.perf_counter()
             optimized = _optimize(student_path, final_path, input_shapes, val)
             optimized["seconds"] = time.perf_counter() - clock
             state.complete("optimize", optimized)
         stages.append(_stage("optimize", optimized["seconds"], _describe_optimize(optimized)))
 
-    # ------------------------------------------------------------------ 4. validate
-    say("[4/5] validate with onnxruntime against the original teacher")
+    # ------------------------------------------------------------------ 4. quantize (--int8)
+    quantized = None
+    if plan.quantize.enabled:
+        int8_path = work / "int8.onnx"
+        if state.done("quantize"):
+            quantized = state.results["quantize"]
+            say(f"[4/{total}] quantize: done before ({int8_path}), resuming")
+        else:
+            say(f"[4/{total}] quantize: int8 where it is measured faster, within "
+                f"{plan.quantize.max_accuracy_drop:.2%} of the float student")
+            clock = time.perf_counter()
+            quantized = _quantize(teacher, final_path, int8_path, train if train is not None else val, plan,
+                                  input_shapes, progress, say)
+            quantized["seconds"] = time.perf_counter() - clock
+            state.complete("quantize", quantized)
+        stages.append(_stage("quantize", quantized["seconds"], _describe_quantize(quantized)))
+        final_path = int8_path
+
+    # ------------------------------------------------------------------ 5. validate
+    say(f"[{total - 1}/{total}] validate with onnxruntime against the original teacher")
     clock = time.perf_counter()
     validation = _validate(teacher, final_path, val, plan.validate, input_shapes, plan.seed, progress)
     if plan.optimize:  # the same protocol on the teacher optimized alone: what fusion gives without pruning
@@ -182,12 +202,13 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         say(f"      note: {slow}")
 
     # ------------------------------------------------------------------ 4. report, then everything into place
-    say("[5/5] report")
+    say(f"[{total}/{total}] report")
     validation["student"]["path"] = str(output)
     student_model = model_io.load(final_path)
     prune_info["layers"] = _layers(teacher_model, student_model, validation)
     body = dict(validation)
     body["compress"] = {"stages": stages, "prune": prune_info, "distill": distilled, "optimize": optimized,
+                        "quantize": quantized,
                         "pruned_quality": pruned_quality,
                         "recipe": plan.to_dict(teacher_sha), "held_out": held_out,
                         "wall_s": time.perf_counter() - started}
@@ -338,6 +359,38 @@ def _validate(teacher: ModelLike, student: Path, val: Dataset | None, options: V
     return result.to_dict()
 
 
+def _quantize(teacher: ModelLike, student: Path, target: Path, data: Dataset | None, plan: Recipe, input_shapes,
+              progress, say) -> dict:
+    """``onnxkd quantize`` on the float student (QAD from the original teacher where PTQ loses more than the
+    budget), written to ``target``: the int8 model, or the float one where int8 did not pay."""
+    from onnxkd.qat import qad_refiner
+    from onnxkd.quantize.api import quantize
+
+    q = plan.quantize
+    refine = None
+    if q.qat and data is not None:
+        refine = qad_refiner(teacher, learn_scales=q.learn_scales, epochs=q.qat_epochs, lr=q.qat_lr,
+                             batch_size=plan.distill.batch_size, device=plan.distill.device, seed=plan.seed,
+                             progress=progress)
+    result = quantize(student, data, random_data=data is None, activation_type=q.activation_type,
+                      calibration=q.calibration, calibration_samples=q.calibration_samples,
+                      eval_samples=q.eval_samples, max_accuracy_drop=q.max_accuracy_drop,
+                      batch_size=plan.validate.batch_size, provider=plan.validate.provider,
+                      threads=plan.validate.threads, seed=plan.seed, input_shapes=input_shapes, refine=refine,
+                      log=lambda message: say(f"      {message}"))
+    model_io.save(result.model, target)
+    return result.to_dict()
+
+
+def _describe_quantize(info: dict) -> str:
+    if not info["int8"]:
+        return "float kept: " + "; ".join(info["notes"])
+    speed = ", ".join(f"{v:.2f}x at batch {b}" for b, v in info["speedups"].items())
+    floats = f", {len(info['float_nodes'])} node(s) kept float" if info["float_nodes"] else ""
+    how = " after QAD" if info.get("qat") and info["qat"]["kept"] else ""
+    return f"{info['quantized_nodes']} of {info['compute_nodes']} compute nodes int8{how}{floats}; {speed} over float"
+
+
 def _optimize(source: ModelLike, target: Path, input_shapes, samples: Dataset | None) -> dict:
     """``onnxkd optimize`` on ``source``, checked against it on onnxruntime (on ``samples`` when there are
     some), written to ``target``."""
@@ -393,7 +446,7 @@ def _recipe(recipe, options: dict) -> Recipe:
         plan = Recipe.from_dict(recipe)
     else:
         plan = load_recipe(recipe)[0]
-    sections = {"prune": plan.prune, "distill": plan.distill, "validate": plan.validate}
+    sections = {"prune": plan.prune, "distill": plan.distill, "validate": plan.validate, "quantize": plan.quantize}
     for name, value in options.items():
         if name == "seed":
             plan.seed = int(value)
@@ -513,7 +566,7 @@ class _State:
 
 
 # what a run puts in its work folder (and all it ever deletes there: the folder may be the user's)
-WORK_FILES = (STATE, "pruned.onnx", "student.onnx", "optimized.onnx", "teacher.optimized.onnx", "recipe.json",
+WORK_FILES = (STATE, "pruned.onnx", "student.onnx", "optimized.onnx", "int8.onnx", "teacher.optimized.onnx", "recipe.json",
               "distill", "report")
 
 

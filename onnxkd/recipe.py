@@ -11,7 +11,8 @@ One format for every command. A compress recipe has three sections and a seed::
                    "ignore": null, "overrides": {"REGEX": RATIO}, "group_ratios": {"ID": RATIO},
                    "prune_normalized": false},
       "distill":  {"epochs": null, "lr": null, "batch_size": 64, "temperature": 4.0, "alpha": 0.5, ...},
-      "validate": {"batch_size": 32, "provider": "auto", "threads": 0, "max_accuracy_drop": null, ...}
+      "validate": {"batch_size": 32, "provider": "auto", "threads": 0, "max_accuracy_drop": null, ...},
+      "quantize": {"enabled": false, "calibration": "percentile", "max_accuracy_drop": 0.01, "qat": true, ...}
     }
 
 A prune recipe is a compress recipe with only the prune section (``onnxkd prune --recipe`` reads that
@@ -107,12 +108,30 @@ class ValidateOptions:
 
 
 @dataclass
+class QuantizeOptions:
+    """``compress --int8``: quantize the distilled student (``onnxkd quantize``; PTQ, then QAD when PTQ loses
+    more than ``max_accuracy_drop``)."""
+
+    enabled: bool = False
+    activation_type: str = "auto"
+    calibration: str = "percentile"
+    calibration_samples: int = 128
+    eval_samples: int = 500
+    max_accuracy_drop: float = 0.01  # against the float student, on samples calibration and QAD did not see
+    qat: bool = True
+    qat_epochs: int | None = None
+    qat_lr: float = 1e-4
+    learn_scales: bool = True
+
+
+@dataclass
 class Recipe:
     prune: PruneOptions = field(default_factory=PruneOptions)
     distill: DistillConfig = field(default_factory=DistillConfig)
     validate: ValidateOptions = field(default_factory=ValidateOptions)
     seed: int = 0
     optimize: bool = True  # fuse the final student's written-out activations (onnxkd optimize)
+    quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
 
     def to_dict(self, teacher_sha256: str | None = None) -> dict:
         prune = asdict(self.prune)
@@ -120,13 +139,14 @@ class Recipe:
         distill = self.distill.to_dict()
         distill.pop("seed")  # the recipe's one seed
         return {"onnxkd_version": __version__, "teacher_sha256": teacher_sha256, "seed": self.seed,
-                "optimize": self.optimize, "prune": prune, "distill": distill, "validate": asdict(self.validate)}
+                "optimize": self.optimize, "prune": prune, "distill": distill, "validate": asdict(self.validate),
+                "quantize": asdict(self.quantize)}
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "recipe") -> "Recipe":
         if not isinstance(data, dict):
             raise OnnxkdError(f"{where}: expected a JSON object")
-        known = {"onnxkd_version", "teacher_sha256", "seed", "optimize", "prune", "distill", "validate"}
+        known = {"onnxkd_version", "teacher_sha256", "seed", "optimize", "prune", "distill", "validate", "quantize"}
         if not known & set(data):  # the older prune-only format: the prune section alone
             data = {"prune": data}
         _no_unknown(data, known, where)
@@ -137,7 +157,8 @@ class Recipe:
         recipe = cls(prune=_section(PruneOptions, prune, f"{where}: prune"),
                      distill=_section(DistillConfig, dict(data.get("distill") or {}, seed=seed), f"{where}: distill"),
                      validate=_section(ValidateOptions, data.get("validate") or {}, f"{where}: validate"), seed=seed,
-                     optimize=bool(data.get("optimize", True)))
+                     optimize=bool(data.get("optimize", True)),
+                     quantize=_section(QuantizeOptions, data.get("quantize") or {}, f"{where}: quantize"))
         recipe.prune.check()
         return recipe
 

@@ -98,7 +98,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         if fast.pays:
             evaluate = accuracy.evaluator(float_path, evaluation, specs, batch, config)
             ptq_quality = evaluate(fast.path)
-        if fast.pays and refine is not None and ptq_quality.drop > 0:
+        if fast.pays and refine is not None and ptq_quality.drop > max_accuracy_drop:
             log(f"PTQ loses {ptq_quality.drop:.2%} ({ptq_quality.metric}): quantization-aware distillation")
             refined = save(refine(_load_in_memory(fast.path), training), folder / "qat.onnx")
             qat_quality = evaluate(refined)

@@ -179,10 +179,39 @@ def training(r: dict) -> Table:
     return table
 
 
+def int8(r: dict) -> Table:
+    """The float student against the int8 one (``compress --int8``): what quantization kept, bought and cost."""
+    q = r["compress"].get("quantize")
+    table = Table("int8", "int8 student (against the float student)", ["", "value"], left=2)
+    if not q:
+        return table
+    target, calibration = q["target"], q["calibration"]
+    table.rows += [
+        ["written", "int8" if q["int8"] else "float (int8 did not pay)"],
+        ["target", f"{target['device']}: {target['activation']} activations, int8 weights"],
+        ["calibration", f"{calibration['method']} on {calibration['samples']:,} samples, "
+                        f"{'per-channel' if calibration['per_channel'] else 'per-tensor'} weights"],
+        ["int8 compute nodes", f"{q['quantized_nodes']} of {q['compute_nodes']}"],
+    ]
+    table.rows += [[f"speed-up over float, batch {b}", fmt.ratio(v)] for b, v in q["speedups"].items()]
+    if q.get("quality"):
+        quality = q["quality"]
+        table.rows.append([f"{quality['metric']} drop", f"{fmt.pct(quality['drop'])} (budget "
+                                                        f"{fmt.pct(q['max_accuracy_drop'])})"])
+    if q.get("qat"):
+        table.rows.append(["quantization-aware distillation", f"drop {fmt.pct(q['qat']['ptq']['drop'])} (PTQ) → "
+                           f"{fmt.pct(q['qat']['qat']['drop'])}{'' if q['qat']['kept'] else ', not kept'}"])
+    size = q["size_bytes"]
+    table.rows.append(["weights", f"{size['float'] / 1e6:.2f} MB → {size['int8'] / 1e6:.2f} MB"])
+    table.rows += [[f"float: {name}", why] for name, why in q["float_nodes"].items()]
+    table.note = " ".join(q["notes"])
+    return table
+
+
 def compress_tables(r: dict) -> list[Table]:
     if "compress" not in r:
         return []
-    tables = [stages(r), pruning(r), speed_search(r), latency_split(r), frozen(r), layers(r), training(r)]
+    tables = [stages(r), pruning(r), speed_search(r), latency_split(r), int8(r), frozen(r), layers(r), training(r)]
     return [t for t in tables if t.rows]
 
 

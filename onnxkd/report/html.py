@@ -50,7 +50,7 @@ def render(r: dict, plots: dict[str, bytes]) -> str:
             parts.append(_table(tables.pop(key)))
     if compress:
         parts.append(_table(tables.pop("pruning")))
-        for key in ("speed_search", "latency_split"):
+        for key in ("speed_search", "latency_split", "int8"):
             if key in tables:
                 parts.append(_table(tables.pop(key)))
         if "channels" in plots:

@@ -26,9 +26,9 @@ def render_compress(r: dict, console: Console) -> None:
     if "compress" not in r:
         return
     console.print(_rich(compress_tables.stages(r), wrap=1))
-    split = compress_tables.latency_split(r)
-    if split.rows:
-        console.print(_rich(split))
+    for table in (compress_tables.latency_split(r), compress_tables.int8(r)):
+        if table.rows:
+            console.print(_rich(table, wrap=1))
     for sentence in compress_tables.narrative(r):
         console.print(sentence, highlight=False)
 
