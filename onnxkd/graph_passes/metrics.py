@@ -124,11 +124,17 @@ def _quantization_role(node: ir.Node, index: int) -> str | None:
     """"data" or "scale" (scale or zero point) at a quantization op's input ``index``; None for other ops."""
     if node.domain not in ("", "ai.onnx", MICROSOFT):
         return None
+    if node.op_type == "Mul" and any(_made_by(value, "DynamicQuantizeLinear") for value in node.inputs):
+        return "scale"  # dynamic quantization: a weight's scale times the activation's, found at run time
     if node.op_type == "QLinearConcat":  # Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) per input
         return "data" if index >= 2 and (index - 2) % 3 == 0 else "scale"
     if node.op_type in _DATA_INPUTS or node.op_type.startswith("QLinear"):
         return "data" if index in _DATA_INPUTS.get(node.op_type, (0,)) else "scale"
     return None
+
+
+def _made_by(value: ir.Value | None, op_type: str) -> bool:
+    return value is not None and value.producer() is not None and value.producer().op_type == op_type
 
 
 def _elements(value: ir.Value) -> int:
@@ -252,9 +258,8 @@ def _is_8bit(value: ir.Value | None, dtypes: dict[str, int]) -> bool:
     """An 8-bit integer tensor, or the float a DequantizeLinear makes of one."""
     if value is None:
         return False
-    producer = value.producer()
-    if producer is not None and producer.op_type == "DequantizeLinear" and producer.domain in ("", "ai.onnx", MICROSOFT):
-        value = producer.inputs[0]
+    if _made_by(value, "DequantizeLinear") and value.producer().domain in ("", "ai.onnx", MICROSOFT):
+        value = value.producer().inputs[0]
     return value is not None and dtypes.get(value.name) in _INT8
 
 

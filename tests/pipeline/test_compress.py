@@ -56,7 +56,7 @@ def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace
     assert read_plan(student)
 
     report = json.loads((workspace / "teacher.report" / "report.json").read_text())
-    assert report["schema_version"] == "1.1" and report["passed"] is True
+    assert report["schema_version"] == "1.2" and report["passed"] is True
     assert report["student"]["path"] == str(student)
     assert [s["name"] for s in report["compress"]["stages"]] == ["prune", "distill", "optimize", "validate"]
     split = report["compress"]["optimize"]["latency"]["rows"]  # teacher optimized alone was timed too

@@ -68,9 +68,10 @@ def test_latency_and_environment(result):
 
 def test_to_dict_is_the_report_schema(result):
     d = result.to_dict()
-    assert d["schema_version"] == "1.1"
+    assert d["schema_version"] == "1.2"
     for who in ("teacher", "student"):
-        assert {"params", "macs", "size_bytes", "accuracy", "latency_ms"} <= set(d[who])
+        assert {"params", "macs", "macs_int8", "size_bytes", "accuracy", "latency_ms"} <= set(d[who])
+        assert d[who]["macs_int8"] == 0  # float models
         assert {"p50", "p90", "p95", "p99", "mean", "std", "samples"} <= set(d[who]["latency_ms"])
     assert "top1" in d["agreement"] and "p50" in d["speedup"] and "onnxruntime_version" in d["environment"]
 
