@@ -134,11 +134,13 @@ class AccuracyDecision:
 
 def within_budget(quantize: Callable[[set[str]], Path], evaluate: Evaluate, path: Path, excluded: set[str],
                   ranking: Callable[[Path], dict[str, float]], max_drop: float,
-                  max_share: float = 0.5, total: int = 1, partners: dict[str, list[str]] | None = None) -> AccuracyDecision:
+                  max_share: float = 0.5, total: int = 1, partners: dict[str, list[str]] | None = None,
+                  measured: Quality | None = None) -> AccuracyDecision:
     """Return the most sensitive nodes to float, doubling their number, until the drop is within ``max_drop``;
     give up (path None) once more than ``max_share`` of the ``total`` compute nodes would be float.
-    ``partners``: node -> the nodes that go back to float with it (``feeders``)."""
-    measured = evaluate(path)
+    ``partners``: node -> the nodes that go back to float with it (``feeders``); ``measured``: ``path``'s quality
+    when the caller has it already."""
+    measured = measured if measured is not None else evaluate(path)
     trials = [{"float_nodes": len(excluded), "drop": measured.drop}]
     if measured.drop <= max_drop:
         return AccuracyDecision(path, measured, {}, trials)

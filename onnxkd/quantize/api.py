@@ -2,10 +2,9 @@
 accuracy budget.
 
 The story: refuse what cannot be quantized -> prepare the float model (opset 13, shapes, BatchNorm folded) ->
-choose the activation type for the target -> split the data into calibration and evaluation samples ->
-quantize everything -> return the nodes that run slower in int8 to float, or give up on int8 (speed.py) ->
-return the most sensitive nodes to float until the accuracy drop is within budget (accuracy.py) -> time the
-final model once more -> the result (the int8 model, or the float one with a note).
+choose the activation type for the target -> split the data into calibration, evaluation and training samples
+-> the search (search.py: speed, QAD, accuracy, a last timing) -> the result (the int8 model, or the float one
+with a note).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from onnxkd.quantize.calibration import DEFAULT_METHOD, split
 from onnxkd.quantize.prepare import LARGE_BYTES, check_quantizable, model_bytes, prepare_float
 from onnxkd.quantize.ptq import Quantizer, Settings, compute_nodes, quantized_nodes
 from onnxkd.quantize.result import QuantizeResult
+from onnxkd.quantize.search import Search
 from onnxkd.quantize.target import choose_target
 from onnxkd.validate.inference import batch_limit
 from onnxkd.validate.latency import LatencyProtocol
@@ -83,63 +83,28 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         computes = compute_nodes(float_path)
         log(f"calibrating on {len(calib)} samples ({calibration})")
         feeds = {b: evaluation.first(b) for b in sorted({batch_limit(specs, 1), batch})}
-        timer = (speedups_of or speed.onnxruntime_speedups)(float_path, feeds, config, protocol or LatencyProtocol())
-        profiler = times_of or speed.onnxruntime_times(feeds[batch], config)
-        all_nodes = {node.name for node in onnx.load(str(float_path), load_external_data=False).graph.node}
+        ranking_samples = calib.take(slice(0, min(len(calib), 32)))
 
-        def quantize_without(excluded: set[str]) -> Path:
-            return quantizer(excluded)
+        def ranking(path: Path) -> dict[str, float]:
+            log("ranking nodes by quantization sensitivity")
+            return accuracy.sensitivity(float_path, path, ranking_samples, batch, folder)
 
-        fast = speed.keep_what_pays(quantize_without, timer, profiler, float_path, all_nodes)
-        trials = {"speed": fast.trials}
-        float_nodes = {name: f"speed: {why}" for name, why in fast.float_nodes.items()}
-        result_quality, final, speedups = None, fast.path, fast.speedups
-        qat = None
-        if fast.pays:
-            evaluate = accuracy.evaluator(float_path, evaluation, specs, batch, config)
-            ptq_quality = evaluate(fast.path)
-        if fast.pays and refine is not None and ptq_quality.drop > max_accuracy_drop:
-            log(f"PTQ loses {ptq_quality.drop:.2%} ({ptq_quality.metric}): quantization-aware distillation")
-            refined = save(refine(_load_in_memory(fast.path), training), folder / "qat.onnx")
-            qat_quality = evaluate(refined)
-            qat = {"ptq": ptq_quality.to_dict(), "qat": qat_quality.to_dict(), "kept": qat_quality.drop <= max_accuracy_drop}
-            if qat["kept"]:
-                fast = speed.SpeedDecision(refined, timer(refined), fast.float_nodes, fast.trials)
-                if min(fast.speedups.values()) < 1.0:
-                    notes.append("the distilled int8 model timed slower than float: wrote the float model")
-                    fast = speed.SpeedDecision(None, fast.speedups, {}, fast.trials)
-            else:
-                notes.append(f"quantization-aware distillation lost {qat_quality.drop:.2%}, over the budget: the "
-                             "accuracy control ran on the PTQ model")
-        if fast.pays and qat is not None and qat["kept"]:
-            result_quality, final, speedups = qat["qat"], fast.path, fast.speedups
-        elif fast.pays:
-            ranking_samples = calib.take(slice(0, min(len(calib), 32)))
+        def refine_logged(int8_model: ir.Model, samples: Dataset) -> ir.Model:
+            log("PTQ loses more than the budget: quantization-aware distillation")
+            return refine(int8_model, samples)
 
-            def ranking(path: Path) -> dict[str, float]:
-                log("ranking nodes by quantization sensitivity")
-                return accuracy.sensitivity(float_path, path, ranking_samples, batch, folder)
-
-            kept = accuracy.within_budget(quantize_without, evaluate, fast.path, set(fast.float_nodes), ranking,
-                                          max_accuracy_drop, total=len(computes),
-                                          partners=accuracy.feeders(float_path))
-            trials["accuracy"] = kept.trials
-            result_quality = kept.quality.to_dict()
-            float_nodes.update({name: f"accuracy: {why}" for name, why in kept.float_nodes.items()})
-            final = kept.path
-            if final is None:
-                notes.append(f"int8 loses {kept.quality.drop:.2%} ({kept.quality.metric}) even with half the compute "
-                             f"nodes in float, over the {max_accuracy_drop:.2%} budget: wrote the float model "
-                             "(quantization-aware distillation, --qat, is the remedy)")
-            elif kept.float_nodes:  # nodes went back to float: the speed verdict must be measured again
-                speedups = timer(final)
-                trials["speed"].append({"float_nodes": len(float_nodes), "speedups": {str(b): s for b, s in speedups.items()}})
-                if min(speedups.values()) < 1.0:
-                    notes.append("with the nodes accuracy needs in float, int8 is slower: wrote the float model")
-                    final = None
-        else:
-            notes.append("int8 is slower than float on this machine even with the slow nodes left in float "
-                         f"(speed-up {_describe(fast.speedups)}): wrote the float model")
+        search = Search(
+            quantize=quantizer,
+            timer=(speedups_of or speed.onnxruntime_speedups)(float_path, feeds, config, protocol or LatencyProtocol()),
+            profiler=times_of or speed.onnxruntime_times(feeds[batch], config),
+            evaluate=lambda: accuracy.evaluator(float_path, evaluation, specs, batch, config),
+            ranking=ranking, float_path=float_path,
+            nodes={node.name for node in onnx.load(str(float_path), load_external_data=False).graph.node},
+            compute_count=len(computes), partners=lambda: accuracy.feeders(float_path), max_drop=max_accuracy_drop,
+            load=_load_in_memory, save=lambda m: save(m, folder / "qat.onnx"))
+        outcome = search.run(refine_logged if refine is not None else None, training)
+        final, speedups = outcome.path, outcome.speedups
+        notes += outcome.notes
         quantized = len(quantized_nodes(final)) if final is not None else 0
         result_model = _same_interface(_load_in_memory(final), original) if final is not None else original
     gate = None
@@ -147,17 +112,13 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         best = min(speedups.values()) if final is not None else 1.0
         gate = {"min": min_int8_speedup, "speedup": best, "passed": final is not None and best >= min_int8_speedup}
     return QuantizeResult(
-        qat=qat, model=result_model, int8=final is not None, target=target.to_dict(),
+        qat=outcome.qat, model=result_model, int8=final is not None, target=target.to_dict(),
         calibration=dict(settings.to_dict(), samples=len(calib), evaluation_samples=len(evaluation)),
         prepared=prepared, quantized_nodes=quantized, compute_nodes=len(computes),
-        float_nodes=float_nodes if final is not None else {}, speedups={str(b): s for b, s in speedups.items()},
-        quality=result_quality, max_accuracy_drop=max_accuracy_drop,
+        float_nodes=outcome.float_nodes if final is not None else {},
+        speedups={str(b): s for b, s in speedups.items()}, quality=outcome.quality, max_accuracy_drop=max_accuracy_drop,
         size_bytes={"float": model_bytes(original), "int8": model_bytes(result_model)},
-        trials=trials, notes=notes, gate=gate)
-
-
-def _describe(speedups: dict[int, float]) -> str:
-    return ", ".join(f"{s:.2f}x at batch {b}" for b, s in speedups.items())
+        trials=outcome.trials, notes=notes, gate=gate)
 
 
 def _load_in_memory(path: Path) -> ir.Model:

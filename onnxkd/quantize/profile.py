@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnxkd.validate.sessions import SessionConfig, create_session, session_options
+from onnxkd.validate.sessions import SessionConfig, session_options
 
 _TOKEN = re.compile(r"_token_\d+$")
 OVERHEAD = "(overhead)"

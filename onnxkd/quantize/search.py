@@ -1,0 +1,104 @@
+"""The decisions of one ``quantize`` run, in order, over candidates quantized and measured on onnxruntime:
+
+1. speed: the whole model int8, then the nodes slower in int8 back to float, else the float model (speed.py);
+2. quantization-aware distillation, when the caller gave a refiner and PTQ loses more than the budget;
+3. accuracy: the most sensitive nodes back to float until the drop is within budget (accuracy.py);
+4. a last timing when nodes went back to float for accuracy: the never-slower rule holds for what is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx_ir as ir
+
+from onnxkd.data import Dataset
+from onnxkd.quantize import accuracy, speed
+
+Refine = Callable[[ir.Model, Dataset], ir.Model]
+
+
+@dataclass
+class Outcome:
+    path: Path | None  # the int8 model to write; None: the float model
+    speedups: dict[int, float]
+    quality: dict | None = None
+    float_nodes: dict[str, str] = field(default_factory=dict)  # node -> "speed: ..." / "accuracy: ..."
+    trials: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    qat: dict | None = None
+
+
+@dataclass
+class Search:
+    quantize: Callable[[set[str]], Path]  # nodes left float -> a QDQ model in the work folder
+    timer: speed.SpeedupsOf
+    profiler: speed.TimesOf
+    evaluate: Callable[[], accuracy.Evaluate]  # made on first use: the float model's outputs cost a pass
+    ranking: Callable[[Path], dict[str, float]]
+    float_path: Path
+    nodes: set[str]  # every node of the float model (what may go back to float)
+    compute_count: int
+    partners: Callable[[], dict[str, list[str]]]
+    max_drop: float
+    load: Callable[[Path], ir.Model]
+    save: Callable[[ir.Model], Path]
+
+    def run(self, refine: Refine | None, training: Dataset) -> Outcome:
+        fast = speed.keep_what_pays(self.quantize, self.timer, self.profiler, self.float_path, self.nodes)
+        outcome = Outcome(None, fast.speedups, trials={"speed": fast.trials})
+        if not fast.pays:
+            outcome.notes.append("int8 is slower than float on this machine even with the slow nodes left in float "
+                                 f"(speed-up {describe(fast.speedups)}): wrote the float model")
+            return outcome
+        outcome.float_nodes = {name: f"speed: {why}" for name, why in fast.float_nodes.items()}
+        evaluate = self.evaluate()
+        ptq = evaluate(fast.path)
+        if refine is not None and ptq.drop > self.max_drop and self._distilled(fast, ptq, refine, training, evaluate,
+                                                                                outcome):
+            return outcome
+        return self._within_budget(fast, ptq, evaluate, outcome)
+
+    def _distilled(self, fast: speed.SpeedDecision, ptq: accuracy.Quality, refine: Refine, training: Dataset,
+                   evaluate: accuracy.Evaluate, outcome: Outcome) -> bool:
+        """QAD from the PTQ model; True when its result is kept (within budget and not slower)."""
+        refined = self.save(refine(self.load(fast.path), training))
+        quality = evaluate(refined)
+        outcome.qat = {"ptq": ptq.to_dict(), "qat": quality.to_dict(), "kept": quality.drop <= self.max_drop}
+        if not outcome.qat["kept"]:
+            outcome.notes.append(f"quantization-aware distillation lost {quality.drop:.2%}, over the budget: the "
+                                 "accuracy control ran on the PTQ model")
+            return False
+        outcome.speedups, outcome.quality = self.timer(refined), quality.to_dict()
+        outcome.path = refined if min(outcome.speedups.values()) >= 1.0 else None
+        if outcome.path is None:
+            outcome.notes.append("the distilled int8 model timed slower than float: wrote the float model")
+        return True
+
+    def _within_budget(self, fast: speed.SpeedDecision, ptq: accuracy.Quality, evaluate: accuracy.Evaluate,
+                       outcome: Outcome) -> Outcome:
+        kept = accuracy.within_budget(self.quantize, evaluate, fast.path, set(fast.float_nodes), self.ranking,
+                                      self.max_drop, total=self.compute_count, partners=self.partners(), measured=ptq)
+        outcome.trials["accuracy"] = kept.trials
+        outcome.quality = kept.quality.to_dict()
+        if kept.path is None:
+            outcome.notes.append(f"int8 loses {kept.quality.drop:.2%} ({kept.quality.metric}) even with half the "
+                                 f"compute nodes in float, over the {self.max_drop:.2%} budget: wrote the float model "
+                                 "(quantization-aware distillation, --qat, is the remedy)")
+            return outcome
+        outcome.float_nodes.update({name: f"accuracy: {why}" for name, why in kept.float_nodes.items()})
+        outcome.path = kept.path
+        if kept.float_nodes:  # nodes went back to float: the speed verdict must be measured again
+            outcome.speedups = self.timer(kept.path)
+            outcome.trials["speed"].append({"float_nodes": len(outcome.float_nodes),
+                                            "speedups": {str(b): s for b, s in outcome.speedups.items()}})
+            if min(outcome.speedups.values()) < 1.0:
+                outcome.notes.append("with the nodes accuracy needs in float, int8 is slower: wrote the float model")
+                outcome.path = None
+        return outcome
+
+
+def describe(speedups: dict[int, float]) -> str:
+    return ", ".join(f"{s:.2f}x at batch {b}" for b, s in speedups.items())
