@@ -32,6 +32,7 @@ from typing import Any
 from onnxkd import __version__
 from onnxkd.distill.config import DistillConfig
 from onnxkd.errors import OnnxkdError
+from onnxkd.qat import QAT_LR
 
 CRITERIA = ("l1", "l2", "bn", "random", "taylor", "kd")
 
@@ -120,7 +121,7 @@ class QuantizeOptions:
     max_accuracy_drop: float = 0.01  # against the float student, on samples calibration and QAD did not see
     qat: bool = True
     qat_epochs: int | None = None
-    qat_lr: float = 1e-4
+    qat_lr: float = QAT_LR
     learn_scales: bool = True
 
 

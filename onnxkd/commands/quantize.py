@@ -9,6 +9,7 @@ import click
 
 from onnxkd.commands.options import image_folder_options, image_options, input_shape_option, session_options
 from onnxkd.errors import OnnxkdError
+from onnxkd.qat import QAT_LR
 
 
 @click.command(name="quantize", short_help="int8 (QDQ) where it is measured faster, within an accuracy budget.")
@@ -35,7 +36,7 @@ from onnxkd.errors import OnnxkdError
               "fake-quant in place (quantization-aware distillation), before returning nodes to float.")
 @click.option("--teacher", type=click.Path(dir_okay=False), help="--qat: the float teacher (default: MODEL itself).")
 @click.option("--epochs", type=click.IntRange(min=1), help="--qat: training epochs (default: chosen from the data size).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True,
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=QAT_LR, show_default=True,
               help="--qat: peak learning rate.")
 @click.option("--freeze-scales", is_flag=True, help="--qat: keep the calibrated scales (default: learn them, LSQ).")
 @click.option("--device", default="auto", show_default=True, help="--qat: where to train (auto, cpu, cuda, cuda:N).")
