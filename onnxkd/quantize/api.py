@@ -104,7 +104,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
             load=_load_in_memory, save=lambda m: save(m, folder / "qat.onnx"))
         outcome = search.run(refine_logged if refine is not None else None, training)
         final, speedups = outcome.path, outcome.speedups
-        notes += outcome.notes
+        notes += quantizer.notes + outcome.notes
         quantized = len(quantized_nodes(final)) if final is not None else 0
         result_model = _same_interface(_load_in_memory(final), original) if final is not None else original
     gate = None
@@ -113,7 +113,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         gate = {"min": min_int8_speedup, "speedup": best, "passed": final is not None and best >= min_int8_speedup}
     return QuantizeResult(
         qat=outcome.qat, model=result_model, int8=final is not None, target=target.to_dict(),
-        calibration=dict(settings.to_dict(), samples=len(calib), evaluation_samples=len(evaluation)),
+        calibration=dict(settings.to_dict(), method=quantizer.method, samples=len(calib),
+                         evaluation_samples=len(evaluation)),
         prepared=prepared, quantized_nodes=quantized, compute_nodes=len(computes),
         float_nodes=outcome.float_nodes if final is not None else {},
         speedups={str(b): s for b, s in speedups.items()}, quality=outcome.quality, max_accuracy_drop=max_accuracy_drop,

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
+import re
+import warnings
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,21 +49,50 @@ class Quantizer:
         self.calibration, self.batch = calibration, batch
         self.cache = folder / "calibration.json"
         self.runs = 0
+        self.method = settings.method  # what calibration used (minmax where a histogram cannot be made)
+        self.infinite: set[str] = set()  # nodes on tensors whose range is infinite: always left float
+        self.notes: list[str] = []
 
     def __call__(self, exclude: Collection[str] = ()) -> Path:
         """The QDQ model with the nodes in ``exclude`` (names) left in float, written into the work folder."""
-        from onnxruntime.quantization import CalibrationMethod, QuantType, quantize_static
-
         self.runs += 1
         out = self.folder / f"int8-{self.runs}.onnx"
+        exclude = set(exclude) | self.infinite
+        try:
+            self._quantize(out, exclude, self.method)
+        except NonFiniteRange:
+            # An attention mask's -inf cannot go into a histogram; MinMax ranges take it (onnxruntime's default).
+            self.notes.append(f"{self.method} calibration cannot take tensors holding infinities (an attention "
+                              "mask's -inf): calibrated with minmax instead")
+            self.method = "minmax"
+            self._quantize(out, exclude, self.method)
+        if self.runs == 1 and (infinite := self._nodes_on_infinite_tensors()):
+            # int8 cannot hold -inf: the mask would come out as garbage, so what reads or writes it stays float
+            self.infinite = infinite
+            self.notes.append(f"{len(infinite)} node(s) reading or writing infinite values (an attention mask) "
+                              "stay float")
+            self._quantize(out, exclude | infinite, self.method)
+        return out
+
+    def _nodes_on_infinite_tensors(self) -> set[str]:
+        ranges = json.loads(self.cache.read_text()).get("data", {}) if self.cache.exists() else {}
+        infinite = {name for name, value in ranges.items() if re.search(r"inf|nan", json.dumps(value), re.I)}
+        graph = onnx.load(str(self.float_path), load_external_data=False).graph
+        return {node.name for node in graph.node if infinite & (set(node.input) | set(node.output))}
+
+    def _quantize(self, out: Path, exclude: Collection[str], method_name: str) -> None:
+        from onnxruntime.quantization import CalibrationMethod, QuantType, quantize_static
+
         quant_type = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[self.settings.target.activation]
         method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-                  "entropy": CalibrationMethod.Entropy}[self.settings.method]
+                  "entropy": CalibrationMethod.Entropy}[method_name]
         extra = {"ActivationSymmetric": self.settings.target.activation == "int8", "WeightSymmetric": True,
                  "CalibPercentile": self.settings.percentile}
         logging.getLogger("root").setLevel(logging.ERROR)
-        try:  # the histogram calibrators print() their progress: it would break --json on stdout
-            with contextlib.redirect_stdout(io.StringIO()):
+        try:  # the histogram calibrators print() their progress: it would break --json on stdout; an infinite
+            # range (dropped right after) warns from numpy
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
                 quantize_static(str(self.float_path), str(out), DataReader(self.calibration, self.batch),
                                 per_channel=self.settings.per_channel, reduce_range=self.settings.target.reduce_range,
                                 activation_type=quant_type, weight_type=QuantType.QInt8, calibrate_method=method,
@@ -70,8 +102,14 @@ class Quantizer:
             raise
         except Exception as exc:  # a batch of the wrong shape surfaces in the calibration run
             lines = [line for line in str(exc).splitlines() if line.strip()]
-            raise OnnxkdError(f"calibration failed: {lines[0][:240] if lines else type(exc).__name__}") from None
-        return out
+            first = lines[0][:240] if lines else type(exc).__name__
+            if method_name != "minmax" and "not finite" in first:
+                raise NonFiniteRange(first) from None
+            raise OnnxkdError(f"calibration failed: {first}") from None
+
+
+class NonFiniteRange(Exception):
+    """A histogram calibrator met a tensor with infinite values."""
 
 
 def quantized_nodes(path: Path) -> list[str]:

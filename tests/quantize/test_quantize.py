@@ -195,3 +195,22 @@ def test_the_bridge_runs_the_int8_model_as_onnxruntime_does(digits, val, tmp_pat
     with torch.no_grad():
         got = onnxkd.to_torch(path).eval()(torch.from_numpy(val["image"][:64]))[0].numpy()
     assert np.abs(got - expected).max() <= step + 1e-6
+
+
+def test_an_attention_mask_infinity_falls_back_to_minmax_and_stays_float(zoo_model):
+    """GPT's causal mask holds -inf: a percentile histogram cannot be built on it (onnxruntime raises); the
+    ranges come from MinMax instead, and the result says so."""
+    import models
+
+    ids = np.concatenate([models.ZOO["gpt"].example_input(8).numpy() for _ in range(8)])
+    result = onnxkd.quantize(zoo_model("gpt"), {"input_ids": ids}, speedups_of=_always(1.5), times_of=lambda p: {},
+                             max_accuracy_drop=1.0, eval_samples=16, calibration_samples=32)
+    assert result.calibration["method"] == "minmax" and any("infinities" in note for note in result.notes)
+    assert any("attention mask" in note and "stay float" in note for note in result.notes)
+    assert result.int8
+    # the int8 model agrees with the float one (a mask quantized to int8 would wreck every prediction)
+    path = onnxkd.save(result.model, zoo_model("gpt").parent / "gpt-int8.onnx")
+    run = lambda p: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input_ids": ids})[0]  # noqa: E731
+    expected, got = run(zoo_model("gpt")), run(path)
+    assert np.isfinite(got).all()
+    assert np.mean(expected.argmax(-1) == got.argmax(-1)) > 0.9
