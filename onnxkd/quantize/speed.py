@@ -44,6 +44,7 @@ def keep_what_pays(quantize: Callable[[set[str]], Path], speedups_of: SpeedupsOf
     """The int8 model whose speed-up is >= ``threshold`` at every batch, leaving in float the nodes the profiler
     shows slower in int8; ``candidates``: the nodes that may be returned to float."""
     excluded = set(excluded or ())
+    speedups_of = confirmed(speedups_of, threshold)
     path = quantize(excluded)
     speedups = speedups_of(path)
     trials = [_trial(excluded, speedups)]
@@ -67,6 +68,23 @@ def keep_what_pays(quantize: Callable[[set[str]], Path], speedups_of: SpeedupsOf
     if min(speedups.values()) >= threshold:
         return SpeedDecision(path, speedups, {n: slow_reasons[n] for n in excluded if n in slow_reasons}, trials)
     return SpeedDecision(None, speedups, {}, trials)
+
+
+# A speed-up this close to the threshold is timed twice: on a 2-core CPU one timing of the zoo MobileNetV2 at
+# 64x64 read 0.85x and another 1.86x while another process ran; a verdict this close must not hang on one.
+CLOSE = 0.1
+
+
+def confirmed(speedups_of: SpeedupsOf, threshold: float) -> SpeedupsOf:
+    """``speedups_of`` that times a candidate again, and averages, when a batch's speed-up is near ``threshold``."""
+    def timed(path: Path) -> dict[int, float]:
+        first = speedups_of(path)
+        if all(abs(v - threshold) >= CLOSE for v in first.values()):
+            return first
+        second = speedups_of(path)
+        return {batch: (first[batch] + second[batch]) / 2 for batch in first}
+
+    return timed
 
 
 def _trial(excluded: set[str], speedups: Mapping[int, float]) -> dict:

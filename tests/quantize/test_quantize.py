@@ -214,3 +214,12 @@ def test_an_attention_mask_infinity_falls_back_to_minmax_and_stays_float(zoo_mod
     expected, got = run(zoo_model("gpt")), run(path)
     assert np.isfinite(got).all()
     assert np.mean(expected.argmax(-1) == got.argmax(-1)) > 0.9
+
+
+def test_a_speed_up_near_one_is_timed_twice_before_the_verdict():
+    from onnxkd.quantize.speed import confirmed
+
+    readings = iter([{1: 0.95, 8: 1.4}, {1: 1.15, 8: 1.6}, {1: 2.0, 8: 2.0}])
+    timed = confirmed(lambda path: next(readings), 1.0)
+    assert timed(Path("a.onnx")) == pytest.approx({1: 1.05, 8: 1.5})  # 0.95 is close to 1: averaged with 1.15
+    assert timed(Path("b.onnx")) == {1: 2.0, 8: 2.0}  # far from 1: one timing
