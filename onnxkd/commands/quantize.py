@@ -77,13 +77,17 @@ def command(model, output, data, random_data, activation_type, calibration, cali
 
         refine = qad_refiner(teacher or model, learn_scales=not freeze_scales, epochs=epochs, lr=lr, device=device,
                              seed=seed, progress=status)
-    result = quantize(
-        model, data, refine=refine, activation_type=activation_type, calibration=calibration, per_channel=not per_tensor,
-        calibration_samples=calibration_samples, eval_samples=eval_samples, max_accuracy_drop=max_accuracy_drop,
-        min_int8_speedup=min_int8_speedup, batch_size=batch_size, provider=provider, threads=threads, seed=seed,
-        random_data=random_data, image_options=image_options(image_flags), columns=image_flags.pop("columns"),
-        input_shapes=parse_input_shapes(list(input_shapes)) if input_shapes else None,
-        log=lambda message: status.print(f"[dim]{message}[/]", highlight=False))
+    from onnxkd.report.progress import StageBars
+
+    with StageBars(make_console(stderr=True)) as progress:
+        result = quantize(
+            model, data, refine=refine, progress=progress, activation_type=activation_type, calibration=calibration,
+            per_channel=not per_tensor, calibration_samples=calibration_samples, eval_samples=eval_samples,
+            max_accuracy_drop=max_accuracy_drop, min_int8_speedup=min_int8_speedup, batch_size=batch_size,
+            provider=provider, threads=threads, seed=seed, random_data=random_data,
+            image_options=image_options(image_flags), columns=image_flags.pop("columns"),
+            input_shapes=parse_input_shapes(list(input_shapes)) if input_shapes else None,
+            log=lambda message: status.print(f"[dim]{message}[/]", highlight=False))
     try:
         save(result.model, target, external_data=True if has_external_data(model) else None)
     except OSError as exc:

@@ -10,6 +10,7 @@ with a note).
 from __future__ import annotations
 
 import tempfile
+from functools import partial
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,15 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
              columns: Any = None, protocol: LatencyProtocol | None = None,
              speedups_of: Callable[..., speed.SpeedupsOf] | None = None,
              times_of: speed.TimesOf | None = None, log: Log | None = None,
-             refine: Callable[[ir.Model, Dataset], ir.Model] | None = None) -> QuantizeResult:
+             refine: Callable[[ir.Model, Dataset], ir.Model] | None = None,
+             progress: Callable[[str, int, int], None] | None = None) -> QuantizeResult:
     """Quantize ``model`` to int8 (QDQ, per-channel weights) where that is measured faster, calibrated on
     ``data`` (anything ``onnxkd.data.as_dataset`` reads; ``random_data=True`` calibrates on random inputs).
 
     ``max_accuracy_drop``: absolute top-1 accuracy with labels, else 1 - agreement with the float model (class
     scores) or the relative output error. ``min_int8_speedup``: the gate; the result says whether it passed.
     ``speedups_of(float_path, feeds, config, protocol)`` and ``times_of``: timing hooks (tests inject clocks).
+    ``progress(stage, done, total)``: the timing runs, as validate reports them (``report.progress.StageBars``).
     ``refine(int8_model, training_samples) -> int8_model``: quantization-aware training of the model that passed
     the speed rule (``onnxkd.qat`` distils it from the float teacher); its result is kept when it is within the
     accuracy budget, else the accuracy control runs on the PTQ model as without it.
@@ -95,7 +98,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
 
         search = Search(
             quantize=quantizer,
-            timer=(speedups_of or speed.onnxruntime_speedups)(float_path, feeds, config, protocol or LatencyProtocol()),
+            timer=(speedups_of or partial(speed.onnxruntime_speedups, progress=progress))(
+                float_path, feeds, config, protocol or LatencyProtocol()),
             profiler=times_of or speed.onnxruntime_times(feeds[batch], config),
             evaluate=lambda: accuracy.evaluator(float_path, evaluation, specs, batch, config),
             ranking=ranking, float_path=float_path,

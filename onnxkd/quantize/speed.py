@@ -92,7 +92,7 @@ def _trial(excluded: set[str], speedups: Mapping[int, float]) -> dict:
 
 
 def onnxruntime_speedups(float_path: Path, feeds: dict[int, dict[str, np.ndarray]], config: SessionConfig,
-                         protocol: LatencyProtocol) -> SpeedupsOf:
+                         protocol: LatencyProtocol, progress: latency.Progress | None = None) -> SpeedupsOf:
     """``speedups_of`` timing candidates against the float model on onnxruntime, one feed per batch size."""
     reference, _ = create_session(str(float_path), config, "float model")
 
@@ -103,7 +103,9 @@ def onnxruntime_speedups(float_path: Path, feeds: dict[int, dict[str, np.ndarray
             session.run(None, feed)  # the first run allocates: not a sample
             reference.run(None, feed)
             float_ms, int8_ms = latency.time_interleaved(lambda: reference.run(None, feed),
-                                                         lambda: session.run(None, feed), protocol, stage="int8 speed")
+                                                         lambda: session.run(None, feed), protocol,
+                                                         stage=f"timing int8 vs float, batch {batch}",
+                                                         progress=progress)
             result[batch] = float(np.median(float_ms) / np.median(int8_ms))
         return result
 

@@ -36,7 +36,7 @@ def _sha(path: Path) -> str:
 
 def _always(speedup: float):
     """A clock under which every int8 candidate is ``speedup`` times as fast as float, at every batch."""
-    def factory(float_path, feeds, config, protocol):
+    def factory(float_path, feeds, config, protocol, **options):
         return lambda candidate: {batch: speedup for batch in feeds}
     return factory
 
