@@ -32,8 +32,8 @@ from onnxkd.qat import QAT_LR
                    "relative output error); the most sensitive nodes go back to float until it holds.")
 @click.option("--min-int8-speedup", type=click.FloatRange(min=0), metavar="X",
               help="Gate: exit 1 unless the model written is int8 and at least X times faster than float.")
-@click.option("--qat", is_flag=True, help="Where PTQ loses accuracy, distil the int8 model from the float one with "
-              "fake-quant in place (quantization-aware distillation), before returning nodes to float.")
+@click.option("--qat", is_flag=True, help="Where PTQ loses more than --max-accuracy-drop, distil the int8 model from the "
+              "float one with fake-quant in place (quantization-aware distillation) before returning nodes to float.")
 @click.option("--teacher", type=click.Path(dir_okay=False), help="--qat: the float teacher (default: MODEL itself).")
 @click.option("--epochs", type=click.IntRange(min=1), help="--qat: training epochs (default: chosen from the data size).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=QAT_LR, show_default=True,
@@ -70,6 +70,8 @@ def command(model, output, data, random_data, activation_type, calibration, cali
     target = check_output_path(output, {"input model": model})
     if data is not None and not Path(data).exists():
         raise OnnxkdError(f"--data {data}: no such file or folder")
+    if teacher is not None and not Path(teacher).is_file():  # refused now, not after calibration and timing
+        raise OnnxkdError(f"--teacher {teacher}: no such file")
     status = make_console(stderr=True)
     refine = None
     if qat:
