@@ -15,6 +15,7 @@ import onnx_ir as ir
 
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import opset_of, save
+from onnxkd.validate.sessions import first_line
 
 QUANTIZE_OPSET = 13
 # QuantizeLinear/DequantizeLinear appeared in opset 10: older graphs come from exporters too old to trust here
@@ -58,7 +59,7 @@ def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
         try:
             quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True, save_as_external_data=large)
         except Exception:
-            raise OnnxkdError(f"onnxruntime cannot prepare the model for quantization ({_first_line(exc)})") from None
+            raise OnnxkdError(f"onnxruntime cannot prepare the model for quantization ({first_line(exc)})") from None
     return prepared, {"opset_before": upgrade.opset_before, "opset_after": upgrade.opset_after,
                       "batchnorm_folded": _count(model, "BatchNormalization") - _count_path(prepared, "BatchNormalization")}
 
@@ -75,8 +76,3 @@ def _count_path(path: Path, op_type: str) -> int:
     import onnx
 
     return sum(node.op_type == op_type for node in onnx.load(str(path), load_external_data=False).graph.node)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).splitlines() if line.strip()]
-    return lines[0][:240] if lines else type(exc).__name__

@@ -23,6 +23,7 @@ from onnxkd.data import Dataset
 from onnxkd.errors import OnnxkdError
 from onnxkd.quantize.calibration import DEFAULT_METHOD, METHODS, DataReader
 from onnxkd.quantize.target import Target
+from onnxkd.validate.sessions import first_line
 
 # ops whose inputs onnxruntime quantizes with weights: their MACs are the reason int8 pays
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -101,8 +102,7 @@ class Quantizer:
         except OnnxkdError:
             raise
         except Exception as exc:  # a batch of the wrong shape surfaces in the calibration run
-            lines = [line for line in str(exc).splitlines() if line.strip()]
-            first = lines[0][:240] if lines else type(exc).__name__
+            first = first_line(exc)
             if method_name != "minmax" and "not finite" in first:
                 raise NonFiniteRange(first) from None
             raise OnnxkdError(f"calibration failed: {first}") from None

@@ -73,10 +73,11 @@ def create_session(source: str | bytes, config: SessionConfig, label: str) -> tu
     try:
         session = ort.InferenceSession(source, sess_options=options, providers=providers)
     except Exception as exc:  # onnxruntime raises Fail/InvalidGraph/RuntimeException: all a bad model
-        raise OnnxkdError(f"{label}: onnxruntime cannot load the model ({_first_line(exc)})") from None
+        raise OnnxkdError(f"{label}: onnxruntime cannot load the model ({first_line(exc)})") from None
     return session, (time.perf_counter_ns() - start) / 1e6
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first non-empty line, at most 240 characters (for one-line errors)."""
     lines = [line for line in str(exc).splitlines() if line.strip()]
     return lines[0][:240] if lines else type(exc).__name__
