@@ -385,7 +385,9 @@ def _quantize(teacher: ModelLike, student: Path, target: Path, data: Dataset | N
 def _describe_quantize(info: dict) -> str:
     if not info["int8"]:
         return "float kept: " + "; ".join(info["notes"])
-    speed = ", ".join(f"{v:.2f}x at batch {b}" for b, v in info["speedups"].items())
+    from onnxkd.quantize.search import describe
+
+    speed = describe(info["speedups"])
     floats = f", {len(info['float_nodes'])} node(s) kept float" if info["float_nodes"] else ""
     how = " after QAD" if info.get("qat") and info["qat"]["kept"] else ""
     return f"{info['quantized_nodes']} of {info['compute_nodes']} compute nodes int8{how}{floats}; {speed} over float"

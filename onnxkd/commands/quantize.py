@@ -68,8 +68,6 @@ def command(model, output, data, random_data, activation_type, calibration, cali
     from onnxkd.validate.gates import GateFailed
 
     target = check_output_path(output, {"input model": model})
-    if data is not None and not Path(data).exists():
-        raise OnnxkdError(f"--data {data}: no such file or folder")
     if teacher is not None and not Path(teacher).is_file():  # refused now, not after calibration and timing
         raise OnnxkdError(f"--teacher {teacher}: no such file")
     status = make_console(stderr=True)

@@ -70,7 +70,8 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.n
     return Quality("relative error", None, error, error)
 
 
-def sensitivity(float_path: Path, int8_path: Path, samples: Dataset, batch: int, folder: Path) -> dict[str, float]:
+def sensitivity(float_path: Path, graph: onnx.GraphProto, int8_path: Path, samples: Dataset, batch: int,
+                folder: Path) -> dict[str, float]:
     """Quantized compute node -> dB of signal-to-quantization-noise lost across it (larger: more sensitive)."""
     from onnxruntime.quantization.qdq_loss_debug import (collect_activations, compute_activation_error,
                                                          create_activation_matching,
@@ -87,7 +88,6 @@ def sensitivity(float_path: Path, int8_path: Path, samples: Dataset, batch: int,
     errors = compute_activation_error(create_activation_matching(activations["int8"], activations["float"]))
     sqnr = {name: float(e["xmodel_err"]) for name, e in errors.items() if np.isfinite(e.get("xmodel_err", np.nan))}
     quantized = set(quantized_nodes(int8_path))
-    graph = onnx.load(str(float_path), load_external_data=False).graph
     producer = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list] = {}
     for node in graph.node:
@@ -164,14 +164,13 @@ def within_budget(quantize: Callable[[set[str]], Path], evaluate: Evaluate, path
     return AccuracyDecision(None, measured, {}, trials)
 
 
-def feeders(float_path: Path) -> dict[str, list[str]]:
+def feeders(graph: onnx.GraphProto) -> dict[str, list[str]]:
     """Compute node -> the compute nodes whose outputs it reads (through pooling, activations, reshapes).
 
     onnxruntime quantizes a compute node's output for its own sake too: a sensitive node left in float still
     reads a quantized tensor unless the node writing it is left in float as well."""
     from onnxkd.quantize.ptq import COMPUTE_OPS
 
-    graph = onnx.load(str(float_path), load_external_data=False).graph
     producer = {out: node for node in graph.node for out in node.output}
     result = {}
     for node in graph.node:

@@ -10,8 +10,8 @@ with a note).
 from __future__ import annotations
 
 import tempfile
-from functools import partial
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,16 +81,17 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
     with tempfile.TemporaryDirectory(prefix="onnxkd-quantize-") as work:
         folder = Path(work)
         float_path, prepared = prepare_float(original, folder)
-        quantizer = Quantizer(float_path, folder, calib, settings, batch,
+        float_graph = onnx.load(str(float_path), load_external_data=False).graph  # read once, used by all below
+        quantizer = Quantizer(float_path, float_graph, folder, calib, settings, batch,
                               large=model_bytes(original) > LARGE_BYTES)
-        computes = compute_nodes(float_path)
+        computes = compute_nodes(float_graph)
         log(f"calibrating on {len(calib)} samples ({calibration})")
         feeds = {b: evaluation.first(b) for b in sorted({batch_limit(specs, 1), batch})}
         ranking_samples = calib.take(slice(0, min(len(calib), 32)))
 
         def ranking(path: Path) -> dict[str, float]:
             log("ranking nodes by quantization sensitivity")
-            return accuracy.sensitivity(float_path, path, ranking_samples, batch, folder)
+            return accuracy.sensitivity(float_path, float_graph, path, ranking_samples, batch, folder)
 
         def refine_logged(int8_model: ir.Model, samples: Dataset) -> ir.Model:
             log("PTQ loses more than the budget: quantization-aware distillation")
@@ -103,8 +104,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
             profiler=times_of or speed.onnxruntime_times(feeds[batch], config),
             evaluate=lambda: accuracy.evaluator(float_path, evaluation, specs, batch, config),
             ranking=ranking, float_path=float_path,
-            nodes={node.name for node in onnx.load(str(float_path), load_external_data=False).graph.node},
-            compute_count=len(computes), partners=lambda: accuracy.feeders(float_path), max_drop=max_accuracy_drop,
+            nodes={node.name for node in float_graph.node}, compute_count=len(computes),
+            partners=lambda: accuracy.feeders(float_graph), max_drop=max_accuracy_drop,
             load=_load_in_memory, save=lambda m: save(m, folder / "qat.onnx"))
         outcome = search.run(refine_logged if refine is not None else None, training)
         final, speedups = outcome.path, outcome.speedups
@@ -140,7 +141,5 @@ def _same_interface(model: ir.Model, original: ir.Model) -> ir.Model:
     return model
 
 
-def _random_dataset(specs, shapes, count: int, seed: int):
-    from onnxkd.data import Dataset
-
+def _random_dataset(specs, shapes, count: int, seed: int) -> Dataset:
     return Dataset(random_inputs(specs, shapes, batch=count, seed=seed), None, "random")

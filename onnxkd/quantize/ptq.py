@@ -42,11 +42,11 @@ class Settings:
 
 
 class Quantizer:
-    def __init__(self, float_path: Path, folder: Path, calibration: Dataset, settings: Settings, batch: int,
-                 large: bool = False):
+    def __init__(self, float_path: Path, graph: onnx.GraphProto, folder: Path, calibration: Dataset,
+                 settings: Settings, batch: int, large: bool = False):
         if settings.method not in METHODS:
             raise OnnxkdError(f"--calibration {settings.method!r}: choose from {', '.join(METHODS)}")
-        self.float_path, self.folder, self.settings, self.large = float_path, folder, settings, large
+        self.float_path, self.graph, self.folder, self.settings, self.large = float_path, graph, folder, settings, large
         self.calibration, self.batch = calibration, batch
         self.cache = folder / "calibration.json"
         self.runs = 0
@@ -78,8 +78,7 @@ class Quantizer:
     def _nodes_on_infinite_tensors(self) -> set[str]:
         ranges = json.loads(self.cache.read_text()).get("data", {}) if self.cache.exists() else {}
         infinite = {name for name, value in ranges.items() if re.search(r"inf|nan", json.dumps(value), re.I)}
-        graph = onnx.load(str(self.float_path), load_external_data=False).graph
-        return {node.name for node in graph.node if infinite & (set(node.input) | set(node.output))}
+        return {node.name for node in self.graph.node if infinite & (set(node.input) | set(node.output))}
 
     def _quantize(self, out: Path, exclude: Collection[str], method_name: str) -> None:
         from onnxruntime.quantization import CalibrationMethod, QuantType, quantize_static
@@ -120,7 +119,6 @@ def quantized_nodes(path: Path) -> list[str]:
             if node.op_type in COMPUTE_OPS and len(node.input) > 1 and node.input[1] in dequantized]
 
 
-def compute_nodes(path: Path) -> dict[str, str]:
+def compute_nodes(graph: onnx.GraphProto) -> dict[str, str]:
     """Compute nodes of a float model: name -> op type (what quantization can make int8)."""
-    graph = onnx.load(str(path), load_external_data=False).graph
     return {node.name: node.op_type for node in graph.node if node.op_type in COMPUTE_OPS}

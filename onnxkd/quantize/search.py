@@ -100,5 +100,6 @@ class Search:
         return outcome
 
 
-def describe(speedups: dict[int, float]) -> str:
+def describe(speedups: dict) -> str:
+    """``{batch: speed-up}`` as "1.31x at batch 1, 1.82x at batch 8"."""
     return ", ".join(f"{s:.2f}x at batch {b}" for b, s in speedups.items())

@@ -39,11 +39,10 @@ class SpeedDecision:
 
 
 def keep_what_pays(quantize: Callable[[set[str]], Path], speedups_of: SpeedupsOf, times_of: TimesOf,
-                   float_path: Path, candidates: set[str], threshold: float = 1.0, rounds: int = 2,
-                   excluded: set[str] | None = None) -> SpeedDecision:
+                   float_path: Path, candidates: set[str], threshold: float = 1.0, rounds: int = 2) -> SpeedDecision:
     """The int8 model whose speed-up is >= ``threshold`` at every batch, leaving in float the nodes the profiler
     shows slower in int8; ``candidates``: the nodes that may be returned to float."""
-    excluded = set(excluded or ())
+    excluded: set[str] = set()
     speedups_of = confirmed(speedups_of, threshold)
     path = quantize(excluded)
     speedups = speedups_of(path)
@@ -66,7 +65,7 @@ def keep_what_pays(quantize: Callable[[set[str]], Path], speedups_of: SpeedupsOf
         speedups = speedups_of(path)
         trials.append(_trial(excluded, speedups))
     if min(speedups.values()) >= threshold:
-        return SpeedDecision(path, speedups, {n: slow_reasons[n] for n in excluded if n in slow_reasons}, trials)
+        return SpeedDecision(path, speedups, slow_reasons, trials)
     return SpeedDecision(None, speedups, {}, trials)
 
 
