@@ -6,7 +6,8 @@ every epoch, BatchNorm recalibration) and the validation images every epoch, so 
 decodes it and writes its pixels (after resizing, before normalising) to a file in the work folder; later
 reads take them from there. Loader workers share the files: each writes the rows it decoded with ``pwrite``
 at the row's own offset, then the row's flag byte, and reads a row only once its flag is set. Reads use
-``pread``, never a memory map, so memory stays what is in flight.
+``pread``, never a memory map, so memory stays what is in flight. Once every row is decoded
+(``decoded_in_full``), training on a CPU reads batches in its own process (distill/loader.py).
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ class DecodedCache:
         for path, size in ((self.pixels, rows * self.row_bytes), (self.flags, rows)):
             with open(path, "wb") as handle:
                 handle.truncate(size)  # sparse: disk is used as rows are written
+        self._complete = rows == 0
+
+    def complete(self) -> bool:
+        """Every row decoded (by this process or by a loader worker)."""
+        if not self._complete:  # once complete, always: rows are never unset
+            with open(self.flags, "rb") as handle:
+                self._complete = b"\x00" not in handle.read()
+        return self._complete
 
     def read(self, index: np.ndarray, out: np.ndarray) -> np.ndarray:
         """Fill ``out[k]`` for every cached ``index[k]``; returns the mask of rows that were cached."""
@@ -51,19 +60,30 @@ class DecodedCache:
             os.close(pixels)
 
 
-def image_readers(datasets) -> list:
-    """The distinct image readers under the data sets' arrays (a held-out split shares its parent's)."""
+def _image_reader(array):
+    """The ImageReader under ``array`` (through lazy subsets and casts), or None."""
     from onnxkd.data.images import ImageReader
 
-    found = {}
-    for dataset in datasets:
-        for array in dataset.arrays.values():
-            reader = getattr(array, "_read", None)
-            while reader is not None and not isinstance(reader, ImageReader):
-                reader = getattr(reader, "read", None)  # through lazy subsets and casts
-            if reader is not None:
-                found[id(reader)] = reader
+    reader = getattr(array, "_read", None)
+    while reader is not None and not isinstance(reader, ImageReader):
+        reader = getattr(reader, "read", None)
+    return reader
+
+
+def image_readers(datasets) -> list:
+    """The distinct image readers under the data sets' arrays (a held-out split shares its parent's)."""
+    found = {id(r): r for dataset in datasets for r in map(_image_reader, dataset.arrays.values()) if r is not None}
     return list(found.values())
+
+
+def decoded_in_full(dataset) -> bool:
+    """``dataset`` reads images from disk, and every array it reads from disk is images whose pixels are all in
+    a decoded cache: a batch is then a few ``pread`` calls and one pass to normalise."""
+    from onnxkd.data.lazy import LazyArray
+
+    lazy = [array for array in dataset.arrays.values() if isinstance(array, LazyArray)]
+    readers = [_image_reader(array) for array in lazy]
+    return bool(lazy) and all(r is not None and r.cache is not None and r.cache.complete() for r in readers)
 
 
 def cache_decoded_images(datasets, folder: Path) -> int:

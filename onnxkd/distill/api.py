@@ -37,6 +37,7 @@ from onnxkd.distill.progress import reporter
 from onnxkd.distill.result import DistillResult
 from onnxkd.distill.targets import logits_tensors, plan_targets
 from onnxkd.distill.teacher import Teacher
+from onnxkd.distill.allocator import keep_freed_memory
 from onnxkd.distill.trainer import Session, TrainState, named_outputs, restore, train
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import read_plan_details
@@ -79,6 +80,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     continues from there. ``progress``: a rich Console, a callable receiving event dicts, or None.
     """
     started = time.perf_counter()
+    keep_freed_memory()  # steps reuse their buffers instead of page-faulting fresh ones (allocator.py)
     config = _config(config, options)
     if data is None:  # random inputs must not become BatchNorm statistics
         config = replace(config, recalibrate_bn=False, freeze_bn=True)
@@ -119,9 +121,12 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     train_loader = Loader(train_set, input_names, device, workers)
     val_loader = Loader(val_set, input_names, device, workers, persistent=False)
     decoded = _cache_decoded_images([train_set, val_set], work_dir, world.rank, report)
-    if workers:  # decoding workers compete with training for the cores; workers reading decoded images barely do
-        report.line(f"reading data in {workers} worker process(es) (--workers)"
-                    + ("" if decoded else _share_cpus(device, workers)))
+    if workers:  # decoding workers compete with training for the cores; on CPU, none run once all is decoded
+        if not decoded:
+            how = _share_cpus(device, workers)
+        else:
+            how = "; on CPU, in the training process once every image is decoded" if device.type == "cpu" else ""
+        report.line(f"reading data in {workers} worker process(es) (--workers){how}")
     try:  # the caches in the work folder go when the run ends, however it ends (a resumed run fills them again)
         augmenter = _augmenter(config, specs, image_options, report, warnings)
         batches = Batches(train_loader, config.batch_size, config.seed, world.rank, world.size)
@@ -305,7 +310,8 @@ def _cache_decoded_images(datasets, work_dir: Path | None, rank: int, report) ->
 def _share_cpus(device: torch.device, workers: int) -> str:
     """On CPU, training threads and decoding workers share the cores: torch's threads are lowered to the cores the
     workers leave (2 threads + 2 decoding workers on 2 cores ran at 0.65x of 1 thread + 2 workers in the data
-    benchmark). Not when images are decoded once per run: the workers then mostly copy decoded pixels."""
+    benchmark). Not when images are decoded once per run: the workers then decode each image once (mostly in the
+    teacher-output pass), and on CPU the training process reads every batch after that (loader.py)."""
     cores, threads = os.cpu_count() or 1, torch.get_num_threads()
     if device.type != "cpu" or threads <= max(1, cores - workers):
         return ""

@@ -135,25 +135,39 @@ def test_augmented_runs_resume_and_repeat_bit_for_bit(digits, digits_student, di
 
 
 def test_each_image_is_decoded_once_per_run_and_read_back_the_same(digit_images, tmp_path, monkeypatch):
-    """With a decoded cache, the rows 2 workers decoded in the first pass are read back (no decoding) in the
-    second, as the same values; the cache goes with its folder."""
-    from onnxkd.data.decoded import cache_decoded_images, drop_decoded_images
+    """With a decoded cache, the rows 2 workers decoded are read back by workers (no decoding) while some rows are
+    still to decode, and, once every image is decoded, by the training process itself on CPU (the workers would
+    only take cores from training); all as the same values. The cache goes with its folder."""
+    from onnxkd.data.decoded import cache_decoded_images, decoded_in_full, drop_decoded_images
     from onnxkd.data.images import ImageReader
 
     dataset = load_data(digit_images["train"], [IMAGE], digit_images["options"])
-    plain = _epoch(dataset, 0, 0)
+    plain = _epoch(dataset, 0, 0) + _epoch(dataset, 0, 1)
     folder = tmp_path / "decoded"
     assert cache_decoded_images([dataset], folder) == 300 * 8 * 8
-    first = _epoch(dataset, 2, 0)
+    decoded = _epoch(dataset, 2, 0, start=10)  # workers decode the rows of the epoch's last 9 batches
+    assert not decoded_in_full(dataset)
 
     def refuse(self, path):
         raise AssertionError(f"decoded again: {path}")
 
+    with monkeypatch.context() as patch:
+        patch.setattr(ImageReader, "_decode", refuse)
+        read_back = _epoch(dataset, 2, 0, start=10)  # the cache is not full yet: workers read it
+    decoded += _epoch(dataset, 2, 0)  # the other rows are decoded now, in workers
+    assert decoded_in_full(dataset)
+
+    def no_workers(self):
+        raise AssertionError("loader workers started once every image was decoded")
+
     monkeypatch.setattr(ImageReader, "_decode", refuse)
-    second = _epoch(dataset, 2, 0) + _epoch(dataset, 0, 1)  # workers and the training process read the cache
-    for (i, x, _), (ei, ex, _) in zip(first + second[:len(first)], plain + plain):
+    monkeypatch.setattr(Loader, "_workers", no_workers)
+    in_process = _epoch(dataset, 2, 1)  # --workers 2, read in the training process
+    for (i, x, _), (ei, ex, _) in zip(decoded + read_back + in_process, plain[10:19] + plain[:19] + plain[10:19]
+                                      + plain[19:]):
         np.testing.assert_array_equal(i, ei)
         torch.testing.assert_close(x, ex, rtol=0, atol=0)
+    assert len(decoded + read_back + in_process) == 9 + 19 + 9 + 19
     drop_decoded_images([dataset], folder)
     assert not folder.exists()
 
