@@ -19,9 +19,10 @@ Models (each row one float ONNX file):
   which onnxkd refuses. This benchmark turns each ConstantOfShape into a seeded random initializer (He-normal
   conv/Gemm weights, BatchNorm statistics around 1 and 0), drops a trailing Softmax and upgrades the model to
   opset 13 with onnx's version converter: the architecture and graph as the zoo wrote them, random weights.
-  Their batch is fixed at 1 (Reshape to [1, C]), so they have no batch-8 figure. By default the rows that take
+  Their batch is fixed at 1 (Reshape to [1, C]), so they have no batch-8 figure. By default four rows that take
   over about a minute here are left out (resnet-224, vgg-224, light-resnet50, light-densenet121: pass them to
-  --models).
+  --models); the standard-width ResNet-18 and MobileNetV2 rows take 2-5 minutes each and stay in: the speed
+  goal is about such models.
 
 Data, labelled rows: onnxkd is given a dict with "labels" (its accuracy budget is then in accuracy points): the
 trained CNNs the task's calibration pool (628 images: it calibrates on 128 and checks its budget on the other 500),
