@@ -108,7 +108,7 @@ class Loader:
         """Read in this process: without workers, and on CPU once every image is decoded (decoded.py). Reading
         decoded pixels costs microseconds a sample; a worker would take a core from training to ship them, and
         the two of them preempting training's threads cost more than the reading (a small student on 2 cores:
-        0.7x of the in-process speed with 2 workers). On a GPU the workers still read ahead of the device."""
+        0.65x of the in-process speed with 2 workers). On a GPU the workers still read ahead of the device."""
         if self.workers == 0:
             return True
         if self.device.type != "cpu":
