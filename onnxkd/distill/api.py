@@ -25,6 +25,7 @@ from onnxkd import model as model_io
 from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, check_input_shapes, input_specs, random_inputs
 from onnxkd.data.decoded import cache_decoded_images, drop_decoded_images
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
+from onnxkd.distill.allocator import keep_freed_memory
 from onnxkd.distill.augment import Augmenter, policy as augment_policy
 from onnxkd.distill.batches import Batches, split_holdout
 from onnxkd.distill.loader import Loader, default_workers, in_order
@@ -37,7 +38,6 @@ from onnxkd.distill.progress import reporter
 from onnxkd.distill.result import DistillResult
 from onnxkd.distill.targets import logits_tensors, plan_targets
 from onnxkd.distill.teacher import Teacher
-from onnxkd.distill.allocator import keep_freed_memory
 from onnxkd.distill.trainer import Session, TrainState, named_outputs, restore, train
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import read_plan_details

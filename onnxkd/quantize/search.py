@@ -18,6 +18,8 @@ from onnxkd.data import Dataset
 from onnxkd.quantize import accuracy, speed
 
 Refine = Callable[[ir.Model, Dataset], ir.Model]
+# why a candidate is not kept, in the notes (speed.pays is the rule)
+TOO_SLOW = f"slower than float, or under {speed.MIN_GAIN:.2f}x its speed"
 
 
 @dataclass
@@ -50,8 +52,7 @@ class Search:
         fast = speed.keep_what_pays(self.quantize, self.timer, self.profiler, self.float_path, self.nodes)
         outcome = Outcome(None, fast.speedups, trials={"speed": fast.trials})
         if not fast.pays:
-            outcome.notes.append(f"int8 is slower than float, or under {speed.MIN_GAIN:.2f}x its speed, on this "
-                                 "machine even with the slow nodes left in float "
+            outcome.notes.append(f"int8 is {TOO_SLOW} on this machine, even with the slow nodes left in float "
                                  f"(speed-up {describe(fast.speedups)}): wrote the float model")
             return outcome
         outcome.float_nodes = {name: f"speed: {why}" for name, why in fast.float_nodes.items()}
@@ -73,9 +74,9 @@ class Search:
                                  "accuracy control ran on the PTQ model")
             return False
         outcome.speedups, outcome.quality = self.timer(refined), quality.to_dict()
-        outcome.path = refined if min(outcome.speedups.values()) >= speed.MIN_GAIN else None
+        outcome.path = refined if speed.pays(outcome.speedups) else None
         if outcome.path is None:
-            outcome.notes.append(f"the distilled int8 model timed under {speed.MIN_GAIN:.2f}x float's speed: wrote the float model")
+            outcome.notes.append(f"the distilled int8 model is {TOO_SLOW}: wrote the float model")
         return True
 
     def _within_budget(self, fast: speed.SpeedDecision, ptq: accuracy.Quality, evaluate: accuracy.Evaluate,
@@ -95,9 +96,9 @@ class Search:
             outcome.speedups = self.timer(kept.path)
             outcome.trials["speed"].append({"float_nodes": len(outcome.float_nodes),
                                             "speedups": {str(b): s for b, s in outcome.speedups.items()}})
-            if min(outcome.speedups.values()) < speed.MIN_GAIN:
-                outcome.notes.append(f"with the nodes accuracy needs in float, int8 is under {speed.MIN_GAIN:.2f}x float's speed: wrote "
-                                     "the float model")
+            if not speed.pays(outcome.speedups):
+                outcome.notes.append(f"with the nodes accuracy needs in float, int8 is {TOO_SLOW}: wrote the float "
+                                     "model")
                 outcome.path = None
         return outcome
 
