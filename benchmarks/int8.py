@@ -67,7 +67,7 @@ times the row once more when that was over 15%, keeping the quieter of the two.
 Speed: fp32, onnxkd's result and the peer's model, each in its own onnxruntime CPU session (2 intra-op threads,
 1 inter-op, all graph optimisations, thread-pool spinning stopped after each run so that one session's
 spinning workers do not steal the cores of the next one), run on the same input batch, interleaved in rotating
-order after warm-up; each figure is median(fp32) / median(model) over >= --runs timed runs per model (more, up
+order after warm-up, in turns of about 250 ms per model (the first run of each untimed); each figure is median(fp32) / median(model) over >= --runs timed runs per model (more, up
 to 5x, while the per-batch time budget lasts). When onnxkd kept the float model its speed-up is 1.00x by
 construction and not timed. Quality lost: held-out accuracy points (labelled rows), else 100 x (1 - top-1
 agreement with fp32, over the last axis: per token for GPT), else the relative L2 error of the outputs in percent.
@@ -457,24 +457,40 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
+# Each model runs about this long in a row, its first run untimed, before the next one's turn: alternating
+# single runs timed each model right after another had filled the caches, which put int8 models 10-15% off
+# their speed in a process of their own, either way (benchmarks/latency_protocol.py).
+TURN_MS = 250.0
+
+
 def interleaved_medians(sessions: dict[str, ort.InferenceSession], feed: dict, runs: int, warmup: int,
                         budget_s: float) -> tuple[dict[str, float], int]:
-    """Median ms per session: warm-up, then rounds in rotating order; at least ``runs`` rounds, more (up to
-    5x) while the time budget lasts. Returns the medians and the number of rounds."""
+    """Median ms per session: warm-up, then rounds in rotating order in which each session runs a turn of about
+    TURN_MS (as many runs for all, set by the fastest; the first untimed); at least ``runs`` timed runs each,
+    more (up to 5x) while the time budget lasts. Returns the medians and the number of timed runs each."""
     names = list(sessions)
     for _ in range(1 + warmup):  # the first run allocates
         for name in names:
             sessions[name].run(None, feed)
+    fastest = min(timed_run(sessions[name], feed) for name in names)
+    per_turn = max(1, min(int(TURN_MS // max(fastest, 1e-3)), 5 * runs // 4))
     samples: dict[str, list[float]] = {name: [] for name in names}
     started, rounds = time.perf_counter(), 0
-    while rounds < 5 * runs and (rounds < runs or time.perf_counter() - started < budget_s):
+    while len(samples[names[0]]) < 5 * runs and (len(samples[names[0]]) < runs
+                                                 or time.perf_counter() - started < budget_s):
         shift = rounds % len(names)
         for name in names[shift:] + names[:shift]:
-            clock = time.perf_counter_ns()
-            sessions[name].run(None, feed)
-            samples[name].append((time.perf_counter_ns() - clock) / 1e6)
+            if per_turn > 1:
+                sessions[name].run(None, feed)
+            samples[name].extend(timed_run(sessions[name], feed) for _ in range(per_turn))
         rounds += 1
-    return {name: statistics.median(values) for name, values in samples.items()}, rounds
+    return {name: statistics.median(values) for name, values in samples.items()}, len(samples[names[0]])
+
+
+def timed_run(session_: ort.InferenceSession, feed: dict) -> float:
+    clock = time.perf_counter_ns()
+    session_.run(None, feed)
+    return (time.perf_counter_ns() - clock) / 1e6
 
 
 def first_outputs(session_: ort.InferenceSession, input_name: str, inputs: np.ndarray, batch: int) -> np.ndarray:
@@ -601,12 +617,12 @@ def measure(key: str, args, work: Path) -> dict:
         sessions["peer"] = session(peer_path)
     timings = []
     for attempt in range(2):  # timed again once when other processes took over 15% of the CPUs meanwhile
-        timing = {"speedups": {}, "rounds": {}, "fp32_ms": {}, "waited_s": wait_quiet(args.quiet)}
+        timing = {"speedups": {}, "runs": {}, "fp32_ms": {}, "waited_s": wait_quiet(args.quiet)}
         before = (busy_cpu_seconds(), own_cpu_seconds(), time.perf_counter())
         for batch in case.batches:
             feed = {case.input_name: case.eval_inputs[:batch]}
-            medians, rounds = interleaved_medians(sessions, feed, args.runs, args.warmup, args.budget)
-            timing["rounds"][batch] = rounds
+            medians, timed = interleaved_medians(sessions, feed, args.runs, args.warmup, args.budget)
+            timing["runs"][batch] = timed
             timing["speedups"][batch] = {n: medians["fp32"] / ms for n, ms in medians.items() if n != "fp32"}
             timing["fp32_ms"][batch] = medians["fp32"]
         others = (busy_cpu_seconds() - before[0]) - (own_cpu_seconds() - before[1])
@@ -866,13 +882,13 @@ def main() -> None:
             log(f"{key} ...")
             row = measure(key, args, Path(tmp))
             rows.append(row)
-            log(f"  {' | '.join(cells(row))} ({time.perf_counter() - clock:.0f} s, rounds {row['rounds']}, waited "
+            log(f"  {' | '.join(cells(row))} ({time.perf_counter() - clock:.0f} s, runs {row['runs']}, waited "
                 f"{row['waited_s']:.0f} s for a quiet machine, others' CPU while timing {row['others_cpu']:.0%})")
     command = " ".join(["python", "benchmarks/int8.py", *sys.argv[1:]])
     elapsed = time.perf_counter() - started
     title = (f"int8 PTQ: onnxkd.quantize vs onnxruntime quantize_static defaults (peer); speed-ups fp32 p50 / int8 "
-             f"p50, onnxruntime CPU, {THREADS} intra-op threads, interleaved, >= {args.runs} runs each after "
-             f"{args.warmup} warm-up")
+             f"p50, onnxruntime CPU, {THREADS} intra-op threads, interleaved in turns of {TURN_MS:.0f} ms, "
+             f">= {args.runs} runs each after {args.warmup} warm-up")
     from rich.console import Console
     from rich.table import Table
 

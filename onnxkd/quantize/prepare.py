@@ -1,9 +1,13 @@
-"""The float model onnxruntime.quantization works best on: opset >= 13, shapes inferred, BatchNorm folded.
+"""The float model onnxruntime.quantization works best on: opset >= 13, spatial means as pools, shapes
+inferred, BatchNorm folded.
 
 DequantizeLinear's ``axis`` (per-channel weights) needs opset 13: quantizing PaddlePaddle's opset-11/12 graphs
 as they are writes models onnxruntime rejects. onnxruntime's ``quant_pre_process`` then infers shapes (symbolic,
 so dynamic height/width stay dynamic) and runs its basic graph optimisations, which fold BatchNorm into the
-convolutions before them: one int8 Conv instead of a Conv and a float BatchNorm.
+convolutions before them: one int8 Conv instead of a Conv and a float BatchNorm. A mean over the feature
+map's height and width (``x.mean((2, 3))``, and the dynamo exporter's adaptive pooling) becomes the
+GlobalAveragePool it is: onnxruntime has an int8 kernel for that, none for ReduceMean, and the int8 model
+would dequantize the whole last feature map to average it in float.
 """
 
 from __future__ import annotations
@@ -43,12 +47,16 @@ def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from onnxkd.graph_passes.normalize.opset import UpgradeOpsetPass
+    from onnxkd.graph_passes.optimize.fusion import inferred_types_filled
+    from onnxkd.graph_passes.optimize.global_pool import GLOBAL_POOL
 
     upgrade = UpgradeOpsetPass(QUANTIZE_OPSET)
-    upgraded = upgrade(model).model
+    upgraded = upgrade(model).model  # a copy, even when nothing was upgraded
     if upgrade.opset_after < QUANTIZE_OPSET:
         raise OnnxkdError(f"opset {upgrade.opset_before}: per-channel int8 needs opset {QUANTIZE_OPSET}, and "
                           f"onnx's version converter could not upgrade it ({upgrade.note})")
+    with inferred_types_filled(upgraded):
+        pooled = GLOBAL_POOL.apply(upgraded)
     large = model_bytes(upgraded) > LARGE_BYTES
     raw = save(upgraded, folder / "float-upgraded.onnx", external_data=large)
     prepared = folder / "float.onnx"
@@ -61,7 +69,8 @@ def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
         except Exception:
             raise OnnxkdError(f"onnxruntime cannot prepare the model for quantization ({first_line(exc)})") from None
     return prepared, {"opset_before": upgrade.opset_before, "opset_after": upgrade.opset_after,
-                      "batchnorm_folded": _count(model, "BatchNormalization") - _count_path(prepared, "BatchNormalization")}
+                      "batchnorm_folded": _count(model, "BatchNormalization") - _count_path(prepared, "BatchNormalization"),
+                      "spatial_means_pooled": pooled}
 
 
 def model_bytes(model: ir.Model) -> int:

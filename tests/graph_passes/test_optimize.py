@@ -409,6 +409,50 @@ def test_near_miss_does_not_fuse(build):
     _check(source, result, _feeds(source), bridge=False)
 
 
+# --------------------------------------------------------------------------- spatial means -> GlobalAveragePool
+
+POOL = "GlobalAveragePool (spatial ReduceMean)"
+
+
+@pytest.mark.parametrize("keepdim", [False, True])
+@pytest.mark.parametrize("opset, dims", [(13, (2, 3)), (18, (2, 3)), (18, (-1, -2))])
+def test_torch_spatial_mean_becomes_global_average_pool(opset, dims, keepdim):
+    """``x.mean((2, 3))`` as torch writes it (axes an attribute before opset 18, an input from 18)."""
+    source = _export(_Fn(lambda x: x.mean(dims, keepdim=keepdim)), opset, shape=(2, 4, 6, 5))
+    assert _ops(source)["ReduceMean"] == 1
+    result = optimize(source)
+    assert _fused(result) == {POOL: 1}
+    assert _ops(result.model) == Counter({"GlobalAveragePool": 1, **({} if keepdim else {"Flatten": 1})})
+    assert result.opset_after == opset  # every opset has GlobalAveragePool
+    _check(source, result, _feeds(source))
+
+
+def _mean_graph(axes: list[int], shape, keepdims: int = 0) -> onnx.ModelProto:
+    g = _Graph()
+    out_shape = [d for i, d in enumerate(shape) if i not in {a % len(shape) for a in axes}] if not keepdims else \
+        [1 if i in {a % len(shape) for a in axes} else d for i, d in enumerate(shape)]
+    return g.model([g.op("ReduceMean", "x", axes=axes, keepdims=keepdims)], 13, shape, out_shape)
+
+
+@pytest.mark.parametrize("axes, shape", [
+    ([1, 2], ("batch", 4, 6, 5)),  # channels and height: not every spatial axis
+    ([3], ("batch", 4, 6, 5)),  # width only
+    ([2, 3], ("batch", 4, 6, 5, 3)),  # rank 5: depth is left
+    ([2], ("batch", 4, 8)),  # rank 3: a transformer's mean over its features, not a pool
+], ids=["channels_and_height", "width_only", "rank5_two_of_three", "rank3_last_axis"])
+def test_mean_over_other_axes_is_left_alone(axes, shape):
+    source = _mean_graph(axes, shape)
+    result = optimize(source)
+    assert not _fused(result) and _ops(result.model) == Counter({"ReduceMean": 1})
+
+
+def test_mean_over_every_spatial_axis_of_a_volume_pools():
+    source = _mean_graph([2, 3, 4], ("batch", 4, 6, 5, 3), keepdims=1)
+    result = optimize(source)
+    assert _fused(result) == {POOL: 1} and _ops(result.model) == Counter({"GlobalAveragePool": 1})
+    _check(source, result, _feeds(source), bridge=False)
+
+
 def _rank_2_x(build_output, const_shape) -> onnx.ModelProto:
     g = _Graph()
     return g.model([build_output(g, lambda value: g.const(value, const_shape))], 17, ("batch", 8), (1, "batch", 8))
@@ -662,9 +706,12 @@ HARD_ACTIVATIONS_IN_MOBILENETV3W = 12  # 8 hard-swish (stem, 2 per block in 3 bl
 def test_written_mobilenetv3_fuses_every_hard_activation(zoo_model, exporter):
     path = zoo_model("mobilenetv3w", exporter)
     result = optimize(path)
-    assert _fused(result) == {HARD: HARD_ACTIVATIONS_IN_MOBILENETV3W}
+    # the dynamo exporter writes adaptive_avg_pool2d(x, 1) (4 squeeze-excitations and the head) as a ReduceMean
+    pools = 5 if exporter == "dynamo" else 0
+    assert _fused(result) == {HARD: HARD_ACTIVATIONS_IN_MOBILENETV3W, **({POOL: pools} if pools else {})}
     ops = _ops(result.model)
     assert ops["HardSwish"] == 8 and ops["HardSigmoid"] == 4
+    assert ops["GlobalAveragePool"] == 5 and not ops["ReduceMean"]
     assert not {"Clip", "Div"} & set(ops)
     # 3 nodes per hard-swish and 2 per hard-sigmoid; the legacy export also loses its Constant nodes
     assert result.nodes_before - result.nodes_after == 8 * 3 + 4 * 2 if exporter == "dynamo" else \
@@ -697,9 +744,15 @@ def test_zoo_model_unchanged_in_function(zoo_model, name, exporter):
     gelus = 4 if name == "convnext" else 2 if models.ZOO[name].family == "transformer" else 0
     expected = {HARD: 12} if name == "mobilenetv3w" else {GELU: gelus} if gelus and exporter == "legacy" else {}
     linears = LINEARS.get(name, LINEARS.get((name, exporter), 0))
-    assert _fused(result) == dict(expected, **({GEMM: linears} if linears else {}))
-    # each linear rewrite adds one node (two Reshapes and a Gemm for MatMul and Add); the rest only removes
-    assert result.nodes_after <= result.nodes_before + linears and not result.notes
+    # every mean in the zoo's CNNs pools a feature map (x.mean((2, 3)); dynamo also writes adaptive_avg_pool2d
+    # so); the transformers' average tokens, and stay
+    means = _ops(onnx.load(str(path), load_external_data=False))["ReduceMean"]
+    pools = means if models.ZOO[name].family != "transformer" else 0
+    assert _fused(result) == dict(expected, **({GEMM: linears} if linears else {}), **({POOL: pools} if pools else {}))
+    assert _ops(result.model)["ReduceMean"] == means - pools
+    # each linear rewrite adds one node (two Reshapes and a Gemm for MatMul and Add), each pool at most one (a
+    # Flatten where the mean dropped the axes); the rest only removes
+    assert result.nodes_after <= result.nodes_before + linears + pools and not result.notes
     _check(path, result, bridge=False, batch=1)
 
 

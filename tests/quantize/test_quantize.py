@@ -180,6 +180,27 @@ def test_random_data_calibrates_with_a_note(tmp_path):
     assert result.quality["metric"] == "agreement"
 
 
+def test_a_spatial_mean_is_quantized_as_a_global_average_pool(tmp_path):
+    """The zoo MobileNetV2 pools with x.mean((2, 3)): onnxruntime has no int8 ReduceMean, so quantized as it is,
+    the last feature map is dequantized to be averaged in float. Prepared as a GlobalAveragePool, onnxruntime
+    runs it as its int8 QLinearGlobalAveragePool (read from the graph onnxruntime optimizes)."""
+    import models
+
+    path = models.export("mobilenetv2", tmp_path, "legacy", image_size=32)
+    assert {n.op_type for n in onnx.load(str(path)).graph.node} >= {"ReduceMean"}
+    result = onnxkd.quantize(path, random_data=True, protocol=FAST, speedups_of=_always(1.5), eval_samples=40,
+                             calibration_samples=16)
+    assert result.int8 and result.prepared["spatial_means_pooled"] == 1
+    int8 = onnxkd.save(result.model, tmp_path / "int8.onnx")
+    assert "ReduceMean" not in {n.op_type for n in onnx.load(str(int8)).graph.node}
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "int8-ort.onnx")
+    ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+    optimized = {n.op_type for n in onnx.load(str(tmp_path / "int8-ort.onnx")).graph.node}
+    assert "QLinearGlobalAveragePool" in optimized and "GlobalAveragePool" not in optimized
+
+
 def test_the_bridge_runs_the_int8_model_as_onnxruntime_does(digits, val, tmp_path):
     """Fake-quant in the bridge (QuantizeLinear/DequantizeLinear as torch ops) equals onnxruntime's fused int8
     kernels to within one quantization step of the output."""

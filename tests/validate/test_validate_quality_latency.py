@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score
@@ -75,8 +77,29 @@ def test_runs_are_interleaved_abba_after_an_untimed_warmup():
     calls = []
     protocol = latency.LatencyProtocol(warmup=2, runs=4, budget_s=100)
     t, s = latency.time_interleaved(lambda: calls.append("t"), lambda: calls.append("s"), protocol)
-    assert "".join(calls) == "tsts" + "ts" + "st" + "ts" + "st"
+    # warm-up, one run each to size the turns, then turns of one run (4 runs allow no longer ones)
+    assert "".join(calls) == "tsts" + "ts" + "ts" + "st" + "ts" + "st"
     assert len(t) == len(s) == 4
+
+
+def test_fast_models_run_in_turns_of_about_turn_ms_with_a_first_untimed_run():
+    calls = []
+    clock = {"ms": 0.0}
+    cost = {"t": 2.0, "s": 1.0}  # the student is faster: it sets the turn (10 ms / 1 ms = 10 runs)
+
+    def run(name):
+        return lambda: (calls.append(name), clock.__setitem__("ms", clock["ms"] + cost[name]))
+
+    protocol = latency.LatencyProtocol(warmup=0, runs=40, budget_s=100, turn_ms=10)
+    with mock.patch.object(latency.time, "perf_counter_ns", lambda: int(clock["ms"] * 1e6)):
+        t, s = latency.time_interleaved(run("t"), run("s"), protocol)
+    turn = lambda name: name * 11  # noqa: E731 - one untimed run, then 10 timed
+    assert "".join(calls) == "ts" + turn("t") + turn("s") + turn("s") + turn("t") + turn("t") + turn("s") \
+        + turn("s") + turn("t")
+    assert t == [2.0] * 40 and s == [1.0] * 40
+    # a turn never holds more than a quarter of the runs, nor of the time budget
+    assert protocol.runs_per_turn(0.01) == 10
+    assert latency.LatencyProtocol(budget_s=0.02, turn_ms=250).runs_per_turn(1.0) == 5
 
 
 def test_time_budget_stops_after_min_runs():

@@ -12,8 +12,9 @@ import onnx_ir as ir
 
 from onnxkd.graph_passes.normalize.opset import UpgradeOpsetPass
 from onnxkd.graph_passes.optimize.cleanup import clean_up
-from onnxkd.graph_passes.optimize.fusion import Fusion
+from onnxkd.graph_passes.optimize.fusion import Fusion, inferred_types_filled
 from onnxkd.graph_passes.optimize.gelu import GELU
+from onnxkd.graph_passes.optimize.global_pool import GLOBAL_POOL
 from onnxkd.graph_passes.optimize.hard_activations import HARD_ACTIVATIONS
 from onnxkd.graph_passes.optimize.layer_norm import LAYER_NORM
 from onnxkd.graph_passes.optimize.matmul_bias import MATMUL_BIAS
@@ -21,7 +22,7 @@ from onnxkd.graph_passes.optimize.mish import MISH
 from onnxkd.graph_passes.optimize.static_shapes import fold_static_shapes
 from onnxkd.model import ModelLike, graph_copy, load, opset_of
 
-FUSIONS: tuple[Fusion, ...] = (HARD_ACTIVATIONS, GELU, MISH, LAYER_NORM, MATMUL_BIAS)
+FUSIONS: tuple[Fusion, ...] = (HARD_ACTIVATIONS, GELU, MISH, LAYER_NORM, MATMUL_BIAS, GLOBAL_POOL)
 STATIC_RESHAPE = "Reshape targets made static"  # how ``fused`` counts the folded targets (static_shapes.py)
 
 
@@ -66,13 +67,14 @@ def optimize(model: ModelLike, fusions: tuple[Fusion, ...] = FUSIONS) -> Optimiz
         else:
             notes.append(upgrade.note)  # "kept opset N: version converter failed (...)"
     fused = {}
-    for fusion in fusions:
-        if fusion.min_opset > opset_of(work):
-            fused[fusion.name] = 0
-            if _matches(work, fusion):
-                notes.append(f"{fusion.name}: not fused, needs opset {fusion.min_opset} (model has {opset_of(work)})")
-            continue
-        fused[fusion.name] = fusion.apply(work)
+    with inferred_types_filled(work):
+        for fusion in fusions:
+            if fusion.min_opset > opset_of(work):
+                fused[fusion.name] = 0
+                if _matches(work, fusion):
+                    notes.append(f"{fusion.name}: not fused, needs opset {fusion.min_opset} (model has {opset_of(work)})")
+                continue
+            fused[fusion.name] = fusion.apply(work)
     fused[STATIC_RESHAPE] = reshapes
     clean_up(work)
     _keep_interface(source, work)

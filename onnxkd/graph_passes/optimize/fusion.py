@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Callable
 
@@ -25,6 +27,29 @@ class Fusion:
         stages = self.rules()
         stages = stages if isinstance(stages, tuple) else (stages,)
         return sum(stage.apply_to_model(model) for stage in stages)
+
+
+@contextlib.contextmanager
+def inferred_types_filled(model: ir.Model) -> Iterator[None]:
+    """Within the block, the values without a type and shape have those onnx's inference finds (rules check
+    types, ranks and widths, and exporters record few intermediate shapes); after it they have none again,
+    so that a rewritten model records no more than its input did."""
+    from onnxkd.graph_passes.optimize.static_shapes import inferred_types
+
+    types = inferred_types(model)
+    filled = []
+    for node in model.graph.all_nodes():
+        for value in node.outputs:
+            if value.shape is None and value.type is None and value.name in types:
+                elem_type, dims = types[value.name]
+                value.dtype = ir.DataType(elem_type)
+                value.shape = ir.Shape(dims)
+                filled.append(value)
+    try:
+        yield
+    finally:
+        for value in filled:
+            value.shape = value.type = None
 
 
 def constants_second(graph: ir.Graph) -> None:
@@ -86,3 +111,13 @@ def scalar(value: ir.Value | None) -> float | None:
     if tensor is None or tensor.size != 1:
         return None
     return float(tensor.numpy().reshape(()))
+
+
+def reduced_axes(node: ir.Node) -> list[int] | None:
+    """The axes a Reduce* node reduces, from its attribute or (opset 18) its constant second input; None
+    when they are not known (or when it reduces every axis: no axes given)."""
+    axes = node.attributes.get_ints("axes", None)
+    if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+        tensor = ir.convenience.get_const_tensor(node.inputs[1])
+        axes = None if tensor is None else [int(a) for a in tensor.numpy().reshape(-1)]
+    return None if axes is None else list(axes)

@@ -12,7 +12,7 @@ import numpy as np
 import onnx_ir as ir
 from onnxscript.rewriter import pattern
 
-from onnxkd.graph_passes.optimize.fusion import Fusion, floating, no_broadcast, scalar, scalar_close
+from onnxkd.graph_passes.optimize.fusion import Fusion, floating, no_broadcast, reduced_axes, scalar, scalar_close
 
 
 def _reduces_last_axis(mean: ir.Value, rank: int | None) -> bool:
@@ -20,10 +20,7 @@ def _reduces_last_axis(mean: ir.Value, rank: int | None) -> bool:
     node = mean.producer()
     if node is None or node.attributes.get_int("keepdims", 1) != 1:
         return False
-    axes = node.attributes.get_ints("axes", None)
-    if axes is None and len(node.inputs) > 1:  # opset 18: axes as an input
-        tensor = ir.convenience.get_const_tensor(node.inputs[1]) if node.inputs[1] is not None else None
-        axes = None if tensor is None else [int(a) for a in tensor.numpy().reshape(-1)]
+    axes = reduced_axes(node)
     return axes is not None and len(axes) == 1 and (axes[0] == -1 or (rank is not None and axes[0] == rank - 1))
 
 

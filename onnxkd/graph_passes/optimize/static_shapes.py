@@ -49,7 +49,7 @@ def _fold_once(model: ir.Model) -> tuple[int, int]:
              and n.inputs[0].producer().op_type == "Shape" and n.outputs[0].uses()]  # (not one replaced before)
     if not dynamic and not reads:
         return 0, 0
-    shapes = _inferred_shapes(model)
+    shapes = inferred_shapes(model)
     outputs = set(model.graph.outputs)
     read = 0
     for node in reads:
@@ -213,22 +213,29 @@ def _attribute(node: ir.Node, name: str, default: int) -> int:
     return default if attr is None else attr.as_int()
 
 
-def _inferred_shapes(model: ir.Model) -> dict[str, list[int | str | None]]:
+def inferred_shapes(model: ir.Model) -> dict[str, list[int | str | None]]:
     """Every value's dims after onnx's shape inference (with data propagation): ints where static, the
     symbolic name where there is one."""
+    return {name: dims for name, (_, dims) in inferred_types(model).items()}
+
+
+def inferred_types(model: ir.Model) -> dict[str, tuple[int, list[int | str | None]]]:
+    """Every value's element type (onnx's TensorProto enum) and dims after onnx's shape inference, as in
+    ``inferred_shapes``."""
     from onnx_ir.passes.common import _c_api_utils
 
     from onnxkd.model import graph_copy
 
     def infer(proto: onnx.ModelProto) -> dict:
         inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True)
-        shapes = {}
+        types = {}
         graph = inferred.graph
         for info in list(graph.input) + list(graph.value_info) + list(graph.output):
             if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
-                shapes[info.name] = [d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                                     for d in info.type.tensor_type.shape.dim]
-        return shapes
+                types[info.name] = (info.type.tensor_type.elem_type,
+                                    [d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                                     for d in info.type.tensor_type.shape.dim])
+        return types
 
     # call_onnx_api leaves large initializers out of the proto, so a > 2 GB model works; a clone keeps the
     # caller's model as it was
