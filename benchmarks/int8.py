@@ -40,8 +40,8 @@ input; agreement on these rows is a harsher test than a trained model's accuracy
 
 onnxkd: `onnxkd.quantize(model, data, threads=2, provider="cpu")` with default settings (auto activation type:
 uint8 on x86, per-channel int8 weights, its default calibration method, accuracy budget 1 point, keeps int8
-only where it measured it at least 1.05x faster, else returns the float model); where that raises, the row is
-retried with calibration="minmax" and says so. The peer: `quant_pre_process` then `quantize_static(pre, out, reader)` with
+only where it measured it faster, else returns the float model); where that raises, the row is retried with
+calibration="minmax" and says so. The peer: `quant_pre_process` then `quantize_static(pre, out, reader)` with
 nothing else set: QDQ, int8 activations and weights, per-tensor, MinMax.
 
 Where onnxkd found int8 faster but over its accuracy budget (it then returns the float model, or int8 with nodes

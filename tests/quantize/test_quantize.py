@@ -237,6 +237,37 @@ def test_an_attention_mask_infinity_falls_back_to_minmax_and_stays_float(zoo_mod
     assert np.mean(expected.argmax(-1) == got.argmax(-1)) > 0.9
 
 
+@pytest.mark.parametrize("faster_with_it_float", [True, False])
+def test_a_node_slower_in_int8_in_a_model_that_pays_goes_float_only_when_that_is_faster(digits, tmp_path,
+                                                                                       faster_with_it_float):
+    """The whole model pays (1.3x), yet the profiler shows its first conv slower in int8: it is tried in float
+    once and kept so only when the clock says the model is faster that way (1.5x), not when it is not (1.3x)."""
+    first = "/features/features.0/features.0.0/Conv"
+
+    def clock(float_path, feeds, config, protocol):
+        def speedups_of(candidate):
+            trimmed = first not in quantized_nodes(candidate)
+            return {batch: 1.5 if trimmed and faster_with_it_float else 1.3 for batch in feeds}
+        return speedups_of
+
+    def times_of(path):  # float: 100 us a node; int8: 50 us, the first conv 300 us
+        graph = onnx.load(str(path)).graph
+        is_int8 = any(n.op_type == "QuantizeLinear" for n in graph.node)
+        return {n.name: (300.0 if n.name == first else 50.0) if is_int8 else 100.0
+                for n in graph.node if n.op_type in ("Conv", "Gemm")}
+
+    result = onnxkd.quantize(digits["teacher"], digits["val"], protocol=FAST, speedups_of=clock, times_of=times_of)
+    path = onnxkd.save(result.model, tmp_path / "int8.onnx")
+    assert result.int8 and len(result.trials["speed"]) == 2  # the whole model, then the trial without the conv
+    if faster_with_it_float:
+        assert list(result.float_nodes) == [first] and first not in quantized_nodes(path)
+        assert result.float_nodes[first].startswith("speed: slower in int8 (300 vs 100 us")
+        assert result.speedups == {"1": 1.5, "8": 1.5}
+    else:
+        assert result.float_nodes == {} and len(quantized_nodes(path)) == 6
+        assert result.speedups == {"1": 1.3, "8": 1.3}
+
+
 def test_a_speed_up_near_one_is_timed_twice_before_the_verdict():
     from onnxkd.quantize.speed import confirmed
 
