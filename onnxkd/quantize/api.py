@@ -104,7 +104,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
             profiler=times_of or speed.onnxruntime_times(feeds[batch], config),
             evaluate=lambda: accuracy.evaluator(float_path, evaluation, specs, batch, config),
             ranking=ranking, float_path=float_path,
-            nodes={node.name for node in float_graph.node}, compute_count=len(computes),
+            nodes={node.name for node in float_graph.node}, computes=set(computes),
             partners=lambda: accuracy.feeders(float_graph), max_drop=max_accuracy_drop,
             load=_load_in_memory, save=lambda m: save(m, folder / "qat.onnx"))
         outcome = search.run(refine_logged if refine is not None else None, training)

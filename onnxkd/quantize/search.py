@@ -42,14 +42,15 @@ class Search:
     ranking: Callable[[Path], dict[str, float]]
     float_path: Path
     nodes: set[str]  # every node of the float model (what may go back to float)
-    compute_count: int
+    computes: set[str]  # its Conv/Gemm/MatMul nodes
     partners: Callable[[], dict[str, list[str]]]
     max_drop: float
     load: Callable[[Path], ir.Model]
     save: Callable[[ir.Model], Path]
 
     def run(self, refine: Refine | None, training: Dataset) -> Outcome:
-        fast = speed.keep_what_pays(self.quantize, self.timer, self.profiler, self.float_path, self.nodes)
+        fast = speed.keep_what_pays(self.quantize, self.timer, self.profiler, self.float_path, self.nodes,
+                                    trimmable=self.computes)
         outcome = Outcome(None, fast.speedups, trials={"speed": fast.trials})
         if not fast.pays:
             outcome.notes.append(f"int8 is {TOO_SLOW} on this machine, even with the slow nodes left in float "
@@ -82,7 +83,7 @@ class Search:
     def _within_budget(self, fast: speed.SpeedDecision, ptq: accuracy.Quality, evaluate: accuracy.Evaluate,
                        outcome: Outcome) -> Outcome:
         kept = accuracy.within_budget(self.quantize, evaluate, fast.path, set(fast.float_nodes), self.ranking,
-                                      self.max_drop, total=self.compute_count, partners=self.partners(), measured=ptq)
+                                      self.max_drop, total=len(self.computes), partners=self.partners(), measured=ptq)
         outcome.trials["accuracy"] = kept.trials
         outcome.quality = kept.quality.to_dict()
         if kept.path is None:

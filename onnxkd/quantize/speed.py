@@ -56,15 +56,17 @@ def pays(speedups: Mapping[int, float], threshold: float = MIN_GAIN) -> bool:
 # much faster (geometric mean over the batch sizes). Timed in turns (validate's protocol), the trained zoo
 # MobileNetV2 at 224x224 went from 1.70x to 1.82x at batch 8 with its stem in float, while the zoo ResNet at
 # 128x128 went from 1.38x to 1.27x (its stem's output feeds a residual Add), so the profile alone is no verdict.
+# Only compute nodes are tried: float onnxruntime fuses a residual Add or a pool into the convolution next to it,
+# so the profile shows them taking no time in float, and with them in float the int8 chain breaks.
 TRIM_GAIN = 1.03
 
 
 def keep_what_pays(quantize: Callable[[set[str]], Path], speedups_of: SpeedupsOf, times_of: TimesOf,
                    float_path: Path, candidates: set[str], threshold: float = MIN_GAIN,
-                   rounds: int = 2) -> SpeedDecision:
+                   rounds: int = 2, trimmable: set[str] | None = None) -> SpeedDecision:
     """The int8 model whose speed-up is >= ``threshold`` at every batch, leaving in float the nodes the profiler
     shows slower in int8 where that is needed, or measured faster; ``candidates``: the nodes that may be returned
-    to float."""
+    to float; ``trimmable``: those tried in float once int8 pays (default: the candidates)."""
     excluded: set[str] = set()
     speedups_of = confirmed(speedups_of, threshold)
     path = quantize(excluded)
@@ -85,7 +87,7 @@ def keep_what_pays(quantize: Callable[[set[str]], Path], speedups_of: SpeedupsOf
         trials.append(_trial(excluded, speedups))
     if not pays(speedups, threshold):
         return SpeedDecision(None, speedups, {}, trials)
-    slower = slower_in_int8(path, candidates - excluded)
+    slower = slower_in_int8(path, (trimmable if trimmable is not None else candidates) - excluded)
     if slower:
         trimmed = quantize(excluded | set(slower))
         trimmed_speedups = speedups_of(trimmed)
