@@ -33,15 +33,26 @@ def split(dataset: Dataset, calibration: int, evaluation: int, seed: int = 0) ->
 
 
 class DataReader(CalibrationDataReader):
-    """Batches of ``dataset`` as onnxruntime feeds, read as they are asked for."""
+    """Batches of ``dataset`` as onnxruntime feeds, read as they are asked for.
+
+    ``len`` and ``set_range`` (in batches) let onnxruntime calibrate a range of batches at a time
+    (``CalibStridedMinMax``, which its histogram calibrators honour too): otherwise they keep every tensor of
+    every batch in memory before the first histogram is made."""
 
     def __init__(self, dataset: Dataset, batch: int):
         self.dataset, self.batch = dataset, batch
-        self.rewind()
+        self.set_range(0, len(self))
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         arrays, _ = next(self._batches, (None, None))
         return arrays
 
+    def set_range(self, start_index: int, end_index: int) -> None:
+        rows = np.arange(start_index * self.batch, min(end_index * self.batch, len(self.dataset)))
+        self._batches = self.dataset.take(rows).batches(self.batch)
+
     def rewind(self) -> None:
-        self._batches = self.dataset.batches(self.batch)
+        self.set_range(0, len(self))
