@@ -38,7 +38,11 @@ def test_compress_int8_writes_an_int8_student_validated_against_the_teacher(work
     quantized = any(n.op_type == "QuantizeLinear" for n in graph.node)
     assert quantized == q["int8"]
     if q["int8"]:  # this machine's int8 paid on the digits CNN in every run so far; the rule decides, not the test
-        assert r["student"]["macs_int8"] == r["student"]["macs"] > 0 and r["teacher"]["macs_int8"] == 0
+        assert r["teacher"]["macs_int8"] == 0
+        if q["float_nodes"]:  # the trim may leave a node slower in int8 in float: its MACs are float ones
+            assert 0 < r["student"]["macs_int8"] < r["student"]["macs"]
+        else:
+            assert r["student"]["macs_int8"] == r["student"]["macs"] > 0
     else:
         assert q["notes"]
     # validation compared the written student with the original teacher: its accuracy, recomputed here

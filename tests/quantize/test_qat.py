@@ -92,11 +92,14 @@ def test_qad_regains_the_accuracy_ptq_loses(digits, val, tmp_path, capsys):
     ptq, qat = _accuracy(tmp_path / "ptq.onnx", val), _accuracy(tmp_path / "qat.onnx", val)
     assert float_accuracy - ptq >= 0.01
     assert qat >= ptq + 0.02, (float_accuracy, ptq, qat)
-    assert summary["qat"]["kept"] and summary["quantized_nodes"] == 6 and not summary["float_nodes"]
+    # no node went back to float for accuracy (on the real clock the trim may leave one slower in int8 in float)
+    assert summary["qat"]["kept"] and summary["quantized_nodes"] == 6 - len(summary["float_nodes"])
+    assert all(why.startswith("speed:") for why in summary["float_nodes"].values())
     assert summary["qat"]["qat"]["drop"] < summary["qat"]["ptq"]["drop"]
     # what was written is the QDQ graph again: int8 weights, int32 biases, no training nodes left
     graph = onnx.load(str(tmp_path / "qat.onnx")).graph
     assert not [n for n in graph.node if n.op_type == "Exp" or "_qat_" in n.name]
-    assert sum(t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4 for t in graph.initializer) == 5
+    float_convs = sum(n.op_type == "Conv" and n.name in summary["float_nodes"] for n in graph.node)
+    assert sum(t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4 for t in graph.initializer) == 5 - float_convs
     int32 = lambda g: sorted(t.name for t in g.initializer if t.data_type == onnx.TensorProto.INT32)  # noqa: E731
     assert int32(graph) == int32(onnx.load(str(tmp_path / "ptq.onnx")).graph)  # the biases and their zero points

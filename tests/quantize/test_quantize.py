@@ -65,9 +65,13 @@ def test_cli_writes_an_int8_model_within_the_accuracy_budget(digits, val, tmp_pa
     # per-channel int8 weights: every convolution's weight scale has one value per output channel
     weights = {t.name: t for t in graph.initializer}
     convs = [n for n in graph.node if n.op_type == "Conv"]
-    assert convs and len(quantized_nodes(out)) == summary["quantized_nodes"] == summary["compute_nodes"] == 6
+    # 5 Convs and a Gemm; on the real clock the trim may leave a node slower in int8 in float, and says why
+    float_nodes = summary["float_nodes"]
+    assert summary["compute_nodes"] == 6 and len(float_nodes) <= 2
+    assert all(why.startswith("speed: slower in int8") for why in float_nodes.values())
+    assert convs and len(quantized_nodes(out)) == summary["quantized_nodes"] == 6 - len(float_nodes)
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
-    assert len(int8_weights) == 5
+    assert len(int8_weights) == sum(1 for n in convs if n.name in quantized_nodes(out))
     assert summary["target"]["activation"] == "uint8"  # x86: U8S8
     assert any(t.data_type == onnx.TensorProto.UINT8 for t in graph.initializer)  # activation zero points
     # the accuracy onnxruntime measures here, on all 580 validation digits, is within the 1-point budget
