@@ -192,6 +192,17 @@ def test_torch_written_activation_fuses(module, opset, fusion, fused_op, gone, o
     _check(source, result, _feeds(source))
 
 
+def test_layer_norm_of_an_intermediate_tensor_upgrades_the_opset_and_fuses():
+    """The LayerNorm's input has no recorded shape (a Linear's output): the rules see onnx's inferred shapes, and
+    so does the decision to upgrade the opset for them, else a note would say it needs opset 17 and stay."""
+    torch.manual_seed(0)
+    source = _export(nn.Sequential(nn.Linear(8, 8), _layer_norm(), nn.Linear(8, 4)), 14)
+    result = optimize(source)
+    assert _fused(result)[LN] == 1 and not result.notes
+    assert (result.opset_before, result.opset_after) == (14, 17)
+    _check(source, result, _feeds(source))
+
+
 def test_gelu_tanh_and_keras_attributes():
     result = optimize(_export(nn.GELU(approximate="tanh"), 17))
     assert result.model.graph.node(0).attributes.get_string("approximate") == "tanh"

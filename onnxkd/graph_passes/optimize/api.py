@@ -57,7 +57,8 @@ def optimize(model: ModelLike, fusions: tuple[Fusion, ...] = FUSIONS) -> Optimiz
     work = graph_copy(source)
     clean_up(work)
     reshapes = fold_static_shapes(work)
-    needed = _opset_needed(work, fusions)
+    with inferred_types_filled(work):  # the fusions below see these types too: decide the upgrade as they will
+        needed = _opset_needed(work, fusions)
     notes: list[str] = []
     if needed > opset_of(work):
         upgrade = UpgradeOpsetPass(needed)
