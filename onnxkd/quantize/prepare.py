@@ -55,8 +55,10 @@ def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
     if upgrade.opset_after < QUANTIZE_OPSET:
         raise OnnxkdError(f"opset {upgrade.opset_before}: per-channel int8 needs opset {QUANTIZE_OPSET}, and "
                           f"onnx's version converter could not upgrade it ({upgrade.note})")
-    with inferred_types_filled(upgraded):
-        pooled = GLOBAL_POOL.apply(upgraded)
+    pooled = 0
+    if GLOBAL_POOL.may_match(upgraded):  # onnx's shape inference is not free on a large model: only when needed
+        with inferred_types_filled(upgraded):
+            pooled = GLOBAL_POOL.apply(upgraded)
     large = model_bytes(upgraded) > LARGE_BYTES
     raw = save(upgraded, folder / "float-upgraded.onnx", external_data=large)
     prepared = folder / "float.onnx"

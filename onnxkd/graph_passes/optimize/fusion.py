@@ -19,9 +19,13 @@ class Fusion:
     rules: Callable[[], pattern.RewriteRuleSet | tuple[pattern.RewriteRuleSet, ...]]  # a tuple: stages, in order
     anchors: frozenset[str]  # op types every match contains: a graph without any is not searched
 
+    def may_match(self, model: ir.Model) -> bool:
+        """Whether ``model`` has any of the anchor ops (without one, nothing can match)."""
+        return any(node.op_type in self.anchors for node in model.graph.all_nodes())
+
     def apply(self, model: ir.Model) -> int:
         """Rewrite every match in place; the number of matches rewritten."""
-        if not any(node.op_type in self.anchors for node in model.graph.all_nodes()):
+        if not self.may_match(model):
             return 0  # the matcher costs (nodes x rule variants) even when nothing can match
         constants_second(model.graph)
         stages = self.rules()
