@@ -119,6 +119,9 @@ def render_quantize(summary: dict, console) -> None:
     table.add_row("calibration", f"{calib['method']} on {calib['samples']} samples, "
                   f"{'per-channel' if calib['per_channel'] else 'per-tensor'} weights")
     table.add_row("int8 compute nodes", f"{summary['quantized_nodes']} of {summary['compute_nodes']}")
+    if summary.get("padded_inputs"):
+        table.add_row("inputs padded", f"{', '.join(summary['padded_inputs'])} (to a multiple of 4 channels: "
+                      "onnxruntime's fast int8 convolution, measured faster)")
     for batch, value in summary["speedups"].items():
         table.add_row(f"speed-up at batch {batch}", f"{value:.2f}x" + ("" if summary["int8"] else " (not kept)"))
     if summary["quality"]:

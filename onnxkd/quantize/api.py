@@ -23,6 +23,7 @@ from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike, load, save
 from onnxkd.quantize import accuracy, speed
 from onnxkd.quantize.calibration import DEFAULT_METHOD, split
+from onnxkd.quantize.channel_pad import padded_convolutions
 from onnxkd.quantize.prepare import LARGE_BYTES, check_quantizable, model_bytes, prepare_float
 from onnxkd.quantize.ptq import Quantizer, Settings, compute_nodes, quantized_nodes
 from onnxkd.quantize.result import QuantizeResult
@@ -106,11 +107,13 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
             ranking=ranking, float_path=float_path,
             nodes={node.name for node in float_graph.node}, computes=set(computes),
             partners=lambda: accuracy.feeders(float_graph), max_drop=max_accuracy_drop,
-            load=_load_in_memory, save=lambda m: save(m, folder / "qat.onnx"))
+            load=_load_in_memory, save=lambda m: save(m, folder / "qat.onnx"),
+            padding=quantizer if target.device == "cpu-x86" else None)  # the x86 kernel's channel multiple
         outcome = search.run(refine_logged if refine is not None else None, training)
         final, speedups = outcome.path, outcome.speedups
         notes += quantizer.notes + outcome.notes
         quantized = len(quantized_nodes(final)) if final is not None else 0
+        padded = padded_convolutions(onnx.load(str(final), load_external_data=False).graph) if final else []
         result_model = _same_interface(_load_in_memory(final), original) if final is not None else original
     gate = None
     if min_int8_speedup is not None:
@@ -120,7 +123,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         qat=outcome.qat, model=result_model, int8=final is not None, target=target.to_dict(),
         calibration=dict(settings.to_dict(), method=quantizer.method, samples=len(calib),
                          evaluation_samples=len(evaluation)),
-        prepared=prepared, quantized_nodes=quantized, compute_nodes=len(computes),
+        prepared=prepared, quantized_nodes=quantized, compute_nodes=len(computes), padded_inputs=padded,
         float_nodes=outcome.float_nodes if final is not None else {},
         speedups={str(b): s for b, s in speedups.items()}, quality=outcome.quality, max_accuracy_drop=max_accuracy_drop,
         size_bytes={"float": model_bytes(original), "int8": model_bytes(result_model)},

@@ -2,7 +2,8 @@
 
 onnxruntime renames what it fuses: a QDQ Conv runs as ``<conv name>_token_<n>`` (QLinearConv), and a float Conv
 rewritten for the NCHWc layout as ``<name of the tensor it ends with>_nchwc`` (its activation and residual Add
-fused in). Both are traced back to the original compute node; what cannot be (layout reorders, Transposes,
+fused in). Both are traced back to the original compute node, as is the Pad of a convolution's input
+(channel_pad.py); what cannot be (layout reorders, Transposes,
 Quantize/DequantizeLinear) is overhead, judged by the whole-model timing instead.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from onnxkd.quantize.channel_pad import SUFFIX as PADDED
 from onnxkd.validate.sessions import SessionConfig, session_options
 
 _TOKEN = re.compile(r"_token_\d+$")
@@ -62,6 +64,8 @@ def _resolver(graph: onnx.GraphProto):
 
     def resolve(name: str) -> str:
         name = _TOKEN.sub("", name)
+        if name.endswith(PADDED):  # a convolution's input padded for the fast int8 kernel: part of its cost
+            return name[: -len(PADDED)]
         if name in names:
             return name
         if name.endswith("_nchwc") and name[:-6] in producer:

@@ -22,6 +22,7 @@ import onnx
 from onnxkd.data import Dataset
 from onnxkd.errors import OnnxkdError
 from onnxkd.quantize.calibration import DEFAULT_METHOD, METHODS, DataReader
+from onnxkd.quantize.channel_pad import padded_copy
 from onnxkd.quantize.target import Target
 from onnxkd.validate.sessions import first_line
 
@@ -59,6 +60,12 @@ class Quantizer:
         self.method = settings.method  # what calibration used (minmax where a histogram cannot be made)
         self.infinite: set[str] = set()  # nodes on tensors whose range is infinite: always left float
         self.notes: list[str] = []
+        self.pad_channels = False  # pad narrow convolution inputs (channel_pad.py) in every model written
+
+    def padded(self, path: Path) -> tuple[Path, list[str]] | None:
+        """A copy of the written model ``path`` with its narrow convolution inputs padded and their names; None
+        when it has none."""
+        return padded_copy(path, path.with_name(f"{path.stem}-padded.onnx"))
 
     def __call__(self, exclude: Collection[str] = ()) -> Path:
         """The QDQ model with the nodes in ``exclude`` (names) left in float, written into the work folder."""
@@ -79,6 +86,8 @@ class Quantizer:
             self.notes.append(f"{len(infinite)} node(s) reading or writing infinite values (an attention mask) "
                               "stay float")
             self._quantize(out, exclude | infinite, self.method)
+        if self.pad_channels:
+            padded_copy(out, out)
         return out
 
     def _nodes_on_infinite_tensors(self) -> set[str]:

@@ -25,6 +25,7 @@ class QuantizeResult:
     notes: list[str] = field(default_factory=list)
     gate: dict | None = None  # --min-int8-speedup: {"min": x, "passed": bool}
     qat: dict | None = None  # quantization-aware distillation: {"ptq": quality, "qat": quality, "kept": bool, ...}
+    padded_inputs: list[str] = field(default_factory=list)  # convolutions with inputs padded for the fast kernel
 
     def to_dict(self) -> dict:
         return {
@@ -33,4 +34,5 @@ class QuantizeResult:
             "float_nodes": self.float_nodes, "speedups": self.speedups, "quality": self.quality,
             "max_accuracy_drop": self.max_accuracy_drop, "size_bytes": self.size_bytes, "trials": self.trials,
             "notes": self.notes, "gate": self.gate, "qat": self.qat,
+            "padded_inputs": self.padded_inputs,
         }

@@ -47,10 +47,11 @@ class Search:
     max_drop: float
     load: Callable[[Path], ir.Model]
     save: Callable[[ir.Model], Path]
+    padding: speed.Padding | None = None  # narrow convolution inputs padded where measured faster
 
     def run(self, refine: Refine | None, training: Dataset) -> Outcome:
         fast = speed.keep_what_pays(self.quantize, self.timer, self.profiler, self.float_path, self.nodes,
-                                    trimmable=self.computes)
+                                    trimmable=self.computes, padding=self.padding)
         outcome = Outcome(None, fast.speedups, trials={"speed": fast.trials})
         if not fast.pays:
             outcome.notes.append(f"int8 is {TOO_SLOW} on this machine, even with the slow nodes left in float "

@@ -193,6 +193,8 @@ def int8(r: dict) -> Table:
                         f"{'per-channel' if calibration['per_channel'] else 'per-tensor'} weights"],
         ["int8 compute nodes", f"{q['quantized_nodes']} of {q['compute_nodes']}"],
     ]
+    if q.get("padded_inputs"):
+        table.rows.append(["inputs padded to 4 channels (fast int8 kernel)", ", ".join(q["padded_inputs"])])
     table.rows += [[f"speed-up over float, batch {b}", fmt.ratio(v)] for b, v in q["speedups"].items()]
     if q.get("quality"):
         quality = q["quality"]

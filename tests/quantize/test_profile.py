@@ -2,6 +2,7 @@
 
 from onnx import helper
 
+from onnxkd.quantize.channel_pad import SUFFIX as PADDED
 from onnxkd.quantize.profile import OVERHEAD, attribute
 
 
@@ -26,3 +27,11 @@ def test_fused_names_are_traced_back_and_only_the_last_runs_count():
               _event("add2", 5, 14), _event("ReorderOutput", 7, 15), _event("x_QuantizeLinear", 3, 16)]
     times = attribute(events, _graph(), runs=1)
     assert times == {"conv1": 70, "conv2": 20, "add2": 5, OVERHEAD: 10}
+
+
+def test_a_padded_input_counts_to_its_convolution():
+    graph = _graph()
+    graph.node.insert(0, helper.make_node("Pad", ["xq", "pads"], ["xp"], name=f"conv1{PADDED}"))
+    events = [{"cat": "Session", "name": "model_run", "ts": 0},
+              _event("conv1_token_3", 40, 1), _event(f"conv1{PADDED}", 6, 2)]
+    assert attribute(events, graph, runs=1) == {"conv1": 46}
