@@ -77,6 +77,9 @@ def pad_input_channels(model: ir.Model) -> list[str]:
         values = weight.const_value.numpy()
         extra = -values.shape[1] % ALIGN
         weight.const_value = ir.tensor(np.pad(values, ((0, 0), (0, extra), (0, 0), (0, 0))), name=weight.name)
+        for value in (weight, w_dq.outputs[0]):  # shapes recorded from the float model (value_info) must follow
+            if value.shape is not None:
+                value.shape = ir.Shape(weight.const_value.shape)
         pads = ir.Value(name=f"{conv.name}{SUFFIX}/pads",
                         const_value=ir.tensor(np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64)))
         graph.register_initializer(pads)

@@ -58,6 +58,8 @@ def qdq(tmp_path_factory):
     float_path, out = folder / "near-misses.onnx", folder / "near-misses-int8.onnx"
     torch.onnx.export(model, (torch.randn(1, 3, 16, 16),), str(float_path), input_names=["input"],
                       dynamic_axes={"input": {0: "batch"}}, dynamo=False)
+    # shapes inferred first, as quantize's preparation does: the QDQ model records the weights' shapes
+    onnx.shape_inference.infer_shapes_path(str(float_path))
     rng = np.random.default_rng(0)
     batches = [rng.standard_normal((4, 3, 16, 16)).astype(np.float32) for _ in range(4)]
     quantize_static(str(float_path), str(out), _Reader(batches), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -82,6 +84,7 @@ def test_only_the_narrow_stem_is_padded_and_onnxruntime_computes_the_same(qdq, t
     assert pad_input_channels(model) == [stem]
     padded = onnxkd.model.to_proto(model)
     assert padded_convolutions(padded.graph) == [stem]
+    onnx.shape_inference.infer_shapes(padded, strict_mode=True)  # the recorded shapes follow the padding
     x = np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32)
     original = onnx.load(str(qdq))
     expected, got = _run(str(qdq), x), _run(padded, x)
