@@ -684,7 +684,8 @@ def cells(row: dict) -> list[str]:
         kept, own, onnxkd_loss, size = f"error: {row['onnxkd_error']}", "—", "—", megabytes(row["fp32_mb"])
     else:
         r = row["onnxkd"]
-        kept = f"{'int8' if r['int8'] else 'float'} {r['quantized_nodes']}/{r['compute_nodes']}"
+        kept = f"{'int8' if r['int8'] else 'float'} {r['quantized_nodes']}/{r['compute_nodes']}" + (
+            f", {len(r['padded_inputs'])} input padded" if r.get("padded_inputs") else "")
         own = "/".join(f"{r['speedups'][str(b)]:.2f}" for b in batches if str(b) in r["speedups"])
         onnxkd_loss = loss_text(row["loss"].get("onnxkd")) if r["int8"] else "0 (float)"
         size = f"{megabytes(row['fp32_mb'])} → {megabytes(row['onnxkd_mb'])}"
