@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +23,12 @@ from onnxkd.validate.sessions import SessionConfig, session_options
 
 _TOKEN = re.compile(r"_token_\d+$")
 OVERHEAD = "(overhead)"
+
+
+# A profile covers at least this long (and ``runs`` runs, at most MAX_RUNS): 10 runs of a 3 ms model were too
+# few to settle a decision; the first quantize of a benchmark process once profiled a padded stem as no faster.
+MIN_PROFILE_S = 0.3
+MAX_RUNS = 200
 
 
 def node_times(path: Path, feeds: dict[str, np.ndarray], config: SessionConfig, runs: int = 10) -> dict[str, float]:
@@ -36,8 +43,11 @@ def node_times(path: Path, feeds: dict[str, np.ndarray], config: SessionConfig, 
     session = ort.InferenceSession(str(path), sess_options=options, providers=resolve_providers(config.provider))
     for _ in range(3):  # warm-up runs are profiled too: they are dropped below by taking the last ``runs``
         session.run(None, feeds)
-    for _ in range(runs):
+    started, done = time.perf_counter(), 0
+    while done < runs or (time.perf_counter() - started < MIN_PROFILE_S and done < MAX_RUNS):
         session.run(None, feeds)
+        done += 1
+    runs = done
     trace = Path(session.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 import onnxruntime as ort
 import pytest
 import torch
@@ -156,3 +157,12 @@ def test_padding_is_kept_only_where_the_profiler_says_faster_and_then_in_every_l
     assert result.padded_inputs == ([first] if kept else [])
     decision = next(trial for trial in result.trials["speed"] if "padded" in trial)
     assert decision == {"padded": [first], "profile_us": {"unpadded": 300.0, "padded": padded_us}, "kept": kept}
+
+
+def test_weights_with_a_zero_point_are_left_alone(qdq):
+    """MLAS's indirect kernel takes symmetric weights only (zero points 0): asymmetric ones gain nothing."""
+    model = load(qdq)
+    stem = next(node for node in model.graph if node.op_type == "Conv")
+    zero = stem.inputs[1].producer().inputs[2]
+    zero.const_value = ir.tensor(np.ones(zero.const_value.shape, np.int8))
+    assert pad_input_channels(model) == []
