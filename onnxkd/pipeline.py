@@ -298,7 +298,8 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
 def _search(teacher: ir.Model, plan: Recipe, prune_at, input_shapes, progress):
     """The candidate meeting ``target_speedup`` with the most MACs kept, timed like validation times (provider,
     threads, protocol), candidates optimized when the student will be; round-to 1, 8 and 16 are tried when
-    the recipe gives no round-to, and groups are timed whole with ``per_group``."""
+    the recipe gives no round-to (16 for a student to be quantized), and groups are timed whole with
+    ``per_group``."""
     from onnxkd.graph_passes.api import groups_by_weight
     from onnxkd.validate.latency import LatencyProtocol
     from onnxkd.validate.sessions import SessionConfig
@@ -311,11 +312,16 @@ def _search(teacher: ir.Model, plan: Recipe, prune_at, input_shapes, progress):
         if candidate is not None:
             say(f"      candidate {candidate.label}: speed-up {candidate.speedup:.2f}x")
 
+    int8 = plan.quantize.enabled
+    if int8 and p.round_to is None:
+        say(f"      round-to {', '.join(map(str, round_to_values(None, int8)))}: the student will be int8, whose "
+            "fast convolutions need 16+ channels in multiples of 8")
+
     return timed_search(teacher, prune_at, p.target_speedup, max_ratio=p.max_ratio, batch=p.latency_batch,
                         session_config=SessionConfig(v.provider, v.threads, v.graph_opt),
                         protocol=LatencyProtocol(warmup=v.warmup, runs=v.runs, budget_s=v.time_budget),
                         optimize_candidates=plan.optimize, input_shapes=input_shapes, progress=report,
-                        round_to=round_to_values(p.round_to),
+                        round_to=round_to_values(p.round_to, int8),
                         per_group=groups_by_weight(teacher, p.ignore, p.plan_recipe()) if p.per_group else (),
                         max_trials=p.group_trials)
 

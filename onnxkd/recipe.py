@@ -44,7 +44,8 @@ class PruneOptions:
     steps: int = 1  # prune in K steps, distilling between them
     global_rank: bool = False  # "global" in JSON
     max_group_ratio: float = 0.9  # with global_rank: the most any one group may lose
-    # None: 16 (graph_passes.prune.plan.DEFAULT_ROUND_TO) for a ratio; --target-speedup tries 1, 8 and 16
+    # None: 16 (graph_passes.prune.plan.DEFAULT_ROUND_TO) for a ratio; --target-speedup tries 1, 8 and 16 (16 with
+    # --int8: validate.speed_search.INT8_ROUND_TO)
     round_to: int | None = None
     ignore: str | None = None
     overrides: dict[str, float] = field(default_factory=dict)

@@ -297,3 +297,23 @@ def test_bad_group_ratios_in_a_recipe_fail_before_any_work(workspace):
                             recipe={"prune": {"group_ratios": bad}})
     assert not (workspace / "teacher.student.onnx").exists()
     assert not (workspace / "teacher.student.onnx.work").exists()
+
+
+def test_target_speedup_for_an_int8_student_searches_round_to_16_only(digits, monkeypatch):
+    """onnxruntime's fast int8 convolution needs 16+ channels in multiples of 8: a student to be quantized is
+    searched at round-to 16 (unless the user chose one), and the run says why."""
+    from onnxkd.pipeline import _prune
+    from onnxkd.recipe import PruneOptions, QuantizeOptions, Recipe
+
+    _speedup_from_macs(monkeypatch)
+    said: list[str] = []
+
+    class Console:  # what compress prints to
+        def print(self, text, **_):
+            said.append(text)
+
+    plan = Recipe(prune=PruneOptions(target_speedup=1.5, criterion="l1"), quantize=QuantizeOptions(enabled=True))
+    model, info = _prune(onnxkd.load(digits["teacher"]), plan, None, None, None, Console())
+    assert {c["round_to"] for c in info["speed_search"]["candidates"]} == {16} and info["round_to"] == 16
+    assert all(len(kept) % 16 == 0 for kept in read_plan(model).values())
+    assert any("the student will be int8" in line for line in said)
