@@ -66,3 +66,19 @@ def test_groups_rounding_left_whole_are_said_in_the_narrative_and_listed_with_th
     assert ("1 group was left whole because cutting could not be proven safe, and 2 groups because round-to 16 "
             "keeps whole blocks of 16 channels (listed below)") in first
     assert sorted(frozen(report).rows) == [["feeds a graph output", "1", "10"], ["round-to 16", "2", "32"]]
+
+
+def test_the_int8_table_lists_padded_inputs_and_the_nodes_kept_float():
+    from onnxkd.report.compress_tables import int8
+
+    quantize = {"int8": True, "target": {"device": "cpu-x86", "activation": "uint8"},
+                "calibration": {"method": "percentile", "samples": 128, "per_channel": True},
+                "quantized_nodes": 10, "compute_nodes": 11, "speedups": {"1": 1.5, "8": 1.8},
+                "quality": {"metric": "accuracy", "drop": 0.002}, "max_accuracy_drop": 0.01, "qat": None,
+                "size_bytes": {"float": 4e6, "int8": 1e6}, "float_nodes": {"/fc/Gemm": "speed: slower in int8"},
+                "padded_inputs": ["/stem/Conv"], "notes": []}
+    rows = dict((row[0], row[1]) for row in int8({"compress": {"quantize": quantize}}).rows)
+    assert rows["inputs padded to 4 channels (fast int8 kernel)"] == "/stem/Conv"
+    assert rows["float: /fc/Gemm"] == "speed: slower in int8"
+    del quantize["padded_inputs"]  # a report.json written before the padding existed
+    assert not any("padded" in row[0] for row in int8({"compress": {"quantize": quantize}}).rows)
