@@ -48,7 +48,7 @@ def _paddable(node: ir.Node) -> bool:
     zero = _constant(w_dq.inputs[2] if len(w_dq.inputs) > 2 else None)
     x_zero = x_dq.inputs[2] if len(x_dq.inputs) > 2 else None
     return (channels % ALIGN != 0 and outputs >= MIN_OUTPUTS and outputs % OUTPUT_ALIGN == 0
-            and (zero is None or not zero.any()) and _quantized_activation(x_dq.inputs[0], x_zero))
+            and (zero is None or not zero.any()) and _quantized_activation(x_dq.inputs[0], x_dq.inputs[1], x_zero))
 
 
 def _is_dequantize(node: ir.Node | None) -> bool:
@@ -59,9 +59,11 @@ def _constant(value: ir.Value | None) -> np.ndarray | None:
     return value.const_value.numpy() if value is not None and value.const_value is not None else None
 
 
-def _quantized_activation(value: ir.Value, zero: ir.Value | None) -> bool:
-    """An 8-bit tensor with one zero point (onnxruntime's quantizer records no value type for it: its zero
-    point's says it)."""
+def _quantized_activation(value: ir.Value, scale: ir.Value, zero: ir.Value | None) -> bool:
+    """An 8-bit tensor quantized per tensor: one scale, one zero point (onnxruntime's quantizer records no value
+    type for it: its zero point's says it). A per-channel scale would not fit the padded channel."""
+    if scale.const_value is None or scale.const_value.size != 1:
+        return False
     if zero is None:
         return value.dtype in _INT8
     return zero.const_value is not None and zero.const_value.dtype in _INT8 and zero.const_value.size == 1

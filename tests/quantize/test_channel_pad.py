@@ -166,3 +166,12 @@ def test_weights_with_a_zero_point_are_left_alone(qdq):
     zero = stem.inputs[1].producer().inputs[2]
     zero.const_value = ir.tensor(np.ones(zero.const_value.shape, np.int8))
     assert pad_input_channels(model) == []
+
+
+def test_an_input_quantized_per_channel_is_left_alone(qdq):
+    """A per-channel activation scale would need a value for the new channel: not padded."""
+    model = load(qdq)
+    stem = next(node for node in model.graph if node.op_type == "Conv")
+    scale = stem.inputs[0].producer().inputs[1]
+    scale.const_value = ir.tensor(np.full(3, scale.const_value.numpy().item(), np.float32))
+    assert pad_input_channels(model) == []
