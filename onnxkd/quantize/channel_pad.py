@@ -8,7 +8,7 @@ takes the slow path: the zoo ResNet's 3x3 stem at 128x128 ran 1.96 ms in int8 ag
 Padding the quantized input with one channel of its zero point (a uint8 Pad, cheap) and the weights with a zero
 column computes exactly the same outputs, on the fast kernel: that stem took 1.45 ms, and whole models ran
 7-14% faster (batch 8; 3x3 and 5x5 stems). Large kernels lose: a 7x7 stem on 4 channels ran 7% slower, so
-``quantize`` keeps the padding only where its timing says the model is faster (speed.py).
+``quantize`` keeps the padding only where the profiler times the padded convolutions faster (speed.py).
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 onnxruntime renames what it fuses: a QDQ Conv runs as ``<conv name>_token_<n>`` (QLinearConv), and a float Conv
 rewritten for the NCHWc layout as ``<name of the tensor it ends with>_nchwc`` (its activation and residual Add
 fused in). Both are traced back to the original compute node, as is the Pad of a convolution's input
-(channel_pad.py); what cannot be (layout reorders, Transposes,
-Quantize/DequantizeLinear) is overhead, judged by the whole-model timing instead.
+(channel_pad.py); what cannot be (layout reorders, Transposes, Quantize/DequantizeLinear) is overhead, judged by
+the whole-model timing instead.
 """
 
 from __future__ import annotations

@@ -65,8 +65,9 @@ TRIM_GAIN = 1.03
 
 # Padding a narrow convolution input (channel_pad.py) computes the same outputs and changes nothing else: it is
 # decided by the profiler, which times the padded convolutions, their Pad included, against the same convolutions
-# unpadded, cheaper than timing the whole model again (a 3x3 stem at 128x128: 1.96 -> 1.51 ms, the zoo models
-# 6-14% faster as a whole at batch 8; a 7x7 stem: 5.7 -> 6.8 ms). Kept when they take at most 1/PAD_GAIN of it.
+# unpadded, cheaper than timing the whole model again (the zoo ResNet's 3x3 stem at 128x128, batch 8: 2.16 ->
+# 1.21 ms, the zoo models 6-14% faster as a whole; ResNet-18's 7x7 stem: 5.6 -> 6.5 ms). Kept when they take at
+# most 1/PAD_GAIN of that time.
 PAD_GAIN = 1.05
 
 
@@ -90,7 +91,7 @@ def keep_what_pays(quantize: Callable[[set[str]], Path], speedups_of: SpeedupsOf
     excluded: set[str] = set()
     speedups_of = confirmed(speedups_of, threshold)
     slower_in_int8 = _Profiles(times_of, float_path)
-    path, padded = _padded_if_faster(quantize(excluded), padding, slower_in_int8.int8_times)
+    path, padded = _padded_if_faster(quantize(excluded), padding, slower_in_int8.times)
     speedups = speedups_of(path)
     trials = [_trial(excluded, speedups)] + ([padded] if padded else [])
     slow_reasons: dict[str, str] = {}
@@ -140,15 +141,15 @@ class _Profiles:
         self.times_of, self.float_path = times_of, float_path
         self.cache: dict[Path, dict[str, float]] = {}
 
-    def int8_times(self, path: Path) -> dict[str, float]:
+    def times(self, path: Path) -> dict[str, float]:
         if path not in self.cache:
             self.cache[path] = self.times_of(path)
         return self.cache[path]
 
     def __call__(self, path: Path, candidates: set[str]) -> dict[str, str]:
-        float_times = self.int8_times(self.float_path)
+        float_times = self.times(self.float_path)
         return {name: f"slower in int8 ({int8_us:.0f} vs {float_times.get(name, 0.0):.0f} us per run)"
-                for name, int8_us in self.int8_times(path).items()
+                for name, int8_us in self.times(path).items()
                 if name in candidates and int8_us > float_times.get(name, 0.0)}
 
 
