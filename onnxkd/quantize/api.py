@@ -113,8 +113,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         final, speedups = outcome.path, outcome.speedups
         notes += quantizer.notes + outcome.notes
         quantized = len(quantized_nodes(final)) if final is not None else 0
-        padded = padded_convolutions(onnx.load(str(final), load_external_data=False).graph) if final else []
         result_model = _same_interface(_load_in_memory(final), original) if final is not None else original
+        padded = padded_convolutions(result_model.graph) if final is not None else []
     gate = None
     if min_int8_speedup is not None:
         best = min(speedups.values()) if final is not None else 1.0

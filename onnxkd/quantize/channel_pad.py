@@ -13,6 +13,7 @@ column computes exactly the same outputs, on the fast kernel: that stem took 1.4
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -45,14 +46,18 @@ def _paddable(node: ir.Node) -> bool:
     if values is None or values.dtype != ir.DataType.INT8 or len(values.shape) != 4 or len(weight.uses()) != 1:
         return False
     outputs, channels = values.shape[0], values.shape[1]
-    zero = _constant(w_dq.inputs[2] if len(w_dq.inputs) > 2 else None)
-    x_zero = x_dq.inputs[2] if len(x_dq.inputs) > 2 else None
+    zero = _constant(_zero_point(w_dq))
     return (channels % ALIGN != 0 and outputs >= MIN_OUTPUTS and outputs % OUTPUT_ALIGN == 0
-            and (zero is None or not zero.any()) and _quantized_activation(x_dq.inputs[0], x_dq.inputs[1], x_zero))
+            and (zero is None or not zero.any())
+            and _quantized_activation(x_dq.inputs[0], x_dq.inputs[1], _zero_point(x_dq)))
 
 
 def _is_dequantize(node: ir.Node | None) -> bool:
     return node is not None and node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx")
+
+
+def _zero_point(dequantize: ir.Node) -> ir.Value | None:
+    return dequantize.inputs[2] if len(dequantize.inputs) > 2 else None
 
 
 def _constant(value: ir.Value | None) -> np.ndarray | None:
@@ -85,8 +90,7 @@ def pad_input_channels(model: ir.Model) -> list[str]:
         pads = ir.Value(name=f"{conv.name}{SUFFIX}/pads",
                         const_value=ir.tensor(np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64)))
         graph.register_initializer(pads)
-        quantized, scale = x_dq.inputs[0], x_dq.inputs[1]
-        zero = x_dq.inputs[2] if len(x_dq.inputs) > 2 else None
+        quantized, scale, zero = x_dq.inputs[0], x_dq.inputs[1], _zero_point(x_dq)
         # the new channel holds the zero point: it dequantizes to 0.0 (the zero weights make any value exact)
         pad = ir.node("Pad", [quantized, pads] + ([zero] if zero is not None else []), name=f"{conv.name}{SUFFIX}")
         dequantize = ir.node("DequantizeLinear", [pad.outputs[0], scale] + ([zero] if zero is not None else []),
@@ -108,6 +112,7 @@ def padded_copy(path: Path, out: Path) -> tuple[Path, list[str]] | None:
     return (save(model, out), names) if names else None
 
 
-def padded_convolutions(graph: onnx.GraphProto) -> list[str]:
-    """The convolutions of a written model whose inputs ``pad_input_channels`` padded."""
-    return [node.name[: -len(SUFFIX)] for node in graph.node if node.op_type == "Pad" and node.name.endswith(SUFFIX)]
+def padded_convolutions(nodes: Iterable[ir.Node | onnx.NodeProto]) -> list[str]:
+    """The convolutions whose inputs ``pad_input_channels`` padded, among a model's nodes (an ``ir.Graph``, or a
+    ``GraphProto``'s ``node``)."""
+    return [node.name[: -len(SUFFIX)] for node in nodes if node.op_type == "Pad" and node.name.endswith(SUFFIX)]

@@ -84,7 +84,7 @@ def test_only_the_narrow_stem_is_padded_and_onnxruntime_computes_the_same(qdq, t
     stem = next(node.name for node in model.graph if node.op_type == "Conv")
     assert pad_input_channels(model) == [stem]
     padded = onnxkd.model.to_proto(model)
-    assert padded_convolutions(padded.graph) == [stem]
+    assert padded_convolutions(padded.graph.node) == [stem]
     onnx.shape_inference.infer_shapes(padded, strict_mode=True)  # the recorded shapes follow the padding
     x = np.random.default_rng(1).standard_normal((8, 3, 16, 16)).astype(np.float32)
     original = onnx.load(str(qdq))
@@ -129,7 +129,7 @@ def test_padding_is_kept_only_where_the_profiler_says_faster_and_then_in_every_l
     first, classifier = "/features/features.0/features.0.0/Conv", "/classifier/Gemm"
 
     def padded(path) -> bool:
-        return bool(padded_convolutions(onnx.load(str(path)).graph))
+        return bool(padded_convolutions(onnx.load(str(path)).graph.node))
 
     def times_of(path):  # float: 100 us a node, the first conv 400 us; int8: 50 us, the classifier 300 us
         graph = onnx.load(str(path)).graph
@@ -153,7 +153,7 @@ def test_padding_is_kept_only_where_the_profiler_says_faster_and_then_in_every_l
     # timed: the whole model (padded or not), then the trial with the slow nodes in float, padded alike
     assert seen == [kept, kept]
     path = onnxkd.save(result.model, tmp_path / "int8.onnx")
-    assert padded_convolutions(onnx.load(str(path)).graph) == ([first] if kept else [])
+    assert padded_convolutions(onnx.load(str(path)).graph.node) == ([first] if kept else [])
     assert result.padded_inputs == ([first] if kept else [])
     decision = next(trial for trial in result.trials["speed"] if "padded" in trial)
     assert decision == {"padded": [first], "profile_us": {"unpadded": 300.0, "padded": padded_us}, "kept": kept}
