@@ -10,6 +10,9 @@ Models (each row one float ONNX file):
   noise: 94-97% held-out accuracy at 64x64, not 100%) at 64x64, exported with the legacy exporter (BatchNorm
   folded) at 64x64 and, the same weights (global average pooling), at 128x128 or 224x224. Training is cached
   (--cache).
+- a TRAINED transformer (benchmarks/int8_text.py): BERT-small's widths (4 layers, 512 wide, 8 heads) on 64 tokens,
+  trained on a synthetic 5-class token task (find and count the class's signal ids through a padding mask) and
+  measured on 1,000 held-out sequences;
 - the zoo's BERT and GPT on 12 tokens (random weights, as before);
 - the digits example (examples/digits), and the same CNN with one channel of its first convolution scaled x200
   and the next convolution scaled back (tests/quantize/outliers.py: the function is unchanged, the activation
@@ -25,7 +28,7 @@ Models (each row one float ONNX file):
   goal is about such models.
 
 Data, labelled rows: onnxkd is given a dict with "labels" (its accuracy budget is then in accuracy points): the
-trained CNNs the task's calibration pool (628 images: it calibrates on 128 and checks its budget on the other 500),
+trained rows their task's calibration pool (628 samples: it calibrates on 128 and checks its budget on the other 500),
 the digits rows examples/digits/train.npz (128 + 500); the peer calibrates on 128 of the same samples. Every
 accuracy figure is measured by this benchmark with onnxruntime on held-out data neither saw: the task's test split
 (1,000 images at the row's size) or val.npz (360 digits).
@@ -54,8 +57,8 @@ QAD (quantization-aware distillation) runs on every labelled row whose plain PTQ
 data, and on the digits outlier row: `onnxkd.quantize(model, data, refine=qad_refiner(model, epochs=15,
 device="cpu"))` (default budget 1 point) with the training data added to the data (trained CNNs: the calibration
 pool plus --qad-images training images, 1,000 by default at 64x64 and as many pixels at larger sizes, since one
-QAD epoch over all 4,000 took 54 s on the ResNet here; digits: train.npz; onnxkd trains on all but its 500 budget
-samples), next to
+QAD epoch over all 4,000 took 54 s on the ResNet here; BERT-small: the pool plus --qad-images training sequences;
+digits: train.npz; onnxkd trains on all but its 500 budget samples), next to
 plain PTQ (max_accuracy_drop=1.0) on the same data; the column gives both held-out losses. onnxkd calls the
 refiner only when PTQ is over its budget on its own 500 samples, and keeps the QAD model only when it is within
 the budget there (else the accuracy control runs on the PTQ model): the column says which.
@@ -111,6 +114,7 @@ from light_models import light_model_path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import int8_models  # noqa: E402  (the trained CNNs and their task)
+import int8_text  # noqa: E402  (the trained transformer and its task)
 
 import onnxkd  # noqa: E402
 from onnxkd.model import save as save_model  # noqa: E402
@@ -315,6 +319,23 @@ def trained_case(arch: str, size: int) -> Callable[[Path, argparse.Namespace], P
     return build
 
 
+def text_case(folder: Path, args: argparse.Namespace) -> Prepared:
+    """BERT-small trained on the token task (int8_text.py): onnxkd gets the calibration pool with its labels, the
+    peer its first 128 sequences, every accuracy is measured on the test split; QAD adds --qad-images training
+    sequences."""
+    path, info = int8_text.trained_onnx(args.cache)
+    pool_x, pool_y = int8_text.split("pool")
+    test_x, test_y = int8_text.split("test")
+
+    def qad_data() -> dict:
+        train_x, train_y = int8_text.split("train")
+        return {"input_ids": np.concatenate([pool_x, train_x[:args.qad_images]]),
+                "labels": np.concatenate([pool_y, train_y[:args.qad_images]])}
+
+    return Prepared(path, "input_ids", {"input_ids": pool_x, "labels": pool_y}, pool_x[:CALIBRATION], test_x, test_y,
+                    qad_data=qad_data, trained=info)
+
+
 def digits_case(folder: Path, args: argparse.Namespace) -> Prepared:
     train, val = np.load(DIGITS / "train.npz"), np.load(DIGITS / "val.npz")
     pick = np.sort(np.random.default_rng(0).permutation(len(train["labels"]))[:CALIBRATION])
@@ -364,6 +385,7 @@ CASES: dict[str, tuple[str, str, Callable[[Path, argparse.Namespace], Prepared]]
     "mobilenetv2-1.0-224": ("MobileNetV2 1.0 (32-1280 ch), 224x224, trained", "cnn",
                             trained_case("mobilenetv2-1.0", 224)),
     "bert": ("zoo BERT, 12 tokens (random weights)", "transformer", zoo_case("bert")),
+    "bert-small": ("BERT-small (4x512), 64 tokens, trained", "transformer", text_case),
     "gpt": ("zoo GPT, 12 tokens (random weights)", "transformer", zoo_case("gpt")),
     "digits": ("digits CNN (real data)", "digits", digits_case),
     "digits-outlier": ("digits CNN, one channel x200", "digits", digits_outlier_case),
@@ -779,7 +801,7 @@ def summary(rows: list[dict]) -> list[str]:
         slowest = min(unbudgeted)
         lines.append(f"- never slower, int8 written without the accuracy budget: "
                      f"{verdict(slowest[0] >= 1.0)} (minimum {slowest[0]:.2f}x: {slowest[1]}, batch {slowest[2]})")
-    trained = [r for r in ok if r["family"] == "cnn"]
+    trained = [r for r in ok if r["trained"]]  # the trained CNNs and the trained transformer
     if trained:
         written = [(r["loss"]["onnxkd"][0] if r["onnxkd_int8"] else 0.0, r["label"]) for r in trained]
         plain = [(r["ptq_loss"], r["label"]) for r in trained if r.get("ptq_loss") is not None]

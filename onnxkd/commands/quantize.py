@@ -109,6 +109,8 @@ def render_quantize(summary: dict, console) -> None:
     from rich import box
     from rich.table import Table
 
+    from onnxkd.quantize.result import SCOPE_TEXT
+
     table = Table(title="Quantize", title_justify="left", title_style="bold", box=box.SIMPLE, pad_edge=False,
                   show_header=False)
     table.add_column("")
@@ -119,6 +121,8 @@ def render_quantize(summary: dict, console) -> None:
     table.add_row("calibration", f"{calib['method']} on {calib['samples']} samples, "
                   f"{'per-channel' if calib['per_channel'] else 'per-tensor'} weights")
     table.add_row("int8 compute nodes", f"{summary['quantized_nodes']} of {summary['compute_nodes']}")
+    if summary.get("scope"):
+        table.add_row("scope", SCOPE_TEXT[summary["scope"]])
     if summary.get("padded_inputs"):
         table.add_row("inputs padded", f"{', '.join(summary['padded_inputs'])} (to a multiple of 4 channels: "
                       "onnxruntime's fast int8 convolution, measured faster)")

@@ -25,7 +25,7 @@ from onnxkd.quantize import accuracy, speed
 from onnxkd.quantize.calibration import DEFAULT_METHOD, split
 from onnxkd.quantize.channel_pad import padded_convolutions
 from onnxkd.quantize.prepare import LARGE_BYTES, check_quantizable, model_bytes, prepare_float
-from onnxkd.quantize.ptq import Quantizer, Settings, compute_nodes, quantized_nodes
+from onnxkd.quantize.ptq import SCOPES, Quantizer, Settings, compute_nodes, quantized_nodes
 from onnxkd.quantize.result import QuantizeResult
 from onnxkd.quantize.search import Search
 from onnxkd.quantize.target import choose_target
@@ -108,7 +108,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
             nodes={node.name for node in float_graph.node}, computes=set(computes),
             partners=lambda: accuracy.feeders(float_graph), max_drop=max_accuracy_drop,
             load=_load_in_memory, save=lambda m: save(m, folder / "qat.onnx"),
-            padding=quantizer if target.device == "cpu-x86" else None)  # the x86 kernel's channel multiple
+            padding=quantizer if target.device == "cpu-x86" else None,  # the x86 kernel's channel multiple
+            use_scope=quantizer.use_scope, scopes=SCOPES)
         outcome = search.run(refine_logged if refine is not None else None, training)
         final, speedups = outcome.path, outcome.speedups
         notes += quantizer.notes + outcome.notes
@@ -124,6 +125,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         calibration=dict(settings.to_dict(), method=quantizer.method, samples=len(calib),
                          evaluation_samples=len(evaluation)),
         prepared=prepared, quantized_nodes=quantized, compute_nodes=len(computes), padded_inputs=padded,
+        scope=outcome.scope if final is not None else None,
         float_nodes=outcome.float_nodes if final is not None else {},
         speedups={str(b): s for b, s in speedups.items()}, quality=outcome.quality, max_accuracy_drop=max_accuracy_drop,
         size_bytes={"float": model_bytes(original), "int8": model_bytes(result_model)},

@@ -13,6 +13,7 @@ would dequantize the whole last feature map to average it in float.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx_ir as ir
@@ -62,17 +63,34 @@ def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
     large = model_bytes(upgraded) > LARGE_BYTES
     raw = save(upgraded, folder / "float-upgraded.onnx", external_data=large)
     prepared = folder / "float.onnx"
-    logging.getLogger("root").setLevel(logging.ERROR)  # quant_pre_process logs each step to the root logger
-    try:
-        quant_pre_process(str(raw), str(prepared), save_as_external_data=large)
-    except Exception as exc:  # symbolic shape inference fails on some custom ops: onnx's inference is enough
+    with _quiet_preprocessing():
         try:
-            quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True, save_as_external_data=large)
-        except Exception:
-            raise OnnxkdError(f"onnxruntime cannot prepare the model for quantization ({first_line(exc)})") from None
+            quant_pre_process(str(raw), str(prepared), save_as_external_data=large)
+        except Exception as exc:  # symbolic shape inference fails on some custom ops: onnx's inference is enough
+            try:
+                quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True, save_as_external_data=large)
+            except Exception:
+                raise OnnxkdError(f"onnxruntime cannot prepare the model for quantization ({first_line(exc)})") from None
     return prepared, {"opset_before": upgrade.opset_before, "opset_after": upgrade.opset_after,
                       "batchnorm_folded": _count(model, "BatchNormalization") - _count_path(prepared, "BatchNormalization"),
                       "spatial_means_pooled": pooled}
+
+
+@contextmanager
+def _quiet_preprocessing():
+    """quant_pre_process logs each step to the root logger, and the onnxruntime session it optimizes with warns on
+    stderr about every initializer the graph no longer uses: neither is the user's business."""
+    import onnxruntime as ort
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    ort.set_default_logger_severity(3)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        ort.set_default_logger_severity(2)  # onnxruntime's default (it offers no getter)
 
 
 def model_bytes(model: ir.Model) -> int:

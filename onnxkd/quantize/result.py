@@ -7,6 +7,10 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 
 
+# what a scope (ptq.SCOPES) quantizes, in words: the summary, the report and the search's notes
+SCOPE_TEXT = {"all": "every op quantized", "weighted": "only Conv, Gemm and MatMul quantized"}
+
+
 @dataclass
 class QuantizeResult:
     model: ir.Model  # the int8 model, or the float model when int8 did not pay
@@ -26,6 +30,7 @@ class QuantizeResult:
     gate: dict | None = None  # --min-int8-speedup: {"min": x, "passed": bool}
     qat: dict | None = None  # quantization-aware distillation: {"ptq": quality, "qat": quality, "kept": bool, ...}
     padded_inputs: list[str] = field(default_factory=list)  # convolutions with inputs padded for the fast kernel
+    scope: str | None = None  # what the int8 model quantizes: "all" ops or only the "weighted" ones (ptq.SCOPES)
 
     def to_dict(self) -> dict:
         return {
@@ -34,5 +39,5 @@ class QuantizeResult:
             "float_nodes": self.float_nodes, "speedups": self.speedups, "quality": self.quality,
             "max_accuracy_drop": self.max_accuracy_drop, "size_bytes": self.size_bytes, "trials": self.trials,
             "notes": self.notes, "gate": self.gate, "qat": self.qat,
-            "padded_inputs": self.padded_inputs,
+            "padded_inputs": self.padded_inputs, "scope": self.scope,
         }

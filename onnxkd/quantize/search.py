@@ -1,6 +1,8 @@
 """The decisions of one ``quantize`` run, in order, over candidates quantized and measured on onnxruntime:
 
 1. speed: the whole model int8, then the nodes slower in int8 back to float, else the float model (speed.py);
+   first with every op quantized, then, where that does not pay or loses more than the budget, with only the
+   weighted ops (ptq.SCOPES); the scope that pays and loses least goes on;
 2. quantization-aware distillation, when the caller gave a refiner and PTQ loses more than the budget;
 3. accuracy: the most sensitive nodes back to float until the drop is within budget (accuracy.py);
 4. a last timing when nodes went back to float for accuracy: the never-slower rule holds for what is written.
@@ -16,6 +18,8 @@ import onnx_ir as ir
 
 from onnxkd.data import Dataset
 from onnxkd.quantize import accuracy, speed
+from onnxkd.quantize.ptq import SCOPES
+from onnxkd.quantize.result import SCOPE_TEXT
 
 Refine = Callable[[ir.Model, Dataset], ir.Model]
 # why a candidate is not kept, in the notes (speed.pays is the rule)
@@ -31,6 +35,7 @@ class Outcome:
     trials: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     qat: dict | None = None
+    scope: str = SCOPES[0]  # what the written model quantizes (ptq.SCOPES)
 
 
 @dataclass
@@ -48,18 +53,43 @@ class Search:
     load: Callable[[Path], ir.Model]
     save: Callable[[ir.Model], Path]
     padding: speed.Padding | None = None  # narrow convolution inputs padded where measured faster
+    use_scope: Callable[[str], None] = lambda scope: None  # what the models quantized from now on quantize
+    scopes: tuple[str, ...] = SCOPES[:1]
 
     def run(self, refine: Refine | None, training: Dataset) -> Outcome:
-        fast = speed.keep_what_pays(self.quantize, self.timer, self.profiler, self.float_path, self.nodes,
-                                    trimmable=self.computes, padding=self.padding)
-        outcome = Outcome(None, fast.speedups, trials={"speed": fast.trials})
-        if not fast.pays:
+        outcome = Outcome(None, {}, trials={"speed": []})
+        evaluate: accuracy.Evaluate | None = None
+        best: tuple[str, speed.SpeedDecision, accuracy.Quality] | None = None  # the scope that pays, losing least
+        tried: dict[str, str] = {}  # scope -> why it was not taken as it is
+        for scope in self.scopes:
+            self.use_scope(scope)
+            fast = speed.keep_what_pays(self.quantize, self.timer, self.profiler, self.float_path, self.nodes,
+                                        trimmable=self.computes, padding=self.padding)
+            outcome.trials["speed"] += [dict(trial, scope=scope) for trial in fast.trials]
+            outcome.speedups = fast.speedups
+            if not fast.pays:
+                tried[scope] = f"{SCOPE_TEXT[scope]}: {describe(fast.speedups)}"
+                continue
+            evaluate = evaluate or self.evaluate()
+            ptq = evaluate(fast.path)
+            if best is None or ptq.drop < best[2].drop:
+                best = (scope, fast, ptq)
+            if ptq.drop <= self.max_drop:
+                break
+            tried[scope] = (f"{SCOPE_TEXT[scope]}: int8 loses {ptq.drop:.2%} ({ptq.metric}), over the "
+                            f"{self.max_drop:.2%} budget")
+        if best is None:
             outcome.notes.append(f"int8 is {TOO_SLOW} on this machine, even with the slow nodes left in float "
-                                 f"(speed-up {describe(fast.speedups)}): wrote the float model")
+                                 f"({'; '.join(tried.values())}): wrote the float model")
             return outcome
+        scope, fast, ptq = best
+        self.use_scope(scope)  # QAD and the accuracy control go on from this scope's model
+        outcome.scope, outcome.speedups = scope, fast.speedups
+        if scope != self.scopes[0]:
+            first = self.scopes[0]
+            why = tried[first] if "budget" in tried[first] else f"{tried[first]}, {TOO_SLOW}"
+            outcome.notes.append(f"{why}; {SCOPE_TEXT[scope]} instead")
         outcome.float_nodes = {name: f"speed: {why}" for name, why in fast.float_nodes.items()}
-        evaluate = self.evaluate()
-        ptq = evaluate(fast.path)
         if refine is not None and ptq.drop > self.max_drop and self._distilled(fast, ptq, refine, training, evaluate,
                                                                                 outcome):
             return outcome

@@ -6,6 +6,7 @@ table is plain rows of strings that the markdown, HTML and terminal renderers la
 
 from __future__ import annotations
 
+from onnxkd.quantize.result import SCOPE_TEXT
 from onnxkd.report import fmt
 from onnxkd.report.tables import Table
 
@@ -193,6 +194,8 @@ def int8(r: dict) -> Table:
                         f"{'per-channel' if calibration['per_channel'] else 'per-tensor'} weights"],
         ["int8 compute nodes", f"{q['quantized_nodes']} of {q['compute_nodes']}"],
     ]
+    if q.get("scope"):
+        table.rows.append(["scope", SCOPE_TEXT[q["scope"]]])
     if q.get("padded_inputs"):
         table.rows.append(["inputs padded to 4 channels (fast int8 kernel)", ", ".join(q["padded_inputs"])])
     table.rows += [[f"speed-up over float, batch {b}", fmt.ratio(v)] for b, v in q["speedups"].items()]

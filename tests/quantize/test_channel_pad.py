@@ -156,7 +156,8 @@ def test_padding_is_kept_only_where_the_profiler_says_faster_and_then_in_every_l
     assert padded_convolutions(onnx.load(str(path)).graph.node) == ([first] if kept else [])
     assert result.padded_inputs == ([first] if kept else [])
     decision = next(trial for trial in result.trials["speed"] if "padded" in trial)
-    assert decision == {"padded": [first], "profile_us": {"unpadded": 300.0, "padded": padded_us}, "kept": kept}
+    assert decision == {"padded": [first], "profile_us": {"unpadded": 300.0, "padded": padded_us}, "kept": kept,
+                        "scope": "all"}
 
 
 def test_weights_with_a_zero_point_are_left_alone(qdq):

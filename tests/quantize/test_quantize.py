@@ -73,6 +73,8 @@ def test_cli_writes_an_int8_model_within_the_accuracy_budget(digits, val, tmp_pa
     int8_weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
     assert len(int8_weights) == sum(1 for n in convs if n.name in quantized_nodes(out))
     assert summary["target"]["activation"] == "uint8"  # x86: U8S8
+    assert summary["scope"] == "all"  # a CNN within budget runs int8 through its pools too
+    assert any(n.op_type == "MaxPool" and n.input[0].endswith("DequantizeLinear_Output") for n in graph.node)
     assert any(t.data_type == onnx.TensorProto.UINT8 for t in graph.initializer)  # activation zero points
     # the accuracy onnxruntime measures here, on all 580 validation digits, is within the 1-point budget
     assert _accuracy(digits["teacher"], val) - _accuracy(out, val) <= 0.01

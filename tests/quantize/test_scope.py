@@ -1,0 +1,69 @@
+"""What is quantized (ptq.SCOPES): every op onnxruntime can quantize, or only the weighted ones where that loses
+more than the budget. A transformer's residual stream carries a few huge channels that its LayerNorms scale
+away; one 8-bit range over that stream crushes every other channel. Oracle: onnxruntime's outputs of the float
+and the written model on held-out inputs, and the written graph read back with onnx."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+import onnxkd
+
+
+class ResidualStream(nn.Module):
+    """A Linear, a residual-stream offset with one channel at 500, a LayerNorm whose gains ignore that channel and
+    rescale the others to unit spread, a classifier: the float function hardly sees the outlier."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc, self.norm, self.head = nn.Linear(16, 64), nn.LayerNorm(64), nn.Linear(64, 10)
+        offset = torch.zeros(64)
+        offset[0] = 500.0
+        self.register_buffer("offset", offset)
+        with torch.no_grad():  # the stream's std is about 62 (the outlier), a channel's own spread about 0.6
+            self.norm.weight.fill_(100.0)
+            self.norm.bias.fill_(12.5)
+            self.norm.weight[0], self.norm.bias[0] = 0.0, 0.0
+
+    def forward(self, x):
+        return self.head(self.norm(self.fc(x) + self.offset))
+
+
+def _always_faster(float_path, feeds, config, protocol, **options):
+    return lambda candidate: {batch: 2.0 for batch in feeds}
+
+
+def test_an_outlier_in_the_residual_stream_leaves_all_but_the_weighted_ops_in_float(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "stream.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(ResidualStream().eval(), (torch.randn(2, 16),), str(path), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    x = np.random.default_rng(0).standard_normal((628, 16)).astype(np.float32)
+    result = onnxkd.quantize(path, {"x": x}, speedups_of=_always_faster, times_of=lambda p: {},
+                             max_accuracy_drop=0.05)
+    assert result.int8 and result.scope == "weighted" and result.to_dict()["scope"] == "weighted"
+    assert "every op quantized: int8 loses" in result.notes[0]
+    assert {trial["scope"] for trial in result.trials["speed"]} == {"all", "weighted"}
+    written = onnxkd.save(result.model, tmp_path / "int8.onnx")
+    graph = onnx.load(str(written)).graph
+    quantized = {node.input[0] for node in graph.node if node.op_type == "QuantizeLinear"}
+    norm = next(node for node in graph.node if node.op_type == "LayerNormalization")
+    add = next(node for node in graph.node if node.op_type == "Add")
+    assert add.output[0] not in quantized and norm.input[0] == add.output[0]  # the stream stays float
+    assert sum(node.op_type == "DequantizeLinear" and node.input[0].endswith("weight_quantized")
+               for node in graph.node) == 2  # both Gemms run on int8 weights
+    held = np.random.default_rng(1).standard_normal((1000, 16)).astype(np.float32)
+
+    def classes(model_path):
+        return ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(
+            None, {"x": held})[0].argmax(1)
+
+    assert np.mean(classes(written) == classes(path)) >= 0.95
