@@ -864,10 +864,17 @@ def summary(rows: list[dict]) -> list[str]:
     for r in rows:  # one record per architecture; "cached" only when no row of this run trained it
         if r.get("trained") and records.get(r["trained"]["arch"], {}).get("cached", True):
             records[r["trained"]["arch"]] = r["trained"]
-    if records:
+    cnns = {arch: t for arch, t in records.items() if "epochs" in t}
+    if cnns:
         lines.append("- trained at 64x64 on 4,000 stripes images (Adam, one-cycle, CPU, 2 threads): " + "; ".join(
             f"{arch} {t['epochs']} epochs, {t['train_s']:.0f} s{' (cached)' if t.get('cached') else ''}"
-            for arch, t in records.items()) + "; fp32 held-out accuracy in the table (1,000 test images per size)")
+            for arch, t in cnns.items()) + "; fp32 held-out accuracy in the table (1,000 test images per size)")
+    for arch, t in records.items():
+        if "steps" in t:
+            lines.append(f"- {arch} trained on {int8_text.SPLITS['train'][0]:,} token sequences (AdamW, one-cycle, "
+                         f"CPU, 2 threads): {t['steps']} steps of {int8_text.BATCH}, {t['train_s']:.0f} s"
+                         f"{' (cached)' if t.get('cached') else ''}; fp32 held-out accuracy in the table "
+                         f"(1,000 test sequences)")
     return [line for line in lines if line]
 
 
