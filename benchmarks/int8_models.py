@@ -31,6 +31,7 @@ import logging
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -260,25 +261,34 @@ def train(name: str, cache: Path, seed: int = 0) -> tuple[nn.Module, dict]:
     return net, info
 
 
+def cached_training(cache: Path, stem: str, recipe: list, fresh: Callable[[], nn.Module],
+                    train_fresh: Callable[[], tuple[nn.Module, dict]], what: str) -> tuple[nn.Module, dict, str]:
+    """``train_fresh()``'s network and training record, or the cached ones of the same recipe; and the recipe's
+    key, which names the files (a changed recipe trains again)."""
+    key = hashlib.sha1(json.dumps(recipe).encode()).hexdigest()[:8]
+    weights, record = cache / f"{stem}-{key}.pt", cache / f"{stem}-{key}.json"
+    if weights.exists() and record.exists():
+        net = fresh()
+        net.load_state_dict(torch.load(weights))
+        return net, dict(json.loads(record.read_text()), cached=True), key
+    log(f"  training {what}")
+    net, info = train_fresh()
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), weights)
+    record.write_text(json.dumps(info))
+    test = next(value for name, value in info.items() if name.startswith("test_accuracy"))
+    log(f"  trained in {info['train_s']:.0f} s: train {info['train_accuracy']:.1%}, test {test:.1%} (torch)")
+    return net, dict(info, cached=False), key
+
+
 def trained_onnx(name: str, size: int, cache: Path) -> tuple[Path, dict]:
     """The ONNX file of ``name`` trained on the 64x64 task, exported at ``size`` (the architectures end in global
     average pooling: the same weights run at any size, on the same scene drawn larger), and its training record.
     Trained once per recipe (cached)."""
-    recipe = json.dumps([TASK, TRAIN, name, EPOCHS[name], LR[name], torch.__version__])
-    key = hashlib.sha1(recipe.encode()).hexdigest()[:8]  # retrain when the recipe changes
-    weights, record = cache / f"{name}-{TASK}-{key}.pt", cache / f"{name}-{TASK}-{key}.json"
-    if weights.exists() and record.exists():
-        net = architecture(name)
-        net.load_state_dict(torch.load(weights))
-        info = dict(json.loads(record.read_text()), cached=True)
-    else:
-        log(f"  training {name} on the 64x64 task ({EPOCHS[name]} epochs on {TRAIN} images)")
-        net, info = train(name, cache)
-        torch.save(net.state_dict(), weights)
-        record.write_text(json.dumps(info))
-        log(f"  trained in {info['train_s']:.0f} s: train {info['train_accuracy']:.1%}, "
-            f"test {info['test_accuracy_64_torch']:.1%} (torch, 64x64)")
-        info["cached"] = False
+    net, info, key = cached_training(
+        cache, f"{name}-{TASK}", [TASK, TRAIN, name, EPOCHS[name], LR[name], torch.__version__],
+        lambda: architecture(name), lambda: train(name, cache),
+        f"{name} on the 64x64 task ({EPOCHS[name]} epochs on {TRAIN} images)")
     path = cache / f"{name}-{TASK}-{key}-{size}.onnx"
     if not path.exists():
         export(net.eval(), size, path)

@@ -18,8 +18,6 @@ budget on the other 500; the peer calibrates on the first 128), held-out test (1
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import warnings
@@ -29,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from int8_models import THREADS, accuracy, log, models
+from int8_models import THREADS, accuracy, cached_training, models
 
 TASK = "tokens-v1"  # change when the generator changes: the cache keys on it
 VOCAB, LENGTH, CLASSES, SIGNAL = 2000, 64, 5, 30
@@ -108,22 +106,9 @@ def export(net: nn.Module, path: Path) -> Path:
 
 def trained_onnx(cache: Path) -> tuple[Path, dict]:
     """The trained BERT-small's ONNX file and its training record (trained once per recipe: cached)."""
-    recipe = json.dumps([TASK, SPLITS["train"], WIDTHS, STEPS, BATCH, LR, torch.__version__])
-    key = hashlib.sha1(recipe.encode()).hexdigest()[:8]
-    weights, record = cache / f"bert-small-{TASK}-{key}.pt", cache / f"bert-small-{TASK}-{key}.json"
-    cache.mkdir(parents=True, exist_ok=True)
-    if weights.exists() and record.exists():
-        net = architecture()
-        net.load_state_dict(torch.load(weights))
-        info = dict(json.loads(record.read_text()), cached=True)
-    else:
-        log(f"  training BERT-small on the token task ({STEPS} steps of {BATCH})")
-        net, info = train()
-        torch.save(net.state_dict(), weights)
-        record.write_text(json.dumps(info))
-        log(f"  trained in {info['train_s']:.0f} s: train {info['train_accuracy']:.1%}, "
-            f"test {info['test_accuracy_torch']:.1%} (torch)")
-        info["cached"] = False
+    net, info, key = cached_training(
+        cache, f"bert-small-{TASK}", [TASK, SPLITS["train"], WIDTHS, STEPS, BATCH, LR, torch.__version__],
+        architecture, train, f"BERT-small on the token task ({STEPS} steps of {BATCH})")
     path = cache / f"bert-small-{TASK}-{key}.onnx"
     if not path.exists():
         export(net.eval(), path)
