@@ -383,6 +383,7 @@ def _quantize(teacher: ModelLike, student: Path, target: Path, data: Dataset | N
                       eval_samples=q.eval_samples, max_accuracy_drop=q.max_accuracy_drop,
                       batch_size=plan.validate.batch_size, provider=plan.validate.provider,
                       threads=plan.validate.threads, seed=plan.seed, input_shapes=input_shapes, refine=refine,
+                      scope=q.scope,
                       log=lambda message: say(f"      {message}"))
     model_io.save(result.model, target)
     return result.to_dict()

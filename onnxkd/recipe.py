@@ -124,6 +124,7 @@ class QuantizeOptions:
     qat_epochs: int | None = None
     qat_lr: float = QAT_LR
     learn_scales: bool = True
+    scope: str = "auto"  # what is quantized: auto (every op, else only the weighted ones), all, weighted
 
 
 @dataclass

@@ -26,6 +26,10 @@ from onnxkd.qat import QAT_LR
 @click.option("--calibration-samples", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--eval-samples", type=click.IntRange(min=1), default=500, show_default=True,
               help="Samples (not used for calibration) on which the accuracy drop is measured.")
+@click.option("--scope", type=click.Choice(["auto", "all", "weighted"]), default="auto", show_default=True,
+              help="What is quantized: all (every op onnxruntime can: CNNs run int8 through Adds and pools), "
+              "weighted (only Conv, Gemm, MatMul: a transformer's residual stream stays float), or auto: all, "
+              "else weighted where all does not pay or loses more than the budget.")
 @click.option("--per-tensor", is_flag=True, help="One scale per weight tensor instead of one per output channel.")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0, 1), default=0.01, show_default=True,
               help="Budget: top-1 accuracy lost with labels, else 1 - agreement with the float model (or the "
@@ -48,7 +52,7 @@ from onnxkd.qat import QAT_LR
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def command(model, output, data, random_data, activation_type, calibration, calibration_samples, eval_samples,
-            per_tensor, max_accuracy_drop, min_int8_speedup, qat, teacher, epochs, lr, freeze_scales, device,
+            scope, per_tensor, max_accuracy_drop, min_int8_speedup, qat, teacher, epochs, lr, freeze_scales, device,
             batch_size, provider, threads, input_shapes, as_json, seed, **image_flags) -> None:
     """Quantize MODEL to int8 (QDQ, per-channel int8 weights) with onnxruntime, calibrated on --data, and keep
     only what pays: int8 is timed against float (batch 1 and --batch-size); nodes the profiler shows slower in
@@ -82,7 +86,7 @@ def command(model, output, data, random_data, activation_type, calibration, cali
     with StageBars(make_console(stderr=True)) as progress:
         result = quantize(
             model, data, refine=refine, progress=progress, activation_type=activation_type, calibration=calibration,
-            per_channel=not per_tensor, calibration_samples=calibration_samples, eval_samples=eval_samples,
+            per_channel=not per_tensor, scope=scope, calibration_samples=calibration_samples, eval_samples=eval_samples,
             max_accuracy_drop=max_accuracy_drop, min_int8_speedup=min_int8_speedup, batch_size=batch_size,
             provider=provider, threads=threads, seed=seed, random_data=random_data,
             image_options=image_options(image_flags), columns=image_flags.pop("columns"),

@@ -39,7 +39,7 @@ Log = Callable[[str], None]
 def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = "auto",
              calibration: str = DEFAULT_METHOD, per_channel: bool = True, calibration_samples: int = 128,
              eval_samples: int = 500, max_accuracy_drop: float = 0.01, min_int8_speedup: float | None = None,
-             batch_size: int = 8, provider: str = "auto", threads: int = 0, seed: int = 0,
+             batch_size: int = 8, provider: str = "auto", threads: int = 0, seed: int = 0, scope: str = "auto",
              random_data: bool = False, image_options: ImageOptions | None = None,
              input_shapes: Mapping[str, Sequence[int]] | None = None, transform: Callable | None = None,
              columns: Any = None, protocol: LatencyProtocol | None = None,
@@ -50,6 +50,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
     """Quantize ``model`` to int8 (QDQ, per-channel weights) where that is measured faster, calibrated on
     ``data`` (anything ``onnxkd.data.as_dataset`` reads; ``random_data=True`` calibrates on random inputs).
 
+    ``scope``: what is quantized (ptq.SCOPES): "all" ops onnxruntime can quantize, only the "weighted" ones
+    (Conv, Gemm, MatMul), or "auto": all, else weighted where all does not pay or loses more than the budget.
     ``max_accuracy_drop``: absolute top-1 accuracy with labels, else 1 - agreement with the float model (class
     scores) or the relative output error. ``min_int8_speedup``: the gate; the result says whether it passed.
     ``speedups_of(float_path, feeds, config, protocol)`` and ``times_of``: timing hooks (tests inject clocks).
@@ -59,6 +61,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
     accuracy budget, else the accuracy control runs on the PTQ model as without it.
     """
     log = log or (lambda message: None)
+    if scope != "auto" and scope not in SCOPES:
+        raise OnnxkdError(f"scope {scope!r}: choose from auto, {', '.join(SCOPES)}")
     original = load(model)
     check_quantizable(original)
     specs = input_specs(ir.to_proto(original))
@@ -109,7 +113,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
             partners=lambda: accuracy.feeders(float_graph), max_drop=max_accuracy_drop,
             load=_load_in_memory, save=lambda m: save(m, folder / "qat.onnx"),
             padding=quantizer if target.device == "cpu-x86" else None,  # the x86 kernel's channel multiple
-            use_scope=quantizer.use_scope, scopes=SCOPES)
+            use_scope=quantizer.use_scope, scopes=SCOPES if scope == "auto" else (scope,))
         outcome = search.run(refine_logged if refine is not None else None, training)
         final, speedups = outcome.path, outcome.speedups
         notes += quantizer.notes + outcome.notes

@@ -5,13 +5,17 @@ and the written model on held-out inputs, and the written graph read back with o
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
+import pytest
 import onnx
 import onnxruntime as ort
 import torch
 from torch import nn
+
+from cli_runner import cli
 
 import onnxkd
 
@@ -39,14 +43,21 @@ def _always_faster(float_path, feeds, config, protocol, **options):
     return lambda candidate: {batch: 2.0 for batch in feeds}
 
 
-def test_an_outlier_in_the_residual_stream_leaves_all_but_the_weighted_ops_in_float(tmp_path):
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory):
     torch.manual_seed(0)
-    path = tmp_path / "stream.onnx"
+    folder = tmp_path_factory.mktemp("stream")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(ResidualStream().eval(), (torch.randn(2, 16),), str(path), dynamo=False,
+        torch.onnx.export(ResidualStream().eval(), (torch.randn(2, 16),), str(folder / "stream.onnx"), dynamo=False,
                           input_names=["x"], dynamic_axes={"x": {0: "batch"}})
-    x = np.random.default_rng(0).standard_normal((628, 16)).astype(np.float32)
+    np.savez(folder / "x.npz", x=np.random.default_rng(0).standard_normal((628, 16)).astype(np.float32))
+    return folder
+
+
+def test_an_outlier_in_the_residual_stream_leaves_all_but_the_weighted_ops_in_float(stream, tmp_path):
+    path = stream / "stream.onnx"
+    x = np.load(stream / "x.npz")["x"]
     result = onnxkd.quantize(path, {"x": x}, speedups_of=_always_faster, times_of=lambda p: {},
                              max_accuracy_drop=0.05)
     assert result.int8 and result.scope == "weighted" and result.to_dict()["scope"] == "weighted"
@@ -67,3 +78,19 @@ def test_an_outlier_in_the_residual_stream_leaves_all_but_the_weighted_ops_in_fl
             None, {"x": held})[0].argmax(1)
 
     assert np.mean(classes(written) == classes(path)) >= 0.95
+
+
+def test_a_scope_given_is_the_only_one_tried(stream, tmp_path, capsys, monkeypatch):
+    forced = onnxkd.quantize(stream / "stream.onnx", stream / "x.npz", speedups_of=_always_faster,
+                             times_of=lambda p: {}, max_accuracy_drop=0.05, scope="all")
+    assert not forced.int8 and forced.scope is None  # every op quantized loses too much: the float model
+    assert {trial["scope"] for trial in forced.trials["speed"]} == {"all"}
+    monkeypatch.setattr("onnxkd.quantize.speed.onnxruntime_speedups", _always_faster)
+    code, stdout, _ = cli(capsys, "quantize", str(stream / "stream.onnx"), "--data", str(stream / "x.npz"), "-o",
+                          str(tmp_path / "int8.onnx"), "--scope", "weighted", "--max-accuracy-drop", "0.05", "--json")
+    summary = json.loads(stdout)
+    assert code == 0 and summary["int8"] and summary["scope"] == "weighted"
+    assert {trial["scope"] for trial in summary["trials"]["speed"]} == {"weighted"}
+    code, _, stderr = cli(capsys, "quantize", str(stream / "stream.onnx"), "--data", str(stream / "x.npz"), "-o",
+                          str(tmp_path / "other.onnx"), "--scope", "convs")
+    assert code == 2 and stderr.count("Error:") == 1 and not (tmp_path / "other.onnx").exists()
