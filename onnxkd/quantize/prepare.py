@@ -70,7 +70,8 @@ def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
             try:
                 quant_pre_process(str(raw), str(prepared), skip_symbolic_shape=True, save_as_external_data=large)
             except Exception:
-                raise OnnxkdError(f"onnxruntime cannot prepare the model for quantization ({first_line(exc)})") from None
+                raise OnnxkdError("onnxruntime cannot prepare the model for quantization "
+                                  f"({first_line(exc)})") from None
     return prepared, {"opset_before": upgrade.opset_before, "opset_after": upgrade.opset_after,
                       "batchnorm_folded": _count(model, "BatchNormalization") - _count_path(prepared, "BatchNormalization"),
                       "spatial_means_pooled": pooled}
