@@ -61,14 +61,15 @@ class Search:
         evaluate: accuracy.Evaluate | None = None
         best: tuple[str, speed.SpeedDecision, accuracy.Quality] | None = None  # the scope that pays, losing least
         tried: dict[str, str] = {}  # scope -> why it was not taken as it is
+        profiler = speed.memoized(self.profiler)  # the float model is profiled once, whatever the scopes
         for scope in self.scopes:
             self.use_scope(scope)
-            fast = speed.keep_what_pays(self.quantize, self.timer, self.profiler, self.float_path, self.nodes,
+            fast = speed.keep_what_pays(self.quantize, self.timer, profiler, self.float_path, self.nodes,
                                         trimmable=self.computes, padding=self.padding)
             outcome.trials["speed"] += [dict(trial, scope=scope) for trial in fast.trials]
             outcome.speedups = fast.speedups
             if not fast.pays:
-                tried[scope] = f"{SCOPE_TEXT[scope]}: {describe(fast.speedups)}"
+                tried[scope] = f"{SCOPE_TEXT[scope]}: {describe(fast.speedups)}, {TOO_SLOW}"
                 continue
             evaluate = evaluate or self.evaluate()
             ptq = evaluate(fast.path)
@@ -79,16 +80,14 @@ class Search:
             tried[scope] = (f"{SCOPE_TEXT[scope]}: int8 loses {ptq.drop:.2%} ({ptq.metric}), over the "
                             f"{self.max_drop:.2%} budget")
         if best is None:
-            outcome.notes.append(f"int8 is {TOO_SLOW} on this machine, even with the slow nodes left in float "
+            outcome.notes.append(f"int8 does not pay on this machine, even with the slow nodes left in float "
                                  f"({'; '.join(tried.values())}): wrote the float model")
             return outcome
         scope, fast, ptq = best
         self.use_scope(scope)  # QAD and the accuracy control go on from this scope's model
         outcome.scope, outcome.speedups = scope, fast.speedups
         if scope != self.scopes[0]:
-            first = self.scopes[0]
-            why = tried[first] if "budget" in tried[first] else f"{tried[first]}, {TOO_SLOW}"
-            outcome.notes.append(f"{why}; {SCOPE_TEXT[scope]} instead")
+            outcome.notes.append(f"{tried[self.scopes[0]]}; {SCOPE_TEXT[scope]} instead")
         outcome.float_nodes = {name: f"speed: {why}" for name, why in fast.float_nodes.items()}
         if refine is not None and ptq.drop > self.max_drop and self._distilled(fast, ptq, refine, training, evaluate,
                                                                                 outcome):

@@ -133,18 +133,23 @@ def _padded_if_faster(path: Path, padding: Padding | None, times_of: TimesOf) ->
     return (copy if kept else path), {"padded": convolutions, "profile_us": us, "kept": kept}
 
 
+def memoized(times_of: TimesOf) -> TimesOf:
+    """``times_of`` that profiles each model once (the float model is compared with every candidate)."""
+    cache: dict[Path, dict[str, float]] = {}
+
+    def times(path: Path) -> dict[str, float]:
+        if path not in cache:
+            cache[path] = times_of(path)
+        return cache[path]
+
+    return times
+
+
 class _Profiles:
-    """Candidate int8 model -> the nodes it runs slower than the float model does, with why (each model is
-    profiled once)."""
+    """Candidate int8 model -> the nodes it runs slower than the float model does, with why."""
 
     def __init__(self, times_of: TimesOf, float_path: Path):
-        self.times_of, self.float_path = times_of, float_path
-        self.cache: dict[Path, dict[str, float]] = {}
-
-    def times(self, path: Path) -> dict[str, float]:
-        if path not in self.cache:
-            self.cache[path] = self.times_of(path)
-        return self.cache[path]
+        self.times, self.float_path = memoized(times_of), float_path
 
     def __call__(self, path: Path, candidates: set[str]) -> dict[str, str]:
         float_times = self.times(self.float_path)

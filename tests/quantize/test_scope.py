@@ -18,6 +18,7 @@ from torch import nn
 from cli_runner import cli
 
 import onnxkd
+from onnxkd.quantize import speed
 
 
 class ResidualStream(nn.Module):
@@ -58,8 +59,10 @@ def stream(tmp_path_factory):
 def test_an_outlier_in_the_residual_stream_leaves_all_but_the_weighted_ops_in_float(stream, tmp_path):
     path = stream / "stream.onnx"
     x = np.load(stream / "x.npz")["x"]
-    result = onnxkd.quantize(path, {"x": x}, speedups_of=_always_faster, times_of=lambda p: {},
-                             max_accuracy_drop=0.05)
+    profiled: list = []
+    result = onnxkd.quantize(path, {"x": x}, speedups_of=_always_faster,
+                             times_of=lambda p: profiled.append(p) or {}, max_accuracy_drop=0.05)
+    assert len(profiled) == len(set(profiled))  # each model profiled once, the float one across both scopes
     assert result.int8 and result.scope == "weighted" and result.to_dict()["scope"] == "weighted"
     assert "every op quantized: int8 loses" in result.notes[0]
     assert {trial["scope"] for trial in result.trials["speed"]} == {"all", "weighted"}
@@ -85,7 +88,7 @@ def test_a_scope_given_is_the_only_one_tried(stream, tmp_path, capsys, monkeypat
                              times_of=lambda p: {}, max_accuracy_drop=0.05, scope="all")
     assert not forced.int8 and forced.scope is None  # every op quantized loses too much: the float model
     assert {trial["scope"] for trial in forced.trials["speed"]} == {"all"}
-    monkeypatch.setattr("onnxkd.quantize.speed.onnxruntime_speedups", _always_faster)
+    monkeypatch.setattr(speed, "onnxruntime_speedups", _always_faster)
     code, stdout, _ = cli(capsys, "quantize", str(stream / "stream.onnx"), "--data", str(stream / "x.npz"), "-o",
                           str(tmp_path / "int8.onnx"), "--scope", "weighted", "--max-accuracy-drop", "0.05", "--json")
     summary = json.loads(stdout)
