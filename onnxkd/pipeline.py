@@ -74,8 +74,8 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
              **options: Any) -> CompressResult:
     """Prune ``teacher`` at ``ratio``, distil the student on ``data``, validate it with onnxruntime, report.
 
-    ``output`` defaults to ``<teacher>.student.onnx`` and ``report`` to the folder ``<teacher>.report``
-    (``report=False``: none). ``recipe``: a ``Recipe``, its dict or a JSON path; ``options`` override it —
+    ``output`` defaults to ``<teacher>.student.onnx`` and ``report`` to a folder beside the student, named after
+    it (``small.onnx``: ``small.report``; ``<teacher>.student.onnx``: ``<teacher>.report``; ``report=False``: none). ``recipe``: a ``Recipe``, its dict or a JSON path; ``options`` override it —
     ``ratio``, ``criterion``, ``steps`` (prune steps), ``epochs``, ``hints``, ``device``, the gates
     ``max_accuracy_drop``/``min_agreement``/``min_speedup``, ``seed``, ``optimize`` (default True), any of ``FLAT_OPTIONS``, or whole
     sections ``prune=``/``distill=``/``validate=`` as dicts. ``progress``: a rich Console or None.
@@ -489,8 +489,10 @@ def _paths(teacher, output, report, work_dir) -> tuple[Path, Path | None, Path]:
             raise OnnxkdError("compress: give output= for a teacher that is not a file")
         output = source.with_name(source.name.removesuffix(".onnx") + ".student.onnx")
     output = model_io.check_output_path(output, {"teacher": teacher})
-    if report is None and source is not None:
-        report = source.with_name(source.name.removesuffix(".onnx") + ".report")
+    if report is None:
+        # Beside the student, not the teacher: the teacher's folder may be read-only or shared, and two students
+        # of one teacher keep a report each. teacher.student.onnx -> teacher.report; small.onnx -> small.report.
+        report = output.with_name(output.name.removesuffix(".onnx").removesuffix(".student") + ".report")
     report_dir = Path(report) if report not in (None, False) else None
     if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
         raise OnnxkdError(f"--report {report_dir}: exists and is not a folder")

@@ -237,18 +237,19 @@ def run_quantize(cell: Cell):
     return [output], []
 
 
-def _compress_args(cell: Cell, student: Path, *extra) -> list[str]:
+def _compress_args(cell: Cell, student: Path, *extra, report: str | None = "report") -> list[str]:
+    """``report=None``: the default report folder (beside the student, named after it)."""
+    where = [] if report is None else ["--report", cell.rel(cell.out / report)]
     return ["compress", cell.rel(cell.teacher.model), *cell.data_args(), *FAST_TRAIN, "--validate-batch-size", "8",
-            "--recipe", cell.rel(cell.recipe), "-o", cell.rel(student), "--report", cell.rel(cell.out / "report"),
-            *extra]
+            "--recipe", cell.rel(cell.recipe), "-o", cell.rel(student), *where, *extra]
 
 
-def _check_compress(cell: Cell, student: Path, smaller: bool = True) -> dict:
+def _check_compress(cell: Cell, student: Path, smaller: bool = True, report: str = "report") -> dict:
     """The compress outputs are all there, the work folder is gone, and MACs in the prune summary are counted at
     the shapes validation measured (the data's sample shape). ``smaller``: the student has fewer MACs."""
     t = cell.teacher
     assert not (cell.out / "student.onnx.work").exists()
-    r = json.loads((cell.out / "report" / "report.json").read_text())
+    r = json.loads((cell.out / report / "report.json").read_text())
     assert [s["name"] for s in r["compress"]["stages"]] == ["prune", "distill", "optimize", "validate"]
     measured = r["teacher"]["inputs"][0]["measured_shape"]
     assert measured == [t.fixed_batch or 1, *t.sample_shape]
@@ -261,18 +262,19 @@ def _check_compress(cell: Cell, student: Path, smaller: bool = True) -> dict:
     return r
 
 
-def _compress_outputs(cell: Cell, student: Path):
-    return [student], ["student.recipe.json", *(f"report/{name}" for name in REPORT_FILES)]
+def _compress_outputs(cell: Cell, student: Path, report: str = "report"):
+    return [student], ["student.recipe.json", *(f"{report}/{name}" for name in REPORT_FILES)]
 
 
 def run_compress(cell: Cell):
-    """compress with the defaults users get with data (kd criterion, ratio 0.5), one epoch."""
+    """compress with the defaults users get with data (kd criterion, ratio 0.5, the report beside the student
+    as student.report/, never beside the teacher), one epoch."""
     student = cell.out / "student.onnx"
-    ran = cell.onnxkd(*_compress_args(cell, student))
+    ran = cell.onnxkd(*_compress_args(cell, student, report=None))
     assert ran.code == 0, ran.why
-    r = _check_compress(cell, student)
+    r = _check_compress(cell, student, report="student.report")
     assert r["compress"]["prune"]["criterion"] == "kd"
-    return _compress_outputs(cell, student)
+    return _compress_outputs(cell, student, report="student.report")
 
 
 def run_compress_resume(cell: Cell):

@@ -47,7 +47,7 @@ def training_options(command):
 @click.option("--data", type=click.Path(), help="Training samples: an .npz keyed by input name (+ optional int `labels`), a folder of .npy files, an image folder DIR/<class>/*.jpg or a list file (.csv/.txt of path,label). Read a batch at a time. Without it: data-free (weak).")
 @click.option("--val-data", type=click.Path(), help="Validation samples (same formats). Without it a seeded 10% of --data is held out, never trained on.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="The student (default: TEACHER with .student.onnx).")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Report folder (default: TEACHER with .report).")
+@click.option("--report", "report_dir", type=click.Path(file_okay=False), help="Report folder (default: beside the student, STUDENT.report).")
 @click.option("--steps", "prune_steps", type=click.IntRange(min=1), default=1, show_default=True, help="Prune in K steps, distilling between them (re-scoring on the student).")
 @click.option("--criterion", type=click.Choice(CRITERIA), help="Channel importance (default: kd with --data, l1 without).")
 @click.option("--global", "global_rank", is_flag=True, help="Rank channels across groups (same overall fraction).")
