@@ -79,9 +79,10 @@ class Search:
                 break
             tried[scope] = (f"{SCOPE_TEXT[scope]}: int8 loses {ptq.drop:.2%} ({ptq.metric}), over the "
                             f"{self.max_drop:.2%} budget")
-        if best is None:
-            outcome.notes.append(f"int8 does not pay on this machine, even with the slow nodes left in float "
-                                 f"({'; '.join(tried.values())}): wrote the float model")
+        if best is None:  # every scope was too slow: say it once, with each scope's speed-ups
+            speeds = "; ".join(why.removesuffix(f", {TOO_SLOW}") for why in tried.values())
+            outcome.notes.append(f"int8 does not pay on this machine, even with the slow nodes left in float: it is "
+                                 f"{TOO_SLOW} ({speeds}): wrote the float model")
             return outcome
         scope, fast, ptq = best
         self.use_scope(scope)  # QAD and the accuracy control go on from this scope's model
