@@ -648,7 +648,9 @@ def _describe_distill(info: dict) -> str:
     best = info.get("best") or {}
     figures = ", ".join([f"{k} {best[k]:.1%}" for k in ("accuracy", "agreement") if best.get(k) is not None]
                         + ([f"output error {best['output_error']:.3g}"] if best.get("output_error") is not None else []))
-    return f"{info['steps']:,} steps, best epoch {info['best_epoch']} of {info['epochs']}" + (f" ({figures})" if figures else "")
+    best_epoch = ("no epoch beat the student before training, kept as it was" if info["best_epoch"] == 0
+                  else f"best epoch {info['best_epoch']} of {info['epochs']}")
+    return f"{info['steps']:,} steps, {best_epoch}" + (f" ({figures})" if figures else "")
 
 
 def _describe_optimize(info: dict) -> str:

@@ -122,7 +122,9 @@ def render_result(result: dict, console) -> None:
     if recalibration:
         table.add_row("pruned, as given", describe(recalibration["before"]))
         table.add_row("BatchNorm recalibrated", describe(recalibration["after"]))
-    if result.get("best"):
+    if result.get("best_epoch") == 0:
+        table.add_row("written: as before training (no epoch did better)", describe(result["best"]))
+    elif result.get("best"):
         table.add_row(f"distilled (epoch {result['best_epoch']} of {result['epochs']})", describe(result["best"]))
     console.print(table)
     console.print(f"{result['steps']:,} steps in {result['wall_s']:.1f} s, {result['samples_per_s']:,.0f} samples/s "

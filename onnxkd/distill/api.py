@@ -38,12 +38,14 @@ from onnxkd.distill.progress import reporter
 from onnxkd.distill.result import DistillResult
 from onnxkd.distill.targets import logits_tensors, plan_targets
 from onnxkd.distill.teacher import Teacher
-from onnxkd.distill.trainer import Session, TrainState, named_outputs, restore, train
+from onnxkd.distill.trainer import Session, TrainState, keep_as_best, named_outputs, restore, train
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import read_plan_details
 from onnxkd.model import ModelLike
 from onnxkd.torch_bridge import to_torch, write_back
 
+NO_EPOCH_BETTER = ("no epoch did better on the validation data than the student before training, so its weights "
+                   "are kept as they were; more data, more epochs or a lower --lr may help")
 DATA_FREE_WARNING = ("no --data: distilling on random inputs drawn from the input shapes (data-free, BatchNorm "
                      "statistics frozen). The student will be weak; give real samples with --data")
 
@@ -160,12 +162,16 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
             state = TrainState()
             recalibration = _recalibrate(session, student_model, run)
             state.initial = recalibration["after"] if recalibration else _validate(session)
+            keep_as_best(session, state, 0, state.initial)
         session.recalibration = recalibration
         report.line(f"distilling: {len(train_set):,} training samples, {len(val_set):,} validation, "
                     f"{epochs} epoch(s) = {total_steps:,} steps of {batches.batch_size}, "
                     f"lr {config.peak_lr:g} ({config.optimizer}), T {config.temperature:g}, on {device}"
                     + (f" x {world.size} processes" if world.distributed else ""))
         state = train(session, state)
+        if state.best is not None and state.best["epoch"] == 0 and state.history:
+            warnings.append(NO_EPOCH_BETTER)
+            report.line(f"Warning: {warnings[-1]}", "bold yellow")
     finally:
         remove_disk_cache(work_dir, world.rank)
         if decoded is not None:

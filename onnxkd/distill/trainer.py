@@ -170,8 +170,7 @@ def end_epoch(s: Session, state: TrainState) -> None:
               "val": val}
     improved = state.best is None or score(val) > tuple(state.best["score"])
     if improved:
-        state.best = {"epoch": state.epoch + 1, "score": list(score(val)), "val": val,
-                      "state": {k: v.detach().to("cpu", copy=True) for k, v in s.student.state_dict().items()}}
+        keep_as_best(s, state, state.epoch + 1, val)
     state.history.append(record)
     s.report.line(f"epoch {state.epoch + 1:>3}/{s.epochs}  loss {loss:.4g}  {describe(val)}"
                   f"  {record['samples_per_s']:,.0f} samples/s, {record['data_wait']:.0%} waiting for data"
@@ -181,6 +180,14 @@ def end_epoch(s: Session, state: TrainState) -> None:
     state.seconds = state.data_seconds = 0.0
     save_checkpoint(s, state)
     training_mode(s)
+
+
+def keep_as_best(s: Session, state: TrainState, epoch: int, val: dict) -> None:
+    """The student's weights now are the ones to write unless a later epoch scores higher. Epoch 0 is the student
+    before training: training that only makes it worse (a learning rate too high for a few hundred samples)
+    leaves it as it was instead of writing a worse one."""
+    state.best = {"epoch": epoch, "score": list(score(val)), "val": val,
+                  "state": {k: v.detach().to("cpu", copy=True) for k, v in s.student.state_dict().items()}}
 
 
 def training_mode(s: Session) -> None:

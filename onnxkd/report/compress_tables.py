@@ -163,20 +163,23 @@ def training(r: dict) -> Table:
     headers = ["epoch", "train loss", "val loss", "agreement", "accuracy", "output error", "samples/s", ""]
     table = Table("training", "Training (validation figures per epoch, measured in PyTorch)", headers, left=1)
     recalibration = d.get("recalibration")
+    kept_as_it_was = "best" if d.get("best_epoch") == 0 else ""  # epoch 0: the student before training
     if recalibration:
-        for label, figures in (("pruned", recalibration["before"]), ("BN recalibrated", recalibration["after"])):
-            table.rows.append([label, fmt.DASH, *_figures(figures), fmt.DASH, ""])
+        table.rows.append(["pruned", fmt.DASH, *_figures(recalibration["before"]), fmt.DASH, ""])
+        table.rows.append(["BN recalibrated", fmt.DASH, *_figures(recalibration["after"]), fmt.DASH, kept_as_it_was])
     elif d.get("initial"):
-        table.rows.append(["pruned", fmt.DASH, *_figures(d["initial"]), fmt.DASH, ""])
+        table.rows.append(["pruned", fmt.DASH, *_figures(d["initial"]), fmt.DASH, kept_as_it_was])
     for record in d.get("history", []):
         best = "best" if record["epoch"] == d.get("best_epoch") else ""
         table.rows.append([str(record["epoch"]), fmt.num(record["loss"]), *_figures(record["val"]),
                            f"{record['samples_per_s']:,.0f}", best])
     data = d.get("data", {})
     train_n = data.get("train", {}).get("n", 0)
+    written = ("the student as it was before training: no epoch did better" if kept_as_it_was
+               else f"the best epoch's ({d.get('best_epoch')})")
     table.note = (f"{d['steps']:,} steps on {train_n:,} samples"
                   + (" (data-free: random inputs)" if data.get("data_free") else "")
-                  + f", {d['device']}; the student written is the best epoch's ({d.get('best_epoch')}).")
+                  + f", {d['device']}; the student written is {written}.")
     return table
 
 

@@ -158,9 +158,13 @@ def training(r: dict) -> bytes:
             val_ax.scatter([0], [initial[key] * scale], color="grey", label="pruned, before training", zorder=3)
         val_ax.plot(xs, ys, marker="o", color=STUDENT, label="student")
         best = d.get("best_epoch")
+        start = (recalibration or {}).get("after") or initial or {}
         if best in xs:
             val_ax.scatter([best], [ys[xs.index(best)]], s=120, facecolors="none", edgecolors="black",
                            label=f"best (epoch {best})", zorder=4)
+        elif best == 0 and start.get(key) is not None:  # no epoch beat the student before training
+            val_ax.scatter([0], [start[key] * scale], s=120, facecolors="none", edgecolors="black",
+                           label="best (before training)", zorder=4)
         val_ax.set_title(f"validation {label} vs the teacher", fontsize=10)
         val_ax.set_xlabel("epoch")
         val_ax.legend(fontsize=8)

@@ -136,3 +136,18 @@ def test_epochs_report_the_share_of_time_spent_waiting_for_data(digits, digits_s
     monkeypatch.setattr(Batches, "epoch", slow_epoch)
     slow = onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "slow.onnx", epochs=1)
     assert slow.history[0]["data_wait"] > 0.5 > fast.history[0]["data_wait"] >= 0
+
+
+def test_training_that_only_hurts_leaves_the_student_as_it_was(digits, small_digits, tmp_path):
+    """The unpruned teacher as its own student, trained at a learning rate that wrecks it: no epoch scores as
+    well as the start, so the weights written are the student's own (onnxruntime gives the teacher's outputs
+    exactly) and the run says why."""
+    out = tmp_path / "s.onnx"
+    result = onnxkd.distill(digits["teacher"], digits["teacher"], small_digits["train"], out,
+                            val_data=small_digits["val"], epochs=2, optimizer="sgd", lr=50.0, recalibrate_bn=False)
+    assert [h["val"]["accuracy"] < result.initial["accuracy"] for h in result.history] == [True, True]
+    assert result.best_epoch == 0 and result.best == result.initial
+    assert any("no epoch did better" in w for w in result.warnings)
+    images = {"image": np.load(small_digits["val"])["image"]}
+    np.testing.assert_allclose(ort_outputs(out, images)[0], ort_outputs(digits["teacher"], images)[0], rtol=0,
+                               atol=1e-5)
