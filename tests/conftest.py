@@ -21,11 +21,12 @@ def zoo_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def zoo_model(zoo_dir):
-    """``zoo_model(name, exporter="legacy", external_data=False) -> Path`` of the exported file (cached)."""
+    """``zoo_model(name, exporter="legacy", external_data=False, dynamic_seq=False) -> Path`` of the exported file
+    (cached)."""
     import models  # torch is imported only by tests that use the zoo
 
-    def get(name: str, exporter: str = "legacy", external_data: bool = False) -> Path:
-        return models.export(name, zoo_dir, exporter, external_data=external_data)
+    def get(name: str, exporter: str = "legacy", external_data: bool = False, dynamic_seq: bool = False) -> Path:
+        return models.export(name, zoo_dir, exporter, external_data=external_data, dynamic_seq=dynamic_seq)
 
     return get
 

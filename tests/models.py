@@ -658,17 +658,19 @@ def randomise_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_data: bool = False,
-           keep_batchnorm: bool = False, image_size: int | None = None) -> Path:
+           keep_batchnorm: bool = False, image_size: int | None = None, dynamic_seq: bool = False) -> Path:
     """Export zoo model ``name`` to ``folder/<name>-<exporter>.onnx`` (cached) with a dynamic batch axis.
 
     Both exporters fold BatchNorm into the convs before it; ``keep_batchnorm`` (legacy only) keeps the
     BatchNormalization nodes, as other exporters (TensorFlow, PaddlePaddle, the ONNX zoo) write them.
     ``image_size`` exports a CNN at another input size than its tests use (benchmarks: deployment sizes).
+    ``dynamic_seq``: token models get a dynamic sequence axis too (up to 16), as NLP exports have it.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sized = image_size is not None and ZOO[name].family == "cnn"
     suffix = ("-ext" if external_data else "") + ("-bn" if keep_batchnorm else "") + (f"-{image_size}" if sized else "")
+    suffix += "-seq" if dynamic_seq else ""
     path = folder / f"{name}-{exporter}{suffix}.onnx"
     if path.exists():
         return path
@@ -684,12 +686,14 @@ def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_
             torch.onnx.export(
                 model, (example,), str(path), dynamo=False, opset_version=17, do_constant_folding=not keep_batchnorm,
                 input_names=[input_name], output_names=["output"],
-                dynamic_axes={input_name: {0: "batch"}, "output": {0: "batch"}},
+                dynamic_axes={input_name: {0: "batch", **({1: "seq"} if dynamic_seq else {})}, "output": {0: "batch"}},
             )
         elif exporter == "dynamo" and not keep_batchnorm:
             program = torch.onnx.export(
                 model, (example,), dynamo=True, input_names=[input_name], output_names=["output"],
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024)},), verbose=False,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=1024),
+                                 **({1: torch.export.Dim("seq", min=2, max=16)} if dynamic_seq else {})},),
+                verbose=False,
             )
             program.save(str(path), external_data=external_data)
         else:

@@ -14,7 +14,7 @@ from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.dependency import analyze
 from onnxkd.graph_passes.analyze.groups import ChannelGroup
 from onnxkd.graph_passes.normalize.prepare import prepare
-from onnxkd.graph_passes.normalize.untie import RetieInitializersPass
+from onnxkd.graph_passes.normalize.untie import RetieInitializersPass, RetieShapeConcatsPass
 from onnxkd.graph_passes.prune.importance import importance
 from onnxkd.graph_passes.prune.plan import (DEFAULT_ROUND_TO, Plan, group_ratios, make_plan, plan_from_json, plan_to_json,
                                            whole_by_rounding)
@@ -116,7 +116,7 @@ def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[i
 
 def _rewrite(teacher, prepared, groups, plan, input_shapes, label: str) -> PruneResult:
     apply_plan(prepared, groups, plan)
-    student = RetieInitializersPass()(prepared).model
+    student = RetieShapeConcatsPass()(RetieInitializersPass()(prepared).model).model
     try:
         student = ShapeInferencePass(strict_mode=False)(student).model
     except Exception:  # shapes are a convenience; the model is valid without them

@@ -26,13 +26,37 @@ from onnxkd.graph_passes.analyze.shape_folding import infer_at
 STAND_INS = (97, 89, 83, 79, 73, 71, 67, 61, 59, 53)
 
 
-def concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...] = STAND_INS) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
+# For models that bound a dynamic dim below those: a positional table of 16 sliced to the sequence length gives
+# [1, 16, d] at a stand-in of 89, which does not add to [97, 89, d], and every shape after it is lost. Tried
+# only when the large primes leave some tensor without a shape; kept only when they shape more tensors.
+SMALL_STAND_INS = (13, 11, 7, 5)
+
+
+def concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...] | None = None) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
     """(value name -> static shape, value name -> small integer value folded from shape arithmetic), both
     with the dynamic input dims at stand-in values; ({}, {}) when inference fails.
 
     A folded value that does not depend on a dynamic dim (a 1 in an Expand target) is the value at any
     input size; one that does holds a stand-in (a prime) where the real graph has the dynamic size.
+    ``stand_ins``: the values to use; by default ``STAND_INS``, or ``SMALL_STAND_INS`` where the model only
+    gets its shapes with those.
     """
+    if stand_ins is not None:
+        return _concrete_shapes(model, stand_ins)
+    large = _concrete_shapes(model, STAND_INS)
+    outputs = [v.name for node in model.graph for v in node.outputs if v.name]
+    if not any(name not in large[0] for name in outputs) or not _dynamic(model):
+        return large
+    small = _concrete_shapes(model, SMALL_STAND_INS)
+    return small if len(small[0]) > len(large[0]) else large
+
+
+def _dynamic(model: ir.Model) -> bool:
+    return any(value.shape is not None and any(not (isinstance(d, int) and d > 0) for d in value.shape)
+               for value in model.graph.inputs if value.name not in model.graph.initializers)
+
+
+def _concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...]) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
     symbols: dict[str, int] = {}
     fixed: dict[str, list[int]] = {}
     initializers = set(model.graph.initializers)

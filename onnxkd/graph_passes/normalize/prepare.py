@@ -5,11 +5,12 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, ShapeInferencePass
 
+from onnxkd.graph_passes.normalize.broadcast_views import BroadcastViewsPass
 from onnxkd.graph_passes.normalize.explicit_split import ExplicitSplitSizesPass
 from onnxkd.graph_passes.normalize.fold_views import FoldConstantViewsPass
 from onnxkd.graph_passes.normalize.packed_selects import PackedSelectsToSlicesPass
 from onnxkd.graph_passes.normalize.static_slice_bounds import FoldStaticSliceBoundsPass
-from onnxkd.graph_passes.normalize.untie import NameNodesPass, UntieInitializersPass
+from onnxkd.graph_passes.normalize.untie import NameNodesPass, UntieInitializersPass, UntieShapeConcatsPass
 from onnxkd.model import ModelLike
 
 
@@ -19,8 +20,8 @@ def prepare(model: ModelLike, *, simplify: bool = False) -> ir.Model:
 
     prepared = normalize(model, simplify=simplify)
     steps = (LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0), FoldConstantViewsPass(),
-             PackedSelectsToSlicesPass(), UntieInitializersPass(), NameNodesPass(), ExplicitSplitSizesPass(),
-             FoldStaticSliceBoundsPass())
+             PackedSelectsToSlicesPass(), BroadcastViewsPass(), UntieShapeConcatsPass(), UntieInitializersPass(),
+             NameNodesPass(), ExplicitSplitSizesPass(), FoldStaticSliceBoundsPass())
     for step in steps:
         prepared = step(prepared).model
     try:

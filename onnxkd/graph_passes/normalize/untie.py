@@ -1,4 +1,4 @@
-"""Untie shared initializers: give every consumer node its own copy.
+"""Untie shared initializers and shape computations: give every consumer node its own copy.
 
 Exporters share identical tensors (the legacy exporter through Identity nodes, the dynamo exporter
 directly: one LayerNorm weight or one Reshape shape for several nodes). Pruning cuts each consumer
@@ -53,6 +53,62 @@ class UntieInitializersPass(ir.passes.InPlacePass):
                 graph.register_initializer(copy)
                 for i in indices:
                     node.replace_input_with(i, copy)
+                modified = True
+        return ir.passes.PassResult(model, modified)
+
+
+class UntieShapeConcatsPass(ir.passes.InPlacePass):
+    """Each Concat that builds a Reshape's shape is read by that Reshape only: copies are made for the others.
+
+    The dynamo exporter computes a shape with dynamic dims once, as Concat(Shape(x)[0], Shape(x)[1], [64]), for
+    every Reshape that needs it: q, k and v's head split in nn.MultiheadAttention, and the same [batch, seq, 64]
+    in every layer. Cutting heads rewrites the constant entry (or makes it -1) for one Reshape; a shared Concat
+    would rewrite it for all of them, so the analysis froze them. The copies read the same inputs, so the
+    function is unchanged; ``UntieInitializersPass``, run after, gives each copy its own constant pieces.
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        names = {v.name for node in graph for v in node.outputs} | set(graph.initializers)
+        modified = False
+        for node in list(graph):
+            if node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
+                continue
+            value = node.outputs[0]
+            uses = list(value.uses())
+            shapes = [use for use in uses if use.node.op_type == "Reshape" and use.idx == 1]
+            if len(uses) < 2 or not shapes or value.is_graph_output():
+                continue
+            for k, use in enumerate(shapes[1:] if len(shapes) == len(uses) else shapes, start=1):
+                name = f"{value.name}{SUFFIX}{k}"
+                while name in names:
+                    name += "_"
+                names.add(name)
+                copy = ir.Node(node.domain, "Concat", inputs=list(node.inputs), attributes=node.attributes.values(),
+                               name=f"{node.name}{SUFFIX}{k}" if node.name else None, version=node.version)
+                copy.outputs[0].name, copy.outputs[0].shape, copy.outputs[0].type = name, value.shape, value.type
+                graph.insert_after(node, copy)
+                use.node.replace_input_with(use.idx, copy.outputs[0])
+                modified = True
+        return ir.passes.PassResult(model, modified)
+
+
+class RetieShapeConcatsPass(ir.passes.InPlacePass):
+    """Undo ``UntieShapeConcatsPass`` where the copies of one Concat read the same inputs again (after
+    ``RetieInitializersPass``: their Reshapes lost the same heads, or none): one shape computation, as exported."""
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        kept: dict[tuple, ir.Node] = {}
+        modified = False
+        for node in list(graph):
+            if node.op_type != "Concat" or node.domain not in ("", "ai.onnx"):
+                continue
+            key = (origin(node.outputs[0].name), node.attributes["axis"].value, tuple(id(v) for v in node.inputs))
+            first = kept.setdefault(key, node)
+            if first is not node:
+                node.outputs[0].replace_all_uses_with(first.outputs[0])
+                graph.remove(node, safe=True)
                 modified = True
         return ir.passes.PassResult(model, modified)
 
