@@ -118,6 +118,11 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
             + (f", {plan.prune.steps} steps" if plan.prune.steps > 1 else ""))
         clock = time.perf_counter()
         pruned_model, prune_info = _prune(teacher_model, plan, train, val, input_shapes, progress)
+        if not prune_info["summary"]["pruned"] and plan.prune.ratio > 0 and not plan.quantize.enabled:
+            _clear(work)  # a student that is the teacher is not worth distilling, validating and reporting
+            with contextlib.suppress(OSError):
+                work.rmdir()
+            raise OnnxkdError(nothing_to_cut(teacher, prune_info))
         model_io.save(pruned_model, pruned_path)
         prune_info["seconds"] = time.perf_counter() - clock
         state.complete("prune", prune_info)
@@ -293,6 +298,26 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
     return model, {"criterion": criterion, "ratio": options.ratio, "round_to": options.round_to,
                    "group_ratios": dict(options.group_ratios), "steps": steps, "summary": summary, "groups": rows,
                    "speed_search": search.to_dict() if search is not None else None}
+
+
+def nothing_to_cut(teacher: ModelLike, prune_info: dict) -> str:
+    """Why pruning left every channel group whole, in one line (compress stops there: a student that is the
+    teacher is not worth distilling)."""
+    from collections import Counter
+
+    name = Path(teacher).name if isinstance(teacher, (str, os.PathLike)) else "the teacher"
+    rows = prune_info["groups"]
+    rounded = [r for r in rows if r["reason"].startswith("round-to")]
+    if rounded:
+        why = (f"{len(rounded)} of its {len(rows)} channel groups are too narrow to cut at round-to "
+               f"{prune_info['round_to']} and the rest are frozen; --round-to 1 cuts narrow groups")
+    else:
+        reasons = Counter(r["reason"] for r in rows if r["status"] == "frozen")
+        listed = "; ".join(f"{reason}{f' ({n} groups)' if n > 1 else ''}" for reason, n in reasons.most_common(3))
+        why = (f"its only channel group is frozen ({listed})" if len(rows) == 1
+               else f"all {len(rows)} of its channel groups are frozen ({listed})")
+    return (f"nothing to cut in {name} at ratio {prune_info['ratio']:g}: {why}. `onnxkd inspect` lists each group "
+            "and why; --int8 would still quantize it")
 
 
 def _search(teacher: ir.Model, plan: Recipe, prune_at, input_shapes, progress):

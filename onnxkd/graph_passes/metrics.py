@@ -33,6 +33,9 @@ MAC_NODES: dict[tuple[str, str], tuple[str, int, int]] = {
     ("", "ConvTranspose"): ("conv_transpose", 0, 1),
     ("", "Gemm"): ("gemm", 0, 1),
     ("", "MatMul"): ("matmul", 0, 1),
+    ("", "LSTM"): ("recurrent", 0, 1),
+    ("", "GRU"): ("recurrent", 0, 1),
+    ("", "RNN"): ("recurrent", 0, 1),
     ("", "QLinearConv"): ("conv", 0, 3),
     ("", "QLinearMatMul"): ("matmul", 0, 3),
     ("", "ConvInteger"): ("conv", 0, 1),
@@ -184,8 +187,8 @@ def count_macs(model: ModelLike, input_shapes: dict[str, list[int]] | None = Non
     shape), carried through onnxruntime's quantized com.microsoft ops (``contrib_shapes``); dims of other
     inputs that are not numbers count as 1. Per node: Conv N*Cout*prod(out spatial)*(Cin/group)*prod(kernel);
     ConvTranspose, per input position, N*Cin*prod(in spatial)*(Cout/group)*prod(kernel); Gemm M*N*K;
-    MatMul prod(batch)*M*N*K. Bias adds and all other ops are not counted; nodes whose shapes stay unknown
-    are left out (``model_stats`` lists them).
+    MatMul prod(batch)*M*N*K; LSTM, GRU and RNN seq*batch*directions*gates*hidden*(input + hidden). Bias adds
+    and all other ops are not counted; nodes whose shapes stay unknown are left out (``model_stats`` lists them).
     """
     return _by_op(_macs(load(model), input_shapes)[0])
 
@@ -328,6 +331,12 @@ def _node_macs(node: ir.Node, rule: tuple[str, int, int], shapes: dict[str, list
         return m * (w[0] if node.attributes.get_int("transB", 0) else w[1]) * k
     if kind == "matmul":  # [..., M, K] @ [..., K, N] -> [..., M, N] (1-D operands promoted)
         return None if x is None or y is None else prod(y) * x[-1]
+    if kind == "recurrent":  # every step, each direction's gates read the input (W) and the hidden state (R)
+        r = shape(2)
+        if x is None or w is None or r is None:
+            return None
+        steps_and_batch = x[0] * x[1]  # [seq, batch, input], or [batch, seq, input] with layout=1
+        return steps_and_batch * w[0] * w[1] * (w[2] + r[2])
     return None
 
 

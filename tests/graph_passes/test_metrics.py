@@ -83,6 +83,21 @@ def test_batched_and_broadcast_matmul():
     assert count_macs(model) == {"MatMul": 2 * 3 * 4 * 6 * 5 + 2 * 3 * 4 * 6}
 
 
+def test_recurrent_layers_count_every_step_gate_and_direction():
+    # a bidirectional LSTM over [seq 9, batch 2, input 6], hidden 5: 2 directions x 4 gates x 5 units, each
+    # reading 6 inputs and 5 hidden states per step; then a GRU (3 gates) with layout=1, [batch 2, seq 9, 10]
+    model = _model(
+        [helper.make_node("LSTM", ["x", "w", "r"], ["y"], hidden_size=5, direction="bidirectional"),
+         helper.make_node("Transpose", ["y"], ["yt"], perm=[1, 0, 2, 3]),
+         helper.make_node("Reshape", ["yt", "shape"], ["z"]),
+         helper.make_node("GRU", ["z", "wg", "rg"], ["g"], hidden_size=4, layout=1)],
+        [_input("x", 9, 2, 6)], [_output("g")],
+        [_weight("w", 2, 20, 6), _weight("r", 2, 20, 5), numpy_helper.from_array(np.array([2, 9, 10], np.int64), "shape"),
+         _weight("wg", 1, 12, 10), _weight("rg", 1, 12, 4)],
+    )
+    assert count_macs(model) == {"LSTM": 9 * 2 * 2 * 4 * 5 * (6 + 5), "GRU": 2 * 9 * 3 * 4 * (10 + 4)}
+
+
 def test_params_count_float_initializers_once():
     model = _model(
         [helper.make_node("Add", ["x", "w"], ["s"]), helper.make_node("Mul", ["s", "w"], ["t"]),

@@ -138,6 +138,28 @@ def test_bad_input_is_refused_before_any_stage(workspace, args, message):
     assert _leftovers(workspace) == ["bad.json", "round.json", "unlabelled.npz"]
 
 
+def test_a_teacher_with_nothing_to_cut_is_refused_after_pruning_with_why(workspace):
+    """A student that is its teacher is not worth distilling: one line saying why, exit 2, nothing written."""
+    linear = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Gemm", ["image", "w"], ["logits"], transB=1)], "linear",
+        [onnx.helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, ["n", 64])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", 10])],
+        [onnx.numpy_helper.from_array(np.ones((10, 64), np.float32), "w")]),
+        opset_imports=[onnx.helper.make_opsetid("", 17)])
+    onnx.save(linear, workspace / "linear.onnx")
+    train = np.load(workspace / "train.npz")
+    np.savez(workspace / "flat.npz", image=train["image"].reshape(len(train["image"]), 64), labels=train["labels"])
+    for teacher, data, extra, why in [
+            ("linear.onnx", "flat.npz", [], "its only channel group is frozen (graph output 'logits')"),
+            ("teacher.onnx", "train.npz", ["--round-to", "512"], "too narrow to cut at round-to 512")]:
+        run = _compress(workspace / teacher, "--ratio", "0.5", "--data", workspace / data, *FAST, *extra)
+        assert run.returncode == 2, run.stderr
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: nothing to cut in {teacher} at ratio 0.5") \
+            and why in lines[0], run.stderr
+        assert _leftovers(workspace) == ["flat.npz", "linear.onnx"]
+
+
 def test_ctrl_c_leaves_nothing_then_resume_finishes(workspace):
     args = [workspace / "teacher.onnx", "--data", workspace / "train.npz", "--val-data", workspace / "val.npz",
             "--epochs", "40", "--batch-size", "8"]
