@@ -33,6 +33,7 @@ MAC_NODES: dict[tuple[str, str], tuple[str, int, int]] = {
     ("", "ConvTranspose"): ("conv_transpose", 0, 1),
     ("", "Gemm"): ("gemm", 0, 1),
     ("", "MatMul"): ("matmul", 0, 1),
+    ("", "Einsum"): ("einsum", 0, 1),
     ("", "LSTM"): ("recurrent", 0, 1),
     ("", "GRU"): ("recurrent", 0, 1),
     ("", "RNN"): ("recurrent", 0, 1),
@@ -187,7 +188,8 @@ def count_macs(model: ModelLike, input_shapes: dict[str, list[int]] | None = Non
     shape), carried through onnxruntime's quantized com.microsoft ops (``contrib_shapes``); dims of other
     inputs that are not numbers count as 1. Per node: Conv N*Cout*prod(out spatial)*(Cin/group)*prod(kernel);
     ConvTranspose, per input position, N*Cin*prod(in spatial)*(Cout/group)*prod(kernel); Gemm M*N*K;
-    MatMul prod(batch)*M*N*K; LSTM, GRU and RNN seq*batch*directions*gates*hidden*(input + hidden). Bias adds
+    MatMul prod(batch)*M*N*K; Einsum prod(output)*prod(summed-over dims); LSTM, GRU and RNN
+    seq*batch*directions*gates*hidden*(input + hidden). Bias adds
     and all other ops are not counted; nodes whose shapes stay unknown are left out (``model_stats`` lists them).
     """
     return _by_op(_macs(load(model), input_shapes)[0])
@@ -331,6 +333,8 @@ def _node_macs(node: ir.Node, rule: tuple[str, int, int], shapes: dict[str, list
         return m * (w[0] if node.attributes.get_int("transB", 0) else w[1]) * k
     if kind == "matmul":  # [..., M, K] @ [..., K, N] -> [..., M, N] (1-D operands promoted)
         return None if x is None or y is None else prod(y) * x[-1]
+    if kind == "einsum":  # one MAC per output element per combination of the summed-over letters
+        return None if y is None else _einsum_macs(node, y, [shape(i) for i in range(len(node.inputs))])
     if kind == "recurrent":  # every step, each direction's gates read the input (W) and the hidden state (R)
         r = shape(2)
         if x is None or w is None or r is None:
@@ -338,6 +342,33 @@ def _node_macs(node: ir.Node, rule: tuple[str, int, int], shapes: dict[str, list
         steps_and_batch = x[0] * x[1]  # [seq, batch, input], or [batch, seq, input] with layout=1
         return steps_and_batch * w[0] * w[1] * (w[2] + r[2])
     return None
+
+
+def _einsum_macs(node: ir.Node, output: list[int], shapes: list[list[int] | None]) -> int | None:
+    """prod(output) * the sizes of the letters summed over ("bij,bjk->bik": j); 0 for a single operand (a
+    transpose or a trace: no multiply-accumulates); None where shapes are unknown."""
+    equation = node.attributes.get_string("equation", "").replace(" ", "")
+    inputs, _, result = equation.partition("->")
+    terms = inputs.split(",")
+    if len(terms) < 2:
+        return 0
+    if any(s is None for s in shapes) or len(terms) != len(shapes):
+        return None
+    letters = [c for term in terms for c in term if c.isalpha()]
+    if not result and "->" not in equation:  # implicit output: the letters that appear once
+        result = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    sizes: dict[str, int] = {}
+    for term, dims in zip(terms, shapes):
+        explicit = term.replace("...", "")
+        if "..." in term:  # the ellipsis stands for the dims the letters do not name
+            start = term.index("...")
+            dims = dims[:start] + dims[len(dims) - (len(explicit) - start):] if len(explicit) > start else dims[:start]
+        if len(explicit) != len(dims):
+            return None
+        for c, d in zip(explicit, dims):
+            sizes[c] = max(sizes.get(c, 1), d)
+    summed = set(sizes) - set(result)
+    return prod(output) * prod(sizes[c] for c in summed)
 
 
 def _static_dims(value: ir.Value) -> list[int]:

@@ -98,6 +98,22 @@ def test_recurrent_layers_count_every_step_gate_and_direction():
     assert count_macs(model) == {"LSTM": 9 * 2 * 2 * 4 * 5 * (6 + 5), "GRU": 2 * 9 * 3 * 4 * (10 + 4)}
 
 
+def test_einsum_counts_the_summed_over_letters():
+    # Keras' EinsumDense as tf2onnx writes it: [B, S, 8] x [8, 2, 4] -> [B, S, 2, 4], summing over d;
+    # then attention scores with an ellipsis: [..., 2, S, 4] x [..., 2, S, 4] -> [..., 2, S, S], over h
+    model = _model(
+        [helper.make_node("Einsum", ["x", "w"], ["q"], equation="bsd,dnh->bsnh"),
+         helper.make_node("Transpose", ["q"], ["qt"], perm=[0, 2, 1, 3]),
+         helper.make_node("Einsum", ["qt", "qt"], ["scores"], equation="...nqh, ...nkh -> ...nqk")],
+        [_input("x", 3, 5, 8)], [_output("scores")], [_weight("w", 8, 2, 4)],
+    )
+    assert count_macs(model) == {"Einsum": 3 * 5 * 2 * 4 * 8 + 3 * 2 * 5 * 5 * 4}
+    # a single operand (a transpose) has no multiply-accumulates: not counted, and not unknown either
+    alone = _model([helper.make_node("Einsum", ["x"], ["y"], equation="ij->ji")], [_input("x", 3, 4)],
+                   [_output("y")], [])
+    assert count_macs(alone) == {"Einsum": 0} and model_stats(alone).macs_unknown == []
+
+
 def test_params_count_float_initializers_once():
     model = _model(
         [helper.make_node("Add", ["x", "w"], ["s"]), helper.make_node("Mul", ["s", "w"], ["t"]),
