@@ -88,3 +88,21 @@ def _concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...]) -> tuple[dict[
     values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer
               if t.name not in known and t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)}
     return shapes, values
+
+
+def shapes_at_two_sizes(model: ir.Model) -> list[dict[str, list[int]]]:
+    """Every tensor's shape at two different sets of stand-in sizes, for rewrites that must hold at any input
+    size (an equality seen at both is not a coincidence of one): the large ones, or the small ones where those
+    shape more tensors (a positional table shorter than the large stand-in length). Initializers' shapes
+    are read from the model."""
+    outputs = {v.name for node in model.graph for v in node.outputs if v.name}
+    best: list[dict] = [{}, {}]
+    for sizes in (STAND_INS, SMALL_STAND_INS):
+        pair = [concrete_shapes(model, sizes)[0], concrete_shapes(model, sizes[1:] + sizes[:1])[0]]
+        if len(pair[0]) > len(best[0]):
+            best = pair
+        if outputs <= set(best[0]):
+            break
+    static = {v.name: list(v.shape) for v in model.graph.initializers.values()
+              if v.shape is not None and all(isinstance(d, int) for d in v.shape)}
+    return [{**static, **view} for view in best]

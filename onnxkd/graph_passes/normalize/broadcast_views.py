@@ -19,7 +19,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from onnxkd.graph_passes.analyze.concrete_shapes import SMALL_STAND_INS, STAND_INS, concrete_shapes
+from onnxkd.graph_passes.analyze.concrete_shapes import shapes_at_two_sizes
 
 # Ops whose inputs broadcast with numpy's rule (all of them, for Where).
 _BROADCASTING = {"Add", "Sub", "Mul", "Div", "Pow", "Where", "Max", "Min", "And", "Or", "Xor", "Equal", "Less",
@@ -31,7 +31,7 @@ class BroadcastViewsPass(ir.passes.InPlacePass):
         reshapes = [n for n in model.graph if _is(n, "Reshape") and _is(n.inputs[0].producer(), "Reshape")]
         if not reshapes and not _broadcast_operands(model):
             return ir.passes.PassResult(model, False)
-        views = _two_views(model)
+        views = shapes_at_two_sizes(model)
         modified = False
         for node in reshapes:
             source = _identity_source(node, views)
@@ -60,23 +60,6 @@ def _broadcast_operands(model: ir.Model) -> list[tuple[ir.Node, int]]:
     """(node, input index) of every Expand output read by a broadcasting op, after the Reshape chains went."""
     return [(n, i) for n in model.graph if _is_broadcasting(n)
             for i, v in enumerate(n.inputs) if v is not None and _is(v.producer(), "Expand")]
-
-
-def _two_views(model: ir.Model) -> list[dict[str, list[int]]]:
-    """Every tensor's shape at two different sets of stand-in sizes: the large ones, or the small ones where
-    those shape more tensors (a positional table shorter than the large stand-in length). Initializers and
-    static shapes are read from the model."""
-    outputs = {v.name for node in model.graph for v in node.outputs if v.name}
-    best: list[dict] = [{}, {}]
-    for sizes in (STAND_INS, SMALL_STAND_INS):
-        pair = [concrete_shapes(model, sizes)[0], concrete_shapes(model, sizes[1:] + sizes[:1])[0]]
-        if len(pair[0]) > len(best[0]):
-            best = pair
-        if outputs <= set(best[0]):
-            break
-    static = {v.name: list(v.shape) for v in model.graph.initializers.values()
-              if v.shape is not None and all(isinstance(d, int) for d in v.shape)}
-    return [{**static, **view} for view in best]
 
 
 def _identity_source(node: ir.Node, views: list[dict]) -> ir.Value | None:

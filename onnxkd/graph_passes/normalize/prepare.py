@@ -10,6 +10,7 @@ from onnxkd.graph_passes.normalize.explicit_split import ExplicitSplitSizesPass
 from onnxkd.graph_passes.normalize.fold_views import FoldConstantViewsPass
 from onnxkd.graph_passes.normalize.packed_selects import PackedSelectsToSlicesPass
 from onnxkd.graph_passes.normalize.static_slice_bounds import FoldStaticSliceBoundsPass
+from onnxkd.graph_passes.normalize.strided_gathers import StridedGathersPass
 from onnxkd.graph_passes.normalize.untie import NameNodesPass, UntieInitializersPass, UntieShapeConcatsPass
 from onnxkd.model import ModelLike
 
@@ -20,8 +21,8 @@ def prepare(model: ModelLike, *, simplify: bool = False) -> ir.Model:
 
     prepared = normalize(model, simplify=simplify)
     steps = (LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0), FoldConstantViewsPass(),
-             PackedSelectsToSlicesPass(), BroadcastViewsPass(), UntieShapeConcatsPass(), UntieInitializersPass(),
-             NameNodesPass(), ExplicitSplitSizesPass(), FoldStaticSliceBoundsPass())
+             PackedSelectsToSlicesPass(), StridedGathersPass(), BroadcastViewsPass(), UntieShapeConcatsPass(),
+             UntieInitializersPass(), NameNodesPass(), ExplicitSplitSizesPass(), FoldStaticSliceBoundsPass())
     for step in steps:
         prepared = step(prepared).model
     try:
