@@ -160,3 +160,19 @@ def test_bridge_support_runs_the_checks_to_torch_makes(tmp_path):
     [row] = ops(onnxkd.load(model))
     assert row["supported"] is False and "alpha" in row["reason"]
     assert ops(onnxkd.load(light_model_path("squeezenet")))[0]["supported"]
+
+
+def test_prune_normalized_shows_the_residual_stream_as_prune_would_cut_it(zoo_model):
+    """The zoo transformer's residual stream is frozen by default (LayerNorm) and a prunable group with
+    --prune-normalized, exactly as the prune analysis makes it."""
+    from onnxkd.graph_passes.api import channel_groups
+
+    path = zoo_model("transformer", "dynamo")
+    for flag in ([], ["--prune-normalized"]):
+        result = run_cli("inspect", str(path), "--json", *flag)
+        assert result.returncode == 0, result.stderr
+        rows = json.loads(result.stdout)["groups"]
+        _, groups = channel_groups(path, prune_normalized=bool(flag))
+        assert [(r["size"], r["status"]) for r in rows] == [(g.size, "prunable" if g.prunable else "frozen")
+                                                           for g in groups]
+    assert sum(r["status"] == "prunable" for r in rows) > sum(g.prunable for g in channel_groups(path)[1])

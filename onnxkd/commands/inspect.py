@@ -90,14 +90,17 @@ SECTIONS: dict[str, Callable[[ir.Model], Any]] = {
 }
 
 
-def inspect_model(path: str, input_shapes: dict | None = None) -> dict[str, Any]:
+def inspect_model(path: str, input_shapes: dict | None = None, prune_normalized: bool = False) -> dict[str, Any]:
+    """``prune_normalized``: the channel groups as ``prune --prune-normalized`` sees them (residual streams)."""
+    from onnxkd.commands.prune import groups_section
     from onnxkd.data import check_input_shapes, input_specs
 
     model = model_io.load(path)
     shapes = check_input_shapes(input_shapes, input_specs(ir.to_proto(model)))
     report: dict[str, Any] = {"model": str(path)}
     for name, section in SECTIONS.items():
-        report[name] = section(model, shapes) if section is summary else section(model)
+        report[name] = (section(model, shapes) if section is summary
+                        else groups_section(model, prune_normalized) if name == "groups" else section(model))
     return report
 
 
@@ -182,8 +185,10 @@ def render(report: dict[str, Any], console) -> None:
 @click.command(name="inspect", short_help="Show a model's inputs, outputs, parameters and ops.")
 @click.argument("model", type=click.Path())
 @input_shape_option("Sizes of an input's dynamic dims for counting MACs (repeatable); a free batch is 1.")
+@click.option("--prune-normalized", is_flag=True,
+              help="Show the channel groups as prune --prune-normalized cuts them (LayerNorm'd hidden sizes too).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
-def command(model: str, input_shapes, as_json: bool) -> None:
+def command(model: str, input_shapes, prune_normalized: bool, as_json: bool) -> None:
     """Show what MODEL holds: inputs, outputs, parameter count, and every op type with its count,
     opset and whether the torch bridge supports it.
 
@@ -195,7 +200,7 @@ def command(model: str, input_shapes, as_json: bool) -> None:
     """
     from onnxkd.data import parse_input_shapes
 
-    report = inspect_model(model, parse_input_shapes(input_shapes))
+    report = inspect_model(model, parse_input_shapes(input_shapes), prune_normalized)
     if as_json:
         click.echo(json.dumps(report, indent=2, default=str))
         return

@@ -271,12 +271,12 @@ def _num(value) -> str:
     return "-" if value is None else f"{value:,}"
 
 
-def groups_section(model) -> list[dict[str, Any]]:
+def groups_section(model, prune_normalized: bool = False) -> list[dict[str, Any]]:
     """The channel groups of a model as rows (``onnxkd inspect``'s groups section and its --json)."""
     from onnxkd.graph_passes.api import channel_groups
 
     try:
-        _, groups = channel_groups(model)
+        _, groups = channel_groups(model, prune_normalized)
     except OnnxkdError as exc:  # inspect still shows the rest of the model
         return [{"error": str(exc)}]
     return [{"id": g.id, "size": g.size, "block": g.channel_block, "members": len(g.members),
