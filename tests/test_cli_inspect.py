@@ -176,3 +176,12 @@ def test_prune_normalized_shows_the_residual_stream_as_prune_would_cut_it(zoo_mo
         assert [(r["size"], r["status"]) for r in rows] == [(g.size, "prunable" if g.prunable else "frozen")
                                                            for g in groups]
     assert sum(r["status"] == "prunable" for r in rows) > sum(g.prunable for g in channel_groups(path)[1])
+
+
+def test_groups_frozen_at_residual_adds_of_a_layernormed_model_get_a_hint(zoo_model):
+    transformer = run_cli("inspect", str(zoo_model("transformer", "dynamo")))
+    assert transformer.returncode == 0 and "--prune-normalized cuts it" in transformer.stdout
+    opted_in = run_cli("inspect", str(zoo_model("transformer", "dynamo")), "--prune-normalized")
+    assert opted_in.returncode == 0 and "--prune-normalized cuts it" not in opted_in.stdout
+    resnet = run_cli("inspect", str(zoo_model("resnet", "dynamo")))  # residual Adds, but no LayerNorm
+    assert resnet.returncode == 0 and "--prune-normalized" not in resnet.stdout

@@ -97,7 +97,7 @@ def inspect_model(path: str, input_shapes: dict | None = None, prune_normalized:
 
     model = model_io.load(path)
     shapes = check_input_shapes(input_shapes, input_specs(ir.to_proto(model)))
-    report: dict[str, Any] = {"model": str(path)}
+    report: dict[str, Any] = {"model": str(path), "prune_normalized": prune_normalized}
     for name, section in SECTIONS.items():
         report[name] = (section(model, shapes) if section is summary
                         else groups_section(model, prune_normalized) if name == "groups" else section(model))
@@ -180,6 +180,21 @@ def render(report: dict[str, Any], console) -> None:
             render_generic(name, report[name], console)
         else:
             renderer(report[name], console)
+    if hint := residual_stream_hint(report):
+        console.print(hint, highlight=False)
+
+
+def residual_stream_hint(report: dict[str, Any]) -> str | None:
+    """Groups frozen at residual Adds of a LayerNorm'd model are its residual stream, which the analysis leaves
+    whole by default; the reason they show names the Add, not the LayerNorm behind it, so say it."""
+    if report.get("prune_normalized") or not any(r["op_type"] == "LayerNormalization" for r in report["ops"]):
+        return None
+    at_adds = [r for r in report["groups"] if r.get("reason", "").startswith("combined with an operand")]
+    if not at_adds:
+        return None
+    return (f"note: the {len(at_adds)} group(s) frozen at residual Adds write a residual stream that "
+            "LayerNormalization normalises, left whole by default; --prune-normalized cuts it "
+            "(inspect --prune-normalized shows the groups then)")
 
 
 @click.command(name="inspect", short_help="Show a model's inputs, outputs, parameters and ops.")
