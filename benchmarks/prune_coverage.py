@@ -50,6 +50,14 @@ def models(folder: Path) -> list[tuple[str, str, Path]]:
         for exporter in zoo.EXPORTERS:
             rows.append((f"{name}-{exporter}", arch.family, zoo.export(name, folder, exporter)))
     rows.append(("resnet-dynamo-ext", "cnn", zoo.export("resnet", folder, "dynamo", external_data=True)))
+    # as users' files often are: token models with a dynamic sequence length too, CNNs moved to channels_last
+    # (the legacy export of nn.MultiheadAttention bakes the length in: onnxruntime rejects it at other lengths)
+    for name, arch in zoo.ZOO.items():
+        if arch.family == "transformer" and name != "vit":
+            rows += [(f"{name}-{exporter}-seq", arch.family, zoo.export(name, folder, exporter, dynamic_seq=True))
+                     for exporter in zoo.EXPORTERS if (name, exporter) != ("mha", "legacy")]
+    rows += [(f"{name}-dynamo-cl", "cnn", zoo.export(name, folder, "dynamo", channels_last=True))
+             for name in ("resnet", "mobilenetv2", "densenet")]
     rows += [(f"light_{n}", "cnn", light_model_path(n)) for n in LIGHT]
     return rows
 
@@ -60,7 +68,9 @@ def shapes_for(path: Path) -> dict[str, list[int]]:
     out = {}
     for value in proto.graph.input:
         if value.name not in inits:
-            out[value.name] = [d.dim_value if d.HasField("dim_value") else 1 for d in value.type.tensor_type.shape.dim]
+            # a free batch counts 1, a free sequence length the zoo's 12 tokens
+            out[value.name] = [d.dim_value if d.HasField("dim_value") else (12 if axis == 1 else 1)
+                               for axis, d in enumerate(value.type.tensor_type.shape.dim)]
     return out
 
 

@@ -658,25 +658,30 @@ def randomise_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def export(name: str, folder: str | Path, exporter: str = "legacy", *, external_data: bool = False,
-           keep_batchnorm: bool = False, image_size: int | None = None, dynamic_seq: bool = False) -> Path:
+           keep_batchnorm: bool = False, image_size: int | None = None, dynamic_seq: bool = False,
+           channels_last: bool = False) -> Path:
     """Export zoo model ``name`` to ``folder/<name>-<exporter>.onnx`` (cached) with a dynamic batch axis.
 
     Both exporters fold BatchNorm into the convs before it; ``keep_batchnorm`` (legacy only) keeps the
     BatchNormalization nodes, as other exporters (TensorFlow, PaddlePaddle, the ONNX zoo) write them.
     ``image_size`` exports a CNN at another input size than its tests use (benchmarks: deployment sizes).
     ``dynamic_seq``: token models get a dynamic sequence axis too (up to 16), as NLP exports have it.
+    ``channels_last`` (dynamo, CNNs): the model and example moved to torch.channels_last, as users do for speed
+    (the exporter then writes a Flatten as as_strided).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sized = image_size is not None and ZOO[name].family == "cnn"
     suffix = ("-ext" if external_data else "") + ("-bn" if keep_batchnorm else "") + (f"-{image_size}" if sized else "")
-    suffix += "-seq" if dynamic_seq else ""
+    suffix += ("-seq" if dynamic_seq else "") + ("-cl" if channels_last else "")
     path = folder / f"{name}-{exporter}{suffix}.onnx"
     if path.exists():
         return path
     model = build(name)
     example = _image(image_size)(2) if sized else ZOO[name].example_input(2)
     input_name = "input" if example.is_floating_point() else "input_ids"
+    if channels_last:
+        model, example = model.to(memory_format=torch.channels_last), example.to(memory_format=torch.channels_last)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" noise
     # The legacy exporter traces with gradients enabled: nn.MultiheadAttention then takes its exportable path
     # (its fused inference op has no ONNX form); the dynamo exporter decomposes the fused op itself.
