@@ -76,3 +76,23 @@ def assert_close(actual: list[np.ndarray], expected: list[np.ndarray], rtol: flo
         assert a.shape == e.shape
         scale = max(float(np.abs(e).max()), 1e-6)
         np.testing.assert_allclose(a, e, rtol=0, atol=rtol * scale * 10)
+
+
+def prunable_heads(path) -> list[tuple[int, int]]:
+    """(size, channel block) of every prunable group cut in blocks: a transformer's attention heads."""
+    from onnxkd.graph_passes.api import channel_groups
+
+    _, groups = channel_groups(path)
+    return [(g.size, g.channel_block) for g in groups if g.prunable and g.channel_block > 1]
+
+
+def prune_and_check(path, feeds: list[dict[str, np.ndarray]], ratio: float = 0.5):
+    """``prune(path, ratio, round_to=1)``, checked against the oracle on each of ``feeds``; the result."""
+    from onnxkd.graph_passes.api import channel_groups, prune
+
+    result = prune(path, ratio, round_to=1)
+    prepared, groups = channel_groups(path)
+    zeroed = zeroed_original(prepared, groups, result.plan)
+    for inputs in feeds:
+        assert_close(run(result.model, inputs), run(zeroed, inputs))
+    return result

@@ -10,10 +10,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
-from prune_oracle import assert_close, run, zeroed_original
+from prune_oracle import assert_close, prunable_heads, prune_and_check, run
 from torch import nn
 
-from onnxkd.graph_passes.api import channel_groups, prune
+from onnxkd.graph_passes.api import channel_groups
 from onnxkd.graph_passes.normalize.broadcast_views import BroadcastViewsPass
 from onnxkd.model import load
 
@@ -67,21 +67,12 @@ def _padded_ids(batch: int, length: int, seed: int) -> dict[str, np.ndarray]:
 
 def test_heads_are_cut_behind_a_key_padding_mask(padded_encoder):
     """One prunable heads group per attention block, and the cut model matches the oracle at two lengths."""
-    _, groups = channel_groups(padded_encoder)
-    heads = [(g.size, g.channel_block) for g in groups if g.prunable and g.channel_block > 1]
-    assert heads == [(4, 8), (4, 8)], [(g.source, g.size, g.channel_block, g.frozen) for g in groups]
-    result = prune(padded_encoder, 0.5, round_to=1)
-    prepared, groups = channel_groups(padded_encoder)
-    zeroed = zeroed_original(prepared, groups, result.plan)
-    for length in (12, 7) if "dynamo" in padded_encoder.name else (12,):
-        feeds = _padded_ids(3, length, seed=length)
-        assert_close(run(result.model, feeds), run(zeroed, feeds))
-        assert_close(run(load(padded_encoder), feeds), run(prepared_unpruned(padded_encoder), feeds))
-
-
-def prepared_unpruned(path):
-    """The model as the analysis reads it (the rewrites applied), nothing cut."""
-    return channel_groups(path)[0]
+    assert prunable_heads(padded_encoder) == [(4, 8), (4, 8)]
+    feeds = [_padded_ids(3, length, seed=length) for length in ((12, 7) if "dynamo" in padded_encoder.name else (12,))]
+    prune_and_check(padded_encoder, feeds)
+    prepared = channel_groups(padded_encoder)[0]  # the rewrites applied, nothing cut: the teacher's function
+    for inputs in feeds:
+        assert_close(run(load(padded_encoder), inputs), run(prepared, inputs))
 
 
 # --------------------------------------------------------------------------- the rewrites alone, on small graphs
