@@ -43,9 +43,9 @@ def load(model: ModelLike) -> ir.Model:
     if isinstance(model, ir.Model):
         return model
     if isinstance(model, onnx.ModelProto):
-        return _dynamic_dims(ir.from_proto(model))
+        return _in_order(_dynamic_dims(ir.from_proto(model)))
     if isinstance(model, (str, os.PathLike)):
-        return _dynamic_dims(_load_path(Path(model)))
+        return _in_order(_dynamic_dims(_load_path(Path(model))))
     raise OnnxkdError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}")
 
 
@@ -182,6 +182,20 @@ def session_source(model: ModelLike) -> str | bytes:
     folder = tempfile.mkdtemp(prefix="onnxkd-session-")
     _SESSION_COPIES.append(folder)
     return str(save(model, Path(folder) / "model.onnx", external_data=True))
+
+
+def _in_order(model: ir.Model) -> ir.Model:
+    """The main graph's nodes in topological order. onnxruntime sorts a graph itself, so files with a node
+    before its inputs' producers run there (onnxruntime's own float16 converter appends the input Casts at the
+    end); onnx-ir's cloning and every pass here read nodes in order. A graph already in order is left as it
+    is (node order names the channel groups)."""
+    produced = {v.name for v in model.graph.inputs} | set(model.graph.initializers)
+    for node in model.graph:
+        if any(v is not None and v.name and v.name not in produced and v.producer() is not None for v in node.inputs):
+            model.graph.sort()
+            return model
+        produced.update(v.name for v in node.outputs)
+    return model
 
 
 def _dynamic_dims(model: ir.Model) -> ir.Model:

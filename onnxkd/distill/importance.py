@@ -52,8 +52,8 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
     """
     prepared, groups = channel_groups(model, prune_normalized)
     prunable = [g for g in groups if g.prunable]
-    student = to_torch(prepared).to(device).eval()
-    oracle = student if teacher is None else to_torch(teacher).to(device).eval()
+    student = to_torch(prepared, half_as_float32=True).to(device).eval()
+    oracle = student if teacher is None else to_torch(teacher, half_as_float32=True).to(device).eval()
     logits = logits_tensors(prepared)
     named = list(student.onnx_parameters())
     if not named:

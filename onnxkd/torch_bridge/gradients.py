@@ -48,7 +48,7 @@ def initializer_gradients(model: ModelLike | OnnxModule, batches: Any, labels: n
     gets zeros. Nothing on a given ``OnnxModule`` changes (mode, ``.grad`` and ``requires_grad``
     are restored).
     """
-    module = model if isinstance(model, OnnxModule) else to_torch(model)
+    module = model if isinstance(model, OnnxModule) else to_torch(model, half_as_float32=True)
     if device is not None and not isinstance(model, OnnxModule):
         module = module.to(device)
     named = list(module.onnx_parameters())

@@ -200,9 +200,17 @@ class _BufferDict(nn.Module):
         return hasattr(self, key)
 
 
-def to_torch(model: model_io.ModelLike) -> OnnxModule:
-    """The ONNX model as a trainable ``OnnxModule`` (raises UnsupportedOpError naming the first unsupported node)."""
-    return OnnxModule(_runnable(model_io.load(model)))
+def to_torch(model: model_io.ModelLike, half_as_float32: bool = False) -> OnnxModule:
+    """The ONNX model as a trainable ``OnnxModule`` (raises UnsupportedOpError naming the first unsupported node).
+
+    ``half_as_float32``: a float16/bfloat16 model computes in float32 (``half.in_float32``), as training and
+    scoring need; ``write_back`` still writes the original dtypes."""
+    loaded = model_io.load(model)
+    if half_as_float32:
+        from onnxkd.torch_bridge.half import in_float32
+
+        loaded = in_float32(loaded)
+    return OnnxModule(_runnable(loaded))
 
 
 def _runnable(model: ir.Model) -> ir.Model:

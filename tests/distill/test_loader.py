@@ -91,8 +91,8 @@ def test_under_augmentation_the_teacher_and_the_student_see_the_same_tensors(dig
     seen: list[tuple[str, torch.Tensor]] = []
     original = api.to_torch
 
-    def recording(model):
-        module = original(model)
+    def recording(model, **options):
+        module = original(model, **options)
         label = "teacher" if len(seen_modules) == 0 else "student"
         seen_modules.append(label)
         module.register_forward_pre_hook(lambda m, args: seen.append((label, args[0].detach().clone())))
