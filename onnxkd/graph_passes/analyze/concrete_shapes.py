@@ -30,6 +30,11 @@ STAND_INS = (97, 89, 83, 79, 73, 71, 67, 61, 59, 53)
 # [1, 16, d] at a stand-in of 89, which does not add to [97, 89, d], and every shape after it is lost. Tried
 # only when the large primes leave some tensor without a shape; kept only when they shape more tensors.
 SMALL_STAND_INS = (13, 11, 7, 5)
+# For models that need a dynamic dim divisible by their total stride: a detector's feature pyramid upsamples
+# H/16 by 2 and concatenates it with H/8, which match only where H is a multiple of 16. Primes times 128: as
+# unlikely as the primes to equal a static dim, divisible by any stride up to 128.
+ALIGNED_STAND_INS = tuple(128 * p for p in STAND_INS)
+FALLBACK_STAND_INS = (SMALL_STAND_INS, ALIGNED_STAND_INS)
 
 
 def concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...] | None = None) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
@@ -38,17 +43,22 @@ def concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...] | None = None) -
 
     A folded value that does not depend on a dynamic dim (a 1 in an Expand target) is the value at any
     input size; one that does holds a stand-in (a prime) where the real graph has the dynamic size.
-    ``stand_ins``: the values to use; by default ``STAND_INS``, or ``SMALL_STAND_INS`` where the model only
-    gets its shapes with those.
+    ``stand_ins``: the values to use; by default ``STAND_INS``, or a fallback set where the model gets more of
+    its shapes with it (``SMALL_STAND_INS``, ``ALIGNED_STAND_INS``).
     """
     if stand_ins is not None:
         return _concrete_shapes(model, stand_ins)
-    large = _concrete_shapes(model, STAND_INS)
-    outputs = [v.name for node in model.graph for v in node.outputs if v.name]
-    if not any(name not in large[0] for name in outputs) or not _dynamic(model):
-        return large
-    small = _concrete_shapes(model, SMALL_STAND_INS)
-    return small if len(small[0]) > len(large[0]) else large
+    best = _concrete_shapes(model, STAND_INS)
+    outputs = {v.name for node in model.graph for v in node.outputs if v.name}
+    if not _dynamic(model):
+        return best
+    for sizes in FALLBACK_STAND_INS:
+        if outputs <= set(best[0]):
+            break
+        other = _concrete_shapes(model, sizes)
+        if len(other[0]) > len(best[0]):
+            best = other
+    return best
 
 
 def _dynamic(model: ir.Model) -> bool:
@@ -92,12 +102,11 @@ def _concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...]) -> tuple[dict[
 
 def shapes_at_two_sizes(model: ir.Model) -> list[dict[str, list[int]]]:
     """Every tensor's shape at two different sets of stand-in sizes, for rewrites that must hold at any input
-    size (an equality seen at both is not a coincidence of one): the large ones, or the small ones where those
-    shape more tensors (a positional table shorter than the large stand-in length). Initializers' shapes
-    are read from the model."""
+    size (an equality seen at both is not a coincidence of one): the large ones, or a fallback set where it
+    shapes more tensors (see ``concrete_shapes``). Initializers' shapes are read from the model."""
     outputs = {v.name for node in model.graph for v in node.outputs if v.name}
     best: list[dict] = [{}, {}]
-    for sizes in (STAND_INS, SMALL_STAND_INS):
+    for sizes in (STAND_INS, *FALLBACK_STAND_INS):
         pair = [concrete_shapes(model, sizes)[0], concrete_shapes(model, sizes[1:] + sizes[:1])[0]]
         if len(pair[0]) > len(best[0]):
             best = pair
