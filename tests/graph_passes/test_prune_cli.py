@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 from cli_runner import cli
 from prune_oracle import assert_close, random_inputs, run
 
@@ -29,6 +31,18 @@ def test_prune_writes_a_valid_smaller_model(zoo_model, tmp_path, capsys):
     assert read_plan(out)
     assert digest(source) == before
     assert list(tmp_path.iterdir()) == [out]  # no temp files left
+
+
+def test_a_model_with_nothing_to_cut_is_written_as_it_is_with_why(tmp_path, capsys):
+    linear = helper.make_model(helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["logits"], transB=1)], "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 10])],
+        [numpy_helper.from_array(np.ones((10, 64), np.float32), "w")]), opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(linear, tmp_path / "linear.onnx")
+    code, stdout, _ = cli(capsys, "prune", str(tmp_path / "linear.onnx"), "--ratio", "0.5", "-o", str(tmp_path / "p.onnx"))
+    assert code == 0, stdout
+    assert "nothing was cut: none of the 1 channel group(s) can be cut (graph output 'logits')" in stdout
 
 
 def test_prune_json_summary(zoo_model, tmp_path, capsys):
