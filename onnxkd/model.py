@@ -189,13 +189,19 @@ def _in_order(model: ir.Model) -> ir.Model:
     before its inputs' producers run there (onnxruntime's own float16 converter appends the input Casts at the
     end); onnx-ir's cloning and every pass here read nodes in order. A graph already in order is left as it
     is (node order names the channel groups)."""
-    produced = {v.name for v in model.graph.inputs} | set(model.graph.initializers)
-    for node in model.graph:
-        if any(v is not None and v.name and v.name not in produced and v.producer() is not None for v in node.inputs):
-            model.graph.sort()
-            return model
-        produced.update(v.name for v in node.outputs)
+    if not in_topological_order(model.graph):
+        model.graph.sort()
     return model
+
+
+def in_topological_order(graph: ir.Graph) -> bool:
+    """Whether every node of ``graph`` comes after the producers of its inputs."""
+    known = {v.name for v in graph.inputs} | set(graph.initializers) | {""}
+    for node in graph:
+        if any(v is not None and v.name not in known for v in node.inputs):
+            return False
+        known.update(v.name for v in node.outputs)
+    return True
 
 
 def _dynamic_dims(model: ir.Model) -> ir.Model:

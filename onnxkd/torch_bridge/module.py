@@ -218,7 +218,7 @@ def _runnable(model: ir.Model) -> ir.Model:
 
     Initializer names are unchanged, so ``write_back`` still targets the original graph.
     """
-    if not model.functions and _is_sorted(model.graph):
+    if not model.functions and model_io.in_topological_order(model.graph):
         return model
     from onnx_ir.passes.common import InlinePass, TopologicalSortPass
 
@@ -226,15 +226,6 @@ def _runnable(model: ir.Model) -> ir.Model:
     InlinePass()(model)
     TopologicalSortPass()(model)
     return model
-
-
-def _is_sorted(graph: ir.Graph) -> bool:
-    known = {v.name for v in graph.inputs} | set(graph.initializers) | {""}
-    for node in graph:
-        if any(v is not None and v.name not in known for v in node.inputs):
-            return False
-        known.update(v.name for v in node.outputs)
-    return True
 
 
 def _sanitize(name: str, taken: set[str]) -> str:
