@@ -48,17 +48,35 @@ def concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...] | None = None) -
     """
     if stand_ins is not None:
         return _concrete_shapes(model, stand_ins)
-    best = _concrete_shapes(model, STAND_INS)
-    outputs = {v.name for node in model.graph for v in node.outputs if v.name}
+    return _fitting_stand_ins(model)[1]
+
+
+Concrete = tuple[dict[str, list[int]], dict[str, np.ndarray]]
+
+
+def _fitting_stand_ins(model: ir.Model) -> tuple[tuple[int, ...], Concrete]:
+    """The stand-in set that shapes the model best (``STAND_INS`` unless a fallback set shapes more of its
+    tensors; fallbacks are tried only for a model with dynamic dims that the large primes leave unshaped), and
+    ``concrete_shapes`` at it."""
+    sizes, best = STAND_INS, _concrete_shapes(model, STAND_INS)
     if not _dynamic(model):
-        return best
-    for sizes in FALLBACK_STAND_INS:
+        return sizes, best
+    outputs = {v.name for node in model.graph for v in node.outputs if v.name}
+    for other_sizes in FALLBACK_STAND_INS:
         if outputs <= set(best[0]):
             break
-        other = _concrete_shapes(model, sizes)
+        other = _concrete_shapes(model, other_sizes)
         if len(other[0]) > len(best[0]):
-            best = other
-    return best
+            sizes, best = other_sizes, other
+    return sizes, best
+
+
+def concrete_at_two_sizes(model: ir.Model) -> tuple[Concrete, Concrete]:
+    """``concrete_shapes`` at two different sets of stand-in sizes (the set that fits the model, and the same
+    values rotated so that each dynamic dim gets another), for rewrites that must hold at any input size: an
+    equality seen at both is not a coincidence of one."""
+    sizes, first = _fitting_stand_ins(model)
+    return first, _concrete_shapes(model, sizes[1:] + sizes[:1])
 
 
 def _dynamic(model: ir.Model) -> bool:
@@ -101,17 +119,8 @@ def _concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...]) -> tuple[dict[
 
 
 def shapes_at_two_sizes(model: ir.Model) -> list[dict[str, list[int]]]:
-    """Every tensor's shape at two different sets of stand-in sizes, for rewrites that must hold at any input
-    size (an equality seen at both is not a coincidence of one): the large ones, or a fallback set where it
-    shapes more tensors (see ``concrete_shapes``). Initializers' shapes are read from the model."""
-    outputs = {v.name for node in model.graph for v in node.outputs if v.name}
-    best: list[dict] = [{}, {}]
-    for sizes in (STAND_INS, *FALLBACK_STAND_INS):
-        pair = [concrete_shapes(model, sizes)[0], concrete_shapes(model, sizes[1:] + sizes[:1])[0]]
-        if len(pair[0]) > len(best[0]):
-            best = pair
-        if outputs <= set(best[0]):
-            break
+    """Every tensor's shape at two different sets of stand-in sizes (``concrete_at_two_sizes``), initializers'
+    shapes read from the model."""
     static = {v.name: list(v.shape) for v in model.graph.initializers.values()
               if v.shape is not None and all(isinstance(d, int) for d in v.shape)}
-    return [{**static, **view} for view in best]
+    return [{**static, **shapes} for shapes, _ in concrete_at_two_sizes(model)]

@@ -16,7 +16,7 @@ import numpy as np
 import onnx_ir as ir
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from onnxkd.graph_passes.analyze.concrete_shapes import STAND_INS, concrete_shapes
+from onnxkd.graph_passes.analyze.concrete_shapes import concrete_at_two_sizes
 
 _BOUNDS = {1: "starts", 2: "ends"}
 
@@ -74,8 +74,7 @@ class FoldStaticSliceBoundsPass(ir.passes.InPlacePass):
         todo = [(node, i) for node in model.graph for i in _computed_bounds(node)]
         if not todo:
             return ir.passes.PassResult(model, False)
-        shapes, first = concrete_shapes(model)
-        other_shapes, second = concrete_shapes(model, STAND_INS[1:] + STAND_INS[:1])
+        (shapes, first), (other_shapes, second) = concrete_at_two_sizes(model)
         modified = False
         for node, i in todo:
             name = node.inputs[i].name
