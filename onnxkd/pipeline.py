@@ -303,19 +303,10 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
 def nothing_to_cut(teacher: ModelLike, prune_info: dict) -> str:
     """Why pruning left every channel group whole, in one line (compress stops there: a student that is the
     teacher is not worth distilling)."""
-    from collections import Counter
+    from onnxkd.graph_passes.prune.plan import nothing_cut
 
     name = Path(teacher).name if isinstance(teacher, (str, os.PathLike)) else "the teacher"
-    rows = prune_info["groups"]
-    rounded = [r for r in rows if r["reason"].startswith("round-to")]
-    if rounded:
-        why = (f"{len(rounded)} of its {len(rows)} channel groups are too narrow to cut at round-to "
-               f"{prune_info['round_to']} and the rest are frozen; --round-to 1 cuts narrow groups")
-    else:
-        reasons = Counter(r["reason"] for r in rows if r["status"] == "frozen")
-        listed = "; ".join(f"{reason}{f' ({n} groups)' if n > 1 else ''}" for reason, n in reasons.most_common(3))
-        why = (f"its only channel group is frozen ({listed})" if len(rows) == 1
-               else f"all {len(rows)} of its channel groups are frozen ({listed})")
+    why = nothing_cut(prune_info["summary"], [r["reason"] for r in prune_info["groups"] if r["status"] == "frozen"])
     return (f"nothing to cut in {name} at ratio {prune_info['ratio']:g}: {why}. `onnxkd inspect` lists each group "
             "and why; --int8 would still quantize it")
 

@@ -131,24 +131,14 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     if search is not None:
         render_search(search, console)
     render_summary(result.summary, console)
-    from onnxkd.graph_passes.prune.plan import rounding_note
+    from onnxkd.graph_passes.prune.plan import nothing_cut, rounding_note
 
-    note = rounding_note(result.summary) or _nothing_cut_note(result)
+    note = rounding_note(result.summary)
+    if note is None and (why := nothing_cut(result.summary, [g.frozen for g in result.groups if g.frozen])):
+        note = f"nothing was cut: {why}; `onnxkd inspect` lists each group with its reason"
     if note:
         console.print(f"Note: {note}", style="dim", highlight=False)
     console.print(f"Wrote {target}", highlight=False, soft_wrap=True)
-
-
-def _nothing_cut_note(result) -> str | None:
-    """Why a prune left every group whole, where rounding did not (the written model is the input's)."""
-    if result.summary["pruned"] or not result.groups:
-        return None
-    from collections import Counter
-
-    reasons = Counter(g.frozen for g in result.groups if g.frozen)
-    listed = "; ".join(reason for reason, _ in reasons.most_common(3)) or "single-channel groups"
-    return (f"nothing was cut: none of the {len(result.groups)} channel group(s) can be cut ({listed}); "
-            "`onnxkd inspect` lists each group with its reason")
 
 
 def _data_and_shapes(model, data: str | None, input_shapes: tuple[str, ...], needed: bool):

@@ -42,7 +42,7 @@ def test_a_model_with_nothing_to_cut_is_written_as_it_is_with_why(tmp_path, caps
     onnx.save(linear, tmp_path / "linear.onnx")
     code, stdout, _ = cli(capsys, "prune", str(tmp_path / "linear.onnx"), "--ratio", "0.5", "-o", str(tmp_path / "p.onnx"))
     assert code == 0, stdout
-    assert "nothing was cut: none of the 1 channel group(s) can be cut (graph output 'logits')" in stdout
+    assert "nothing was cut: its only channel group is frozen (graph output 'logits')" in stdout
 
 
 def test_prune_json_summary(zoo_model, tmp_path, capsys):

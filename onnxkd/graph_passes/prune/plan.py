@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from math import gcd
 
 import numpy as np
@@ -135,6 +136,22 @@ def rounding_note(summary: dict) -> str | None:
     n, step = len(whole), summary.get("round_to", DEFAULT_ROUND_TO)
     return (f"round-to {step} left {n} narrow {'group' if n == 1 else 'groups'} whole that the ratio would cut "
             f"(a CPU layer cut below {step} channels gains far less speed than MACs); --round-to 1 cuts them")
+
+
+def nothing_cut(summary: dict, frozen: list[str]) -> str | None:
+    """Why a prune cut no channel group, in a phrase (None where it cut one): groups too narrow for its
+    round-to, or the reasons of the ``frozen`` groups (the three most common). prune and compress say it."""
+    if summary["pruned"]:
+        return None
+    groups = summary["groups"]
+    if rounded := summary.get("whole_by_rounding"):
+        return (f"{len(rounded)} of its {groups} channel groups are too narrow to cut at round-to "
+                f"{summary['round_to']} and the rest are frozen; --round-to 1 cuts narrow groups")
+    reasons = Counter(frozen).most_common(3)
+    listed = "; ".join(f"{reason}{f' ({n} groups)' if n > 1 else ''}" for reason, n in reasons) \
+        or "single-channel groups"
+    return (f"its only channel group is frozen ({listed})" if groups == 1
+            else f"all {groups} of its channel groups are frozen ({listed})")
 
 
 def _global_counts(by_id, scores, ratios, cap: float) -> dict[int, int]:
