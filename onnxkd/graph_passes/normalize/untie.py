@@ -20,6 +20,15 @@ def origin(name: str) -> str:
     return head if sep and tail.isdigit() else name
 
 
+def _copy_name(name: str, k: int, taken: set[str]) -> str:
+    """``<name>__u<k>`` (what ``origin`` undoes), made unique among ``taken`` and added to it."""
+    copy = f"{name}{SUFFIX}{k}"
+    while copy in taken:
+        copy += "_"
+    taken.add(copy)
+    return copy
+
+
 class UntieInitializersPass(ir.passes.InPlacePass):
     """Each initializer of rank >= 1 is read by one node only; copies are made for the others.
 
@@ -44,10 +53,7 @@ class UntieInitializersPass(ir.passes.InPlacePass):
                 groups.insert(0, None)  # the output keeps the original
             for k, group in enumerate(groups[1:], start=1):
                 node, indices = group[0], group[1:]
-                name = f"{value.name}{SUFFIX}{k}"
-                while name in names:
-                    name += "_"
-                names.add(name)
+                name = _copy_name(value.name, k, names)
                 copy = ir.Value(name=name, shape=value.shape, type=value.type,
                                 const_value=ir.Tensor(value.const_value.numpy().copy(), name=name))
                 graph.register_initializer(copy)
@@ -80,10 +86,7 @@ class UntieShapeConcatsPass(ir.passes.InPlacePass):
             if len(uses) < 2 or not shapes or value.is_graph_output():
                 continue
             for k, use in enumerate(shapes[1:] if len(shapes) == len(uses) else shapes, start=1):
-                name = f"{value.name}{SUFFIX}{k}"
-                while name in names:
-                    name += "_"
-                names.add(name)
+                name = _copy_name(value.name, k, names)
                 copy = ir.Node(node.domain, "Concat", inputs=list(node.inputs), attributes=node.attributes.values(),
                                name=f"{node.name}{SUFFIX}{k}" if node.name else None, version=node.version)
                 copy.outputs[0].name, copy.outputs[0].shape, copy.outputs[0].type = name, value.shape, value.type
