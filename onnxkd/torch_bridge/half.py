@@ -59,8 +59,6 @@ def _promote_attributes(node: ir.Node) -> None:
     """Casts to half precision cast to float32; half constants become float32 ones."""
     if node.op_type == "Cast" and node.attributes.get_int("to", 0) in HALF:
         node.attributes["to"] = ir.AttrInt64("to", ir.DataType.FLOAT)
-    for name in ("value", "value_float"):  # Constant, ConstantOfShape
-        attribute = node.attributes.get(name)
-        if attribute is not None and attribute.type == ir.AttributeType.TENSOR and attribute.value.dtype in HALF:
-            array = attribute.value.numpy().astype(np.float32)
-            node.attributes[name] = ir.AttrTensor(name, ir.Tensor(array))
+    value = node.attributes.get("value")  # Constant, ConstantOfShape
+    if value is not None and value.type == ir.AttributeType.TENSOR and value.value.dtype in HALF:
+        node.attributes["value"] = ir.AttrTensor("value", ir.Tensor(value.value.numpy().astype(np.float32)))
