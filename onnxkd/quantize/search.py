@@ -61,6 +61,7 @@ class Search:
         evaluate: accuracy.Evaluate | None = None
         best: tuple[str, speed.SpeedDecision, accuracy.Quality] | None = None  # the scope that pays, losing least
         tried: dict[str, str] = {}  # scope -> why it was not taken as it is
+        too_slow: dict[str, str] = {}  # scope -> its speed-ups, where int8 did not pay
         profiler = speed.memoized(self.profiler)  # the float model is profiled once, whatever the scopes
         for scope in self.scopes:
             self.use_scope(scope)
@@ -69,7 +70,8 @@ class Search:
             outcome.trials["speed"] += [dict(trial, scope=scope) for trial in fast.trials]
             outcome.speedups = fast.speedups
             if not fast.pays:
-                tried[scope] = f"{SCOPE_TEXT[scope]}: {describe(fast.speedups)}, {TOO_SLOW}"
+                too_slow[scope] = f"{SCOPE_TEXT[scope]}: {describe(fast.speedups)}"
+                tried[scope] = f"{too_slow[scope]}, {TOO_SLOW}"
                 continue
             evaluate = evaluate or self.evaluate()
             ptq = evaluate(fast.path)
@@ -80,9 +82,8 @@ class Search:
             tried[scope] = (f"{SCOPE_TEXT[scope]}: int8 loses {ptq.drop:.2%} ({ptq.metric}), over the "
                             f"{self.max_drop:.2%} budget")
         if best is None:  # every scope was too slow: say it once, with each scope's speed-ups
-            speeds = "; ".join(why.removesuffix(f", {TOO_SLOW}") for why in tried.values())
             outcome.notes.append(f"int8 does not pay on this machine, even with the slow nodes left in float: it is "
-                                 f"{TOO_SLOW} ({speeds}): wrote the float model")
+                                 f"{TOO_SLOW} ({'; '.join(too_slow.values())}): wrote the float model")
             return outcome
         scope, fast, ptq = best
         self.use_scope(scope)  # QAD and the accuracy control go on from this scope's model
