@@ -68,7 +68,8 @@ class Search:
             fast = speed.keep_what_pays(self.quantize, self.timer, profiler, self.float_path, self.nodes,
                                         trimmable=self.computes, padding=self.padding)
             outcome.trials["speed"] += [dict(trial, scope=scope) for trial in fast.trials]
-            outcome.speedups = fast.speedups
+            if fast.pays or not outcome.speedups or speed.mean(fast.speedups) > speed.mean(outcome.speedups):
+                outcome.speedups = fast.speedups  # where nothing pays: the fastest int8 of every scope
             if not fast.pays:
                 too_slow[scope] = f"{SCOPE_TEXT[scope]}: {describe(fast.speedups)}"
                 tried[scope] = f"{too_slow[scope]}, {TOO_SLOW}"
