@@ -36,7 +36,7 @@ from onnxkd.distill.objective import Objective
 from onnxkd.distill.pairing import check_pair
 from onnxkd.distill.progress import reporter
 from onnxkd.distill.result import DistillResult
-from onnxkd.distill.targets import logits_tensors, plan_targets
+from onnxkd.distill.targets import data_shaped_note, plan_targets, probed_tensors
 from onnxkd.distill.teacher import Teacher
 from onnxkd.distill.trainer import Session, TrainState, keep_as_best, named_outputs, restore, train
 from onnxkd.errors import OnnxkdError
@@ -115,6 +115,8 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     objective, hints, teacher_values = _objective(teacher_module, student_module, teacher_model, student_model, probe,
                                                   config, run)
     _check_labels(objective, teacher_values, train_set, val_set)
+    if data_shaped_note(student_model):
+        report.line(data_shaped_note(student_model))
     needed = [t.tensor for t in objective.targets]
     train_teacher = Teacher(teacher_module, needed, hints, run)
     val_teacher = Teacher(teacher_module, needed, [], run)
@@ -286,9 +288,8 @@ def _objective(teacher_module, student_module, teacher_model, student_model, pro
                run) -> tuple[Objective, list, dict]:
     """One probe batch through both models decides the targets (class scores or maps, Softmax logits) and
     fixes each hint's kept channels. Returns the objective, the hints and the teacher's raw probe values."""
-    logits = logits_tensors(student_model)
     hints = hint_rules.resolve(config.hints, teacher_model, student_model, read_plan_details(student_model))
-    probe_teacher = Teacher(teacher_module, list(teacher_module.output_names) + list(logits.values()), hints, run)
+    probe_teacher = Teacher(teacher_module, probed_tensors(student_model), hints, run)
     teacher_values = probe_teacher.forward(probe.inputs, raw=True)
     targets = plan_targets(student_model, teacher_values, config.loss, config.output_weights)
     objective = Objective(targets, [h.tensor for h in hints], config.temperature, config.alpha, config.hint_weight)

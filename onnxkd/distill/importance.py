@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from onnxkd.data import Dataset
 from onnxkd.distill.loader import in_order
 from onnxkd.distill.progress import reporter
-from onnxkd.distill.targets import logits_tensors
+from onnxkd.distill.targets import compared_tensors
 from onnxkd.distill.trainer import named_outputs
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.api import channel_groups
@@ -54,7 +54,8 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
     prunable = [g for g in groups if g.prunable]
     student = to_torch(prepared, half_as_float32=True).to(device).eval()
     oracle = student if teacher is None else to_torch(teacher, half_as_float32=True).to(device).eval()
-    logits = logits_tensors(prepared)
+    compared = compared_tensors(prepared)
+    capture = [t for t in compared if t not in student.output_names]
     named = list(student.onnx_parameters())
     if not named:
         raise OnnxkdError("the model has no float initializers to score")
@@ -66,15 +67,13 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
     report.start("kd importance", len(subset))
     samples = 0
     for batch in in_order(subset, student.input_names, batch_size, torch.device(device)):
-        capture = list(logits.values())
         values = named_outputs(student, student(*batch.inputs, capture=capture))
         if oracle is student:
             reference = {k: v.detach() for k, v in values.items()}
         else:
             with torch.no_grad():
                 reference = named_outputs(oracle, oracle(*batch.inputs, capture=capture))
-        loss = _sampled_nll(values, reference, [logits.get(o, o) for o in student.output_names], temperature,
-                            generator)
+        loss = _sampled_nll(values, reference, compared, temperature, generator)
         grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         gradients = {name: g.detach().cpu().numpy() for (name, _), g in zip(named, grads) if g is not None}
         for group in prunable:

@@ -4,7 +4,9 @@ Class scores (an output ``[N, C]``, C > 1) are distilled with KL at temperature 
 when labels exist); everything else (maps, embeddings, regression) with MSE, or cosine on request.
 When an output comes out of a Softmax/LogSoftmax (exported classifiers often end in one), the target
 is the Softmax's *input*, the logits: it has the same tensor name in teacher and student, and KL at a
-temperature needs logits, not probabilities.
+temperature needs logits, not probabilities. An output whose shape follows its data (the boxes an end-to-end
+detector's NonMaxSuppression keeps) is not a target: the float tensors that op reads, per sample, are
+(``graph_passes.analyze.data_shaped``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 
 from onnxkd.distill.losses import LOSSES
 from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 
 _PROBABILITY_OPS = {"Softmax", "LogSoftmax"}
 
@@ -28,11 +31,12 @@ class Target:
     loss: str  # "kl", "mse" or "cosine"
     weight: float
     class_scores: bool  # [N, C]: agreement, accuracy and cross-entropy apply
+    inside: bool = False  # ``output`` is a tensor inside the graph that data-shaped outputs follow from
 
     @property
     def captured(self) -> bool:
         """Not a graph output: read with ``module(..., capture=[tensor])``."""
-        return self.tensor != self.output
+        return self.tensor != self.output or self.inside
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +62,7 @@ def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], l
                  weights: Mapping[str, float] | None = None) -> list[Target]:
     """The targets of ``model`` (the student graph) given one batch of the teacher's outputs by name.
 
-    ``teacher_outputs`` holds every graph output and every Softmax input named by ``logits_tensors``.
+    ``teacher_outputs`` holds every tensor ``probed_tensors`` names.
     """
     losses, weights = dict(losses or {}), dict(weights or {})
     outputs = [v.name for v in model.graph.outputs]
@@ -67,8 +71,10 @@ def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], l
             raise OnnxkdError(f"unknown output {name!r} in --loss/--output-weight; the model's outputs are "
                               f"{', '.join(map(repr, outputs))}")
     logits = logits_tensors(model)
+    shaped = data_shaped(model)
     targets = []
-    for name in outputs:
+    for name in [o for o in outputs if o not in shaped.outputs] + [t for t in shaped.sources if t not in outputs]:
+        inside = name not in outputs
         tensor = logits.get(name, name)
         if teacher_outputs[tensor].dim() != 2:  # a softmax over a map's channels: keep the output itself
             tensor = name
@@ -80,10 +86,38 @@ def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], l
         if kind == "kl" and value.dim() < 2:
             raise OnnxkdError(f"--loss kl for output {name!r}: KL needs class scores on axis 1, the output is "
                               f"shaped {list(value.shape)}")
-        targets.append(Target(name, tensor, kind, float(weights.get(name, 1.0)), class_scores))
+        targets.append(Target(name, tensor, kind, float(weights.get(name, 1.0)), class_scores, inside))
     if not targets:
-        raise OnnxkdError("no float output to distill: every graph output is an integer or bool tensor")
+        raise OnnxkdError("no float output to distill: every graph output is an integer or bool tensor"
+                          + (", or has a shape that follows its data" if shaped else ""))
     return targets
+
+
+def probed_tensors(model: ir.Model) -> list[str]:
+    """What one probe batch of the teacher must give ``plan_targets``: the graph outputs, the logits feeding their
+    Softmax, and the tensors that outputs whose shape follows their data come from."""
+    outputs = [v.name for v in model.graph.outputs]
+    return list(dict.fromkeys(outputs + list(logits_tensors(model).values()) + list(data_shaped(model).sources)))
+
+
+def compared_tensors(model: ir.Model) -> list[str]:
+    """The tensors a student is held to, as importance scoring reads them before any probe: each output's logits
+    (or the output), and in place of outputs whose shape follows their data, the tensors they come from."""
+    shaped, logits = data_shaped(model), logits_tensors(model)
+    outputs = [v.name for v in model.graph.outputs]
+    return list(dict.fromkeys([logits.get(o, o) for o in outputs if o not in shaped.outputs]
+                              + [t for t in shaped.sources if t not in outputs]))
+
+
+def data_shaped_note(model: ir.Model) -> str | None:
+    """One line saying which outputs are not distilled because their shape follows their data, and what is."""
+    shaped = data_shaped(model)
+    if not shaped:
+        return None
+    ops = ", ".join(sorted(set(shaped.outputs.values())))
+    instead = f"distilled on the tensors it reads: {', '.join(shaped.sources)}" if shaped.sources else \
+        "no tensor before it to distil"
+    return f"output(s) {', '.join(shaped.outputs)} have a shape that follows their data ({ops}): {instead}"
 
 
 def logits_tensors(model: ir.Model) -> dict[str, str]:

@@ -22,10 +22,13 @@ import numpy as np
 import onnx
 
 from onnxkd.data import Dataset, InputSpec
+from onnxkd.graph_passes.analyze.data_shaped import data_shaped
+from onnxkd.model import load
 from onnxkd.quantize.calibration import DataReader
 from onnxkd.validate import quality
 from onnxkd.validate.inference import run_dataset
 from onnxkd.validate.sessions import SessionConfig, create_session
+from onnxkd.validate.shaped_outputs import session_exposing
 
 
 @dataclass
@@ -43,16 +46,21 @@ Evaluate = Callable[[Path], Quality]
 
 
 def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: int, config: SessionConfig) -> Evaluate:
-    """``evaluate(candidate)``: the candidate's quality against the float model's outputs, computed once."""
-    session, _ = create_session(str(float_path), config, "float model")
-    reference = run_dataset(session, data, specs, batch, "float model")
-    labels = data.labels
+    """``evaluate(candidate)``: the candidate's quality against the float model's outputs, computed once. Outputs
+    whose shape follows their data (a detector's NonMaxSuppression) are judged by the tensors they come from."""
+    shaped = data_shaped(load(float_path))
+    outputs = [o.name for o in onnx.load(str(float_path), load_external_data=False).graph.output]
+    exposed = [name for name in shaped.sources if name not in outputs]
+    compared = [i for i, name in enumerate(outputs + exposed) if name not in shaped.outputs]
 
-    def evaluate(candidate: Path) -> Quality:
-        candidate_session, _ = create_session(str(candidate), config, "int8 model")
-        return compare(reference, run_dataset(candidate_session, data, specs, batch, "int8 model"), labels)
+    def outputs_of(path: Path, label: str) -> list[np.ndarray]:
+        session = session_exposing(load(path), exposed, config, label) if exposed else \
+            create_session(str(path), config, label)[0]
+        values = run_dataset(session, data, specs, batch, label)
+        return [values[i] for i in compared]
 
-    return evaluate
+    reference, labels = outputs_of(float_path, "float model"), data.labels
+    return lambda candidate: compare(reference, outputs_of(candidate, "int8 model"), labels)
 
 
 def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.ndarray | None) -> Quality:

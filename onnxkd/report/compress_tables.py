@@ -31,11 +31,15 @@ def narrative(r: dict) -> list[str]:
     if r.get("agreement"):
         cost_parts.append(f"top-1 agreement with the teacher {fmt.pct(r['agreement']['top1'])}")
     for i, q in enumerate(r.get("quality", [])):
-        if not r.get("agreement"):
+        if q.get("data_shaped") and not r.get("agreement"):
+            cost_parts.append(f"output {q['name']!r}: {q['rows']['teacher']:,} → {q['rows']['student']:,} rows "
+                              f"(its shape follows {q['data_shaped']})")
+        elif not r.get("agreement"):
             before = ""
             if pruned.get("quality"):
                 before = f" (straight after pruning: cosine {fmt.num(pruned['quality'][i]['cosine'])})"
-            cost_parts.append(f"output {q['name']!r}: cosine {fmt.num(q['cosine'])}, mean |Δ| "
+            what = f"tensor {q['name']!r} (read by {q['read_by']})" if q.get("read_by") else f"output {q['name']!r}"
+            cost_parts.append(f"{what}: cosine {fmt.num(q['cosine'])}, mean |Δ| "
                               f"{fmt.num(q['mean_abs_error'])}{before}")
     n = r["data"]["n"] if r.get("data") else 0
     cost = ("What it cost: " + "; ".join(cost_parts) + f" on {n:,} held-out samples." if cost_parts else

@@ -70,11 +70,19 @@ def quality(r: dict) -> Table:
                   ["output", "shape", "max |Δ|", "mean |Δ|", "cosine", "KL", "top-1 agreement", "NaN/Inf t / s"])
     for q in r.get("quality", []):
         tn, sn = q["teacher_nonfinite"], q["student_nonfinite"]
-        table.rows.append([q["name"], "×".join(map(str, q["shape"])), fmt.num(q["max_abs_error"]),
+        shape = "×".join(map(str, q["shape"]))
+        if q.get("data_shaped"):  # its rows follow the data: counted, not compared
+            shape = f"{q['rows']['teacher']:,} / {q['rows']['student']:,} rows ({q['data_shaped']})"
+        name = f"{q['name']} (read by {q['read_by']})" if q.get("read_by") else q["name"]
+        table.rows.append([name, shape, fmt.num(q["max_abs_error"]),
                            fmt.num(q["mean_abs_error"]), fmt.num(q["cosine"]), fmt.num(q["kl"]),
                            fmt.pct(q["top1_agreement"]), f"{tn['nan'] + tn['inf']} / {sn['nan'] + sn['inf']}"])
     if r.get("data"):
         table.note = f"{r['data']['n']} samples from {r['data']['source']}; KL = KL(softmax(teacher) ‖ softmax(student)) in nats."
+        if any(q.get("data_shaped") for q in r.get("quality", [])):
+            table.note += (" Rows teacher / student: an output whose shape follows its data (the boxes "
+                           "NonMaxSuppression keeps) is compared by its row count only, and the tensors it comes from "
+                           "(read by ...) element by element.")
     return table
 
 

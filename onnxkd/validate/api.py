@@ -23,6 +23,7 @@ from onnxkd.validate.latency import LatencyProtocol, Progress
 from onnxkd.validate.loaded import LoadedModel, load_model
 from onnxkd.validate.result import ModelFigures, ValidationResult, json_safe
 from onnxkd.validate.sessions import SessionConfig, create_session
+from onnxkd.validate.shaped_outputs import QualityView, quality_view
 
 def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, batch_size: int = 8,
              provider: str = "auto", threads: int = 0, graph_opt: str = "all",
@@ -57,15 +58,15 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     feeds_one = _feeds(dataset, specs, overrides, batch_one, seed)
     t_first_ms = latency.time_once(lambda: run_once(t_session, feeds_one, "teacher"))
     s_first_ms = latency.time_once(lambda: run_once(s_session, feeds_one, "student"))
-    _check_outputs(run_once(t_session, feeds_one, "teacher"), run_once(s_session, feeds_one, "student"))
+    view = quality_view(t_model, s_model, t_session, s_session, config, expose=dataset is not None)
+    _check_outputs(run_once(t_session, feeds_one, "teacher"), run_once(s_session, feeds_one, "student"),
+                   [o.name for o in t_session.get_outputs()], view.shaped)
 
     result_quality, accuracy, agreement, warnings = [], None, None, []
     if dataset is not None:
         if progress:
             progress("quality", 0, 1)
-        t_out = run_dataset(t_session, dataset, specs, batch_size, "teacher")
-        s_out = run_dataset(s_session, dataset, specs, batch_size, "student")
-        result_quality, accuracy, agreement, warnings = _quality(t_session, t_out, s_out, dataset.labels, seed)
+        result_quality, accuracy, agreement, warnings = _quality(view, dataset, specs, batch_size, seed)
         if progress:
             progress("quality", 1, 1)
 
@@ -124,9 +125,8 @@ def compare_quality(teacher: ModelLike, student: ModelLike, data: DataLike, *, b
     config = SessionConfig(provider, threads, "all")
     t_session, _ = create_session(t_model.source, config, "teacher")
     s_session, _ = create_session(s_model.source, config, "student")
-    t_out = run_dataset(t_session, dataset, specs, batch_size, "teacher")
-    s_out = run_dataset(s_session, dataset, specs, batch_size, "student")
-    per_output, accuracy, agreement, _ = _quality(t_session, t_out, s_out, dataset.labels, seed)
+    view = quality_view(t_model, s_model, t_session, s_session, config)
+    per_output, accuracy, agreement, _ = _quality(view, dataset, specs, batch_size, seed)
     return json_safe({"accuracy": accuracy, "agreement": agreement, "quality": per_output})
 
 
@@ -149,24 +149,31 @@ def _feeds(dataset: Dataset | None, specs, overrides, batch: int, seed: int) -> 
     return random_inputs(specs, overrides, batch=batch, seed=seed)
 
 
-def _check_outputs(teacher: list[np.ndarray], student: list[np.ndarray]) -> None:
+def _check_outputs(teacher: list[np.ndarray], student: list[np.ndarray], names: list[str],
+                   shaped: Mapping[str, str]) -> None:
     if len(teacher) != len(student):
         raise OnnxkdError(f"teacher has {len(teacher)} outputs, student {len(student)}; they cannot be compared")
-    for i, (t, s) in enumerate(zip(teacher, student)):
-        if t.shape != s.shape:
+    for i, (name, t, s) in enumerate(zip(names, teacher, student)):
+        if t.shape != s.shape and name not in shaped:
             raise OnnxkdError(f"output {i}: teacher shape {list(t.shape)}, student shape {list(s.shape)} differ")
 
 
-def _quality(session, t_out, s_out, labels, seed: int):
-    names = [o.name for o in session.get_outputs()]
-    per_output = [quality.output_metrics(n, t, s) for n, t, s in zip(names, t_out, s_out)]
+def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_size: int, seed: int):
+    t_out = run_dataset(view.teacher, dataset, specs, batch_size, "teacher")
+    s_out = run_dataset(view.student, dataset, specs, batch_size, "student")
+    labels, names, shaped = dataset.labels, view.names, view.shaped
+    per_output = [quality.data_shaped_metrics(n, shaped[n], t, s) if n in shaped else
+                  dict(quality.output_metrics(n, t, s), **({"read_by": view.exposed[n]} if n in view.exposed else {}))
+                  for n, t, s in zip(names, t_out, s_out)]
     warnings = []
     for m in per_output:
         for who in ("teacher", "student"):
             bad = m[f"{who}_nonfinite"]
             if bad["nan"] or bad["inf"]:
                 warnings.append(f"{who} output {m['name']!r} has {bad['nan']} NaN and {bad['inf']} Inf values")
-    scores = next((i for i, t in enumerate(t_out) if quality.is_class_scores(t) and t.dtype.kind == "f"), None)
+    scores = next((i for i, t in enumerate(t_out)
+                   if quality.is_class_scores(t) and t.dtype.kind == "f"
+                   and names[i] not in shaped and names[i] not in view.exposed), None)
     if scores is None:
         if labels is not None:
             warnings.append("labels given but no output looks like class scores [N, C]: accuracy omitted")

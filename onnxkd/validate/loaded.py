@@ -18,6 +18,7 @@ from onnxkd.model import sha256_bytes, sha256_file
 class LoadedModel:
     label: str  # "teacher" / "student", for error messages
     proto: onnx.ModelProto
+    model: ir.Model
     source: str | bytes  # a path keeps external data loadable by onnxruntime
     path: str
     sha256: str  # of the .onnx file (external weight files are counted in size_bytes, not hashed)
@@ -33,11 +34,11 @@ def load_model(model: model_io.ModelLike, label: str) -> LoadedModel:
     if isinstance(model, (str, os.PathLike)):
         path = Path(model)
         size = path.stat().st_size + sum(f.stat().st_size for f in _external_files(loaded, path.parent))
-        return LoadedModel(label, proto, model_io.session_source(path), str(path), sha256_file(path), size)
+        return LoadedModel(label, proto, loaded, model_io.session_source(path), str(path), sha256_file(path), size)
     source = model_io.session_source(loaded)  # the weights inside: no external-data path left to resolve
     if isinstance(source, bytes):
-        return LoadedModel(label, proto, source, "<in memory>", sha256_bytes(source), len(source))
-    return LoadedModel(label, proto, source, "<in memory>", sha256_bytes(proto.SerializeToString()),
+        return LoadedModel(label, proto, loaded, source, "<in memory>", sha256_bytes(source), len(source))
+    return LoadedModel(label, proto, loaded, source, "<in memory>", sha256_bytes(proto.SerializeToString()),
                        model_io.initializer_bytes(loaded))
 
 

@@ -16,9 +16,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from detector import export_detector, images
+
 import onnxkd
 from onnxkd.graph_passes.api import read_plan
 from onnxkd.graph_passes.metrics import count_macs
+from onnxkd.report.compress_tables import narrative
 
 FAST = ["--epochs", "2", "--batch-size", "32"]
 
@@ -200,6 +203,21 @@ def test_data_free_compress_still_gives_a_valid_faster_student(workspace):
     assert r["compress"]["prune"]["criterion"] == "l1" and r["compress"]["distill"]["data"]["data_free"]
     assert r["speedup"]["macs_reduction"] > 2
     assert os.path.exists(result.student) and not (workspace / "teacher.report").exists()
+
+
+def test_an_end_to_end_detector_is_compressed_and_judged_on_what_non_max_suppression_reads(tmp_path):
+    """Its outputs' row counts follow the data (the run stopped at distillation, then at validation): the student
+    learns and is measured on the boxes and scores NonMaxSuppression reads, and its rows are counted."""
+    teacher = export_detector(tmp_path / "detector.onnx", post_nms_only=True)
+    result = onnxkd.compress(teacher, 0.5, {"images": images(96)}, epochs=2, round_to=1, report=False)
+    r = result.to_dict()
+    assert [(q["name"], q.get("data_shaped"), q.get("read_by")) for q in r["quality"]] == [
+        ("selected", "NonMaxSuppression", None), ("det_boxes", "NonMaxSuppression", None),
+        ("boxes", None, "NonMaxSuppression"), ("scores", None, "NonMaxSuppression")]
+    assert r["speedup"]["macs_reduction"] > 2 and r["quality"][2]["cosine"] > 0.5
+    cost = narrative(r)[1]
+    assert f"output 'selected': {r['quality'][0]['rows']['teacher']:,} → " in cost
+    assert "tensor 'boxes' (read by NonMaxSuppression): cosine" in cost
 
 
 def test_compress_fuses_written_out_activations_and_keeps_the_gains_apart(zoo_model, tmp_path):

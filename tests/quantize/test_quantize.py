@@ -305,3 +305,24 @@ def test_a_speed_up_near_one_is_timed_twice_before_the_verdict():
     timed = confirmed(lambda path: next(readings), 1.0)
     assert timed(Path("a.onnx")) == pytest.approx({1: 1.05, 8: 1.5})  # 0.95 is close to 1: averaged with 1.15
     assert timed(Path("b.onnx")) == {1: 2.0, 8: 2.0}  # far from 1: one timing
+
+
+def test_a_detectors_int8_error_is_measured_on_what_non_max_suppression_reads(tmp_path):
+    """Its outputs keep as many rows as boxes survive: the budget is held on the boxes and scores instead.
+    Oracle: onnxruntime on both models with those tensors made outputs, over the same 128 samples."""
+    from detector import export_detector, images
+    from onnx import helper
+
+    model, x = export_detector(tmp_path / "detector.onnx", post_nms_only=True), images(128)
+    result = onnxkd.quantize(model, {"images": x}, calibration_samples=128, protocol=FAST, speedups_of=_always(2.0),
+                             times_of=lambda path: {}, scope="all")
+    int8 = onnxkd.save(result.model, tmp_path / "int8.onnx")
+    heads = []
+    for path in (model, int8):
+        proto = onnx.load(str(path))
+        proto.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in ("boxes", "scores"))
+        heads.append(ort.InferenceSession(proto.SerializeToString()).run(["boxes", "scores"], {"images": x}))
+    expected = np.mean([np.linalg.norm(q.astype(np.float64) - f) / np.linalg.norm(f.astype(np.float64))
+                        for f, q in zip(*heads)])
+    assert result.int8 and result.quality["metric"] == "relative error"
+    assert result.quality["drop"] == pytest.approx(expected, rel=1e-3) and 0 < expected < 0.05

@@ -1,0 +1,59 @@
+"""Outputs whose shape follows their data (the boxes an end-to-end detector's NonMaxSuppression keeps).
+
+The two models keep different rows, and no row belongs to one sample: such an output is compared by its row
+count only. What is compared element by element instead are the per-sample tensors it comes from (the boxes and
+scores NonMaxSuppression reads, which distillation learned), read in the quality pass as extra outputs of
+copies of both models. Latency is timed on the models as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import onnx_ir as ir
+import onnxruntime as ort
+
+from onnxkd.graph_passes.analyze.data_shaped import data_shaped
+from onnxkd.model import graph_copy, session_source
+from onnxkd.validate.loaded import LoadedModel
+from onnxkd.validate.sessions import SessionConfig, create_session
+
+
+@dataclass
+class QualityView:
+    teacher: ort.InferenceSession  # what the quality pass runs: the models, or copies with ``exposed`` as outputs
+    student: ort.InferenceSession
+    shaped: dict[str, str] = field(default_factory=dict)  # output -> the op its shape follows
+    exposed: dict[str, str] = field(default_factory=dict)  # tensor read as an extra output -> the op reading it
+
+    @property
+    def names(self) -> list[str]:
+        return [o.name for o in self.teacher.get_outputs()]
+
+
+def quality_view(teacher: LoadedModel, student: LoadedModel, t_session: ort.InferenceSession,
+                 s_session: ort.InferenceSession, config: SessionConfig, expose: bool = True) -> QualityView:
+    """The sessions the quality pass runs, with what ``data_shaped`` found in either model (``expose=False``:
+    no quality pass will run, so no copies are made)."""
+    t_shaped, s_shaped = data_shaped(teacher.model), data_shaped(student.model)
+    shaped = {**s_shaped.outputs, **t_shaped.outputs}
+    outputs = {value.name for value in teacher.model.graph.outputs}
+    in_both = _values(student)
+    exposed = {name: op for name, op in t_shaped.sources.items() if name not in outputs and name in in_both}
+    if not exposed or not expose:
+        return QualityView(t_session, s_session, shaped)
+    return QualityView(session_exposing(teacher.model, exposed, config, teacher.label),
+                       session_exposing(student.model, exposed, config, student.label), shaped, exposed)
+
+
+def _values(model: LoadedModel) -> set[str]:
+    return {output.name for node in model.model.graph for output in node.outputs}
+
+
+def session_exposing(model: ir.Model, names: Iterable[str], config: SessionConfig, label: str) -> ort.InferenceSession:
+    """A session on a copy of ``model`` whose outputs are followed by the computed tensors ``names``."""
+    copy = graph_copy(model)
+    produced = {output.name: output for node in copy.graph for output in node.outputs}
+    copy.graph.outputs.extend(produced[name] for name in names)
+    return create_session(session_source(copy), config, label)[0]
