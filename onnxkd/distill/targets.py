@@ -2,9 +2,10 @@
 
 Class scores (an output ``[N, C]``, C > 1) are distilled with KL at temperature T (plus cross-entropy
 when labels exist); everything else (maps, embeddings, regression) with MSE, or cosine on request.
-When an output comes out of a Softmax/LogSoftmax (exported classifiers often end in one), the target
-is the Softmax's *input*, the logits: it has the same tensor name in teacher and student, and KL at a
-temperature needs logits, not probabilities. An output whose shape follows its data (the boxes an end-to-end
+When an output comes out of a Softmax/LogSoftmax (exported classifiers often end in one), or is the class id
+or confidence picked from its scores (ArgMax, ReduceMax, TopK: deployment exports), the target is the scores,
+the logits where a Softmax sits between (``graph_passes.analyze.classifier_heads``): they have the same tensor
+name in teacher and student, and KL at a temperature needs logits, not probabilities. An output whose shape follows its data (the boxes an end-to-end
 detector's NonMaxSuppression keeps) is not a target: the float tensors that op reads, per sample, are
 (``graph_passes.analyze.data_shaped``).
 """
@@ -19,9 +20,8 @@ import torch
 
 from onnxkd.distill.losses import LOSSES
 from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.analyze.classifier_heads import scores_behind
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
-
-_PROBABILITY_OPS = {"Softmax", "LogSoftmax"}
 
 
 @dataclass
@@ -70,14 +70,16 @@ def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], l
         if name != "*" and name not in outputs:
             raise OnnxkdError(f"unknown output {name!r} in --loss/--output-weight; the model's outputs are "
                               f"{', '.join(map(repr, outputs))}")
-    logits = logits_tensors(model)
+    logits = scores_behind(model)
     shaped = data_shaped(model)
     targets = []
     for name in [o for o in outputs if o not in shaped.outputs] + [t for t in shaped.sources if t not in outputs]:
         inside = name not in outputs
         tensor = logits.get(name, name)
-        if teacher_outputs[tensor].dim() != 2:  # a softmax over a map's channels: keep the output itself
-            tensor = name
+        if teacher_outputs[tensor].dim() != 2 and teacher_outputs[name].is_floating_point():
+            tensor = name  # a softmax over a map's channels: keep the output itself
+        if any(target.tensor == tensor for target in targets):
+            continue  # a class id and its confidence: the same scores
         value = teacher_outputs[tensor]
         if not value.is_floating_point():
             continue  # class ids, masks, counts: nothing to regress
@@ -97,13 +99,13 @@ def probed_tensors(model: ir.Model) -> list[str]:
     """What one probe batch of the teacher must give ``plan_targets``: the graph outputs, the logits feeding their
     Softmax, and the tensors that outputs whose shape follows their data come from."""
     outputs = [v.name for v in model.graph.outputs]
-    return list(dict.fromkeys(outputs + list(logits_tensors(model).values()) + list(data_shaped(model).sources)))
+    return list(dict.fromkeys(outputs + list(scores_behind(model).values()) + list(data_shaped(model).sources)))
 
 
 def compared_tensors(model: ir.Model) -> list[str]:
     """The tensors a student is held to, as importance scoring reads them before any probe: each output's logits
     (or the output), and in place of outputs whose shape follows their data, the tensors they come from."""
-    shaped, logits = data_shaped(model), logits_tensors(model)
+    shaped, logits = data_shaped(model), scores_behind(model)
     outputs = [v.name for v in model.graph.outputs]
     return list(dict.fromkeys([logits.get(o, o) for o in outputs if o not in shaped.outputs]
                               + [t for t in shaped.sources if t not in outputs]))
@@ -118,25 +120,3 @@ def data_shaped_note(model: ir.Model) -> str | None:
     instead = f"distilled on the tensors it reads: {', '.join(shaped.sources)}" if shaped.sources else \
         "no tensor before it to distil"
     return f"output(s) {', '.join(shaped.outputs)} have a shape that follows their data ({ops}): {instead}"
-
-
-def logits_tensors(model: ir.Model) -> dict[str, str]:
-    """Graph output name -> the input of the Softmax/LogSoftmax over its last axis it comes from (through
-    Identity nodes). Whether that input is ``[N, C]`` class scores is checked on a real batch."""
-    found = {}
-    for value in model.graph.outputs:
-        node = value.producer()
-        while node is not None and node.op_type == "Identity" and node.inputs[0] is not None:
-            node = node.inputs[0].producer()
-        if node is None or node.op_type not in _PROBABILITY_OPS or node.inputs[0] is None:
-            continue
-        axis = node.attributes["axis"].value if "axis" in node.attributes else (-1 if _opset(model) >= 13 else 1)
-        if axis in (1, -1):
-            found[value.name] = node.inputs[0].name
-    return found
-
-
-def _opset(model: ir.Model) -> int:
-    from onnxkd.model import opset_of
-
-    return opset_of(model)

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from onnxkd.data import Dataset, InputSpec
+from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 from onnxkd.model import load
 from onnxkd.quantize.calibration import DataReader
@@ -48,10 +49,12 @@ Evaluate = Callable[[Path], Quality]
 def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: int, config: SessionConfig) -> Evaluate:
     """``evaluate(candidate)``: the candidate's quality against the float model's outputs, computed once. Outputs
     whose shape follows their data (a detector's NonMaxSuppression) are judged by the tensors they come from."""
-    shaped = data_shaped(load(float_path))
-    outputs = [o.name for o in onnx.load(str(float_path), load_external_data=False).graph.output]
+    float_model = load(float_path)
+    shaped = data_shaped(float_model)
+    outputs = [value.name for value in float_model.graph.outputs]
     exposed = [name for name in shaped.sources if name not in outputs]
     compared = [i for i, name in enumerate(outputs + exposed) if name not in shaped.outputs]
+    class_ids = (outputs + exposed)[compared[0]] in class_id_outputs(float_model) if compared else False
 
     def outputs_of(path: Path, label: str) -> list[np.ndarray]:
         session = session_exposing(load(path), exposed, config, label) if exposed else \
@@ -60,16 +63,20 @@ def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: in
         return [values[i] for i in compared]
 
     reference, labels = outputs_of(float_path, "float model"), data.labels
-    return lambda candidate: compare(reference, outputs_of(candidate, "int8 model"), labels)
+    return lambda candidate: compare(reference, outputs_of(candidate, "int8 model"), labels, class_ids)
 
 
-def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.ndarray | None) -> Quality:
+def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.ndarray | None,
+            class_ids: bool = False) -> Quality:
+    """The first output's accuracy or agreement where it is class scores (or, ``class_ids``, an ArgMax's class
+    ids), else the mean relative error of the float outputs."""
     first, got = reference[0], outputs[0]
-    if quality.is_class_scores(first) and first.dtype.kind == "f":
+    if class_ids or (quality.is_class_scores(first) and first.dtype.kind == "f"):
+        first, got = (quality.predicted_classes(o, class_ids) for o in (first, got))
         if labels is not None:
             accuracy = quality.accuracy_comparison(first, got, labels)
             return Quality("accuracy", accuracy["teacher"], accuracy["student"], accuracy["drop"])
-        agreement = float(np.mean(quality.top1(first) == quality.top1(got)))
+        agreement = float(np.mean(first == got))
         return Quality("agreement", None, agreement, 1.0 - agreement)
     errors = [np.linalg.norm((r.astype(np.float64) - o.astype(np.float64)).ravel())
               / max(np.linalg.norm(r.astype(np.float64).ravel()), 1e-12)

@@ -174,17 +174,21 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
     scores = next((i for i, t in enumerate(t_out)
                    if quality.is_class_scores(t) and t.dtype.kind == "f"
                    and names[i] not in shaped and names[i] not in view.exposed), None)
-    if scores is None:
+    ids = next((i for i, name in enumerate(names) if name in view.class_ids), None)  # a deployment export's
+    if scores is None and ids is None:
         if labels is not None:
-            warnings.append("labels given but no output looks like class scores [N, C]: accuracy omitted")
+            warnings.append("labels given but no output looks like class scores [N, C] or class ids (ArgMax): "
+                            "accuracy omitted")
         return per_output, None, None, warnings
-    t, s = t_out[scores], s_out[scores]
-    agreement = dict(quality.agreement(t, s, seed), output=names[scores])
+    chosen = scores if scores is not None else ids
+    t, s = (quality.predicted_classes(out[chosen], class_ids=scores is None) for out in (t_out, s_out))
+    agreement = dict(quality.agreement(t, s, seed), output=names[chosen])
     accuracy = None
     if labels is not None:
-        if labels.max() >= t.shape[1]:
-            raise OnnxkdError(f"labels: class id {int(labels.max())} >= the {t.shape[1]} scores of output {names[scores]!r}")
-        accuracy = dict(quality.accuracy_comparison(t, s, labels, seed), output=names[scores])
+        if scores is not None and labels.max() >= t_out[scores].shape[1]:
+            raise OnnxkdError(f"labels: class id {int(labels.max())} >= the {t_out[scores].shape[1]} scores of "
+                              f"output {names[scores]!r}")
+        accuracy = dict(quality.accuracy_comparison(t, s, labels, seed), output=names[chosen])
     return per_output, accuracy, agreement, warnings
 
 

@@ -75,10 +75,16 @@ def nonfinite(array: np.ndarray) -> dict:
     return {"nan": int(np.isnan(array).sum()), "inf": int(np.isinf(array).sum())}
 
 
+def predicted_classes(output: np.ndarray, class_ids: bool = False) -> np.ndarray:
+    """Each sample's class: the top-1 of class scores [N, C], or an output of class ids ([N] or [N, 1])."""
+    return output.reshape(len(output), -1)[:, 0].astype(np.int64) if class_ids else top1(output)
+
+
 def accuracy_comparison(teacher: np.ndarray, student: np.ndarray, labels: np.ndarray, seed: int = 0) -> dict:
-    """Accuracies and the drop (teacher - student) with a paired bootstrap CI: same samples for both models."""
-    correct_t = (top1(teacher) == labels).astype(np.float64)
-    correct_s = (top1(student) == labels).astype(np.float64)
+    """Accuracies and the drop (teacher - student) with a paired bootstrap CI: same samples for both models.
+    ``teacher``/``student``: each sample's predicted class (``predicted_classes``)."""
+    correct_t = (teacher == labels).astype(np.float64)
+    correct_s = (student == labels).astype(np.float64)
     drop = correct_t - correct_s
     return {
         "teacher": float(correct_t.mean()),
@@ -90,5 +96,6 @@ def accuracy_comparison(teacher: np.ndarray, student: np.ndarray, labels: np.nda
 
 
 def agreement(teacher: np.ndarray, student: np.ndarray, seed: int = 0) -> dict:
-    same = (top1(teacher) == top1(student)).astype(np.float64)
+    """Top-1 agreement of each sample's predicted classes (``predicted_classes``), with a bootstrap CI."""
+    same = (teacher == student).astype(np.float64)
     return {"top1": float(same.mean()), "top1_ci95": mean_ci(same, seed), "n": int(len(same))}

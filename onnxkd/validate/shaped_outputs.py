@@ -1,9 +1,11 @@
-"""Outputs whose shape follows their data (the boxes an end-to-end detector's NonMaxSuppression keeps).
+"""What the quality pass compares where outputs are not plain scores or maps.
 
-The two models keep different rows, and no row belongs to one sample: such an output is compared by its row
-count only. What is compared element by element instead are the per-sample tensors it comes from (the boxes and
-scores NonMaxSuppression reads, which distillation learned), read in the quality pass as extra outputs of
-copies of both models. Latency is timed on the models as they are.
+An output whose shape follows its data (the boxes an end-to-end detector's NonMaxSuppression keeps) holds
+different rows in the two models, none of them one sample's: it is compared by its row count only. What is
+compared element by element instead are the per-sample tensors it comes from (the boxes and scores
+NonMaxSuppression reads, which distillation learned), read in the quality pass as extra outputs of copies of both
+models; latency is timed on the models as they are. An output of class ids (a deployment export's ArgMax) gives
+agreement and accuracy when no output is class scores.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 from onnxkd.model import graph_copy, session_source
 from onnxkd.validate.loaded import LoadedModel
@@ -26,6 +29,7 @@ class QualityView:
     student: ort.InferenceSession
     shaped: dict[str, str] = field(default_factory=dict)  # output -> the op its shape follows
     exposed: dict[str, str] = field(default_factory=dict)  # tensor read as an extra output -> the op reading it
+    class_ids: set[str] = field(default_factory=set)  # outputs that are an ArgMax's class ids
 
     @property
     def names(self) -> list[str]:
@@ -41,10 +45,11 @@ def quality_view(teacher: LoadedModel, student: LoadedModel, t_session: ort.Infe
     outputs = {value.name for value in teacher.model.graph.outputs}
     in_both = _values(student)
     exposed = {name: op for name, op in t_shaped.sources.items() if name not in outputs and name in in_both}
+    class_ids = class_id_outputs(teacher.model)
     if not exposed or not expose:
-        return QualityView(t_session, s_session, shaped)
+        return QualityView(t_session, s_session, shaped, class_ids=class_ids)
     return QualityView(session_exposing(teacher.model, exposed, config, teacher.label),
-                       session_exposing(student.model, exposed, config, student.label), shaped, exposed)
+                       session_exposing(student.model, exposed, config, student.label), shaped, exposed, class_ids)
 
 
 def _values(model: LoadedModel) -> set[str]:

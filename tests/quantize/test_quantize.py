@@ -326,3 +326,19 @@ def test_a_detectors_int8_error_is_measured_on_what_non_max_suppression_reads(tm
                         for f, q in zip(*heads)])
     assert result.int8 and result.quality["metric"] == "relative error"
     assert result.quality["drop"] == pytest.approx(expected, rel=1e-3) and 0 < expected < 0.05
+
+
+def test_a_class_id_classifiers_budget_is_its_accuracy(digits, val, tmp_path):
+    """A deployment export (class id and confidence): the budget is held on the class ids' accuracy, as
+    onnxruntime computes it over the same samples, not on a relative error of the ids."""
+    from classifier_heads import deployed
+
+    model = deployed(digits["teacher"], tmp_path / "deployed.onnx")
+    result = onnxkd.quantize(model, {"image": val["image"], "labels": val["labels"]},
+                             calibration_samples=len(val["labels"]), protocol=FAST, speedups_of=_always(2.0),
+                             times_of=lambda path: {}, scope="all")
+    int8 = onnxkd.save(result.model, tmp_path / "int8.onnx")
+    accuracy = [float(np.mean(ort.InferenceSession(str(path)).run(["class_id"], {"image": val["image"]})[0]
+                              == val["labels"])) for path in (model, int8)]
+    assert result.quality["metric"] == "accuracy"
+    assert (result.quality["float"], result.quality["int8"]) == (pytest.approx(accuracy[0]), pytest.approx(accuracy[1]))

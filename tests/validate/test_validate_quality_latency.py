@@ -47,6 +47,7 @@ def test_accuracy_drop_and_its_bootstrap_interval():
     t = np.eye(5)[labels]  # teacher always right
     s = t.copy()
     s[:20] = np.eye(5)[(labels[:20] + 1) % 5]  # student wrong on 20
+    t, s = quality.predicted_classes(t), quality.predicted_classes(s)
     acc = quality.accuracy_comparison(t, s, labels)
     assert (acc["teacher"], acc["student"], acc["drop"]) == (1.0, pytest.approx(0.8), pytest.approx(0.2))
     lo, hi = acc["drop_ci95"]
