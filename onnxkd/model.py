@@ -63,7 +63,26 @@ def _load_path(path: Path) -> ir.Model:
     if len(model.graph) == 0 and len(model.graph.outputs) == 0:
         raise OnnxkdError(f"{path}: not a valid ONNX model (no graph)")
     model.meta[SOURCE_PATH] = str(path)  # in memory only: how errors name a model loaded once and passed along
+    _check_weight_files(model, path)
     return _small_weights_inside(model)
+
+
+def _check_weight_files(model: ir.Model, path: Path) -> None:
+    """Refuse, naming the file, a model whose external weights are not where it says (moved without its
+    ``.data`` file) or not all there (a truncated copy): onnx-ir reads them lazily, so this would otherwise
+    surface as an internal error at the first weight read."""
+    needed: dict[Path, int] = {}
+    for value in _external_values(model):
+        tensor = value.const_value
+        file = Path(tensor.path)
+        needed[file] = max(needed.get(file, 0), (tensor.offset or 0) + (tensor.length or tensor.nbytes))
+    for file, size in needed.items():
+        if not file.is_file():
+            raise OnnxkdError(f"{path}: its weights are in {file.name}, which is not beside it ({file.parent}): "
+                              f"move or copy {file.name} with the model")
+        if file.stat().st_size < size:
+            raise OnnxkdError(f"{path}: its weights file {file.name} holds {file.stat().st_size:,} bytes, fewer than "
+                              f"the {size:,} the model reads from it (a truncated copy?)")
 
 
 # External tensors up to this size are read in at load. Exporters that put every tensor in the weights file

@@ -13,6 +13,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+from cli_runner import cli
 
 import onnxkd
 from onnxkd import model as model_io
@@ -58,6 +59,23 @@ def test_a_loaded_model_reads_its_weights_from_its_own_folder(exported, elsewher
     for init in expected.graph.initializer:
         np.testing.assert_array_equal(model.graph.initializers[init.name].const_value.numpy(),
                                       onnx.numpy_helper.to_array(init))
+
+
+@pytest.mark.parametrize("command", ["inspect", "compress", "validate"])
+def test_a_model_moved_without_its_weights_file_is_refused_with_what_to_move(exported, elsewhere, capsys, command):
+    shutil.copy(exported, elsewhere / "t.onnx")  # the .data file left behind, as a user moving one file does
+    args = {"inspect": [], "compress": ["--ratio", "0.5"], "validate": [str(exported)]}[command]
+    code, out, err = cli(capsys, command, "t.onnx", *args)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "its weights are in t.onnx.data, which is not beside it" in err and "move or copy t.onnx.data" in err
+    assert _files(elsewhere) == ["t.onnx"]  # nothing written
+
+
+def test_a_truncated_weights_file_is_refused(exported, capsys):
+    data = exported.parent / "t.onnx.data"
+    data.write_bytes(data.read_bytes()[:1000])
+    code, _, err = cli(capsys, "inspect", str(exported))
+    assert code == 2 and "holds 1,000 bytes, fewer than the" in err and "truncated" in err
 
 
 def test_save_writes_a_pair_named_after_the_output_that_survives_a_move(exported, elsewhere, tmp_path):
