@@ -9,7 +9,7 @@ from onnxkd.data.lazy import LazyArray, chunks
 from onnxkd.data.spec import InputSpec
 from onnxkd.errors import OnnxkdError
 
-UNNAMED = "arr_0"  # the key numpy gives an array saved without a name: np.savez(path, array)
+LABEL_LIKE = frozenset({"y", "label", "target", "targets", "classes"})  # what users call their labels
 
 
 def fit_to_model(data: Dataset, specs: list[InputSpec]) -> Dataset:
@@ -20,7 +20,8 @@ def fit_to_model(data: Dataset, specs: list[InputSpec]) -> Dataset:
     fitted = {}
     for spec in specs:
         array = arrays[spec.name]
-        shown = spec.name if data.origin.get(spec.name, spec.name) == spec.name else f"{spec.name} (array {UNNAMED})"
+        origin = data.origin.get(spec.name, spec.name)
+        shown = spec.name if origin == spec.name else f"{spec.name} (array {origin})"
         fitted[spec.name] = _fit_array(array, spec, f"{where}input {shown!r}")
         if n is None:
             n = len(array)
@@ -35,13 +36,17 @@ def fit_to_model(data: Dataset, specs: list[InputSpec]) -> Dataset:
 def _match_names(data: Dataset, specs: list[InputSpec]) -> dict[str, np.ndarray]:
     names = [s.name for s in specs]
     arrays = dict(data.arrays)
-    if len(specs) == 1 and list(arrays) == [UNNAMED]:
-        data.origin[names[0]] = UNNAMED
-        return {names[0]: arrays[UNNAMED]}
+    if len(specs) == 1 and len(arrays) == 1 and names[0] not in arrays:
+        # one array for a one-input model is its input, whatever its name (np.savez(path, x) or (path, x=x))
+        [(key, array)] = arrays.items()
+        data.origin[names[0]] = key
+        return {names[0]: array}
     where = f"{data.source}: " if data.source else ""
     unknown = [k for k in arrays if k not in names]
     if unknown:
-        raise OnnxkdError(f"{where}unknown input name {unknown[0]!r}; the model's inputs are {', '.join(map(repr, names))}")
+        hint = next((f" (labels go under the key 'labels', not {k!r})" for k in unknown if k.lower() in LABEL_LIKE), "")
+        raise OnnxkdError(f"{where}unknown input name {unknown[0]!r}; the model's inputs are "
+                          f"{', '.join(map(repr, names))}{hint}")
     missing = [n for n in names if n not in arrays]
     if missing:
         raise OnnxkdError(f"{where}no array for input {missing[0]!r}")

@@ -38,7 +38,7 @@ def _data_cases(c):
     bad_nan = c["images"].copy()
     bad_nan[0, 0, 0, 0] = np.nan
     return {
-        "unknown input": (dict(pixels=c["images"]), "unknown input name 'pixels'"),
+        "unknown input": (dict(image=c["images"], pixels=c["images"]), "unknown input name 'pixels'"),
         "wrong shape": (dict(image=c["images"][:, :, :4]), "dim 2 is 4"),
         "wrong rank": (dict(image=c["images"][:, 0]), "rank 3"),
         "non-numeric": (dict(image=c["images"].astype(str)), "non-numeric"),

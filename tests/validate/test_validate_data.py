@@ -29,10 +29,16 @@ def test_single_input_model_accepts_one_unnamed_array(tmp_path):
     assert list(load_data(tmp_path / "d.npz", [X]).arrays) == ["x"]
     np.save(tmp_path / "d.npy", x)
     assert load_data(tmp_path / "d.npy", [X]).arrays["x"].shape == (2, 3, 8, 8)
+    np.savez(tmp_path / "named.npz", images=x, labels=np.arange(2))  # one array under any name: the input
+    data = load_data(tmp_path / "named.npz", [X])
+    assert list(data.arrays) == ["x"] and list(data.labels) == [0, 1]
 
 
 @pytest.mark.parametrize("arrays, message", [
-    ({"y": np.zeros((2, 3, 8, 8), np.float32)}, "unknown input name 'y'"),
+    ({"x": np.zeros((2, 3, 8, 8), np.float32), "mask": np.zeros((2, 3, 8, 8), np.float32)},
+     "unknown input name 'mask'"),
+    ({"x": np.zeros((2, 3, 8, 8), np.float32), "y": np.arange(2)}, "(labels go under the key 'labels', not 'y')"),
+    ({"pixels": np.zeros((2, 3, 8), np.float32)}, "input 'x (array pixels)': array of shape [2, 3, 8] has rank 3"),
     ({"x": np.zeros((2, 3, 8), np.float32)}, "input 'x': array of shape [2, 3, 8] has rank 3"),
     ({"x": np.zeros((2, 3, 9, 8), np.float32)}, "input 'x': dim 2 is 9"),
     ({"x": np.full((2, 3, 8, 8), np.nan, np.float32)}, "input 'x': 384 NaN/Inf"),
