@@ -31,7 +31,12 @@ def narrative(r: dict) -> list[str]:
     if r.get("agreement"):
         cost_parts.append(f"top-1 agreement with the teacher {fmt.pct(r['agreement']['top1'])}")
     for i, q in enumerate(r.get("quality", [])):
-        if q.get("data_shaped") and not r.get("agreement"):
+        if q.get("class_ids") and not r.get("agreement"):
+            before = f" ({fmt.pct(pruned['quality'][i]['top1_agreement'])} straight after pruning)" \
+                if pruned.get("quality") else ""
+            cost_parts.append(f"output {q['name']!r}: {fmt.pct(q['top1_agreement'])} of class ids agree with the "
+                              f"teacher's{before}")
+        elif q.get("data_shaped") and not r.get("agreement"):
             cost_parts.append(f"output {q['name']!r}: {q['rows']['teacher']:,} → {q['rows']['student']:,} rows "
                               f"(its shape follows {q['data_shaped']})")
         elif not r.get("agreement"):

@@ -163,6 +163,7 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
     s_out = run_dataset(view.student, dataset, specs, batch_size, "student")
     labels, names, shaped = dataset.labels, view.names, view.shaped
     per_output = [quality.data_shaped_metrics(n, shaped[n], t, s) if n in shaped else
+                  quality.class_id_metrics(n, t, s) if n in view.class_ids else
                   dict(quality.output_metrics(n, t, s), **({"read_by": view.exposed[n]} if n in view.exposed else {}))
                   for n, t, s in zip(names, t_out, s_out)]
     warnings = []
@@ -174,7 +175,8 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
     scores = next((i for i, t in enumerate(t_out)
                    if quality.is_class_scores(t) and t.dtype.kind == "f"
                    and names[i] not in shaped and names[i] not in view.exposed), None)
-    ids = next((i for i, name in enumerate(names) if name in view.class_ids), None)  # a deployment export's
+    ids = next((i for i, name in enumerate(names)  # a deployment export's class ids, one per sample
+                if name in view.class_ids and t_out[i].size == len(t_out[i])), None)
     if scores is None and ids is None:
         if labels is not None:
             warnings.append("labels given but no output looks like class scores [N, C] or class ids (ArgMax): "

@@ -69,6 +69,15 @@ def data_shaped_metrics(name: str, op: str, teacher: np.ndarray, student: np.nda
             "teacher_nonfinite": nonfinite(teacher), "student_nonfinite": nonfinite(student)}
 
 
+def class_id_metrics(name: str, teacher: np.ndarray, student: np.ndarray) -> dict:
+    """An output of class ids (an ArgMax: one per sample, or per pixel of a segmentation map): the share of
+    ids that agree; differences of ids mean nothing."""
+    metrics = output_metrics(name, teacher, student)
+    metrics.update(max_abs_error=None, mean_abs_error=None, cosine=None, class_ids=True,
+                   top1_agreement=float(np.mean(teacher == student)))
+    return metrics
+
+
 def nonfinite(array: np.ndarray) -> dict:
     if array.dtype.kind != "f":
         return {"nan": 0, "inf": 0}
