@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from onnxkd.data import Dataset
 from onnxkd.distill.loader import in_order
 from onnxkd.distill.progress import reporter
-from onnxkd.distill.targets import compared_tensors
 from onnxkd.distill.trainer import named_outputs
 from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.analyze.compared import compared_tensors
 from onnxkd.graph_passes.api import channel_groups
 from onnxkd.graph_passes.prune.importance import channel_sums
 from onnxkd.model import ModelLike

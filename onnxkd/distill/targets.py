@@ -102,15 +102,6 @@ def probed_tensors(model: ir.Model) -> list[str]:
     return list(dict.fromkeys(outputs + list(scores_behind(model).values()) + list(data_shaped(model).sources)))
 
 
-def compared_tensors(model: ir.Model) -> list[str]:
-    """The tensors a student is held to, as importance scoring reads them before any probe: each output's logits
-    (or the output), and in place of outputs whose shape follows their data, the tensors they come from."""
-    shaped, logits = data_shaped(model), scores_behind(model)
-    outputs = [v.name for v in model.graph.outputs]
-    return list(dict.fromkeys([logits.get(o, o) for o in outputs if o not in shaped.outputs]
-                              + [t for t in shaped.sources if t not in outputs]))
-
-
 def data_shaped_note(model: ir.Model) -> str | None:
     """One line saying which outputs are not distilled because their shape follows their data, and what is."""
     shaped = data_shaped(model)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from onnxkd.errors import OnnxkdError
-from onnxkd.model import ModelLike
+from onnxkd.graph_passes.analyze.compared import compared_tensors
+from onnxkd.model import ModelLike, load
 from onnxkd.torch_bridge.module import OnnxModule, to_torch
 
 Feeds = Mapping[str, np.ndarray]
@@ -36,9 +37,11 @@ def initializer_gradients(model: ModelLike | OnnxModule, batches: Any, labels: n
     as in the deployed model whose channels are being ranked (train mode would score a different
     function and update the running statistics).
 
-    Loss, summed over samples and divided by their count:
+    Loss, summed over samples and divided by their count, over the tensors the model is held to
+    (``graph_passes.analyze.compared``: the outputs, or the logits behind a class id, or the tensors a
+    NonMaxSuppression reads; an ``OnnxModule`` given: its outputs):
 
-    - with labels, when the first output looks like class scores (``[N, C]``, C >= 2): cross-entropy
+    - with labels, when the first looks like class scores (``[N, C]``, C >= 2): cross-entropy
       (on the log of the output when its rows are already probabilities);
     - otherwise the squared L2 norm of the float outputs, ``sum ||f(x)||^2``: a label-free proxy
       used by Taylor/saliency pruning on unlabeled data; the gradient measures how much each weight
@@ -48,9 +51,14 @@ def initializer_gradients(model: ModelLike | OnnxModule, batches: Any, labels: n
     gets zeros. Nothing on a given ``OnnxModule`` changes (mode, ``.grad`` and ``requires_grad``
     are restored).
     """
-    module = model if isinstance(model, OnnxModule) else to_torch(model, half_as_float32=True)
-    if device is not None and not isinstance(model, OnnxModule):
-        module = module.to(device)
+    if isinstance(model, OnnxModule):
+        module, compared = model, list(model.output_names)
+    else:
+        graph = load(model)
+        module, compared = to_torch(graph, half_as_float32=True), compared_tensors(graph)
+        if device is not None:
+            module = module.to(device)
+    capture = [name for name in compared if name not in module.output_names]
     named = list(module.onnx_parameters())
     if not named:
         raise OnnxkdError("the model has no float initializers to compute gradients for")
@@ -65,7 +73,9 @@ def initializer_gradients(model: ModelLike | OnnxModule, batches: Any, labels: n
     try:
         for feeds, batch_labels in _batches(batches, labels, batch_size, max_batches):
             inputs = _inputs(module, feeds)
-            loss = _loss(module(*inputs), batch_labels, module.output_names)
+            outputs, captured = module(*inputs, capture=capture)
+            values = {**dict(zip(module.output_names, outputs)), **captured}
+            loss = _loss([values[name] for name in compared], batch_labels, compared)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             for acc, grad in zip(totals, grads):
                 if grad is not None:

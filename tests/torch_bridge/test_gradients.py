@@ -133,3 +133,17 @@ def test_resnet_with_folded_batchnorm(zoo_model):
         assert_rel(dynamo[f"{conv}.weight_bias"], bn.bias.grad, f"{conv} bias")
     for name in ("fc.weight", "fc.bias"):
         assert_rel(dynamo[name], expected[name], name)
+
+
+def test_a_deployment_export_is_differentiated_through_the_logits_behind_its_class_id(digits, tmp_path):
+    """Class id and confidence (no scores among the outputs): with labels, the cross-entropy of the logits
+    behind them, exactly as for the same classifier exporting its logits."""
+    from classifier_heads import deployed
+
+    data = np.load(digits["val"])
+    feeds, labels = {"image": data["image"][:64]}, data["labels"][:64]
+    plain = initializer_gradients(digits["teacher"], feeds, labels)
+    through_heads = initializer_gradients(deployed(digits["teacher"], tmp_path / "deployed.onnx"), feeds, labels)
+    assert plain.keys() == through_heads.keys()
+    for name, grad in plain.items():
+        np.testing.assert_allclose(through_heads[name], grad, rtol=1e-5, atol=1e-7)
