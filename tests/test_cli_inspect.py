@@ -185,3 +185,17 @@ def test_groups_frozen_at_residual_adds_of_a_layernormed_model_get_a_hint(zoo_mo
     assert opted_in.returncode == 0 and "--prune-normalized cuts it" not in opted_in.stdout
     resnet = run_cli("inspect", str(zoo_model("resnet", "dynamo")))  # residual Adds, but no LayerNorm
     assert resnet.returncode == 0 and "--prune-normalized" not in resnet.stdout
+
+
+def test_outputs_say_what_distillation_learns_instead_of_them(digits, tmp_path):
+    from classifier_heads import deployed
+    from detector import export_detector
+
+    classifier = json.loads(run_cli("inspect", str(deployed(digits["teacher"], tmp_path / "c.onnx")), "--json").stdout)
+    assert [(o["name"], o["distilled_on"]) for o in classifier["summary"]["outputs"]] == [("class_id", ["logits"]),
+                                                                              ("confidence", ["logits"])]
+    detector = run_cli("inspect", str(export_detector(tmp_path / "d.onnx", post_nms_only=True)))
+    assert "selected: int64 ['k', 3]  (distilled on boxes, scores: rows follow the data (NonMaxSuppression))" in \
+        detector.stdout
+    plain = json.loads(run_cli("inspect", str(digits["teacher"]), "--json").stdout)
+    assert "distilled_on" not in plain["summary"]["outputs"][0]

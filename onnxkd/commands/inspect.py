@@ -32,7 +32,7 @@ def summary(model: ir.Model, input_shapes: dict | None = None) -> dict[str, Any]
         "ir_version": model.ir_version,
         "opsets": {(domain or "ai.onnx"): version for domain, version in sorted(model.opset_imports.items())},
         "inputs": [_value_info(v) for v in graph.inputs if v.name not in initializers],
-        "outputs": [_value_info(v) for v in graph.outputs],
+        "outputs": [dict(_value_info(v), **_distilled_on(model).get(v.name, {})) for v in graph.outputs],
         "nodes": sum(1 for _ in graph.all_nodes()),
         "initializers": len(initializers),
         "parameters": trainable,
@@ -107,6 +107,12 @@ def inspect_model(path: str, input_shapes: dict | None = None, prune_normalized:
 # --------------------------------------------------------------------------- rendering
 
 
+def _distilled_note(value: dict[str, Any]) -> str:
+    if not value.get("distilled_on"):
+        return ""
+    return f"  (distilled on {', '.join(value['distilled_on'])}: {value['why']})"
+
+
 def render_summary(data: dict[str, Any], console) -> None:
     from rich.table import Table
 
@@ -116,7 +122,8 @@ def render_summary(data: dict[str, Any], console) -> None:
     table.add_row("producer", data["producer"])
     table.add_row("opsets", ", ".join(f"{d} {v}" for d, v in data["opsets"].items()))
     for kind in ("inputs", "outputs"):
-        table.add_row(kind, "\n".join(f"{v['name']}: {v['dtype']} {v['shape']}" for v in data[kind]) or "-")
+        table.add_row(kind, "\n".join(f"{v['name']}: {v['dtype']} {v['shape']}" + _distilled_note(v)
+                                      for v in data[kind]) or "-")
     table.add_row("nodes", str(data["nodes"]))
     table.add_row("parameters", f"{data['parameters']:,} ({_human(data['parameters'])})")
     table.add_row("buffers", f"{data['buffer_elements']:,} elements")
@@ -225,6 +232,20 @@ def command(model: str, input_shapes, prune_normalized: bool, as_json: bool) -> 
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _distilled_on(model: ir.Model) -> dict[str, dict[str, Any]]:
+    """Output name -> what distillation learns instead of it: the class scores behind a class id, confidence
+    or Softmax, or the tensors a data-shaped op (NonMaxSuppression) reads."""
+    from onnxkd.graph_passes.analyze.classifier_heads import scores_behind
+    from onnxkd.graph_passes.analyze.data_shaped import data_shaped
+
+    shaped = data_shaped(model)
+    found: dict[str, dict[str, Any]] = {name: {"distilled_on": list(shaped.sources), "why": f"rows follow the data "
+                                               f"({op})"} for name, op in shaped.outputs.items()}
+    for name, scores in scores_behind(model).items():
+        found.setdefault(name, {"distilled_on": [scores], "why": "the class scores behind it"})
+    return found
 
 
 def _value_info(value: ir.Value) -> dict[str, Any]:
