@@ -43,17 +43,14 @@ def quality_view(teacher: LoadedModel, student: LoadedModel, t_session: ort.Infe
     t_shaped, s_shaped = data_shaped(teacher.model), data_shaped(student.model)
     shaped = {**s_shaped.outputs, **t_shaped.outputs}
     outputs = {value.name for value in teacher.model.graph.outputs}
-    in_both = _values(student)
-    exposed = {name: op for name, op in t_shaped.sources.items() if name not in outputs and name in in_both}
+    computed_by_student = {output.name for node in student.model.graph for output in node.outputs}
+    exposed = {name: op for name, op in t_shaped.sources.items()
+               if name not in outputs and name in computed_by_student}
     class_ids = class_id_outputs(teacher.model)
     if not exposed or not expose:
         return QualityView(t_session, s_session, shaped, class_ids=class_ids)
     return QualityView(session_exposing(teacher.model, exposed, config, teacher.label),
                        session_exposing(student.model, exposed, config, student.label), shaped, exposed, class_ids)
-
-
-def _values(model: LoadedModel) -> set[str]:
-    return {output.name for node in model.model.graph for output in node.outputs}
 
 
 def session_exposing(model: ir.Model, names: Iterable[str], config: SessionConfig, label: str) -> ort.InferenceSession:
