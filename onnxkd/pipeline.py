@@ -517,10 +517,14 @@ def _paths(teacher, output, report, work_dir) -> tuple[Path, Path | None, Path]:
 
 
 def _load_teacher(teacher: ModelLike) -> ir.Model:
+    from onnxkd.graph_passes.analyze.quantized import QUANTIZED_ADVICE, refuse_quantized
+
     try:
-        return model_io.load(teacher)
+        model = model_io.load(teacher)
     except OnnxkdError as exc:
         raise OnnxkdError(f"teacher: {exc}") from None
+    refuse_quantized(model, f"teacher {model_io.describe(teacher)}", QUANTIZED_ADVICE)
+    return model
 
 
 def _datasets(data, val_data, specs, seed: int, **read) -> tuple[Dataset | None, Dataset | None, bool]:

@@ -65,6 +65,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
     """
     from click.core import ParameterSource
 
+    from onnxkd.graph_passes.analyze.quantized import QUANTIZED_ADVICE, refuse_quantized
     from onnxkd.graph_passes.api import prune
     from onnxkd.graph_passes.prune.plan import DEFAULT_ROUND_TO
     from onnxkd.model import check_output_path, has_external_data, load, save
@@ -88,6 +89,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
         options["round_to"] = DEFAULT_ROUND_TO
     source, target = Path(model), check_output_path(output, {"input model": model})
     teacher = load(source)  # once: every candidate below is cut from this object
+    refuse_quantized(teacher, str(source), QUANTIZED_ADVICE)  # before its importance is measured
     dataset, shapes = _data_and_shapes(teacher, data, input_shapes, needed=target_speedup is not None)
     measured = _measured_importance(criterion, teacher, dataset, batch_size, max_batches, options["seed"],
                                     prune_normalized) if criterion in ("taylor", "kd") else {}

@@ -13,6 +13,7 @@ from onnx_ir.passes.common import ShapeInferencePass
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.dependency import analyze
 from onnxkd.graph_passes.analyze.groups import ChannelGroup
+from onnxkd.graph_passes.analyze.quantized import QUANTIZED_ADVICE, refuse_quantized
 from onnxkd.graph_passes.normalize.prepare import prepare
 from onnxkd.graph_passes.normalize.untie import RetieInitializersPass, RetieShapeConcatsPass
 from onnxkd.graph_passes.prune.importance import importance
@@ -81,6 +82,7 @@ def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bo
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
     prune_normalized = prune_normalized or bool((recipe or {}).get("prune_normalized", False))
     teacher = load(model)
+    refuse_quantized(teacher, describe(model), QUANTIZED_ADVICE)
     prepared, groups = channel_groups(teacher, prune_normalized)
     names = {s.name for g in groups if g.prunable for s in g.slices}
     arrays = {name: prepared.graph.initializers[name].const_value.numpy() for name in names}
@@ -102,6 +104,7 @@ def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[i
     Group ids are those of the analysis with the same ``prune_normalized`` as the plan was made with.
     """
     teacher = load(model)
+    refuse_quantized(teacher, describe(model), QUANTIZED_ADVICE)
     prepared, groups = channel_groups(teacher, prune_normalized)
     by_id = {g.id: g for g in groups}
     for gid, kept in plan.items():

@@ -19,24 +19,20 @@ from pathlib import Path
 import onnx_ir as ir
 
 from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.analyze.quantized import refuse_quantized
 from onnxkd.model import opset_of, save
 from onnxkd.validate.sessions import first_line
 
 QUANTIZE_OPSET = 13
 # QuantizeLinear/DequantizeLinear appeared in opset 10: older graphs come from exporters too old to trust here
 MIN_OPSET = 10
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-                 "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "QAttention"}
 # above this, models and onnxruntime's temp files keep their weights in external data (protobuf's 2 GB limit)
 LARGE_BYTES = 1 << 30
 
 
 def check_quantizable(model: ir.Model, label: str = "model") -> None:
     """Refuse models that are already quantized, or older than opset 10, with one line."""
-    quantized = [node for node in model.graph.all_nodes() if node.op_type in QUANTIZED_OPS]
-    if quantized:
-        raise OnnxkdError(f"{label} is already quantized ({len(quantized)} {quantized[0].op_type} and similar "
-                          "nodes): give its float original")
+    refuse_quantized(model, label, "give its float original")
     opset = opset_of(model)
     if opset < MIN_OPSET:
         raise OnnxkdError(f"{label} has opset {opset}: int8 quantization needs opset >= {MIN_OPSET} "
