@@ -35,8 +35,9 @@ class InputSpec:
         return f"{self.dtype}[{dims}]"
 
 
-def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
-    """Graph inputs that are fed at run time (old exporters also list initializers as inputs)."""
+def input_specs(model: onnx.ModelProto, check_batch: bool = True) -> list[InputSpec]:
+    """Graph inputs that are fed at run time (old exporters also list initializers as inputs); ``check_batch``:
+    refuse inputs whose batch is not axis 0 (``batch_axis_problem``)."""
     initializers = {init.name for init in model.graph.initializer}
     specs = []
     for value in model.graph.input:
@@ -55,7 +56,37 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
                 dims.append(None)
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
         specs.append(InputSpec(value.name, dtype, tuple(dims)))
+    problem = batch_axis_problem(model, specs) if check_batch else None
+    if problem:
+        raise OnnxkdError(problem)
     return specs
+
+
+def _output_first_dims(model: onnx.ModelProto) -> list[Dim]:
+    firsts: list[Dim] = []
+    for value in model.graph.output:
+        dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
+        firsts.append(dims[0].dim_param or None if dims else None)
+    return firsts
+
+
+def batch_axis_problem(model: onnx.ModelProto, specs: list[InputSpec]) -> str | None:
+    """Why an input's batch is not axis 0 (a seq-first RNN export: x[T, batch, C] -> y[batch, K]), or None. Every
+    data source, the batching and the teacher cache read samples on axis 0: such a model would be fed time steps
+    as samples, and validated on that, without an error. The sign: every output's axis 0 is a symbol that is a
+    later axis of the input, not its axis 0 (which is not 1: a fixed batch of 1 with an output squeezed to
+    [seq, ...] is read as it is)."""
+    output_firsts = _output_first_dims(model)
+    symbols = {d for d in output_firsts if isinstance(d, str)}
+    if len(symbols) != 1 or len(output_firsts) != sum(isinstance(d, str) for d in output_firsts):
+        return None
+    [batch] = symbols
+    for spec in specs:
+        if spec.shape and spec.shape[0] not in (1, batch) and batch in spec.shape[1:]:
+            return (f"input {spec.name!r} is {spec.describe()}: its batch is axis {spec.shape.index(batch)} "
+                    f"({batch!r}, axis 0 of the outputs), and onnxkd reads samples on axis 0: export the model "
+                    "batch-first (batch_first=True, or the batch as the inputs' first dynamic axis)")
+    return None
 
 
 def parse_input_shapes(items: Iterable[str]) -> dict[str, tuple[int, ...]]:
