@@ -86,13 +86,12 @@ def command(teacher, student, output, data, val_data, work_dir, resume, input_sh
     """
     from onnxkd.commands.console import make_console
     from onnxkd.data import parse_input_shapes
-    from onnxkd.distill.api import distill
+    from onnxkd.distill.api import distill, load_labelled
     from onnxkd.graph_passes.analyze.quantized import refuse_quantized
-    from onnxkd.model import load
 
     for label, path in (("teacher", teacher), ("student", student)):  # the API also trains QDQ graphs (QAD)
-        refuse_quantized(load(path), f"{label} {path}", "distil the float models, then quantize the student "
-                         "(onnxkd quantize; --qat distils its int8 model from the float teacher)")
+        refuse_quantized(load_labelled(path, label), f"{label} {path}", "distil the float models, then quantize "
+                         "the student (onnxkd quantize; --qat distils its int8 model from the float teacher)")
     options = image_options(flags)
     config = config_from_flags(flags)
     console = make_console(stderr=as_json)

@@ -92,7 +92,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     warnings: list[str] = []
 
     # ----------------------------------------------------------------- models and data
-    teacher_model, student_model = _load(teacher, "teacher"), _load(student, "student")
+    teacher_model, student_model = load_labelled(teacher, "teacher"), load_labelled(student, "student")
     check_pair(teacher_model, student_model)
     specs = input_specs(ir.to_proto(student_model))
     input_shapes = check_input_shapes(input_shapes, specs)
@@ -226,7 +226,8 @@ def _paths(teacher, student, output, work_dir) -> tuple[Path | None, Path | None
     return output, Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
 
 
-def _load(model: ModelLike, label: str) -> ir.Model:
+def load_labelled(model: ModelLike, label: str) -> ir.Model:
+    """The model, or one error line that says which of the two it was (``label``: teacher or student)."""
     try:
         return model_io.load(model)
     except OnnxkdError as exc:
