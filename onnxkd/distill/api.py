@@ -24,6 +24,7 @@ import torch
 from onnxkd import model as model_io
 from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, check_input_shapes, input_specs, random_inputs
 from onnxkd.data.decoded import cache_decoded_images, drop_decoded_images
+from onnxkd.data.labels import labelled_output
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
 from onnxkd.distill.allocator import keep_freed_memory
 from onnxkd.distill.augment import Augmenter, policy as augment_policy
@@ -293,7 +294,11 @@ def _objective(teacher_module, student_module, teacher_model, student_model, pro
     probe_teacher = Teacher(teacher_module, probed_tensors(student_model), hints, run)
     teacher_values = probe_teacher.forward(probe.inputs, raw=True)
     targets = plan_targets(student_model, teacher_values, config.loss, config.output_weights)
-    objective = Objective(targets, [h.tensor for h in hints], config.temperature, config.alpha, config.hint_weight)
+    scored = [t for t in targets if t.class_scores]
+    chosen = labelled_output([teacher_values[t.tensor].float().cpu().numpy() for t in scored],
+                             None if probe.labels is None else probe.labels.cpu().numpy())
+    objective = Objective(targets, [h.tensor for h in hints], config.temperature, config.alpha, config.hint_weight,
+                          scored[chosen].output if chosen is not None else None)
     student_module.eval()
     with torch.no_grad():
         student_values = named_outputs(student_module, run(student_module, probe.inputs, objective.capture))

@@ -2,8 +2,8 @@
 
     loss = sum over targets  w_o * L_o  +  hint_weight * mean over hints  hint(s_h, t_h)
 
-where L_o is KL at temperature T for class scores (``alpha * KL + (1 - alpha) * CE`` on the first
-class-score output when labels exist), MSE or cosine for other outputs (see ``targets``).
+where L_o is KL at temperature T for class scores (``alpha * KL + (1 - alpha) * CE`` on the class-score
+output the labels belong to, when labels exist: ``data.labels.labelled_output``), MSE or cosine for other outputs (see ``targets``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ class Objective:
     temperature: float
     alpha: float  # weight of the distillation term against cross-entropy, when labels exist
     hint_weight: float
+    labelled: str | None = None  # the class-score output labels apply to (None: the first)
 
     @property
     def capture(self) -> list[str]:
@@ -32,8 +33,9 @@ class Objective:
 
     @property
     def labelled_target(self) -> Target | None:
-        """The output labels apply to: the first class-score output."""
-        return next((t for t in self.targets if t.class_scores), None)
+        """The class-score output labels apply to: ``labelled``, else the first."""
+        scored = [t for t in self.targets if t.class_scores]
+        return next((t for t in scored if t.output == self.labelled), scored[0] if scored else None)
 
     def __call__(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
                  labels: torch.Tensor | None, mixed: Mixed | None = None) -> tuple[torch.Tensor, dict[str, float]]:
@@ -59,4 +61,4 @@ class Objective:
 
     def for_validation(self) -> "Objective":
         """The distillation terms alone: validation compares student and teacher outputs, not features."""
-        return Objective(self.targets, [], self.temperature, self.alpha, self.hint_weight)
+        return Objective(self.targets, [], self.temperature, self.alpha, self.hint_weight, self.labelled)

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from onnxkd.data import Dataset, InputSpec
+from onnxkd.data.labels import labelled_output
 from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 from onnxkd.model import load
@@ -68,10 +69,12 @@ def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: in
 
 def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.ndarray | None,
             class_ids: bool = False) -> Quality:
-    """The first output's accuracy or agreement where it is class scores (or, ``class_ids``, an ArgMax's class
-    ids), else the mean relative error of the float outputs."""
-    first, got = reference[0], outputs[0]
-    if class_ids or (quality.is_class_scores(first) and first.dtype.kind == "f"):
+    """Accuracy or agreement on the first output where it is an ArgMax's class ids (``class_ids``), or on the
+    class-score output the labels belong to (without labels: the first output, if it is class scores), else the
+    mean relative error of the float outputs."""
+    chosen = 0 if class_ids else _scored_output(reference, labels)
+    if chosen is not None:
+        first, got = reference[chosen], outputs[chosen]
         first, got = (quality.predicted_classes(o, class_ids) for o in (first, got))
         if labels is not None:
             accuracy = quality.accuracy_comparison(first, got, labels)
@@ -83,6 +86,16 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.n
               for r, o in zip(reference, outputs) if r.dtype.kind == "f"]
     error = float(np.mean(errors)) if errors else 0.0
     return Quality("relative error", None, error, error)
+
+
+def _scored_output(reference: list[np.ndarray], labels: np.ndarray | None) -> int | None:
+    """The class-score output the labels belong to (a model may also return an embedding [N, D]); without labels,
+    the first output, if it is class scores."""
+    scores = [i for i, r in enumerate(reference) if quality.is_class_scores(r) and r.dtype.kind == "f"]
+    if labels is None:
+        return 0 if scores[:1] == [0] else None
+    chosen = labelled_output([reference[i] for i in scores], labels)
+    return None if chosen is None else scores[chosen]
 
 
 def sensitivity(float_path: Path, graph: onnx.GraphProto, int8_path: Path, samples: Dataset, batch: int,

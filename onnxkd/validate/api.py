@@ -13,6 +13,7 @@ import numpy as np
 
 from onnxkd.data import (DataLike, Dataset, ImageOptions, InputSpec, as_dataset, input_specs,
                          parse_input_shapes, random_inputs, reference_shapes)
+from onnxkd.data.labels import labelled_output
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
 from onnxkd.validate import latency, quality, static
@@ -172,9 +173,10 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
             bad = m[f"{who}_nonfinite"]
             if bad["nan"] or bad["inf"]:
                 warnings.append(f"{who} output {m['name']!r} has {bad['nan']} NaN and {bad['inf']} Inf values")
-    scores = next((i for i, t in enumerate(t_out)
-                   if quality.is_class_scores(t) and t.dtype.kind == "f"
-                   and names[i] not in shaped and names[i] not in view.exposed), None)
+    candidates = [i for i, t in enumerate(t_out) if quality.is_class_scores(t) and t.dtype.kind == "f"
+                  and names[i] not in shaped and names[i] not in view.exposed]
+    chosen = labelled_output([t_out[i] for i in candidates], labels)  # the output the labels belong to
+    scores = None if chosen is None else candidates[chosen]
     ids = next((i for i, name in enumerate(names)  # a deployment export's class ids, one per sample
                 if name in view.class_ids and t_out[i].size == len(t_out[i])), None)
     if scores is None and ids is None:
