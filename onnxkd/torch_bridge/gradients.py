@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from onnxkd.data.labels import labelled_output
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.compared import compared_tensors
 from onnxkd.model import ModelLike, load
@@ -41,7 +42,8 @@ def initializer_gradients(model: ModelLike | OnnxModule, batches: Any, labels: n
     (``graph_passes.analyze.compared``: the outputs, or the logits behind a class id, or the tensors a
     NonMaxSuppression reads; an ``OnnxModule`` given: its outputs):
 
-    - with labels, when the first looks like class scores (``[N, C]``, C >= 2): cross-entropy
+    - with labels, when one looks like class scores (``[N, C]``, C >= 2): cross-entropy of the one the labels
+      belong to (``data.labels.labelled_output``: where the model's top-1 matches them most)
       (on the log of the output when its rows are already probabilities);
     - otherwise the squared L2 norm of the float outputs, ``sum ||f(x)||^2``: a label-free proxy
       used by Taylor/saliency pruning on unlabeled data; the gradient measures how much each weight
@@ -147,15 +149,18 @@ def _loss(outputs: tuple, labels: np.ndarray | None, names: list[str]) -> torch.
     floats = [o for o in outputs if isinstance(o, torch.Tensor) and o.is_floating_point() and o.requires_grad]
     if not floats:
         raise OnnxkdError("no float output of the model depends on its weights: nothing to differentiate")
-    first = outputs[0]
-    if labels is not None and _class_scores(first):
-        classes = first.shape[1]
-        target = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=first.device)
-        if len(target) != len(first):
-            raise OnnxkdError(f"labels: {len(target)} labels for a batch of {len(first)} samples")
+    candidates = [i for i, o in enumerate(outputs) if _class_scores(o)]
+    if labels is not None and candidates:
+        chosen = candidates[labelled_output([outputs[i].detach().float().cpu().numpy() for i in candidates],
+                                            np.asarray(labels))]  # an embedding may come first
+        scores = outputs[chosen].float()
+        classes = scores.shape[1]
+        target = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=scores.device)
+        if len(target) != len(scores):
+            raise OnnxkdError(f"labels: {len(target)} labels for a batch of {len(scores)} samples")
         if len(target) and int(target.max()) >= classes:
-            raise OnnxkdError(f"labels: class id {int(target.max())} but output {names[0]!r} has {classes} classes")
-        scores = first.float()
+            raise OnnxkdError(f"labels: class id {int(target.max())} but output {names[chosen]!r} has {classes} "
+                              "classes")
         if _probabilities(scores):
             return F.nll_loss(torch.log(scores.clamp_min(1e-12)), target, reduction="sum")
         return F.cross_entropy(scores, target, reduction="sum")

@@ -50,3 +50,14 @@ def test_quantizes_budget_is_the_logits_accuracy(two_heads, digits):
     quality = compare(reference, worse, val["labels"])
     assert quality.metric == "accuracy" and quality.float_value == pytest.approx(_accuracy(two_heads, val))
     assert quality.int8_value == pytest.approx(np.mean(worse[1].argmax(1) == val["labels"]))
+
+
+def test_taylor_gradients_are_the_cross_entropy_of_the_logits(two_heads, digits):
+    from onnxkd.torch_bridge.gradients import initializer_gradients
+
+    data = np.load(digits["val"])
+    feeds, labels = {"image": data["image"][:64]}, data["labels"][:64]
+    expected = initializer_gradients(digits["teacher"], feeds, labels)  # the model with its logits alone
+    got = initializer_gradients(two_heads, feeds, labels)
+    for name, grad in expected.items():
+        np.testing.assert_allclose(got[name], grad, rtol=1e-5, atol=1e-7)
