@@ -173,12 +173,7 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
             bad = m[f"{who}_nonfinite"]
             if bad["nan"] or bad["inf"]:
                 warnings.append(f"{who} output {m['name']!r} has {bad['nan']} NaN and {bad['inf']} Inf values")
-    candidates = [i for i, t in enumerate(t_out) if quality.is_class_scores(t) and t.dtype.kind == "f"
-                  and names[i] not in shaped and names[i] not in view.exposed]
-    chosen = labelled_output([t_out[i] for i in candidates], labels)  # the output the labels belong to
-    scores = None if chosen is None else candidates[chosen]
-    ids = next((i for i, name in enumerate(names)  # a deployment export's class ids, one per sample
-                if name in view.class_ids and t_out[i].size == len(t_out[i])), None)
+    scores, ids = _classified_output(view, t_out, labels)
     if scores is None and ids is None:
         if labels is not None:
             warnings.append("labels given but no output looks like class scores [N, C] or class ids (ArgMax): "
@@ -194,6 +189,17 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
                               f"output {names[scores]!r}")
         accuracy = dict(quality.accuracy_comparison(t, s, labels, seed), output=names[chosen])
     return per_output, accuracy, agreement, warnings
+
+
+def _classified_output(view: QualityView, t_out: list[np.ndarray], labels) -> tuple[int | None, int | None]:
+    """(index of the class-score output the labels belong to, else None; index of an output of class ids, one
+    per sample, as a deployment export's ArgMax gives, else None)."""
+    names = view.names
+    candidates = [i for i, t in enumerate(t_out) if quality.is_class_scores(t) and t.dtype.kind == "f"
+                  and names[i] not in view.shaped and names[i] not in view.exposed]
+    chosen = labelled_output([t_out[i] for i in candidates], labels)
+    ids = next((i for i, name in enumerate(names) if name in view.class_ids and t_out[i].size == len(t_out[i])), None)
+    return (None if chosen is None else candidates[chosen]), ids
 
 
 def _latency_pair(t_session, s_session, feeds, batch: int, protocol: LatencyProtocol, progress) -> dict:
