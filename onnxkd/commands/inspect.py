@@ -27,12 +27,13 @@ def summary(model: ir.Model, input_shapes: dict | None = None) -> dict[str, Any]
     graph = model.graph
     initializers = set(graph.initializers)
     trainable, buffers = _weight_counts(model)
+    distilled_on = _distilled_on(model)
     return {
         "producer": f"{model.producer_name or '?'} {model.producer_version or ''}".strip(),
         "ir_version": model.ir_version,
         "opsets": {(domain or "ai.onnx"): version for domain, version in sorted(model.opset_imports.items())},
         "inputs": [_value_info(v) for v in graph.inputs if v.name not in initializers],
-        "outputs": [dict(_value_info(v), **_distilled_on(model).get(v.name, {})) for v in graph.outputs],
+        "outputs": [dict(_value_info(v), **distilled_on.get(v.name, {})) for v in graph.outputs],
         "nodes": sum(1 for _ in graph.all_nodes()),
         "initializers": len(initializers),
         "parameters": trainable,

@@ -116,8 +116,8 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     objective, hints, teacher_values = _objective(teacher_module, student_module, teacher_model, student_model, probe,
                                                   config, run)
     _check_labels(objective, teacher_values, train_set, val_set)
-    if data_shaped_note(student_model):
-        report.line(data_shaped_note(student_model))
+    if note := data_shaped_note(student_model):
+        report.line(note)
     needed = [t.tensor for t in objective.targets]
     train_teacher = Teacher(teacher_module, needed, hints, run)
     val_teacher = Teacher(teacher_module, needed, [], run)

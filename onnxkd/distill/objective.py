@@ -3,7 +3,8 @@
     loss = sum over targets  w_o * L_o  +  hint_weight * mean over hints  hint(s_h, t_h)
 
 where L_o is KL at temperature T for class scores (``alpha * KL + (1 - alpha) * CE`` on the class-score
-output the labels belong to, when labels exist: ``data.labels.labelled_output``), MSE or cosine for other outputs (see ``targets``).
+output the labels belong to, when labels exist: ``data.labels.labelled_output``), MSE or cosine for other
+outputs (see ``targets``).
 """
 
 from __future__ import annotations

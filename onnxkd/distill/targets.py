@@ -5,9 +5,9 @@ when labels exist); everything else (maps, embeddings, regression) with MSE, or 
 When an output comes out of a Softmax/LogSoftmax (exported classifiers often end in one), or is the class id
 or confidence picked from its scores (ArgMax, ReduceMax, TopK: deployment exports), the target is the scores,
 the logits where a Softmax sits between (``graph_passes.analyze.classifier_heads``): they have the same tensor
-name in teacher and student, and KL at a temperature needs logits, not probabilities. An output whose shape follows its data (the boxes an end-to-end
-detector's NonMaxSuppression keeps) is not a target: the float tensors that op reads, per sample, are
-(``graph_passes.analyze.data_shaped``).
+name in teacher and student, and KL at a temperature needs logits, not probabilities. An output whose shape
+follows its data (the boxes an end-to-end detector's NonMaxSuppression keeps) is not a target: the float
+tensors that op reads, per sample, are (``graph_passes.analyze.data_shaped``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from onnxkd.distill.losses import LOSSES
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.classifier_heads import scores_behind
+from onnxkd.graph_passes.analyze.compared import compared_tensors
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 
 
@@ -96,10 +97,9 @@ def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], l
 
 
 def probed_tensors(model: ir.Model) -> list[str]:
-    """What one probe batch of the teacher must give ``plan_targets``: the graph outputs, the logits feeding their
-    Softmax, and the tensors that outputs whose shape follows their data come from."""
-    outputs = [v.name for v in model.graph.outputs]
-    return list(dict.fromkeys(outputs + list(scores_behind(model).values()) + list(data_shaped(model).sources)))
+    """What one probe batch of the teacher must give ``plan_targets``: the graph outputs, and the tensors the
+    model is held to in their place (``compared_tensors``: logits, the tensors a NonMaxSuppression reads)."""
+    return list(dict.fromkeys([v.name for v in model.graph.outputs] + compared_tensors(model)))
 
 
 def data_shaped_note(model: ir.Model) -> str | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx_ir as ir
 
 from onnxkd.data import Dataset, InputSpec
 from onnxkd.data.labels import labelled_output
@@ -57,13 +58,13 @@ def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: in
     compared = [i for i, name in enumerate(outputs + exposed) if name not in shaped.outputs]
     class_ids = (outputs + exposed)[compared[0]] in class_id_outputs(float_model) if compared else False
 
-    def outputs_of(path: Path, label: str) -> list[np.ndarray]:
-        session = session_exposing(load(path), exposed, config, label) if exposed else \
+    def outputs_of(path: Path, label: str, model: ir.Model | None = None) -> list[np.ndarray]:
+        session = session_exposing(model or load(path), exposed, config, label) if exposed else \
             create_session(str(path), config, label)[0]
         values = run_dataset(session, data, specs, batch, label)
         return [values[i] for i in compared]
 
-    reference, labels = outputs_of(float_path, "float model"), data.labels
+    reference, labels = outputs_of(float_path, "float model", float_model), data.labels
     return lambda candidate: compare(reference, outputs_of(candidate, "int8 model"), labels, class_ids)
 
 

@@ -21,8 +21,8 @@ DATA_SHAPED_OPS = frozenset({"NonMaxSuppression", "NonZero", "Unique", "Compress
 @dataclass
 class DataShaped:
     outputs: dict[str, str] = field(default_factory=dict)  # graph output -> the op whose data sets its shape
-    sources: dict[str, str] = field(default_factory=dict)  # float tensor those ops read, shaped by the inputs
-    # alone -> the op reading it
+    # float tensor those ops read, shaped by the inputs alone -> the op reading it
+    sources: dict[str, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.outputs)
