@@ -13,14 +13,16 @@ from onnxkd.report.tables import Table
 FROZEN_SHOWN = 12  # most frequent reasons listed; the rest are summed in one row
 
 
-def narrative(r: dict) -> list[str]:
-    """Three sentences a newcomer reads first: what was cut, what it cost, what it bought."""
+def narrative(r: dict, frozen_listed: str = "below") -> list[str]:
+    """Three sentences a newcomer reads first: what was cut, what it cost, what it bought; ``frozen_listed``:
+    where the table of the groups left whole is, "below" (the files) or "above" (the terminal)."""
     c, speed = r["compress"], r["speedup"]
     p, s = c["prune"], c["prune"]["summary"]
+    whole = s["frozen"] + len(s.get("whole_by_rounding") or [])
     cut = (f"What was cut: {s['pruned']} of {s['groups']} channel groups (criterion {p['criterion']}, ratio "
            f"{p['ratio']:g}{_steps(p)}), {s['channels_before']:,} → {s['channels_after']:,} channels; "
            f"{_groups(s['frozen'])} left whole because cutting could not be proven safe"
-           + _rounded(s) + " (listed below).")
+           + _rounded(s) + (f" (listed {frozen_listed})." if whole else "."))
     cost_parts = []
     pruned = c.get("pruned_quality") or {}
     if r.get("accuracy"):

@@ -29,7 +29,10 @@ def render_compress(r: dict, console: Console) -> None:
     for table in (compress_tables.latency_split(r), compress_tables.int8(r)):
         if table.rows:
             console.print(_rich(table, wrap=1))
-    for sentence in compress_tables.narrative(r):
+    left_whole = compress_tables.frozen(r)  # the narrative's first sentence points at it
+    if left_whole.rows:
+        console.print(_rich(left_whole, wrap=0))
+    for sentence in compress_tables.narrative(r, frozen_listed="above"):
         console.print(sentence, highlight=False)
 
 

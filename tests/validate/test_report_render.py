@@ -49,9 +49,8 @@ def test_speed_search_table_marks_the_chosen_candidate_and_the_groups_left_whole
     assert len(table.rows) == 4 and "Groups 0, 2 are left whole" in table.note
 
 
-def test_groups_rounding_left_whole_are_said_in_the_narrative_and_listed_with_the_frozen_ones():
-    from onnxkd.report.compress_tables import frozen, narrative
-
+def _report_with_groups_left_whole() -> dict:
+    """A compress report where one group is frozen and two are left whole by round-to 16."""
     groups = [{"id": 0, "size": 16, "kept": 16, "status": "whole", "reason": "round-to 16"},
               {"id": 1, "size": 16, "kept": 16, "status": "whole", "reason": "round-to 16"},
               {"id": 2, "size": 64, "kept": 32, "status": "pruned", "reason": ""},
@@ -62,10 +61,32 @@ def test_groups_rounding_left_whole_are_said_in_the_narrative_and_listed_with_th
                                      "groups": groups}},
               "speedup": {"macs_reduction": 2.0, "params_reduction": 2.0, "p50": 1.5, "batch_size": 1},
               "environment": {"providers": ["CPUExecutionProvider"]}}
+    return report
+
+
+def test_groups_rounding_left_whole_are_said_in_the_narrative_and_listed_with_the_frozen_ones():
+    from onnxkd.report.compress_tables import frozen, narrative
+
+    report = _report_with_groups_left_whole()
     first = narrative(report)[0]
     assert ("1 group was left whole because cutting could not be proven safe, and 2 groups because round-to 16 "
             "keeps whole blocks of 16 channels (listed below)") in first
     assert sorted(frozen(report).rows) == [["feeds a graph output", "1", "10"], ["round-to 16", "2", "32"]]
+
+
+def test_the_terminal_lists_the_groups_left_whole_above_the_sentence_pointing_at_them():
+    from rich.console import Console
+
+    from onnxkd.report.terminal import render_compress
+
+    report = _report_with_groups_left_whole()
+    report["compress"].update(stages=[], wall_s=1.0)
+    console = Console(record=True, width=200)
+    render_compress(report, console)
+    text = console.export_text()
+    assert "(listed above)" in text and "(listed below)" not in text
+    assert text.index("feeds a graph output") < text.index("What was cut")
+    assert text.index("round-to 16") < text.index("What was cut")
 
 
 def test_the_int8_table_lists_padded_inputs_and_the_nodes_kept_float():

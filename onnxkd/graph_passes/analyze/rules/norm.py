@@ -61,7 +61,8 @@ def layer_norm(ctx: Ctx) -> None:
     params = [ctx.input(i) is None or (ctx.initializer(i) is not None and ctx.in_shape(i) == [width]) for i in (1, 2)]
     stats_used = any(extra.uses() for extra in ctx.node.outputs[1:])
     if not ctx.state.prune_normalized or hidden is None or len(normalised) > 1 or not all(params) or stats_used:
-        why = ("LayerNormalization statistics over the hidden size" if not ctx.state.prune_normalized else
+        why = ("LayerNormalization statistics over the hidden size (--prune-normalized cuts it)"
+               if not ctx.state.prune_normalized else
                "LayerNormalization over several axes, with non-constant parameters or used statistics")
         for lay in normalised.values():
             ctx.freeze(lay, why)
