@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,11 +53,11 @@ FLAT_OPTIONS = {
 
 @dataclass
 class CompressResult:
-    model: ir.Model  # the student
+    model: ir.Model = field(repr=False)  # the student
     student: str  # where it was written
     report_dir: str | None
     recipe_path: str
-    report: dict  # report.json: the validation figures plus the "compress" section
+    report: dict = field(repr=False)  # report.json: the validation figures plus the "compress" section
 
     @property
     def passed(self) -> bool:

@@ -27,9 +27,10 @@ PLAN_KEY = "onnxkd.prune_plan"
 
 @dataclass
 class PruneResult:
-    model: ir.Model
-    plan: Plan
-    groups: list[ChannelGroup]
+    # the repr shows the summary: a notebook cell ending in ``prune(...)`` printed the whole graph
+    model: ir.Model = field(repr=False)
+    plan: Plan = field(repr=False)
+    groups: list[ChannelGroup] = field(repr=False)
     summary: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -13,7 +13,7 @@ SCOPE_TEXT = {"all": "every op quantized", "weighted": "only Conv, Gemm and MatM
 
 @dataclass
 class QuantizeResult:
-    model: ir.Model  # the int8 model, or the float model when int8 did not pay
+    model: ir.Model = field(repr=False)  # the int8 model, or the float model when int8 did not pay
     int8: bool  # whether ``model`` is quantized
     target: dict  # device, activation type and why
     calibration: dict  # method, samples, per-channel, format
@@ -25,7 +25,7 @@ class QuantizeResult:
     quality: dict | None = None  # metric, float, int8, drop (None without evaluation)
     max_accuracy_drop: float | None = None
     size_bytes: dict = field(default_factory=dict)  # {"float": .., "int8": ..} initializer bytes
-    trials: dict = field(default_factory=dict)  # {"speed": [...], "accuracy": [...]}: every candidate tried
+    trials: dict = field(default_factory=dict, repr=False)  # {"speed": [...], "accuracy": [...]}: every candidate tried
     notes: list[str] = field(default_factory=list)
     gate: dict | None = None  # --min-int8-speedup: {"min": x, "passed": bool}
     qat: dict | None = None  # quantization-aware distillation: {"ptq": quality, "qat": quality, "kept": bool, ...}

@@ -43,7 +43,7 @@ class ValidationResult:
     agreement: dict | None = None  # top1, top1_ci95, n, output
     accuracy: dict | None = None  # teacher, student, drop, drop_ci95, n, output
     quality: list[dict] = field(default_factory=list)  # one entry per output
-    channels: list[dict] = field(default_factory=list)  # layer, op_type, teacher, student, kept
+    channels: list[dict] = field(default_factory=list, repr=False)  # layer, op_type, teacher, student, kept
     gates: list[dict] = field(default_factory=list)  # name, op, threshold, value, passed
     warnings: list[str] = field(default_factory=list)
     data: dict | None = None  # source, n, labels

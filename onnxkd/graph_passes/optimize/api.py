@@ -28,7 +28,7 @@ STATIC_RESHAPE = "Reshape targets made static"  # how ``fused`` counts the folde
 
 @dataclass
 class OptimizeResult:
-    model: ir.Model
+    model: ir.Model = field(repr=False)  # the repr shows what changed, not the graph
     fused: dict[str, int]  # fusion name -> patterns rewritten (0 for fusions that found nothing)
     nodes_before: int
     nodes_after: int
