@@ -70,6 +70,9 @@ def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptio
       temporary folder; see ``onnxkd.data.sources`` for the sample forms and the cost of each;
     * a ``datasets.Dataset`` (Hugging Face), its ``columns`` mapped to inputs as in ``load_data``.
 
+    A tuple ``(x, labels)`` of a one-input model's samples (samples on axis 0) and their int class ids is read as
+    inputs and labels, not as two samples: ``x`` has the input's rank, batch included, which a sample has not.
+
     ``transform`` (nncf's ``transform_fn``) maps each item of a Python source (a sample; a ``DataLoader``'s
     batch) to a sample: a dict keyed by input name (+ ``labels``), a tuple ``(inputs..., [label])`` or one
     array."""
@@ -99,6 +102,10 @@ def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptio
         arrays = {k: np.asarray(v) for k, v in data.items() if k != "labels"}
         labels = None if data.get("labels") is None else np.asarray(data["labels"])
         return fit_to_model(Dataset(arrays, labels, "data"), specs)
+    if _inputs_and_labels(data, specs):  # (x, y), as scikit-learn and Keras take them
+        only_for_sources("arrays")
+        arrays, labels = (to_numpy(part) for part in data)
+        return fit_to_model(Dataset({specs[0].name: arrays}, labels, "data"), specs)
     if hasattr(data, "detach") and hasattr(data, "shape"):  # one tensor: like one array
         data = to_numpy(data)
     if isinstance(data, np.ndarray):
@@ -109,3 +116,15 @@ def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptio
         return fit_to_model(Dataset({specs[0].name: data}, None, "data"), specs)
     return fit_to_model(open_source(data, specs, transform), specs)
 
+
+
+def _inputs_and_labels(data: Any, specs: list[InputSpec]) -> bool:
+    """Whether ``data`` is ``(x, labels)`` for a one-input model: two arrays (or tensors) of the same length, x of
+    the input's rank and the labels one int per sample."""
+    if not (isinstance(data, tuple) and len(data) == 2 and len(specs) == 1):
+        return False
+    x, labels = data
+    if not all(isinstance(part, np.ndarray) or (hasattr(part, "detach") and hasattr(part, "shape")) for part in data):
+        return False
+    return (len(x.shape) == specs[0].rank and len(labels.shape) == 1 and len(x) == len(labels)
+            and np.issubdtype(to_numpy(labels[:0]).dtype, np.integer))

@@ -223,6 +223,17 @@ def test_one_array_or_tensor_feeds_a_one_input_model():
         as_dataset(XS, [X, M])
 
 
+@pytest.mark.parametrize("as_given", [lambda a: a, torch.from_numpy], ids=["numpy", "torch"])
+def test_inputs_and_labels_as_a_pair_are_read_as_x_and_y(as_given):
+    """(x, y) as scikit-learn and Keras take them: it was read as two samples and refused (sample 1's shape)."""
+    data = as_dataset((as_given(XS), as_given(YS)), [X])
+    np.testing.assert_array_equal(data.arrays["x"][np.arange(N)], XS, strict=True)
+    np.testing.assert_array_equal(data.labels, YS)
+    # two samples of the model's input (no batch axis) stay two samples
+    two = as_dataset((XS[0], XS[1]), [X])
+    assert len(two) == 2 and two.labels is None
+
+
 # --------------------------------------------------------------------------- Hugging Face datasets
 
 
