@@ -12,7 +12,9 @@ from onnxkd.report.tables import Table, gates, quality, summary
 
 def render(r: dict, console: Console) -> None:
     console.print(_rich(summary(r)))
-    if r.get("quality") and len(r["quality"]) > 1:
+    # the summary carries one classifier output's agreement; anything else (a map, boxes, an embedding, several
+    # outputs) is only in this table, and a detector's validate showed no quality at all without it
+    if r.get("quality") and (len(r["quality"]) > 1 or not r.get("agreement")):
         console.print(_rich(quality(r)))
     gate_table = gates(r)
     if gate_table.rows:

@@ -26,6 +26,21 @@ def test_rerender_from_json_and_plots(models, labelled, tmp_path):
     assert "Teacher vs student" in text and "75.0%" in text
 
 
+def test_one_map_output_shows_its_quality_in_the_terminal(zoo_model):
+    """A single output that is not a classifier's (a segmentation map here; a detector's boxes) has no agreement
+    row in the summary: its cosine and errors are shown in the quality table (it was not shown at all)."""
+    import numpy as np
+
+    unet = zoo_model("unet")
+    data = {"x": np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype(np.float32)}
+    r = validate(unet, unet, data, runs=3, warmup=1, budget_s=0.1).to_dict()
+    assert not r["agreement"] and len(r["quality"]) == 1
+    console = Console(record=True, width=160)
+    render(r, console)
+    text = console.export_text()
+    assert "Output agreement" in text and "cosine" in text and r["quality"][0]["name"] in text
+
+
 def test_report_and_validate_import_neither_torch_nor_report_onnxruntime():
     code = ("import sys, onnxkd.report, onnxkd.report.html, onnxkd.report.markdown, onnxkd.report.plots, "
             "onnxkd.report.terminal; assert 'onnxruntime' not in sys.modules; "
