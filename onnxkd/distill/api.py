@@ -34,7 +34,7 @@ from onnxkd.distill.teacher_cache import cache_teacher, remove_disk_cache
 from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.evaluate import describe, evaluate
 from onnxkd.distill.objective import Objective
-from onnxkd.distill.pairing import check_pair
+from onnxkd.distill.pairing import paired_teacher
 from onnxkd.distill.progress import reporter
 from onnxkd.distill.result import DistillResult
 from onnxkd.distill.targets import data_shaped_note, plan_targets, probed_tensors
@@ -94,7 +94,10 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
 
     # ----------------------------------------------------------------- models and data
     teacher_model, student_model = load_labelled(teacher, "teacher"), load_labelled(student, "student")
-    check_pair(teacher_model, student_model)
+    teacher_model, pairing_notes = paired_teacher(teacher_model, student_model)
+    for note in pairing_notes:  # outputs paired by position: the user should know, in case the order differs
+        warnings.append(note)
+        report.line(f"Warning: {note}", "bold yellow")
     specs = input_specs(ir.to_proto(student_model))
     input_shapes = check_input_shapes(input_shapes, specs)
     read = dict(image_options=image_options, transform=transform, columns=columns)
