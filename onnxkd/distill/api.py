@@ -34,7 +34,7 @@ from onnxkd.distill.teacher_cache import cache_teacher, remove_disk_cache
 from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.evaluate import describe, evaluate
 from onnxkd.distill.objective import Objective
-from onnxkd.distill.pairing import paired_teacher
+from onnxkd.graph_passes.analyze.pairing import paired_teacher
 from onnxkd.distill.progress import reporter
 from onnxkd.distill.result import DistillResult
 from onnxkd.distill.targets import data_shaped_note, plan_targets, probed_tensors

@@ -21,7 +21,7 @@ from onnxkd.validate.environment import environment
 from onnxkd.validate.gates import Gates, evaluate
 from onnxkd.validate.inference import batch_limit, run_dataset, run_once
 from onnxkd.validate.latency import LatencyProtocol, Progress
-from onnxkd.validate.loaded import LoadedModel, load_model
+from onnxkd.validate.loaded import LoadedModel, load_model, paired
 from onnxkd.validate.result import ModelFigures, ValidationResult, json_safe
 from onnxkd.validate.sessions import SessionConfig, create_session
 from onnxkd.validate.shaped_outputs import QualityView, quality_view
@@ -42,7 +42,7 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     if batch_size < 1 or runs < 1 or warmup < 0 or budget_s <= 0:
         raise OnnxkdError("batch size and runs must be >= 1, warm-up >= 0 and the time budget > 0")
     gates = Gates(max_accuracy_drop, min_agreement, min_speedup)
-    t_model, s_model = load_model(teacher, "teacher"), load_model(student, "student")
+    t_model, pairing_notes = paired(load_model(teacher, "teacher"), s_model := load_model(student, "student"))
     specs = _common_inputs(input_specs(t_model.proto), input_specs(s_model.proto))
     given = input_shapes if input_shapes is None or isinstance(input_shapes, Mapping) else parse_input_shapes(input_shapes)
     dataset = as_dataset(data, specs, image_options, transform=transform, columns=columns)
@@ -70,6 +70,7 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
         result_quality, accuracy, agreement, warnings = _quality(view, dataset, specs, batch_size, seed)
         if progress:
             progress("quality", 1, 1)
+    warnings = pairing_notes + warnings
 
     protocol = LatencyProtocol(warmup=warmup, runs=runs, budget_s=budget_s)
     lat_one = _latency_pair(t_session, s_session, feeds_one, batch_one, protocol, progress)
@@ -120,7 +121,7 @@ def compare_quality(teacher: ModelLike, student: ModelLike, data: DataLike, *, b
 
     ``compress`` uses it to measure the pruned student before distillation, on the same held-out data.
     """
-    t_model, s_model = load_model(teacher, "teacher"), load_model(student, "student")
+    t_model, _ = paired(load_model(teacher, "teacher"), s_model := load_model(student, "student"))
     specs = _common_inputs(input_specs(t_model.proto), input_specs(s_model.proto))
     dataset = as_dataset(data, specs)
     config = SessionConfig(provider, threads, "all")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import onnx
@@ -11,6 +11,7 @@ import onnx_ir as ir
 
 from onnxkd import model as model_io
 from onnxkd.errors import OnnxkdError
+from onnxkd.graph_passes.analyze.pairing import paired_teacher
 from onnxkd.model import sha256_bytes, sha256_file
 
 
@@ -40,6 +41,16 @@ def load_model(model: model_io.ModelLike, label: str) -> LoadedModel:
         return LoadedModel(label, proto, loaded, source, "<in memory>", sha256_bytes(source), len(source))
     return LoadedModel(label, proto, loaded, source, "<in memory>", sha256_bytes(proto.SerializeToString()),
                        model_io.initializer_bytes(loaded))
+
+
+def paired(teacher: LoadedModel, student: LoadedModel) -> tuple[LoadedModel, list[str]]:
+    """``teacher`` under the student's names where a student exported by another tool names its inputs and outputs
+    otherwise (``paired_teacher``: paired by position), with a note per kind so paired; its identity (path,
+    hash, size) stays the file's."""
+    renamed, notes = paired_teacher(teacher.model, student.model)
+    if renamed is teacher.model:
+        return teacher, notes
+    return replace(teacher, model=renamed, proto=ir.to_proto(renamed), source=model_io.session_source(renamed)), notes
 
 
 def _external_files(model: ir.Model, folder: Path) -> set[Path]:

@@ -1,7 +1,7 @@
 """A student pruned with another tool and exported again names its inputs and outputs as its exporter does
-(torch's legacy exporter numbers unnamed outputs, dynamo names them after ops). distill refused such a student;
-it now pairs the values by position, trains exactly as under the teacher's names, and writes the student under
-its own names."""
+(torch's legacy exporter numbers unnamed outputs, dynamo names them after ops). distill and validate refused such
+a student; they now pair the values by position: distill trains exactly as under the teacher's names and writes the
+student under its own, validate measures what it measures under one set of names."""
 
 from __future__ import annotations
 
@@ -97,3 +97,14 @@ def test_names_that_only_partly_match_are_refused(digits, digits_student, tmp_pa
     teacher, student = export(["a", "b"], tmp_path / "t.onnx"), export(["a", "c"], tmp_path / "s.onnx")
     with pytest.raises(OnnxkdError, match=r"student's outputs \['a', 'c'\] differ from the teacher's \['a', 'b'\]"):
         onnxkd.distill(teacher, student, None, epochs=1)
+
+
+def test_validate_measures_a_student_named_otherwise_as_under_the_teachers_names(digits, digits_student, tmp_path):
+    graph = onnx.load(str(digits["teacher"])).graph
+    student = _renamed(digits_student, tmp_path, {graph.input[0].name: "input.1", graph.output[0].name: "191"})
+    same = onnxkd.validate(digits["teacher"], digits_student, digits["val"], runs=3, budget_s=0.1)
+    other = onnxkd.validate(digits["teacher"], student, digits["val"], runs=3, budget_s=0.1)
+    assert other.accuracy == dict(same.accuracy, output="191") and other.agreement["top1"] == same.agreement["top1"]
+    assert other.quality[0]["cosine"] == same.quality[0]["cosine"]
+    assert any(f"teacher {graph.output[0].name!r} = student '191'" in w for w in other.warnings)
+    assert other.teacher.sha256 == same.teacher.sha256  # the teacher's identity is its file's

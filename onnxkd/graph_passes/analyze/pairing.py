@@ -5,8 +5,8 @@ The names may differ: a student pruned with another tool and exported again gets
 (torch's legacy exporter numbers unnamed values, dynamo names them after ops). Where no input or output name is
 shared, they are paired by position. So are the tensors distilled in an output's place (``compared_tensors``:
 the logits behind a Softmax, the tensors a NonMaxSuppression reads), output by output, even when the outputs
-share their names. The teacher, which is only read, takes the student's names in memory (``paired_teacher``),
-so the student is trained and written under its own.
+share their names. The teacher, which is only read, takes the student's names in memory (``paired_teacher``):
+distill trains and writes the student under its own, and validate feeds and compares both under them.
 """
 
 from __future__ import annotations
