@@ -52,16 +52,16 @@ def narrative(r: dict, frozen_listed: str = "below") -> list[str]:
     cost = ("What it cost: " + "; ".join(cost_parts) + f" on {n:,} held-out samples." if cost_parts else
             "What it cost: not measured (no validation data: the run was data-free).")
     bought = (f"What it bought: {fmt.ratio(speed['macs_reduction'])} fewer MACs, "
-              f"{fmt.ratio(speed['params_reduction'])} fewer parameters, a {fmt.ratio(speed['p50'])} faster p50 "
-              f"latency at batch {speed['batch_size']}")
+              f"{fmt.ratio(speed['params_reduction'])} fewer parameters, a p50 latency {_faster(speed['p50'])} at "
+              f"batch {speed['batch_size']}")
     if speed.get("batched"):
-        bought += f" and {fmt.ratio(speed['batched']['p50'])} at batch {speed['batched']['batch_size']}"
+        bought += f" and {_faster(speed['batched']['p50'])} at batch {speed['batched']['batch_size']}"
     bought += f" on onnxruntime ({', '.join(r['environment']['providers'])})"
     optimize = c.get("optimize") or {}
     fusion = (optimize.get("latency") or {}).get("rows")
     if fusion and any(optimize["fused"].values()):
-        bought += (f"; fusing written-out activations alone makes the teacher {fmt.ratio(fusion[0]['fusion_speedup'])} "
-                   f"faster at batch {fusion[0]['batch_size']}, so pruning's own share is about "
+        bought += (f"; fusing written-out activations alone makes the teacher {_faster(fusion[0]['fusion_speedup'])} "
+                   f"at batch {fusion[0]['batch_size']}, so pruning's own share is about "
                    f"{fmt.ratio(fusion[0]['speedup'] / fusion[0]['fusion_speedup'])}")
     return [cut, cost, bought + "."]
 
@@ -232,6 +232,13 @@ def compress_tables(r: dict) -> list[Table]:
         return []
     tables = [stages(r), pruning(r), speed_search(r), latency_split(r), int8(r), frozen(r), layers(r), training(r)]
     return [t for t in tables if t.rows]
+
+
+def _faster(speedup: float) -> str:
+    """'1.25x faster', or '1.11x slower' for a speed-up under 1 (not 'a 0.90x faster latency')."""
+    if not speedup:
+        return fmt.ratio(speedup)
+    return f"{fmt.ratio(speedup)} faster" if speedup >= 1 else f"{fmt.ratio(1 / speedup)} slower"
 
 
 def _groups(n: int) -> str:

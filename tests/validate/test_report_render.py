@@ -89,6 +89,15 @@ def test_groups_rounding_left_whole_are_said_in_the_narrative_and_listed_with_th
     assert sorted(frozen(report).rows) == [["feeds a graph output", "1", "10"], ["round-to 16", "2", "32"]]
 
 
+def test_a_slower_student_is_said_to_be_slower_not_0_9x_faster():
+    from onnxkd.report.compress_tables import narrative
+
+    report = _report_with_groups_left_whole()
+    report["speedup"].update(p50=0.8, batched={"p50": 1.6, "batch_size": 32})
+    bought = narrative(report)[2]
+    assert "a p50 latency 1.25x slower at batch 1 and 1.60x faster at batch 32" in bought, bought
+
+
 def test_the_terminal_lists_the_groups_left_whole_above_the_sentence_pointing_at_them():
     from rich.console import Console
 
