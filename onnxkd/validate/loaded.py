@@ -46,8 +46,10 @@ def load_model(model: model_io.ModelLike, label: str) -> LoadedModel:
 def paired(teacher: LoadedModel, student: LoadedModel) -> tuple[LoadedModel, list[str]]:
     """``teacher`` under the student's names where a student exported by another tool names its inputs and outputs
     otherwise (``paired_teacher``: paired by position), with a note per kind so paired; its identity (path,
-    hash, size) stays the file's."""
-    renamed, notes = paired_teacher(teacher.model, student.model)
+    hash, size) stays the file's. Only the interface is renamed: a renamed teacher is handed to onnxruntime from
+    memory, which a teacher exported apart from its student (the same output names, other names inside) must not
+    cost."""
+    renamed, notes = paired_teacher(teacher.model, student.model, compared=False)
     if renamed is teacher.model:
         return teacher, notes
     return replace(teacher, model=renamed, proto=ir.to_proto(renamed), source=model_io.session_source(renamed)), notes

@@ -21,9 +21,10 @@ from onnxkd.model import graph_copy
 KINDS = ("inputs", "outputs")
 
 
-def paired_teacher(teacher: ir.Model, student: ir.Model) -> tuple[ir.Model, list[str]]:
+def paired_teacher(teacher: ir.Model, student: ir.Model, compared: bool = True) -> tuple[ir.Model, list[str]]:
     """``teacher`` under the student's names (a renamed copy where they differ), and a note per kind of interface
-    value paired by position; one error line where the two cannot be paired."""
+    value paired by position; one error line where the two cannot be paired. ``compared=False``: the inputs and
+    outputs only (what validate feeds and compares), not the tensors distilled in the outputs' place."""
     renames: dict[str, str] = {}  # teacher name -> student name
     notes = []
     for kind in KINDS:
@@ -40,7 +41,8 @@ def paired_teacher(teacher: ir.Model, student: ir.Model) -> tuple[ir.Model, list
                          + ", ".join(f"teacher {t!r} = student {s!r}" for t, s in pairs.items()) + ")")
             t_values = {pairs[name]: value for name, value in t_values.items()}
         _check_values(kind, t_values, s_values, teacher_names)
-    renames.update(_compared_pairs(teacher, student, renames))
+    if compared:
+        renames.update(_compared_pairs(teacher, student, renames))
     renames = {old: new for old, new in renames.items() if old != new}
     if not renames:
         return teacher, notes
