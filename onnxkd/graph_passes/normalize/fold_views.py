@@ -1,9 +1,11 @@
-"""Fold layout-only ops on constants (Reshape/Transpose/Squeeze/Unsqueeze/Flatten/Identity/Split of a weight).
+"""Fold layout-only ops on constants (Reshape/Transpose/Squeeze/Unsqueeze/Flatten/Identity/Split/Slice/Concat of a
+weight).
 
 Caffe2 exports reshape a classifier's 4-D weight before Gemm; the dynamo exporter splits
-nn.MultiheadAttention's packed in-projection into q/k/v weights in the graph; folders with size
-limits leave such views in place, and a weight behind a node cannot be sliced. These ops only move
-elements, so folding them is exact whatever the size.
+nn.MultiheadAttention's packed in-projection into q/k/v weights in the graph, and reorders nn.LSTM's gates
+(torch's i, f, g, o to ONNX's i, o, f, c) with Slices and a Concat; folders with size limits leave such views in
+place, and a weight behind a node cannot be sliced. These ops only move elements, so folding them is exact
+whatever the size.
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ def _split(node: ir.Node, values: list, attrs: dict) -> list[np.ndarray] | None:
     return np.split(data, bounds, axis=axis)
 
 
+def _slice(data: np.ndarray, values: list) -> np.ndarray:
+    """Slice (opset 10+): starts, ends, and optional axes and steps as inputs; numpy clamps the bounds alike."""
+    starts, ends = values[1], values[2]
+    axes = values[3] if len(values) > 3 and values[3] is not None else range(len(starts))
+    steps = values[4] if len(values) > 4 and values[4] is not None else [1] * len(starts)
+    index = [slice(None)] * data.ndim
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        index[int(axis) % data.ndim] = slice(int(start), int(end), int(step))
+    return data[tuple(index)]
+
+
 def _fold(node: ir.Node, values: list) -> list[np.ndarray] | None:
     """The node's outputs computed from constant inputs, or None when it is not a pure view."""
     attrs = {name: attr.value for name, attr in node.attributes.items()}
@@ -49,6 +62,10 @@ def _fold_single(node: ir.Node, values: list, attrs: dict) -> np.ndarray | None:
         return _reshape(data, values[1], attrs.get("allowzero", 0))
     if op == "Transpose":
         return np.transpose(data, attrs.get("perm"))
+    if op == "Concat":
+        return np.concatenate(values, axis=attrs.get("axis", 0))
+    if op == "Slice" and len(values) >= 3:
+        return _slice(data, values)
     if op == "Flatten":
         axis = attrs.get("axis", 1) % max(data.ndim, 1)
         return data.reshape(int(np.prod(data.shape[:axis])), -1)
@@ -65,12 +82,15 @@ def _fold_single(node: ir.Node, values: list, attrs: dict) -> np.ndarray | None:
     return None
 
 
+VIEWS = ("Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Split", "Slice", "Concat")
+
+
 class FoldConstantViewsPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         modified = False
         for node in list(graph):
-            if node.op_type not in ("Identity", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Split"):
+            if node.op_type not in VIEWS:
                 continue
             if node.domain not in ("", "ai.onnx") or any(out.is_graph_output() for out in node.outputs):
                 continue

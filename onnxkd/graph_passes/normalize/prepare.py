@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnx_ir.passes.common import LiftConstantsToInitializersPass, ShapeInferencePass
+from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedNodesPass, ShapeInferencePass
 
 from onnxkd.graph_passes.normalize.broadcast_views import BroadcastViewsPass
 from onnxkd.graph_passes.normalize.explicit_split import ExplicitSplitSizesPass
@@ -12,6 +12,7 @@ from onnxkd.graph_passes.normalize.packed_selects import PackedSelectsToSlicesPa
 from onnxkd.graph_passes.normalize.static_slice_bounds import FoldStaticSliceBoundsPass
 from onnxkd.graph_passes.normalize.strided_gathers import StridedGathersPass
 from onnxkd.graph_passes.normalize.untie import NameNodesPass, UntieInitializersPass, UntieShapeConcatsPass
+from onnxkd.graph_passes.normalize.zero_states import DropZeroInitialStatesPass
 from onnxkd.model import ModelLike
 
 
@@ -20,7 +21,8 @@ def prepare(model: ModelLike, *, simplify: bool = False) -> ir.Model:
     from onnxkd.graph_passes.normalize.canonical import normalize
 
     prepared = normalize(model, simplify=simplify)
-    steps = (LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0), FoldConstantViewsPass(),
+    steps = (LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0), DropZeroInitialStatesPass(),
+             RemoveUnusedNodesPass(), FoldConstantViewsPass(),
              PackedSelectsToSlicesPass(), StridedGathersPass(), BroadcastViewsPass(), UntieShapeConcatsPass(),
              UntieInitializersPass(), NameNodesPass(), ExplicitSplitSizesPass(), FoldStaticSliceBoundsPass())
     for step in steps:

@@ -4,7 +4,7 @@ here that registers with ``registry.rule`` and add its name to FAMILIES."""
 
 import importlib
 
-FAMILIES = ["linear", "elementwise", "norm", "reshape", "slicing"]
+FAMILIES = ["linear", "elementwise", "norm", "reshape", "slicing", "recurrent"]
 
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")
