@@ -108,3 +108,27 @@ def test_validate_measures_a_student_named_otherwise_as_under_the_teachers_names
     assert other.quality[0]["cosine"] == same.quality[0]["cosine"]
     assert any(f"teacher {graph.output[0].name!r} = student '191'" in w for w in other.warnings)
     assert other.teacher.sha256 == same.teacher.sha256  # the teacher's identity is its file's
+
+
+def test_validate_compares_outputs_of_the_same_names_in_another_order_by_name(tmp_path):
+    """[mean, max] against [max, mean]: compared by position, the mean was held against the max."""
+    import torch
+    from torch import nn
+
+    class TwoOut(nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3)), x.amax((2, 3))
+
+    teacher = tmp_path / "t.onnx"
+    torch.onnx.export(TwoOut(), (torch.rand(1, 3, 4, 4),), str(teacher), input_names=["x"],
+                      output_names=["mean", "max"], dynamic_axes={"x": {0: "n"}}, dynamo=False)
+    swapped = onnx.load(str(teacher))
+    outputs = list(swapped.graph.output)
+    del swapped.graph.output[:]
+    swapped.graph.output.extend(outputs[::-1])
+    student = tmp_path / "s.onnx"
+    onnx.save(swapped, str(student))
+    data = {"x": np.random.default_rng(0).random((8, 3, 4, 4)).astype(np.float32)}
+    result = onnxkd.validate(teacher, student, data, runs=3, budget_s=0.1)
+    assert [q["name"] for q in result.quality] == ["max", "mean"]
+    assert all(q["max_abs_error"] == 0 for q in result.quality)

@@ -5,7 +5,8 @@ The names may differ: a student pruned with another tool and exported again gets
 (torch's legacy exporter numbers unnamed values, dynamo names them after ops). Where no input or output name is
 shared, they are paired by position. So are the tensors distilled in an output's place (``compared_tensors``:
 the logits behind a Softmax, the tensors a NonMaxSuppression reads), output by output, even when the outputs
-share their names. The teacher, which is only read, takes the student's names in memory (``paired_teacher``):
+share their names. Outputs of the same names in another order are put in the student's order. The teacher, which
+is only read, takes the student's names and order in memory (``paired_teacher``):
 distill trains and writes the student under its own, and validate feeds and compares both under them.
 """
 
@@ -27,8 +28,10 @@ def paired_teacher(teacher: ir.Model, student: ir.Model, compared: bool = True) 
     outputs only (what validate feeds and compares), not the tensors distilled in the outputs' place."""
     renames: dict[str, str] = {}  # teacher name -> student name
     notes = []
+    reorder = False  # the same output names in another order: the teacher's are put in the student's
     for kind in KINDS:
         t_values, s_values = _interface(teacher, kind), _interface(student, kind)
+        reorder |= kind == "outputs" and list(t_values) != list(s_values) and sorted(t_values) == sorted(s_values)
         teacher_names = {}  # student name -> teacher name, where they differ
         if list(t_values) != list(s_values) and sorted(t_values) != sorted(s_values):
             if set(t_values) & set(s_values) or len(t_values) != len(s_values):
@@ -44,10 +47,15 @@ def paired_teacher(teacher: ir.Model, student: ir.Model, compared: bool = True) 
     if compared:
         renames.update(_compared_pairs(teacher, student, renames))
     renames = {old: new for old, new in renames.items() if old != new}
-    if not renames:
+    if not renames and not reorder:
         return teacher, notes
     renamed = graph_copy(teacher)
     _rename(renamed, renames)
+    if reorder:  # what compares outputs by position (onnxruntime's lists) then pairs them by name
+        by_name = {value.name: value for value in renamed.graph.outputs}
+        order = [by_name[value.name] for value in student.graph.outputs if value.name in by_name]
+        renamed.graph.outputs.clear()
+        renamed.graph.outputs.extend(order)
     return renamed, notes
 
 
