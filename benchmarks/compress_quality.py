@@ -6,7 +6,7 @@ report), or for a map output the relative squared error sum((s - t)^2) / sum(t^2
 computed here with onnxruntime; the MACs ratio (student / teacher); the p50 speed-up at batch 1 and 32
 (interleaved, the validate protocol); and the wall time of each stage.
 
-    python benchmarks/compress_quality.py [--tasks digits,digits-0.7,digits-0.7-steps3,transformer,segmentation]
+    python benchmarks/compress_quality.py [--tasks digits,digits-0.7,digits-0.7-steps3,transformer,segmentation,sequence]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 import segmentation  # noqa: E402  (the examples build their teachers)
+import sequence  # noqa: E402
 import transformer  # noqa: E402
 
 import onnxkd  # noqa: E402
@@ -39,6 +40,7 @@ def tasks(folder: Path) -> dict:
         "digits-0.7-l1": (digits, 0.7, {"criterion": "l1"}),
         "transformer": (lambda: transformer.build(folder / "transformer"), 0.5, {}),
         "segmentation": (lambda: segmentation.build(folder / "segmentation"), 0.5, {}),
+        "sequence": (lambda: sequence.build(folder / "sequence"), 0.5, {}),
     }
 
 
@@ -52,7 +54,8 @@ def relative_error(teacher: Path, student: str, val: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="digits,digits-0.7,digits-0.7-steps3,digits-0.7-l1,transformer,segmentation")
+    parser.add_argument("--tasks", default="digits,digits-0.7,digits-0.7-steps3,digits-0.7-l1,transformer,segmentation,"
+                                             "sequence")
     args = parser.parse_args()
     from rich.console import Console
     from rich.table import Table
