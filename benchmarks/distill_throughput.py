@@ -13,7 +13,7 @@ figure is the median of the rounds' training samples/s (validation and set-up ex
 Table 2, criteria. The digits teacher pruned by l1, taylor and kd at each ratio, distilled for the same
 epochs, with the validation accuracy measured by onnxruntime (mean and spread over seeds).
 
-    python benchmarks/distill_throughput.py [--rounds 5] [--epochs 3] [--device cpu] [--seeds 3]
+    python benchmarks/distill_throughput.py [--rounds 5] [--epochs 3] [--device cpu] [--seeds 3] [--models lstm]
 """
 
 from __future__ import annotations
@@ -42,15 +42,31 @@ from onnxkd.distill import losses  # noqa: E402
 TEMPERATURE, LR, CLIP = 4.0, 1e-3, 5.0
 
 
-def architectures(batch: int):
+class SequenceReader(torch.nn.Module):
+    """A 2-layer LSTM over [batch, 50 steps, 40 features] (speech-feature sized), classifying its last step."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(40, hidden, num_layers=2, batch_first=True)
+        self.head = torch.nn.Linear(hidden, 10)
+
+    def forward(self, x):
+        return self.head(self.lstm(x)[0][:, -1])
+
+
+def architectures(batch: int, names: list[str] | None = None):
     """name -> (native teacher, native student at half width, data array, batch size)."""
     digits = make_teacher.digits_split()[0]
-    images = np.random.default_rng(0).standard_normal((1024, 3, 32, 32)).astype(np.float32)
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((1024, 3, 32, 32)).astype(np.float32)
+    sequences = rng.standard_normal((1024, 50, 40)).astype(np.float32)
     torch.manual_seed(0)
-    return {
-        "digits_cnn": (make_teacher.DigitsCNN(32), make_teacher.DigitsCNN(16), digits, batch),
-        "resnet": (models.ResNetTiny(width=16), models.ResNetTiny(width=8), images, batch),
+    found = {
+        "digits_cnn": lambda: (make_teacher.DigitsCNN(32), make_teacher.DigitsCNN(16), digits, batch),
+        "resnet": lambda: (models.ResNetTiny(width=16), models.ResNetTiny(width=8), images, batch),
+        "lstm": lambda: (SequenceReader(128), SequenceReader(64), sequences, batch),
     }
+    return {name: build() for name, build in found.items() if names is None or name in names}
 
 
 def export_teacher(native: torch.nn.Module, x: np.ndarray, path: Path) -> Path:
@@ -104,14 +120,14 @@ def throughput_table(args, console) -> None:
                    "ratio"):
         table.add_column(header, justify="left" if header == "model" else "right")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (teacher, student, data, batch) in architectures(args.batch).items():
+        for name, (teacher, student, data, batch) in architectures(args.batch, args.models).items():
             teacher_path = export_teacher(teacher, data, Path(tmp) / f"{name}.onnx")
             pruned = Path(tmp) / f"{name}-pruned.onnx"
             result = onnxkd.prune(teacher_path, 0.5, round_to=1)  # exactly the hand-written student's widths
             onnxkd.save(result.model, pruned)
-            assert _weight_shapes(student) == sorted(tuple(v.const_value.shape) for v in
+            assert _weight_shapes(student) == sorted(_onnx_shape(v.const_value.shape) for v in
                                                      result.model.graph.initializers.values()
-                                                     if len(v.const_value.shape) >= 2), name  # same architecture
+                                                     if len(_onnx_shape(v.const_value.shape)) >= 2), name  # same net
             runs = {"plain": lambda: plain_loop(teacher, student, data, args.epochs, batch, device),
                     "bridge": lambda: onnxkd_loop(teacher_path, pruned, data, args.epochs, batch, args.device, False),
                     "cached": lambda: onnxkd_loop(teacher_path, pruned, data, args.epochs, batch, args.device, True)}
@@ -180,6 +196,12 @@ def _weight_shapes(module: torch.nn.Module) -> list[tuple]:
     return sorted(tuple(p.shape) for p in module.parameters() if p.dim() >= 2)
 
 
+def _onnx_shape(shape) -> tuple:
+    """An initializer's shape as the native parameter's: ONNX's recurrent weights and biases have a leading
+    directions axis (none of these networks has another tensor whose first dim is 1)."""
+    return tuple(shape[1:]) if len(shape) >= 2 and shape[0] == 1 else tuple(shape)
+
+
 def _accuracy(path: Path, held) -> float:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return float((session.run(None, {"image": held["image"]})[0].argmax(1) == held["labels"]).mean())
@@ -195,6 +217,8 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.5,0.7")
     parser.add_argument("--criteria-epochs", default="2,10")
     parser.add_argument("--skip-criteria", action="store_true", help="only the throughput table (GPU check)")
+    parser.add_argument("--models", type=lambda text: text.split(","), default=None,
+                        help="throughput table rows, e.g. lstm (default: digits_cnn, resnet, lstm)")
     args = parser.parse_args()
     from rich.console import Console
 

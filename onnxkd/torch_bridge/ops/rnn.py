@@ -1,4 +1,5 @@
-"""Recurrent layers: RNN, GRU, LSTM, as differentiable loops over time (ONNX gate orders: LSTM iofc, GRU zrh)."""
+"""Recurrent layers: RNN, GRU, LSTM, as differentiable loops over time (ONNX gate orders: LSTM iofc, GRU zrh); on
+torch's own kernels instead where the node's attributes allow (``rnn_native.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxkd.errors import OnnxkdError
+from onnxkd.torch_bridge.ops.rnn_native import native
 from onnxkd.torch_bridge.registry import register
 
 # name -> (function of (x, alpha, beta), default alpha, default beta)
@@ -142,6 +144,9 @@ def _directions(direction):
 @register("RNN", since=1)
 def rnn(ctx, x, w, r, b=None, sequence_lens=None, initial_h=None, *, activation_alpha=None, activation_beta=None,
         activations=None, clip=None, direction="forward", hidden_size=None, layout=0, output_sequence=0):
+    if sequence_lens is None and (fast := native("RNN", x, w, r, b, [initial_h], activations=activations, clip=clip,
+                                                  direction=direction, layout=layout)) is not None:
+        return fast
     acts = _activations(activations, activation_alpha, activation_beta, ["Tanh"], _directions(direction))
     return _run(_rnn_cell, x, w, r, b, sequence_lens, [initial_h], direction, layout, hidden_size, clip, acts, 1)
 
@@ -150,6 +155,10 @@ def rnn(ctx, x, w, r, b=None, sequence_lens=None, initial_h=None, *, activation_
 def gru(ctx, x, w, r, b=None, sequence_lens=None, initial_h=None, *, activation_alpha=None, activation_beta=None,
         activations=None, clip=None, direction="forward", hidden_size=None, layout=0, linear_before_reset=0,
         output_sequence=0):
+    if sequence_lens is None and linear_before_reset and (fast := native(
+            "GRU", x, w, r, b, [initial_h], activations=activations, clip=clip, direction=direction,
+            layout=layout)) is not None:
+        return fast
     acts = _activations(activations, activation_alpha, activation_beta, ["Sigmoid", "Tanh"], _directions(direction))
     return _run(_gru_cell(linear_before_reset), x, w, r, b, sequence_lens, [initial_h], direction, layout,
                 hidden_size, clip, acts, 3)
@@ -159,6 +168,10 @@ def gru(ctx, x, w, r, b=None, sequence_lens=None, initial_h=None, *, activation_
 def lstm(ctx, x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=None, p=None, *, activation_alpha=None,
          activation_beta=None, activations=None, clip=None, direction="forward", hidden_size=None, input_forget=0,
          layout=0, output_sequence=0):
+    if sequence_lens is None and p is None and not input_forget and (fast := native(
+            "LSTM", x, w, r, b, [initial_h, initial_c], activations=activations, clip=clip, direction=direction,
+            layout=layout)) is not None:
+        return fast
     acts = _activations(activations, activation_alpha, activation_beta, ["Sigmoid", "Tanh", "Tanh"],
                         _directions(direction))
     return _run(_lstm_cell(p, input_forget), x, w, r, b, sequence_lens, [initial_h, initial_c], direction,
