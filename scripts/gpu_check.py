@@ -208,7 +208,7 @@ def main() -> None:
     console.print(table)
     from distill_throughput import throughput_table
 
-    throughput_table(argparse.Namespace(rounds=3, epochs=2, batch=args.batch, device=str(device)), console)
+    throughput_table(argparse.Namespace(rounds=3, epochs=2, batch=args.batch, device=str(device), models=None), console)
     console.print("command: bash scripts/gpu_check.sh " + " ".join(sys.argv[1:]), highlight=False)
     if failures:
         console.print(f"[red]FAIL[/]: {', '.join(failures)} (fidelity above {FIDELITY:g} or a non-finite bf16 loss)")
