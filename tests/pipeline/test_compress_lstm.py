@@ -29,6 +29,8 @@ def test_an_lstm_loses_hidden_units_and_distillation_brings_its_accuracy_back(tm
     assert hidden == [32, 32]
     r = result.to_dict()
     assert r["speedup"]["macs_reduction"] > 3.5
+    # the report's layers: the hidden units (they read the input size once)
+    assert [(c["teacher"], c["student"]) for c in r["channels"] if c["op_type"] == "LSTM"] == [(64, 32), (64, 32)]
     teacher, student = _accuracy(paths["teacher"], paths["val"]), _accuracy(result.student, paths["val"])
     pruned = r["compress"]["pruned_quality"]["accuracy"]["student"]
     assert teacher > 0.9 and pruned < teacher - 0.1  # the cut costs accuracy ...
