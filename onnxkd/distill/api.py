@@ -28,6 +28,7 @@ from onnxkd.data.labels import labelled_output
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
 from onnxkd.distill.allocator import keep_freed_memory
 from onnxkd.distill.augment import Augmenter, policy as augment_policy
+from onnxkd.distill.batch_first import batch_axes, batch_first
 from onnxkd.distill.batches import Batches, split_holdout
 from onnxkd.distill.loader import Loader, default_workers, in_order
 from onnxkd.distill.teacher_cache import cache_teacher, remove_disk_cache
@@ -110,12 +111,14 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     input_names = student_module.input_names
     autocast = _autocast(device, config.bf16)
 
-    def run(module, inputs, capture):
+    def run_module(module, inputs, capture):
         with autocast():
             return module(*inputs, capture=capture)
 
     # ----------------------------------------------------------------- what is distilled, and the teacher's side
     probe = next(in_order(train_set, input_names, min(config.batch_size, len(train_set)), device))
+    axes = batch_axes(teacher_module, probe.inputs, probed_tensors(student_model), run_module)
+    run = batch_first(run_module, student_module.output_names, axes)
     objective, hints, teacher_values = _objective(teacher_module, student_module, teacher_model, student_model, probe,
                                                   config, run)
     _check_labels(objective, teacher_values, train_set, val_set)
