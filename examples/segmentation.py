@@ -11,8 +11,6 @@ connection by concatenation), exported by torch's exporter.
 
 from __future__ import annotations
 
-import argparse
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from teacher_training import fit
+from teacher_training import compress_and_show, export, fit
 
 
 def conv(cin: int, cout: int) -> nn.Sequential:
@@ -57,35 +55,14 @@ def build(folder: Path, epochs: int = 30) -> dict:
     torch.manual_seed(0)
     model = fit(Denoiser(), x_train, y_train, F.mse_loss, epochs, lr=3e-3)
     x = torch.from_numpy(x_train)
-    teacher = folder / "teacher.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x[:2],), str(teacher), dynamo=False, opset_version=17, input_names=["noisy"],
-                          output_names=["clean"], dynamic_axes={"noisy": {0: "batch"}, "clean": {0: "batch"}})
+    teacher = export(model, x[:2], folder / "teacher.onnx", "noisy", "clean")
     np.savez(folder / "train.npz", noisy=x_train)
     np.savez(folder / "val.npz", noisy=x_val)
     with torch.no_grad():
         error = F.mse_loss(model(torch.from_numpy(x_val)), torch.from_numpy(y_val)).item()
-    return {"teacher": teacher, "train": folder / "train.npz", "val": folder / "val.npz", "teacher_mse": error}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("examples_out/segmentation"))
-    args = parser.parse_args()
-    from rich.console import Console
-
-    import onnxkd
-    from onnxkd.report.terminal import render, render_compress
-
-    console = Console()
-    console.print("training the teacher (about 20 s on 2 CPU cores) ...")
-    paths = build(args.out)
-    console.print(f"teacher: MSE to the clean digits {paths['teacher_mse']:.4f}")
-    result = onnxkd.compress(paths["teacher"], 0.5, paths["train"], val_data=paths["val"], progress=console)
-    render(result.to_dict(), console)
-    render_compress(result.to_dict(), console)
+    return {"teacher": teacher, "train": folder / "train.npz", "val": folder / "val.npz",
+            "note": f"teacher: MSE to the clean digits {error:.4f}"}
 
 
 if __name__ == "__main__":
-    main()
+    compress_and_show(build, "examples_out/segmentation", "about 20 s on 2 CPU cores")

@@ -11,8 +11,6 @@ with onnxruntime.
 
 from __future__ import annotations
 
-import argparse
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from teacher_training import fit
+from teacher_training import compress_and_show, export, fit
 
 DIGITS = Path(__file__).resolve().parent / "digits"
 
@@ -49,34 +47,11 @@ def build(folder: Path, epochs: int = 30) -> dict:
     (x_train, y_train), (x_val, y_val) = _rows(DIGITS / "train.npz"), _rows(DIGITS / "val.npz")
     torch.manual_seed(0)
     model = fit(Reader(), x_train, y_train, F.cross_entropy, epochs, lr=5e-3)
-    teacher = folder / "teacher.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.from_numpy(x_train[:2]),), str(teacher), dynamo=False, opset_version=17,
-                          input_names=["rows"], output_names=["logits"],
-                          dynamic_axes={"rows": {0: "batch"}, "logits": {0: "batch"}})
+    teacher = export(model, torch.from_numpy(x_train[:2]), folder / "teacher.onnx", "rows", "logits")
     np.savez(folder / "train.npz", rows=x_train, labels=y_train)
     np.savez(folder / "val.npz", rows=x_val, labels=y_val)
     return {"teacher": teacher, "train": folder / "train.npz", "val": folder / "val.npz"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("examples_out/sequence"))
-    args = parser.parse_args()
-    from rich.console import Console
-
-    import onnxkd
-    from onnxkd.report.terminal import render, render_compress
-
-    console = Console()
-    console.print("training the teacher (about 20 s on 2 CPU cores) ...")
-    paths = build(args.out)
-    result = onnxkd.compress(paths["teacher"], 0.5, paths["train"], val_data=paths["val"], progress=console,
-                             max_accuracy_drop=0.02)
-    render(result.to_dict(), console)
-    render_compress(result.to_dict(), console)
-
-
 if __name__ == "__main__":
-    main()
+    compress_and_show(build, "examples_out/sequence", "about 20 s on 2 CPU cores", max_accuracy_drop=0.02)

@@ -12,9 +12,7 @@ the training sequences, and measures both with onnxruntime.
 
 from __future__ import annotations
 
-import argparse
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from teacher_training import fit
+from teacher_training import compress_and_show, export, fit
 
 VOCAB, LENGTH, CLASSES = 32, 16, 4
 
@@ -77,33 +75,11 @@ def build(folder: Path, epochs: int = 25) -> dict:
     torch.manual_seed(0)
     model = fit(Encoder(), x_train, y_train, F.cross_entropy, epochs, lr=2e-3, weight_decay=0.01)
     ids = torch.from_numpy(x_train)
-    teacher = folder / "teacher.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (ids[:2],), str(teacher), dynamo=False, opset_version=17, input_names=["ids"],
-                          output_names=["logits"], dynamic_axes={"ids": {0: "batch"}, "logits": {0: "batch"}})
+    teacher = export(model, ids[:2], folder / "teacher.onnx", "ids", "logits")
     np.savez(folder / "train.npz", ids=x_train, labels=y_train)
     np.savez(folder / "val.npz", ids=x_val, labels=y_val)
     return {"teacher": teacher, "train": folder / "train.npz", "val": folder / "val.npz"}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("examples_out/transformer"))
-    args = parser.parse_args()
-    from rich.console import Console
-
-    import onnxkd
-    from onnxkd.report.terminal import render, render_compress
-
-    console = Console()
-    console.print("training the teacher (about 30 s on 2 CPU cores) ...")
-    paths = build(args.out)
-    result = onnxkd.compress(paths["teacher"], 0.5, paths["train"], val_data=paths["val"], progress=console,
-                             max_accuracy_drop=0.02)
-    render(result.to_dict(), console)
-    render_compress(result.to_dict(), console)
-
-
 if __name__ == "__main__":
-    main()
+    compress_and_show(build, "examples_out/transformer", "about 30 s on 2 CPU cores", max_accuracy_drop=0.02)
