@@ -106,6 +106,9 @@ def test_models_that_cannot_be_compared(tmp_path, models):
     other, _ = classifier(4, 8)
     other.graph.input[0].name = "image"
     other.graph.node[0].input[0] = "image"
+    # another name alone is paired by position (a student exported by another tool), and said so
+    assert any("paired by position" in w for w in validate(models["teacher"], other, **FAST).warnings)
+    other.graph.input.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, [1]))
     with pytest.raises(OnnxkdError, match="inputs .* differ"):
         validate(models["teacher"], other, **FAST)
     junk = tmp_path / "junk.onnx"
