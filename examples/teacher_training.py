@@ -56,7 +56,9 @@ def compress_and_show(build: Callable[[Path], dict], default_out: str, training_
     import onnxkd
     from onnxkd.report.terminal import render, render_compress
 
-    parser = argparse.ArgumentParser()
+    import sys
+
+    parser = argparse.ArgumentParser(description=(sys.modules[build.__module__].__doc__ or "").strip().splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(default_out))
     args = parser.parse_args()
     console = Console()
