@@ -51,7 +51,8 @@ def narrative(r: dict, frozen_listed: str = "below") -> list[str]:
     n = r["data"]["n"] if r.get("data") else 0
     cost = ("What it cost: " + "; ".join(cost_parts) + f" on {n:,} held-out samples." if cost_parts else
             "What it cost: not measured (no validation data: the run was data-free).")
-    bought = (f"What it bought: {fmt.ratio(speed['macs_reduction'])} fewer MACs, "
+    macs = f"{fmt.ratio(speed['macs_reduction'])} fewer MACs" if speed.get("macs_reduction") else "MACs not counted"
+    bought = (f"What it bought: {macs}, "
               f"{fmt.ratio(speed['params_reduction'])} fewer parameters, a p50 latency {_faster(speed['p50'])} at "
               f"batch {speed['batch_size']}")
     if speed.get("batched"):

@@ -89,7 +89,10 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
         t_fig.accuracy, s_fig.accuracy = accuracy["teacher"], accuracy["student"]
 
     speedup = dict(lat_one["speedup"], batch_size=batch_one)
-    speedup["macs_reduction"] = _ratio(t_fig.macs, s_fig.macs)
+    # MACs left uncounted in either model (shapes inference could not reach) make the ratio meaningless: a teacher
+    # counted as 0 MACs read "0.00x fewer MACs"
+    comparable = not t_fig.macs_unknown_nodes and not s_fig.macs_unknown_nodes
+    speedup["macs_reduction"] = _ratio(t_fig.macs, s_fig.macs) if comparable else None
     speedup["params_reduction"] = _ratio(t_fig.params, s_fig.params)
     speedup["batched"] = dict(lat_batched["speedup"], batch_size=batched) if lat_batched else None
     warnings += _speed_warnings(speedup, t_fig, s_fig)

@@ -96,6 +96,8 @@ def test_a_slower_student_is_said_to_be_slower_not_0_9x_faster():
     report["speedup"].update(p50=0.8, batched={"p50": 1.6, "batch_size": 32})
     bought = narrative(report)[2]
     assert "a p50 latency 1.25x slower at batch 1 and 1.60x faster at batch 32" in bought, bought
+    report["speedup"]["macs_reduction"] = None  # uncounted in one of the models
+    assert narrative(report)[2].startswith("What it bought: MACs not counted, 2.00x fewer parameters")
 
 
 def test_the_terminal_lists_the_groups_left_whole_above_the_sentence_pointing_at_them():

@@ -21,6 +21,7 @@ from onnxkd.graph_passes.analyze import contrib_shapes
 _FOLDABLE = {
     "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "Add", "Sub", "Mul", "Div", "Neg",
     "Range", "Equal", "Where", "Expand", "Reshape", "ConstantOfShape", "Identity", "Min", "Max", "Floor", "Ceil", "Sqrt",
+    "Transpose",  # torch's legacy export of ReflectionPad2d computes its pads through one
 }
 _MAX_ELEMENTS = 64
 _MAX_ROUNDS = 32  # a QOperator transformer alternates contrib ops and shape arithmetic ~12 times
