@@ -106,7 +106,7 @@ def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptio
         only_for_sources("arrays")
         arrays, labels = (to_numpy(part) for part in data)
         return fit_to_model(Dataset({specs[0].name: arrays}, labels, "data"), specs)
-    if hasattr(data, "detach") and hasattr(data, "shape"):  # one tensor: like one array
+    if _is_tensor(data):  # one tensor: like one array
         data = to_numpy(data)
     if isinstance(data, np.ndarray):
         only_for_sources("an array")
@@ -117,6 +117,10 @@ def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptio
     return fit_to_model(open_source(data, specs, transform), specs)
 
 
+def _is_tensor(value: Any) -> bool:
+    """A torch tensor, by duck typing (``import torch`` stays out of the data layer)."""
+    return hasattr(value, "detach") and hasattr(value, "shape")
+
 
 def _inputs_and_labels(data: Any, specs: list[InputSpec]) -> bool:
     """Whether ``data`` is ``(x, labels)`` for a one-input model: two arrays (or tensors) of the same length, x of
@@ -124,7 +128,7 @@ def _inputs_and_labels(data: Any, specs: list[InputSpec]) -> bool:
     if not (isinstance(data, tuple) and len(data) == 2 and len(specs) == 1):
         return False
     x, labels = data
-    if not all(isinstance(part, np.ndarray) or (hasattr(part, "detach") and hasattr(part, "shape")) for part in data):
+    if not all(isinstance(part, np.ndarray) or _is_tensor(part) for part in data):
         return False
     return (len(x.shape) == specs[0].rank and len(labels.shape) == 1 and len(x) == len(labels)
             and np.issubdtype(to_numpy(labels[:0]).dtype, np.integer))

@@ -5,7 +5,10 @@ need not: a CTC recognizer exported the way torch's CTC loss wants its input ret
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
+
+Key = TypeVar("Key")
 
 
 def batch_axis(at_one: Sequence[int], at_two: Sequence[int]) -> int | None:
@@ -19,6 +22,7 @@ def batch_axis(at_one: Sequence[int], at_two: Sequence[int]) -> int | None:
     return None
 
 
-def moved(axes: Sequence[int | None]) -> dict[int, int]:
-    """Position -> batch axis, for the tensors whose samples are not on axis 0 (what needs moving)."""
-    return {i: axis for i, axis in enumerate(axes) if axis not in (None, 0)}
+def moved(axes: Mapping[Key, int | None]) -> dict[Key, int]:
+    """Tensor (by position or name) -> batch axis, for the tensors whose samples are not on axis 0 (what needs
+    moving)."""
+    return {key: axis for key, axis in axes.items() if axis not in (None, 0)}

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import torch
 
-from onnxkd.data.batch_axes import batch_axis
+from onnxkd.data.batch_axes import batch_axis, moved
 from onnxkd.torch_bridge import OnnxModule
 
 Run = Callable[[OnnxModule, list, list], tuple]  # (module, inputs, capture) -> (outputs, captured)
@@ -27,8 +27,7 @@ def batch_axes(module: OnnxModule, inputs: list[torch.Tensor], tensors: list[str
             outputs, captured = run(module, [x[:n] for x in inputs], capture)
         values = {**dict(zip(module.output_names, outputs)), **captured}
         shapes.append({name: tuple(values[name].shape) for name in tensors if name in values})
-    found = {name: batch_axis(shapes[0][name], shapes[1][name]) for name in shapes[0]}
-    return {name: axis for name, axis in found.items() if axis not in (None, 0)}
+    return moved({name: batch_axis(shapes[0][name], shapes[1][name]) for name in shapes[0]})
 
 
 def batch_first(run: Run, output_names: list[str], axes: dict[str, int]) -> Run:

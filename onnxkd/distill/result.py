@@ -21,7 +21,8 @@ class DistillResult:
     teacher_cache: dict  # {"used", "where" (memory|disk|none), "mb", "seconds", "reason", "measured"}
     recalibration: dict | None  # {"samples", "before": figures, "after": figures}; None without BatchNorm
     initial: dict | None  # validation figures of the student training starts from (after recalibration)
-    history: list[dict] = field(repr=False)  # one record per epoch: loss, lr, seconds, samples_per_s, data_wait, steps, val figures
+    # one record per epoch: loss, lr, seconds, samples_per_s, data_wait, steps, val figures
+    history: list[dict] = field(repr=False)
     best_epoch: int | None
     best: dict | None  # validation figures of the best epoch (the weights written)
     epochs: int

@@ -44,6 +44,8 @@ MAC_NODES: dict[tuple[str, str], tuple[str, int, int]] = {
     (MICROSOFT, "QLinearConv"): ("conv", 0, 3),
     (MICROSOFT, "QGemm"): ("gemm", 0, 3),
 }
+# gates stacked on axis 1 of a recurrent node's W and R ([directions, gates * hidden, ...])
+RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 _INT8 = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
 
 

@@ -41,7 +41,7 @@ def output_batch_axes(session: ort.InferenceSession, data: Dataset, label: str) 
     if len(data) < 2:
         return {}
     one, two = run_once(session, data.first(1), label), run_once(session, data.first(2), label)
-    return moved([batch_axis(np.shape(a), np.shape(b)) for a, b in zip(one, two)])
+    return moved({i: batch_axis(np.shape(a), np.shape(b)) for i, (a, b) in enumerate(zip(one, two))})
 
 
 def run_once(session: ort.InferenceSession, feeds: dict[str, np.ndarray], label: str) -> list[np.ndarray]:

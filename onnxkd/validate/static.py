@@ -28,9 +28,6 @@ def node_count(model: onnx.ModelProto) -> int:
     return sum(op_histogram(model).values())
 
 
-RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
-
-
 def channels_per_layer(model: onnx.ModelProto) -> dict[str, dict]:
     """Output channels of each MAC layer (Conv, Gemm, ..., QLinearConv) whose weight is a constant, keyed by
     node name. A QDQ model's weight is the constant its DequantizeLinear reads."""
@@ -55,7 +52,7 @@ def channels_per_layer(model: onnx.ModelProto) -> dict[str, dict]:
         elif kind == "gemm":
             channels = shape[0] if attrs.get("transB", 0) else shape[-1]
         elif kind == "recurrent":  # hidden units: W is [directions, gates * hidden, input]
-            channels = shape[1] // RECURRENT_GATES.get(node.op_type, 1)
+            channels = shape[1] // metrics.RECURRENT_GATES.get(node.op_type, 1)
         else:
             channels = shape[-1]
         key = node.name or weight or f"{node.op_type}_{index}"

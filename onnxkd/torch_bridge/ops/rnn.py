@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxkd.errors import OnnxkdError
-from onnxkd.torch_bridge.ops.rnn_native import native
+from onnxkd.torch_bridge.ops.rnn_native import DEFAULT_ACTIVATIONS, native
 from onnxkd.torch_bridge.registry import register
 
 # name -> (function of (x, alpha, beta), default alpha, default beta)
@@ -147,7 +147,8 @@ def rnn(ctx, x, w, r, b=None, sequence_lens=None, initial_h=None, *, activation_
     if sequence_lens is None and (fast := native("RNN", x, w, r, b, [initial_h], activations=activations, clip=clip,
                                                   direction=direction, layout=layout)) is not None:
         return fast
-    acts = _activations(activations, activation_alpha, activation_beta, ["Tanh"], _directions(direction))
+    acts = _activations(activations, activation_alpha, activation_beta, DEFAULT_ACTIVATIONS["RNN"],
+                        _directions(direction))
     return _run(_rnn_cell, x, w, r, b, sequence_lens, [initial_h], direction, layout, hidden_size, clip, acts, 1)
 
 
@@ -159,7 +160,8 @@ def gru(ctx, x, w, r, b=None, sequence_lens=None, initial_h=None, *, activation_
             "GRU", x, w, r, b, [initial_h], activations=activations, clip=clip, direction=direction,
             layout=layout)) is not None:
         return fast
-    acts = _activations(activations, activation_alpha, activation_beta, ["Sigmoid", "Tanh"], _directions(direction))
+    acts = _activations(activations, activation_alpha, activation_beta, DEFAULT_ACTIVATIONS["GRU"],
+                        _directions(direction))
     return _run(_gru_cell(linear_before_reset), x, w, r, b, sequence_lens, [initial_h], direction, layout,
                 hidden_size, clip, acts, 3)
 
@@ -172,7 +174,7 @@ def lstm(ctx, x, w, r, b=None, sequence_lens=None, initial_h=None, initial_c=Non
             "LSTM", x, w, r, b, [initial_h, initial_c], activations=activations, clip=clip, direction=direction,
             layout=layout)) is not None:
         return fast
-    acts = _activations(activations, activation_alpha, activation_beta, ["Sigmoid", "Tanh", "Tanh"],
+    acts = _activations(activations, activation_alpha, activation_beta, DEFAULT_ACTIVATIONS["LSTM"],
                         _directions(direction))
     return _run(_lstm_cell(p, input_forget), x, w, r, b, sequence_lens, [initial_h, initial_c], direction,
                 layout, hidden_size, clip, acts, 4)

@@ -3,7 +3,7 @@ CUDA, fused loops on CPU) where the node asks for exactly what they compute: the
 relu), no clip, no peepholes, no per-sequence lengths, no coupled input-forget gate, a GRU that applies its reset
 gate after the recurrent product (``linear_before_reset=1``, what torch exports), forward or bidirectional. Every
 other node runs the loop over time in ``rnn.py``. A 2-layer LSTM (128 hidden units, 100 steps, batch 64) trains
-5.6x faster per step on CPU so.
+4.8x faster per step on CPU so (346 -> 72 ms; torch's own module: 62-69 ms).
 
 The weights stay ONNX's: each call reorders the gate blocks into torch's (a copy autograd sees through).
 """
@@ -14,7 +14,8 @@ import torch
 
 # ONNX's gate blocks in torch's order: LSTM i o f c -> i f c(g) o; GRU z r h -> r z h(n)
 GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2), "RNN": (0,)}
-DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
+# per direction, what a node without an ``activations`` attribute applies (the ONNX spec's defaults)
+DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"], "RNN": ["Tanh"]}
 KERNELS = {"LSTM": torch.lstm, "GRU": torch.gru, ("RNN", "tanh"): torch.rnn_tanh, ("RNN", "relu"): torch.rnn_relu}
 
 
@@ -49,7 +50,7 @@ def _kernel(op: str, activations: list[str] | None, dirs: int):
     if op == "RNN":
         chosen = set(activations or ["tanh"])
         return KERNELS.get(("RNN", chosen.pop())) if len(chosen) == 1 else None
-    if activations is not None and activations != DEFAULT_ACTIVATIONS[op] * dirs:
+    if activations is not None and activations != [a.lower() for a in DEFAULT_ACTIVATIONS[op]] * dirs:
         return None
     return KERNELS[op]
 

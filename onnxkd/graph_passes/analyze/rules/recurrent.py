@@ -18,8 +18,8 @@ from fractions import Fraction
 from onnxkd.graph_passes.analyze.groups import Edit
 from onnxkd.graph_passes.analyze.layout import Seg
 from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
+from onnxkd.graph_passes.metrics import RECURRENT_GATES
 
-GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 X, W, R, B, INITIAL_H, INITIAL_C, PEEPHOLES = 0, 1, 2, 3, 5, 6, 7
 # Y [seq, dirs, batch, H] (layout 0) or [batch, seq, dirs, H]; Y_h and Y_c [dirs, batch, H] or [batch, dirs, H]
 HIDDEN_AXIS = {0: 3, 1: 2, 2: 2}
@@ -42,7 +42,7 @@ def recurrent(ctx: Ctx) -> None:
 
 def _hidden_group(ctx: Ctx, weight: str) -> None:
     """A new group of the node's hidden units, when every tensor sized by them can be sliced."""
-    gates, hidden = GATES[ctx.node.op_type], ctx.attr("hidden_size")
+    gates, hidden = RECURRENT_GATES[ctx.node.op_type], ctx.attr("hidden_size")
     recurrence, bias = ctx.initializer(R), ctx.initializer(B)
     states = [slot for slot in (INITIAL_H, INITIAL_C, PEEPHOLES) if ctx.input(slot) is not None]
     plain = (recurrence is not None and hidden and (ctx.input(B) is None or bias is not None)
