@@ -482,6 +482,42 @@ class SdpaAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
 
+class FusedQkvAttention(nn.Module):
+    """timm's Attention (ViT, DeiT, Swin, BEiT): one qkv projection reshaped to [B, T, 3, heads, head_dim],
+    permuted to [3, B, heads, T, head_dim] and unbound into q, k and v."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x, mask=None):
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = (q * (d // self.heads) ** -0.5) @ k.transpose(-2, -1)
+        return self.proj((attn.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class EinsumAttention(nn.Module):
+    """Keras' MultiHeadAttention as tf2onnx writes it: EinsumDense projections with [dim, heads, head_dim]
+    kernels, scores and mixing as Einsums over [B, T, heads, head_dim], and an [heads, head_dim, dim] output kernel
+    (Keras' own equations)."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        shape = (dim, heads, dim // heads)
+        self.wq, self.wk, self.wv = (nn.Parameter(torch.randn(shape) * dim ** -0.5) for _ in range(3))
+        self.bq, self.bk, self.bv = (nn.Parameter(torch.randn(shape[1:]) * 0.1) for _ in range(3))
+        self.wo, self.bo = nn.Parameter(torch.randn(shape[1:] + shape[:1]) * dim ** -0.5), nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x, mask=None):
+        q, k, v = (torch.einsum("abc,cde->abde", x, w) + b for w, b in ((self.wq, self.bq), (self.wk, self.bk),
+                                                                         (self.wv, self.bv)))
+        scores = torch.einsum("aecd,abcd->acbe", k, q * q.shape[-1] ** -0.5)
+        mixed = torch.einsum("acbe,aecd->abcd", scores.softmax(-1), v)
+        return torch.einsum("abcd,cde->abe", mixed, self.wo) + self.bo
+
+
 class TokenEncoder(nn.Module):
     """Token + learned position embeddings, pre-norm blocks around ``attention(dim, heads)``, mean-pooled head."""
 
@@ -633,6 +669,8 @@ ZOO: dict[str, Arch] = {
         Arch("vit", ViTTiny, _image(16), "transformer"),
         Arch("mha", lambda: TokenEncoder(NativeMHA), _tokens(12), "transformer"),
         Arch("gpt2", Gpt2Tiny, _tokens(12), "transformer"),
+        Arch("fusedqkv", lambda: TokenEncoder(FusedQkvAttention), _tokens(12), "transformer"),
+        Arch("einsum", lambda: TokenEncoder(EinsumAttention), _tokens(12), "transformer"),
     ]
 }
 

@@ -768,7 +768,8 @@ def test_pruned_written_mobilenetv3_optimizes(zoo_model):
 # linear layers on 3-D/4-D inputs (MatMul + bias): the second of each MLP (the first feeds its GELU, into which
 # onnxruntime fuses the bias itself), and the attention projections the exporter writes as MatMul + Add (GPT-2's
 # are Gemms on 2-D views already; dynamo writes ViT's q/k/v projection as one)
-LINEARS = {"bert": 10, "convnext": 4, "gpt": 10, "gpt2": 2, "mha": 4, "sdpa": 10, "transformer": 10,
+LINEARS = {"bert": 10, "convnext": 4, "gpt": 10, "gpt2": 2, "mha": 4, "sdpa": 10, "transformer": 10, "fusedqkv": 6,
+           "einsum": 2,
            ("vit", "legacy"): 8, ("vit", "dynamo"): 2}
 
 

@@ -16,13 +16,13 @@ from onnxkd.graph_passes.prune.compose import match_groups
 from onnxkd.model import load, save, to_proto
 
 ZOO = ["resnet", "mobilenetv2", "mobilenetv3", "mobilenetv3w", "densenet", "unet", "resnext", "shufflenetv1", "shufflenetv2", "convnext", "transformer",
-       "gpt", "bert", "sdpa", "vit", "mha", "gpt2"]
-TRANSFORMERS = ["transformer", "gpt", "bert", "sdpa", "vit", "mha", "gpt2"]
+       "gpt", "bert", "sdpa", "vit", "mha", "gpt2", "fusedqkv", "einsum"]
+TRANSFORMERS = ["transformer", "gpt", "bert", "sdpa", "vit", "mha", "gpt2", "fusedqkv", "einsum"]
 # MACs after / before at --ratio 0.5, a little above what the rules reach today (benchmarks/prune_coverage.py):
 # a rule that regresses into freezing a group fails here, not only a test that nothing at all was pruned.
 MACS_CEILING = {"resnet": 0.28, "mobilenetv2": 0.33, "mobilenetv3": 0.34, "mobilenetv3w": 0.32, "densenet": 0.29, "unet": 0.28,
                 "resnext": 0.28, "shufflenetv1": 0.40, "shufflenetv2": 0.32, "convnext": 0.64, "transformer": 0.52, "gpt": 0.56, "bert": 0.52, "sdpa": 0.52, "vit": 0.56,
-                "mha": 0.52, "gpt2": 0.55}
+                "mha": 0.52, "gpt2": 0.55, "fusedqkv": 0.52, "einsum": 0.46}
 
 
 def _check_oracle(path, result, batch=2):

@@ -27,7 +27,9 @@ class Member:
 class InitializerSlice:
     """Channel c of the group is ``[offset + c*block, offset + (c+1)*block)`` along ``axis`` of initializer
     ``name``; with ``rows`` [start, stop) only within those indices of axis 0 (a grouped conv whose conv
-    groups read their input channels at different positions: each group's rows get their own columns)."""
+    groups read their input channels at different positions: each group's rows get their own columns).
+    ``span``: output elements that one index along ``axis`` makes, where the weight's later axes are outputs too
+    (an EinsumDense kernel [dim, heads, head_dim]: a head is head_dim columns)."""
 
     name: str
     axis: int
@@ -35,6 +37,7 @@ class InitializerSlice:
     block: int
     role: str
     rows: tuple[int, int] | None = None
+    span: int = 1
 
     def view(self, array):
         """The part of ``array`` this slice indexes into (all of it, or its rows)."""
@@ -81,7 +84,7 @@ class ChannelGroup:
     @property
     def channel_block(self) -> int:
         """Elements per channel in the producer's output (heads: head_dim; plain channels: 1)."""
-        blocks = [s.block for s in self.slices if s.role == "out"] or [s.block for s in self.slices] or [1]
+        blocks = [s.block * s.span for s in self.slices if s.role == "out"] or [s.block for s in self.slices] or [1]
         return min(blocks)
 
     @property
@@ -91,7 +94,7 @@ class ChannelGroup:
         outs = [s for s in self.slices if s.role == "out"]
         if not outs:
             return self.channel_block
-        return sum(s.block for s in outs if (s.name, s.axis) == (outs[0].name, outs[0].axis))
+        return sum(s.block * s.span for s in outs if (s.name, s.axis) == (outs[0].name, outs[0].axis))
 
     def to_dict(self) -> dict:
         return asdict(self)

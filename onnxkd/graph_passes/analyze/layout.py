@@ -43,6 +43,7 @@ class State:
         self.concrete_values: dict = {}  # small int tensors folded from shape arithmetic, same stand-ins
         self.dynamic_axes: dict[str, set[int] | None] = {}  # tensor -> axes of dynamic extent (None: all)
         self.balances: list = []  # balance.Balance constraints, settled after the walk
+        self.spans: dict[tuple[str, int], int] = {}  # (initializer, axis) -> InitializerSlice.span where not 1
 
     # ------------------------------------------------------------------ groups
     def new_group(self, size: int, source: str) -> int:
@@ -267,7 +268,8 @@ class State:
                 order.append(root)
         for gid, name, axis, offset, block, role, rows in self.slices:
             group = groups[self.find(gid)]
-            group.slices.append(InitializerSlice(name, axis, _int(offset), _int(self.eff(gid, block)), role, rows))
+            group.slices.append(InitializerSlice(name, axis, _int(offset), _int(self.eff(gid, block)), role, rows,
+                                                 self.spans.get((name, axis), 1)))
         seen: set[tuple] = set()
         for gid, edit, mult in self.edits:
             group = groups[self.find(gid)]

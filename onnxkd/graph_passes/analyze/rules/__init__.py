@@ -4,7 +4,7 @@ here that registers with ``registry.rule`` and add its name to FAMILIES."""
 
 import importlib
 
-FAMILIES = ["linear", "elementwise", "norm", "reshape", "slicing", "recurrent"]
+FAMILIES = ["linear", "elementwise", "norm", "reshape", "slicing", "recurrent", "einsum"]
 
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")

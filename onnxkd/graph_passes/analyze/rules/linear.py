@@ -10,7 +10,7 @@ from onnxkd.graph_passes.analyze.layout import Seg
 from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
 
 
-def _source(ctx: Ctx, size: int, weight: str, axis: int, bias: str | None, bias_axis: int = 0,
+def source_group(ctx: Ctx, size: int, weight: str, axis: int, bias: str | None, bias_axis: int = 0,
             offset: int = 0) -> Seg:
     """A new group of ``size`` output channels: rows [offset, offset + size) of the weight (and bias)."""
     gid = ctx.state.new_group(size, ctx.node.name or ctx.node.outputs[0].name)
@@ -67,7 +67,7 @@ def conv(ctx: Ctx) -> None:
     if groups == 1:
         if channels:
             ctx.state.slice_layout(channels, weight, 1, "in")
-        out[1] = [_source(ctx, cout, weight, 0, bias)]
+        out[1] = [source_group(ctx, cout, weight, 0, bias)]
         ctx.set_out(out)
         return
     cin_per_group, cout_per_group = shape[1], cout // groups
@@ -132,7 +132,7 @@ def _balanced_inputs(ctx: Ctx, channels, weight: str, width: int, groups: int, r
 
 def _balanced_source(ctx: Ctx, weight: str, bias: str | None, groups: int, per_group: int) -> list:
     """A grouped conv's outputs: one group per conv group, kept at equal counts (so `group` stays)."""
-    layout = [_source(ctx, per_group, weight, 0, bias, offset=k * per_group) for k in range(groups)]
+    layout = [source_group(ctx, per_group, weight, 0, bias, offset=k * per_group) for k in range(groups)]
     ctx.state.balances.append(Balance(layout, per_group, groups, ctx.where))
     return layout
 
@@ -149,7 +149,7 @@ def conv_transpose(ctx: Ctx) -> None:
     out = {0: layouts[0]} if 0 in layouts else {}
     if layouts.get(1):
         ctx.state.slice_layout(layouts[1], weight, 0, "in")
-    out[1] = [_source(ctx, shape[1], weight, 1, bias)]
+    out[1] = [source_group(ctx, shape[1], weight, 1, bias)]
     ctx.set_out(out)
 
 
@@ -174,7 +174,7 @@ def gemm(ctx: Ctx) -> None:
     bias_axis = None
     if bias is not None and bias_shape and bias_shape[-1] == n and n != 1:
         bias_axis = len(bias_shape) - 1
-    seg = _source(ctx, n, weight, 0 if trans_b else 1, None)
+    seg = source_group(ctx, n, weight, 0 if trans_b else 1, None)
     if bias_axis is not None:
         ctx.state.add_slice(seg.gid, bias, bias_axis, 0, Fraction(1), "out")
     out[1] = [seg]
@@ -204,7 +204,7 @@ def _matmul_weight(ctx: Ctx, a_shape: list, weight: str, b_shape: list) -> None:
     contracted = layouts.pop(rank - 1, None)
     if contracted:
         ctx.state.slice_layout(contracted, weight, 0, "in")
-    layouts[rank - 1] = [_source(ctx, b_shape[1], weight, 1, None)]
+    layouts[rank - 1] = [source_group(ctx, b_shape[1], weight, 1, None)]
     ctx.set_out(layouts)
 
 

@@ -89,6 +89,10 @@ def remap(ctx: Ctx, layouts: dict[int, Layout], in_shape: list | None, out_shape
         k = tracked[0]
         lay, outer = layouts[k], prod(a[x] for x in ia if x < k)
         inner = prod(a[x] for x in ia if x > k)
+        if len(ia) == 1 and len(ob) > 1 and b[ob[0]] > 1 and _taken_apart(ctx.node.outputs[0], ob[0], len(b)):
+            unpacked = _unpacked(ctx, lay, b[ob[0]])
+            if unpacked is not None:
+                lay, ob = unpacked, ob[1:]
         if len(ia) == 1 and len(ob) > 1:
             # a merged axis split again (batch x heads -> batch, heads): channels repeating with the period
             # of the trailing output axes live on those axes, once
@@ -142,6 +146,55 @@ def _chunks_alike(ctx: Ctx, lay: Layout, g: int) -> Layout | None:
     if not all(ctx.state.unify(chunks[0], chunk, ctx.where) for chunk in chunks[1:]):
         return None
     return chunks[0]
+
+
+def _taken_apart(value, axis: int, rank: int) -> bool:
+    """Whether every reader of ``value``, through Transposes, takes the slabs of ``axis`` apart (a Split along it,
+    a Gather of one index on it, or a Slice of it alone): q, k and v packed in one projection, reshaped to
+    [..., 3, heads, head_dim] and unbound (timm's attention)."""
+    uses = value.uses()
+    if not uses or value.is_graph_output():
+        return False
+    for node, index in uses:
+        attrs = node.attributes
+        along = attrs["axis"].value if "axis" in attrs else 0
+        if index != 0:
+            return False
+        if node.op_type == "Transpose":
+            perm = list(attrs["perm"].value) if "perm" in attrs else list(reversed(range(rank)))
+            if not _taken_apart(node.outputs[0], perm.index(axis), rank):
+                return False
+        elif node.op_type == "Split":
+            if along % rank != axis:
+                return False
+        elif node.op_type == "Gather":
+            indices = _constant(node, 1)
+            if along % rank != axis or indices is None or indices.ndim != 0:
+                return False
+        elif node.op_type == "Slice":  # the dynamo exporter's unbind
+            axes, starts = _constant(node, 3), _constant(node, 1)
+            sliced = list(range(len(starts))) if axes is None and starts is not None else axes
+            if sliced is None or [int(a) % rank for a in sliced] != [axis]:
+                return False
+        else:
+            return False
+    return True
+
+
+def _constant(node, index: int):
+    value = node.inputs[index] if index < len(node.inputs) else None
+    return None if value is None or value.const_value is None else value.const_value.numpy()
+
+
+def _unpacked(ctx: Ctx, lay: Layout, parts: int) -> Layout | None:
+    """[parts * E] -> [parts, E] when the parts are then taken apart: one producer's channels (a packed qkv
+    projection) split into ``parts`` groups that are coupled channel by channel (head i of q goes with head i of
+    k and v), so every part shrinks alike and the layout moves to the E axis. None (nothing changed) when a
+    part boundary falls inside a channel."""
+    width, rest = divmod(total(lay), parts)
+    if rest or not all(ctx.state.split_at(lay, k * width) for k in range(1, parts)):
+        return None
+    return _chunks_alike(ctx, lay, parts)
 
 
 def _merged_with_outer(ctx: Ctx, lay: Layout, outer: int, dims: list[int]) -> Layout | None:
