@@ -1,6 +1,6 @@
 """Attention as other libraries write it: Einsum (Keras' EinsumDense and MultiHeadAttention through tf2onnx,
-torch.einsum in research code) and timm's packed qkv projection reshaped to [B, T, 3, heads, head_dim] and
-unbound. Both froze every head before (the zoo's `einsum` and `fusedqkv` rows in test_prune_zoo.py cover the
+torch.einsum in research code), timm's packed qkv projection reshaped to [B, T, 3, heads, head_dim] and
+unbound, and relative-position bias tables added to the scores (Swin, T5). Each froze every head before (the zoo's `einsum` and `fusedqkv` rows in test_prune_zoo.py cover the
 exporters; this file the equation forms and the unbinding ops one by one): pruned models equal the
 zero-at-consumers oracle at other batch sizes than the one analysed."""
 
@@ -133,14 +133,98 @@ class TimmAttention(nn.Module):
         return self.proj(((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(b, t, d))
 
 
-@pytest.mark.parametrize("module", [KerasStyleAttention, TimmAttention])
-def test_heads_are_cut(tmp_path, module):
+class WindowAttention(nn.Module):
+    """Swin's: a relative-position bias table [(2w-1)^2, heads] indexed by a constant buffer, reshaped to
+    [n, n, heads] (-1 for the heads), permuted and added to the scores; the legacy exporter folds the gather
+    into a constant and keeps the rest."""
+
+    def __init__(self, dim: int = 24, heads: int = 3, window: int = 3):
+        super().__init__()
+        self.heads, self.table = heads, nn.Parameter(torch.randn((2 * window - 1) ** 2, heads))
+        grid = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        rel = (grid[:, :, None] - grid[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("index", rel[..., 0] * (2 * window - 1) + rel[..., 1])
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.table[self.index.view(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+        attn = (q @ k.transpose(-2, -1) + bias.unsqueeze(0)).softmax(-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, d))
+
+
+class T5Attention(nn.Module):
+    """T5's relative-position bias: an embedding [buckets, heads] gathered by buckets computed from the length at
+    run time, permuted to [heads, T, T] and added to the scores."""
+
+    def __init__(self, dim: int = 24, heads: int = 3):
+        super().__init__()
+        self.heads, self.bias = heads, nn.Embedding(16, heads)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim, bias=False) for _ in range(4))
+
+    def forward(self, x):
+        position = torch.arange(x.shape[1])
+        buckets = (position[None, :] - position[:, None]).clamp(-7, 8) + 7
+        return self.attend(x, self.bias(buckets).permute(2, 0, 1).unsqueeze(0))
+
+    def attend(self, x, bias):
+        b, t, d = x.shape
+        q, k, v = (y.view(b, t, self.heads, d // self.heads).transpose(1, 2) for y in (self.q(x), self.k(x), self.v(x)))
+        scores = q @ k.transpose(-1, -2) + bias
+        return self.o((scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, d))
+
+
+class T5Encoder(nn.Module):
+    """As Hugging Face's T5 does it: the first layer's bias table, gathered once, plus the padding mask, added to
+    the scores of every layer. The table couples the heads of all layers: they are cut alike."""
+
+    def __init__(self, dim: int = 24, heads: int = 3, layers: int = 2, cut_by_all: bool = True):
+        super().__init__()
+        self.layers = nn.ModuleList(T5Attention(dim, heads) for _ in range(layers))
+        self.cut_by_all = cut_by_all
+
+    def forward(self, x):
+        t = x.shape[1]
+        position = torch.arange(t)
+        buckets = (position[None, :] - position[:, None]).clamp(-7, 8) + 7
+        mask = (x[:, None, None, :, 0] > 2).float() * -1e4  # [B, 1, 1, T]
+        bias = self.layers[0].bias(buckets).permute(2, 0, 1).unsqueeze(0) + mask
+        for layer in self.layers:
+            x = x + layer.attend(x, bias)
+        if not self.cut_by_all:  # the bias read again, by arithmetic, then where its heads axis must stay whole
+            x = x + (bias * 0.5).reshape(x.shape[0], 3, t * t).sum(-1).sum(-1, keepdim=True)[:, :, None]
+        return x
+
+
+@pytest.mark.parametrize("cut_by_all", [True, False])
+def test_a_bias_table_shared_by_every_layer_cuts_their_heads_alike(tmp_path, cut_by_all):
     torch.manual_seed(0)
     path = tmp_path / "m.onnx"
-    torch.onnx.export(module().eval(), (torch.randn(2, 5, 24),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
-    assert prunable_heads(path) == [(3, 8)]
+    torch.onnx.export(T5Encoder(cut_by_all=cut_by_all).eval(), (torch.randn(2, 5, 24),), str(path), dynamo=False,
+                      opset_version=17, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    heads = prunable_heads(path)
+    if not cut_by_all:
+        assert heads == []
+        return
+    _, groups = channel_groups(path)
+    [group] = [g for g in groups if g.prunable and g.channel_block > 1]
+    assert group.size == 3 and {s.name for s in group.slices if s.role == "param"}  # the table, once
     feeds = [{"x": np.random.default_rng(n).standard_normal((n, 5, 24)).astype(np.float32)} for n in (1, 3)]
+    result = prune_and_check(path, feeds, ratio=0.4)
+    assert result.summary["pruned"] >= 1
+
+
+@pytest.mark.parametrize("module, tokens", [(KerasStyleAttention, 5), (TimmAttention, 5), (WindowAttention, 9),
+                                            (T5Attention, 5)])
+def test_heads_are_cut(tmp_path, module, tokens):
+    torch.manual_seed(0)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(module().eval(), (torch.randn(2, tokens, 24),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    assert prunable_heads(path) == [(3, 8)], [(g.size, g.frozen) for g in channel_groups(path)[1]]
+    feeds = [{"x": np.random.default_rng(n).standard_normal((n, tokens, 24)).astype(np.float32)} for n in (1, 3)]
     prune_and_check(path, feeds, ratio=0.4)
 
 

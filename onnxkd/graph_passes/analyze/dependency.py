@@ -17,6 +17,7 @@ from onnxkd.graph_passes.analyze.balance import resolve
 from onnxkd.graph_passes.analyze.groups import ChannelGroup, Edit
 from onnxkd.graph_passes.analyze.layout import State, total
 from onnxkd.graph_passes.analyze.rules.registry import RULES, Ctx
+from onnxkd.graph_passes.analyze.rules.weight_paths import settle
 
 # Set to "1" (the test suite does) to let a rule's exception propagate instead of freezing its inputs.
 STRICT_ENV = "ONNXKD_STRICT_ANALYSIS"
@@ -41,6 +42,7 @@ def analyze(model: ir.Model, *, prune_normalized: bool = False) -> list[ChannelG
     state.concrete, state.concrete_values = concrete_shapes(model)
     state.dynamic_axes = _dynamic_axes(model)
     _walk(model, state, opset)
+    settle(state)  # weights moved into place and shared: cut only where every reader cuts them
     resolve(state)  # conv groups kept at equal counts, now that every coupling is known
     return state.finish()
 

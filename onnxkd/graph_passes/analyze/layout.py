@@ -44,6 +44,9 @@ class State:
         self.dynamic_axes: dict[str, set[int] | None] = {}  # tensor -> axes of dynamic extent (None: all)
         self.balances: list = []  # balance.Balance constraints, settled after the walk
         self.spans: dict[tuple[str, int], int] = {}  # (initializer, axis) -> InitializerSlice.span where not 1
+        self.adopted: dict[tuple[str, int], Layout] = {}  # (weight, axis) -> the layout it follows (weight_paths)
+        self.adopters: dict[tuple[str, int], set[str]] = {}  # ... -> the nodes that adopted it
+        self.shared_readers: dict[tuple[str, int], set[str]] = {}  # ... -> the nodes that must adopt it
 
     # ------------------------------------------------------------------ groups
     def new_group(self, size: int, source: str) -> int:

@@ -6,6 +6,7 @@ from onnxkd.graph_passes.analyze.groups import Edit
 from onnxkd.graph_passes.analyze.layout import total
 from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
 from onnxkd.graph_passes.analyze.rules.reshape import entry_follows
+from onnxkd.graph_passes.analyze.rules.weight_paths import Moved, adopt, weight_axis
 
 UNARY = (
     "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu", "Celu", "Softplus",
@@ -57,12 +58,19 @@ def broadcast(ctx: Ctx) -> None:
                 ctx.state.unify(base, lay, ctx.where)
             elif dim == 1 and extent != 1:
                 continue  # broadcast along the channels: nothing to cut
-            elif dim == extent and ctx.initializer(i) is not None:
-                ctx.state.slice_layout(base, ctx.initializer(i), k, "param")
+            elif dim == extent and (weight := _weight(ctx, i, k)) is not None:
+                adopt(ctx, base, weight)
             else:
                 ctx.freeze(base, "combined with an operand whose channels cannot be cut")
         out[axis] = base
     ctx.set_out(out)
+
+
+def _weight(ctx: Ctx, i: int, axis: int) -> Moved | None:
+    """The initializer axis that operand ``i`` holds along ``axis``: the operand itself, or a weight moved into
+    place (a relative-position bias table)."""
+    name = ctx.initializer(i)
+    return Moved(name, axis) if name is not None else weight_axis(ctx, ctx.input(i), axis)
 
 
 @rule("Softmax", "LogSoftmax", "Hardmax")
