@@ -6,6 +6,7 @@ import onnx_ir as ir
 from onnx_ir.passes.common import LiftConstantsToInitializersPass, RemoveUnusedNodesPass, ShapeInferencePass
 
 from onnxkd.graph_passes.normalize.broadcast_views import BroadcastViewsPass
+from onnxkd.graph_passes.normalize.expand_sizes import ExpandSizeGuardsPass
 from onnxkd.graph_passes.normalize.explicit_split import ExplicitSplitSizesPass
 from onnxkd.graph_passes.normalize.fold_views import FoldConstantViewsPass
 from onnxkd.graph_passes.normalize.packed_selects import PackedSelectsToSlicesPass
@@ -22,7 +23,7 @@ def prepare(model: ModelLike, *, simplify: bool = False) -> ir.Model:
 
     prepared = normalize(model, simplify=simplify)
     steps = (LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0), DropZeroInitialStatesPass(),
-             RemoveUnusedNodesPass(), FoldConstantViewsPass(),
+             ExpandSizeGuardsPass(), RemoveUnusedNodesPass(), FoldConstantViewsPass(),
              PackedSelectsToSlicesPass(), StridedGathersPass(), BroadcastViewsPass(), UntieShapeConcatsPass(),
              UntieInitializersPass(), NameNodesPass(), ExplicitSplitSizesPass(), FoldStaticSliceBoundsPass())
     for step in steps:

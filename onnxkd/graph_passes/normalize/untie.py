@@ -34,7 +34,8 @@ class UntieInitializersPass(ir.passes.InPlacePass):
 
     A BatchNormalization running statistic is also untied from the other inputs of its own node (an
     exporter that deduplicates equal tensors may feed one zero tensor as both bias and running mean):
-    training updates the one and trains the other.
+    training updates the one and trains the other. So is every piece of a Concat: a shape [batch, 2, 2, seq, 8]
+    built from one constant [2] twice (the dynamo exporter's repeat_kv) must shrink the one entry alone.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -46,7 +47,8 @@ class UntieInitializersPass(ir.passes.InPlacePass):
                 continue
             readers: dict[tuple, list[int]] = {}  # (node, statistic slot or None) -> input indices
             for use in value.uses():
-                slot = use.idx if (use.node.op_type, use.idx) in _STATISTIC_SLOTS else None
+                own = (use.node.op_type, use.idx) in _STATISTIC_SLOTS or use.node.op_type == "Concat"
+                slot = use.idx if own else None
                 readers.setdefault((id(use.node), slot), [use.node]).append(use.idx)
             groups = list(readers.values())
             if value.is_graph_output():
@@ -64,7 +66,8 @@ class UntieInitializersPass(ir.passes.InPlacePass):
 
 
 class UntieShapeConcatsPass(ir.passes.InPlacePass):
-    """Each Concat that builds a Reshape's shape is read by that Reshape only: copies are made for the others.
+    """Each Concat that builds a Reshape's (or an Expand's) shape is read by that node only: copies are made for
+    the others.
 
     The dynamo exporter computes a shape with dynamic dims once, as Concat(Shape(x)[0], Shape(x)[1], [64]), for
     every Reshape that needs it: q, k and v's head split in nn.MultiheadAttention, and the same [batch, seq, 64]
@@ -82,7 +85,7 @@ class UntieShapeConcatsPass(ir.passes.InPlacePass):
                 continue
             value = node.outputs[0]
             uses = list(value.uses())
-            shapes = [use for use in uses if use.node.op_type == "Reshape" and use.idx == 1]
+            shapes = [use for use in uses if use.node.op_type in ("Reshape", "Expand") and use.idx == 1]
             if len(uses) < 2 or not shapes or value.is_graph_output():
                 continue
             for k, use in enumerate(shapes[1:] if len(shapes) == len(uses) else shapes, start=1):

@@ -248,15 +248,16 @@ def reshape(ctx: Ctx) -> None:
     if out is None:
         return
     for p, lay in out.items():
-        if not _shape_entry_edit(ctx, 1, p, lay, same_axis=layouts.get(p) == lay):
+        if not shape_entry_edit(ctx, 1, p, lay, same_axis=layouts.get(p) == lay):
             ctx.freeze(lay, "reshape shape constant not found")
             ctx.freeze_inputs(f"reshape shape constant not found ({ctx.where})")
             return
     ctx.set_out(out)
 
 
-def _shape_entry_edit(ctx: Ctx, index: int, p: int, lay: Layout, same_axis: bool) -> bool:
-    """Record how entry p of the shape input shrinks; False when it cannot be found or rewritten."""
+def shape_entry_edit(ctx: Ctx, index: int, p: int, lay: Layout, same_axis: bool, minus_one: bool = True) -> bool:
+    """Record how entry p of the shape input shrinks; False when it cannot be found or rewritten. ``minus_one``:
+    an entry computed at run time may become -1 (Reshape infers it; Expand cannot)."""
     if not any(s.gid is not None for s in lay):
         return True
     name = ctx.initializer(index)
@@ -297,7 +298,7 @@ def _shape_entry_edit(ctx: Ctx, index: int, p: int, lay: Layout, same_axis: bool
     if _reads_own_size(ctx, piece, lay, p - start):
         return True  # Shape(t)[axis] of a tensor that carries the same channels: follows the cut by itself
     others = [x[1] for x in pieces if x[1] is not piece and x[1].const_value is not None]
-    if length != 1 or any(-1 in o.const_value.numpy().tolist() for o in others):
+    if not minus_one or length != 1 or any(-1 in o.const_value.numpy().tolist() for o in others):
         return False
     for seg in lay:
         if seg.gid is not None:

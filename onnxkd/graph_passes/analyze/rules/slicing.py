@@ -8,7 +8,7 @@ from onnxkd.graph_passes.analyze.groups import Edit
 from onnxkd.graph_passes.analyze.layout import Layout, Seg, cut, total
 from onnxkd.graph_passes.analyze.rules.linear import table_source
 from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
-from onnxkd.graph_passes.analyze.rules.reshape import edit_segments
+from onnxkd.graph_passes.analyze.rules.reshape import edit_segments, shape_entry_edit
 
 # --------------------------------------------------------------------------- concat / split / slice
 
@@ -213,7 +213,7 @@ def expand(ctx: Ctx) -> None:
     layouts = ctx.layouts(0)
     if not layouts:
         return
-    target, name = ctx.const(1), ctx.initializer(1)
+    target = ctx.folded(ctx.input(1))  # a constant, or computed from shapes (at stand-in sizes)
     if target is None or ctx.layouts(1):
         ctx.freeze_inputs(f"expand shape not constant ({ctx.where})")
         return
@@ -224,10 +224,9 @@ def expand(ctx: Ctx) -> None:
         axis = k + rank - rank_in
         entry_index = axis - (rank - rank_t)
         entry = int(target[entry_index]) if entry_index >= 0 else 1
-        if entry == 1:
+        if entry == 1 and (ctx.input(1).const_value is not None or entry_index < 0):
             out[axis] = lay
-        elif entry == total(lay) and name is not None:
-            edit_segments(ctx, lay, Edit("tensor", name, entry_index))
+        elif entry == total(lay) and shape_entry_edit(ctx, 1, entry_index, lay, same_axis=False, minus_one=False):
             out[axis] = lay
         else:
             ctx.freeze(lay, "expanded along the channel axis")
