@@ -147,10 +147,11 @@ def test_without_opt_in_the_stream_stays_whole(zoo_model):
     assert [g.prunable for g in groups if g.normalized] == [True]
 
 
-def _ln_model(to_output: bool) -> onnx.ModelProto:
+def _ln_model(to_output: bool, op: str = "LayerNormalization") -> onnx.ModelProto:
     rng = np.random.default_rng(0)
+    params = ["g", "b"] if op == "LayerNormalization" else ["g"]
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
-             helper.make_node("LayerNormalization", ["h", "g", "b"], ["n"], name="ln", axis=-1)]
+             helper.make_node(op, ["h", *params], ["n"], name="ln", axis=-1)]
     out = "n"
     if not to_output:
         nodes.append(helper.make_node("MatMul", ["n", "w2"], ["y"], name="fc2"))
@@ -160,12 +161,13 @@ def _ln_model(to_output: bool) -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "ln", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])],
                               [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17 if op == "LayerNormalization" else 23)])
 
 
-def test_small_graph_matches_numpy_layer_norm_on_kept_channels():
-    """x @ w1 -> LayerNorm -> @ w2: the student is LayerNorm over the kept columns only (numpy)."""
-    model = _ln_model(to_output=False)
+@pytest.mark.parametrize("op", ["LayerNormalization", "RMSNormalization"])
+def test_small_graph_matches_numpy_layer_norm_on_kept_channels(op):
+    """x @ w1 -> LayerNorm (RMSNorm) -> @ w2: the student normalises over the kept columns only (numpy)."""
+    model = _ln_model(to_output=False, op=op)
     result = prune(model, 0.5, prune_normalized=True, round_to=1)
     (group,) = [g for g in result.groups if g.normalized]
     kept = result.plan[group.id]
@@ -173,8 +175,83 @@ def test_small_graph_matches_numpy_layer_norm_on_kept_channels():
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     x = np.random.default_rng(1).standard_normal((2, 6)).astype(np.float32)
     h = x @ inits["w1"][:, kept]
-    n = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5) * inits["g"][kept] + inits["b"][kept]
+    if op == "LayerNormalization":
+        n = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5) * inits["g"][kept] + inits["b"][kept]
+    else:
+        n = h / np.sqrt((h ** 2).mean(-1, keepdims=True) + 1e-5) * inits["g"][kept]
     assert_close(run(result.model, {"x": x}), [n @ inits["w2"][kept]])
+
+
+class RMSNorm(torch.nn.Module):
+    """Llama's, as exporters write it below opset 23: x * rsqrt(mean(x^2) + eps) * w."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.rand(width) + 0.5)
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class Normed(torch.nn.Module):
+    def __init__(self, norm: torch.nn.Module):
+        super().__init__()
+        self.up, self.norm, self.down = torch.nn.Linear(6, 16), norm, torch.nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.down(self.norm(self.up(x)))
+
+
+def _numpy_norm(kind: str, h: np.ndarray, weights: dict, kept) -> np.ndarray:
+    if kind == "rms":
+        return h / np.sqrt((h ** 2).mean(-1, keepdims=True) + 1e-6) * weights["norm.weight"][kept]
+    centred = h - h.mean(-1, keepdims=True)
+    return centred / np.sqrt(centred.var(-1, keepdims=True) + 1e-5) * weights["norm.weight"][kept] + weights["norm.bias"][kept]
+
+
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+def test_norms_written_out_are_cut_as_layer_normalization_is(tmp_path, kind):
+    """RMSNorm, and LayerNorm exported at opset 14 (both written out: ReduceMean of the square, or x minus its
+    ReduceMean): with the opt-in the student normalises over its kept channels (numpy on the sliced weights);
+    without it, the reason names the flag."""
+    torch.manual_seed(0)
+    module = Normed(RMSNorm(16) if kind == "rms" else torch.nn.LayerNorm(16)).eval()
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.randn(2, 5, 6),), str(path), dynamo=False, opset_version=14,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    assert "LayerNormalization" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    [whole] = channel_groups(path)[1][:1]
+    assert whole.frozen and "--prune-normalized" in whole.frozen
+    result = prune(path, 0.5, prune_normalized=True, round_to=1)
+    (group,) = [g for g in result.groups if g.normalized]
+    kept = result.plan[group.id]
+    assert len(kept) == 8
+    weights = {k: v.detach().double().numpy() for k, v in module.state_dict().items()}
+    x = np.random.default_rng(1).standard_normal((3, 5, 6)).astype(np.float32)
+    h = x @ weights["up.weight"][kept].T + weights["up.bias"][kept]
+    expected = _numpy_norm(kind, h, weights, kept) @ weights["down.weight"][:, kept].T + weights["down.bias"]
+    assert_close(run(result.model, {"x": x}), [expected.astype(np.float32)])
+
+
+def test_a_mean_over_channels_that_is_not_a_norm_stays_whole(tmp_path):
+    """A channel mean that nothing is centred by, and not of a square (a pooled feature), keeps its channels."""
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = torch.nn.Linear(6, 16)
+
+        def forward(self, x):
+            h = self.up(x)
+            return h * h.mean(-1, keepdim=True)
+
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(Pooled().eval(), (torch.randn(2, 6),), str(path), dynamo=False, opset_version=14,
+                      input_names=["x"], output_names=["y"])
+    [group] = channel_groups(path, prune_normalized=True)[1]
+    assert group.frozen and "reduced over the channel axis" in group.frozen
 
 
 def test_layer_norm_at_a_graph_output_stays_frozen():

@@ -121,10 +121,34 @@ def reduce(ctx: Ctx) -> None:
     out = {}
     for k, lay in layouts.items():
         if k in axes:
-            ctx.freeze(lay, "reduced over the channel axis")
+            statistic = axes == {rank - 1} and keep and _normalising_statistic(ctx)
+            if statistic and ctx.state.prune_normalized:
+                ctx.state.normalized.update(seg.gid for seg in lay if seg.gid is not None)
+            elif statistic:
+                ctx.freeze(lay, "a norm's statistic over the hidden size (--prune-normalized cuts it)")
+            else:
+                ctx.freeze(lay, "reduced over the channel axis")
             continue
         out[k if keep else k - sum(a < k for a in axes)] = lay
     ctx.set_out(out)
+
+
+def _normalising_statistic(ctx: Ctx) -> bool:
+    """Whether this ReduceMean over the hidden size is a norm's statistic, as exporters write LayerNorm below opset
+    17 and RMSNorm below 23: the mean of x that x is centred by (Sub(x, mean)), or the mean of a square (Pow(t, 2),
+    Mul(t, t)). ``prune_normalized`` cuts it as it cuts LayerNormalization: the student normalises over the
+    channels it keeps."""
+    if ctx.node.op_type != "ReduceMean":
+        return False
+    data = ctx.input(0)
+    squared = data.producer()
+    if squared is not None and squared.op_type == "Pow" and squared.inputs[1] is not None:
+        exponent = squared.inputs[1].const_value
+        return exponent is not None and exponent.numpy().size == 1 and float(exponent.numpy().reshape(-1)[0]) == 2.0
+    if squared is not None and squared.op_type == "Mul" and squared.inputs[0] is squared.inputs[1]:
+        return True
+    return any(use.node.op_type == "Sub" and list(use.node.inputs) == [data, ctx.node.outputs[0]]
+               for use in ctx.node.outputs[0].uses())
 
 
 POOL = ("MaxPool", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")

@@ -38,7 +38,7 @@ def per_channel_norm(ctx: Ctx) -> None:
                 ctx.freeze(channels, "training-mode statistics used")
 
 
-@rule("LayerNormalization")
+@rule("LayerNormalization", "RMSNormalization")
 def layer_norm(ctx: Ctx) -> None:
     """Statistics over axes [axis, rank): cutting them changes mean and variance, so it is opt-in.
 
@@ -61,9 +61,9 @@ def layer_norm(ctx: Ctx) -> None:
     params = [ctx.input(i) is None or (ctx.initializer(i) is not None and ctx.in_shape(i) == [width]) for i in (1, 2)]
     stats_used = any(extra.uses() for extra in ctx.node.outputs[1:])
     if not ctx.state.prune_normalized or hidden is None or len(normalised) > 1 or not all(params) or stats_used:
-        why = ("LayerNormalization statistics over the hidden size (--prune-normalized cuts it)"
-               if not ctx.state.prune_normalized else
-               "LayerNormalization over several axes, with non-constant parameters or used statistics")
+        op = ctx.node.op_type
+        why = (f"{op} statistics over the hidden size (--prune-normalized cuts it)" if not ctx.state.prune_normalized
+               else f"{op} over several axes, with non-constant parameters or used statistics")
         for lay in normalised.values():
             ctx.freeze(lay, why)
         ctx.set_out(out)
