@@ -518,6 +518,75 @@ class EinsumAttention(nn.Module):
         return torch.einsum("abcd,cde->abe", mixed, self.wo) + self.bo
 
 
+def rotate(x):
+    """Rotary position embedding on [B, heads, T, head_dim] (Llama's rotate_half: slices of head_dim)."""
+    t, d = x.shape[-2], x.shape[-1]
+    angles = torch.arange(t, device=x.device).float()[:, None] / (100 ** (torch.arange(0, d, 2, device=x.device).float() / d))[None]
+    angles = torch.cat([angles, angles], -1)
+    return x * angles.cos() + torch.cat([-x[..., d // 2:], x[..., : d // 2]], -1) * angles.sin()
+
+
+class GroupedQueryAttention(nn.Module):
+    """Llama's: query heads share key/value heads (repeat_kv: expand then reshape), rotary embeddings, causal
+    scaled-dot-product attention, no biases. Cutting a key/value head cuts the query heads that read it."""
+
+    def __init__(self, dim: int, heads: int, kv_heads: int = 2):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
+        self.q, self.o = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
+        self.k, self.v = (nn.Linear(dim, kv_heads * self.head_dim, bias=False) for _ in range(2))
+
+    def forward(self, x, mask=None):
+        b, t, _ = x.shape
+        q = rotate(self.q(x).view(b, t, self.heads, self.head_dim).transpose(1, 2))
+        k = rotate(self.k(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2))
+        v = self.v(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        repeat = self.heads // self.kv_heads
+        k, v = (y[:, :, None].expand(b, self.kv_heads, repeat, t, self.head_dim).reshape(b, self.heads, t, self.head_dim)
+                for y in (k, v))
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o(out.transpose(1, 2).reshape(b, t, -1))
+
+
+class RMSNorm(nn.Module):
+    """Llama's, as exporters write it below opset 23: x * rsqrt(mean(x^2) + eps) * w."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(width) + 0.5)
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+
+class LlamaBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, mlp: int):
+        super().__init__()
+        self.norm1, self.attn, self.norm2 = RMSNorm(dim), GroupedQueryAttention(dim, heads), RMSNorm(dim)
+        self.gate, self.up, self.down = nn.Linear(dim, mlp, bias=False), nn.Linear(dim, mlp, bias=False), nn.Linear(mlp, dim, bias=False)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        h = self.norm2(x)
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class LlamaTiny(nn.Module):
+    """A Llama-family decoder: RMSNorm, grouped-query attention with RoPE, a SwiGLU MLP, untied LM head."""
+
+    def __init__(self, vocab: int = 50, dim: int = 32, heads: int = 4, mlp: int = 64, layers: int = 2):
+        super().__init__()
+        self.tok = nn.Embedding(vocab, dim)
+        self.blocks = nn.ModuleList([LlamaBlock(dim, heads, mlp) for _ in range(layers)])
+        self.norm, self.lm_head = RMSNorm(dim), nn.Linear(dim, vocab, bias=False)
+
+    def forward(self, ids):
+        x = self.tok(ids)
+        for block in self.blocks:
+            x = block(x)
+        return self.lm_head(self.norm(x))
+
+
 class TokenEncoder(nn.Module):
     """Token + learned position embeddings, pre-norm blocks around ``attention(dim, heads)``, mean-pooled head."""
 
@@ -671,6 +740,7 @@ ZOO: dict[str, Arch] = {
         Arch("gpt2", Gpt2Tiny, _tokens(12), "transformer"),
         Arch("fusedqkv", lambda: TokenEncoder(FusedQkvAttention), _tokens(12), "transformer"),
         Arch("einsum", lambda: TokenEncoder(EinsumAttention), _tokens(12), "transformer"),
+        Arch("llama", LlamaTiny, _tokens(12), "transformer"),
     ]
 }
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 from prune_oracle import prunable_heads, prune_and_check
-import torch.nn.functional as F
+from models import GroupedQueryAttention
 from torch import nn
 
 from onnxkd.graph_passes.analyze.rules.einsum import parse
@@ -198,41 +198,11 @@ class T5Encoder(nn.Module):
         return x
 
 
-def rotate(x):
-    """Rotary position embedding on [B, heads, T, head_dim] (Llama's rotate_half: slices of head_dim)."""
-    t, d = x.shape[-2], x.shape[-1]
-    angles = torch.arange(t).float()[:, None] / (100 ** (torch.arange(0, d, 2).float() / d))[None]
-    angles = torch.cat([angles, angles], -1)
-    return x * angles.cos() + torch.cat([-x[..., d // 2:], x[..., : d // 2]], -1) * angles.sin()
-
-
-class GroupedQueryAttention(nn.Module):
-    """Llama's: 4 query heads share 2 key/value heads (repeat_kv: expand then reshape), rotary embeddings, causal
-    scaled-dot-product attention. Cutting a key/value head cuts the query heads that read it."""
-
-    def __init__(self, dim: int = 32, heads: int = 4, kv_heads: int = 2):
-        super().__init__()
-        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, dim // heads
-        self.q, self.o = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
-        self.k, self.v = (nn.Linear(dim, kv_heads * self.head_dim, bias=False) for _ in range(2))
-
-    def forward(self, x):
-        b, t, _ = x.shape
-        q = rotate(self.q(x).view(b, t, self.heads, self.head_dim).transpose(1, 2))
-        k = rotate(self.k(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2))
-        v = self.v(x).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        repeat = self.heads // self.kv_heads
-        k, v = (y[:, :, None].expand(b, self.kv_heads, repeat, t, self.head_dim).reshape(b, self.heads, t, self.head_dim)
-                for y in (k, v))
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.o(out.transpose(1, 2).reshape(b, t, -1))
-
-
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
 def test_grouped_query_attention_loses_key_value_heads_with_their_query_heads(tmp_path, exporter):
     torch.manual_seed(0)
     path = tmp_path / "m.onnx"
-    module, example = GroupedQueryAttention().eval(), torch.randn(2, 6, 32)
+    module, example = GroupedQueryAttention(32, 4).eval(), torch.randn(2, 6, 32)
     if exporter == "legacy":
         torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17, input_names=["x"],
                           output_names=["y"], dynamic_axes={"x": {0: "n", 1: "t"}, "y": {0: "n", 1: "t"}})

@@ -20,6 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
+import models
 from prune_oracle import assert_close, random_inputs, run
 
 from onnxkd.cli import main
@@ -32,8 +33,6 @@ HEAD_DIM, LAYERS = 8, 2
 
 
 def build(name: str, tied: bool = False) -> torch.nn.Module:
-    import models
-
     model = models.build(name)
     if tied:
         model.lm_head.weight = model.tok.weight
@@ -182,17 +181,6 @@ def test_small_graph_matches_numpy_layer_norm_on_kept_channels(op):
     assert_close(run(result.model, {"x": x}), [n @ inits["w2"][kept]])
 
 
-class RMSNorm(torch.nn.Module):
-    """Llama's, as exporters write it below opset 23: x * rsqrt(mean(x^2) + eps) * w."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.rand(width) + 0.5)
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
-
-
 class Normed(torch.nn.Module):
     def __init__(self, norm: torch.nn.Module):
         super().__init__()
@@ -215,7 +203,7 @@ def test_norms_written_out_are_cut_as_layer_normalization_is(tmp_path, kind):
     ReduceMean): with the opt-in the student normalises over its kept channels (numpy on the sliced weights);
     without it, the reason names the flag."""
     torch.manual_seed(0)
-    module = Normed(RMSNorm(16) if kind == "rms" else torch.nn.LayerNorm(16)).eval()
+    module = Normed(models.RMSNorm(16) if kind == "rms" else torch.nn.LayerNorm(16)).eval()
     path = tmp_path / "m.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

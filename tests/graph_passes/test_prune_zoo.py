@@ -16,13 +16,15 @@ from onnxkd.graph_passes.prune.compose import match_groups
 from onnxkd.model import load, save, to_proto
 
 ZOO = ["resnet", "mobilenetv2", "mobilenetv3", "mobilenetv3w", "densenet", "unet", "resnext", "shufflenetv1", "shufflenetv2", "convnext", "transformer",
-       "gpt", "bert", "sdpa", "vit", "mha", "gpt2", "fusedqkv", "einsum"]
-TRANSFORMERS = ["transformer", "gpt", "bert", "sdpa", "vit", "mha", "gpt2", "fusedqkv", "einsum"]
+       "gpt", "bert", "sdpa", "vit", "mha", "gpt2", "fusedqkv", "einsum", "llama"]
+TRANSFORMERS = ["transformer", "gpt", "bert", "sdpa", "vit", "mha", "gpt2", "fusedqkv", "einsum", "llama"]
+# Attention heads per block (size, head_dim): llama's 4 query heads share 2 key/value heads, cut with them
+HEADS = {"llama": (2, 8)}
 # MACs after / before at --ratio 0.5, a little above what the rules reach today (benchmarks/prune_coverage.py):
 # a rule that regresses into freezing a group fails here, not only a test that nothing at all was pruned.
 MACS_CEILING = {"resnet": 0.28, "mobilenetv2": 0.33, "mobilenetv3": 0.34, "mobilenetv3w": 0.32, "densenet": 0.29, "unet": 0.28,
                 "resnext": 0.28, "shufflenetv1": 0.40, "shufflenetv2": 0.32, "convnext": 0.64, "transformer": 0.52, "gpt": 0.56, "bert": 0.52, "sdpa": 0.52, "vit": 0.56,
-                "mha": 0.52, "gpt2": 0.55, "fusedqkv": 0.52, "einsum": 0.46}
+                "mha": 0.52, "gpt2": 0.55, "fusedqkv": 0.52, "einsum": 0.46, "llama": 0.56}
 
 
 def _check_oracle(path, result, batch=2):
@@ -184,7 +186,7 @@ def test_every_attention_block_has_a_prunable_heads_group(zoo_model, name, expor
     one group of 4 heads of 8 per block, prunable."""
     _, groups = channel_groups(zoo_model(name, exporter))
     heads = [(g.size, g.channel_block) for g in groups if g.prunable and g.channel_block > 1]
-    assert heads == [(4, 8), (4, 8)], [(g.source, g.size, g.channel_block, g.frozen) for g in groups]
+    assert heads == [HEADS.get(name, (4, 8))] * 2, [(g.source, g.size, g.channel_block, g.frozen) for g in groups]
 
 
 # Token models as NLP exports have them: batch AND sequence length dynamic. The zoo's nn.MultiheadAttention is
@@ -201,7 +203,8 @@ def test_heads_are_cut_with_a_dynamic_sequence_length(zoo_model, name, exporter)
     q, k and v's Reshapes, and a positional table of 16 sliced to the sequence length did not fit the stand-in
     length), and the cut model matches the oracle at two lengths."""
     path = zoo_model(name, exporter, dynamic_seq=True)
-    assert prunable_heads(path) == [(4, 8), (4, 8)], [(g.source, g.size, g.frozen) for g in channel_groups(path)[1]]
+    groups = channel_groups(path)[1]
+    assert prunable_heads(path) == [HEADS.get(name, (4, 8))] * 2, [(g.source, g.size, g.frozen) for g in groups]
     result = prune_and_check(path, [{"input_ids": np.random.default_rng(n).integers(0, 50, (3, n)).astype(np.int64)}
                                     for n in (12, 7)])
     assert [str(v.shape) for v in result.model.graph.inputs] == [str(v.shape) for v in load(path).graph.inputs]
