@@ -380,3 +380,29 @@ def transpose(ctx: Ctx) -> None:
     rank = len(ctx.in_shape(0) or [])
     perm = ctx.attr("perm") or list(reversed(range(rank)))
     ctx.set_out({perm.index(k): lay for k, lay in layouts.items()})
+
+
+@rule("DepthToSpace", "SpaceToDepth")
+def depth_to_space(ctx: Ctx) -> None:
+    """Channels and b x b pixel blocks trade places (PixelShuffle in super-resolution nets). DepthToSpace in CRD
+    order reads output channel c from input channels [c*b*b, (c+1)*b*b): whole blocks of b*b go; in DCR order
+    (the default) from channel c of each of the b*b chunks of C: the chunks shrink alike. SpaceToDepth writes
+    the input's channels once per pixel of a block, as chunks."""
+    layouts = ctx.layouts(0)
+    channels = layouts.get(1)
+    for k, lay in layouts.items():
+        if k != 1:
+            ctx.freeze(lay, "moved between channels and pixels")
+    if not channels:
+        return
+    pixels = ctx.attr("blocksize") ** 2
+    if ctx.node.op_type == "SpaceToDepth":
+        out = _interleaved(channels, 1, pixels)
+    elif ctx.attr("mode", "DCR") == "CRD":
+        out = ctx.state.regroup(channels, pixels, ctx.where)
+    else:
+        out = _unpacked(ctx, channels, pixels)
+    if out is None:
+        ctx.freeze(channels, "moved between channels and pixels")
+        return
+    ctx.set_out({1: out})
