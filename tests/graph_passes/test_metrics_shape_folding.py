@@ -35,3 +35,29 @@ def test_old_ir_models_keep_every_mac_node_countable():
     by_op, unknown = metrics.macs_and_unknown(path)
     assert unknown == []
     assert by_op["Gemm"] == 1024 * 1000
+
+
+@pytest.mark.parametrize("op, inputs, large", [
+    ("Expand", [[1.0], [1000, 1000]], True),  # a causal mask at a stand-in length
+    ("Expand", [[1.0], [2, 4]], False),
+    ("ConstantOfShape", [[1000, 1000]], True),
+    ("Range", [0, 100000, 1], True),
+    ("Range", [0, 12, 1], False),
+])
+def test_sizes_that_build_large_tensors_are_not_evaluated(monkeypatch, op, inputs, large):
+    """Shape folding keeps only small tensors: one it would drop is not built at all (a [1000, 1000] causal mask
+    at the stand-in length took seconds per layer), and small ones still fold."""
+    import numpy as np
+    from onnx import helper
+
+    from onnxkd.graph_passes.analyze import shape_folding
+
+    names = [f"i{k}" for k in range(len(inputs))]
+    values = {n: np.asarray(v, np.float32 if (op, k) == ("Expand", 0) else np.int64)
+              for k, (n, v) in enumerate(zip(names, inputs))}
+    node = helper.make_node(op, names, ["out"])
+    evaluated = []
+    real = shape_folding.ReferenceEvaluator
+    monkeypatch.setattr(shape_folding, "ReferenceEvaluator", lambda model: evaluated.append(1) or real(model))
+    out = shape_folding._evaluate(node, values, {}, 17)
+    assert (out is None) == large and bool(evaluated) != large

@@ -107,7 +107,7 @@ def _evaluate(node: onnx.NodeProto, values: dict, shapes: dict, opset: int) -> l
     if node.op_type not in _FOLDABLE or not node.input:
         return None
     inputs = [values.get(name) if name else None for name in node.input]
-    if any(name and value is None for name, value in zip(node.input, inputs)):
+    if any(name and value is None for name, value in zip(node.input, inputs)) or _grows_large(node.op_type, inputs):
         return None
     model = helper.make_model(
         helper.make_graph([node], "fold", [], [helper.make_tensor_value_info(o, 0, None) for o in node.output],
@@ -121,6 +121,24 @@ def _evaluate(node: onnx.NodeProto, values: dict, shapes: dict, opset: int) -> l
     if any(np.asarray(o).size > _MAX_ELEMENTS for o in outputs):
         return None
     return [np.asarray(o) for o in outputs]
+
+
+def _grows_large(op_type: str, inputs: list) -> bool:
+    """Whether an op that builds its output from sizes would build more than ``_MAX_ELEMENTS`` (kept anyway): a
+    causal mask Expand-ed to [length, length] at the stand-in length took seconds to evaluate, to be dropped."""
+    try:
+        if op_type == "Expand":
+            size = np.prod(np.broadcast_shapes(inputs[0].shape, tuple(int(d) for d in inputs[1])))
+        elif op_type == "ConstantOfShape":
+            size = np.prod(inputs[0])
+        elif op_type == "Range":
+            start, limit, delta = (float(np.asarray(v).reshape(-1)[0]) for v in inputs[:3])
+            size = np.ceil((limit - start) / delta)
+        else:
+            return False
+    except Exception:  # noqa: BLE001  (inputs the op itself would reject: let the evaluation say so)
+        return False
+    return size > _MAX_ELEMENTS
 
 
 def _small_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
