@@ -38,6 +38,11 @@ def narrative(r: dict, frozen_listed: str = "below") -> list[str]:
                 if pruned.get("quality") else ""
             cost_parts.append(f"output {q['name']!r}: {fmt.pct(q['top1_agreement'])} of class ids agree with the "
                               f"teacher's{before}")
+        elif q.get("per_token") and not r.get("agreement") and q["top1_agreement"] is not None:
+            before = f" ({fmt.pct(pruned['quality'][i]['top1_agreement'])} straight after pruning)" \
+                if pruned.get("quality") else ""
+            cost_parts.append(f"output {q['name']!r}: top-1 agreement with the teacher per token "
+                              f"{fmt.pct(q['top1_agreement'])}{before}")
         elif q.get("data_shaped") and not r.get("agreement"):
             cost_parts.append(f"output {q['name']!r}: {q['rows']['teacher']:,} → {q['rows']['student']:,} rows "
                               f"(its shape follows {q['data_shaped']})")

@@ -79,6 +79,9 @@ def quality(r: dict) -> Table:
                            fmt.pct(q["top1_agreement"]), f"{tn['nan'] + tn['inf']} / {sn['nan'] + sn['inf']}"])
     if r.get("data"):
         table.note = f"{r['data']['n']} samples from {r['data']['source']}; KL = KL(softmax(teacher) ‖ softmax(student)) in nats."
+        if any(q.get("per_token") for q in r.get("quality", [])):
+            table.note += (" An output of scores per position ([N, T, C]: a language model's or a tagger's logits, "
+                           "a CTC recognizer's log-probabilities) has its top-1 agreement and KL per token.")
         if any(q.get("data_shaped") for q in r.get("quality", [])):
             table.note += (" Rows teacher / student: an output whose shape follows its data (the boxes "
                            "NonMaxSuppression keeps) is compared by its row count only, and the tensors it comes from "

@@ -169,6 +169,7 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
     labels, names, shaped = dataset.labels, view.names, view.shaped
     per_output = [quality.data_shaped_metrics(n, shaped[n], t, s) if n in shaped else
                   quality.class_id_metrics(n, t, s) if n in view.class_ids else
+                  quality.token_score_metrics(n, t, s) if n in view.token_scores else
                   dict(quality.output_metrics(n, t, s), **({"read_by": view.exposed[n]} if n in view.exposed else {}))
                   for n, t, s in zip(names, t_out, s_out)]
     warnings = []

@@ -78,6 +78,19 @@ def class_id_metrics(name: str, teacher: np.ndarray, student: np.ndarray) -> dic
     return metrics
 
 
+def token_score_metrics(name: str, teacher: np.ndarray, student: np.ndarray) -> dict:
+    """An output of class scores per position, [N, T, C] (a language model's or a tagger's logits, a CTC
+    recognizer's log-probabilities): top-1 agreement and KL per token, over every position of every sample."""
+    metrics = output_metrics(name, teacher, student)
+    metrics["per_token"] = True
+    if teacher.dtype.kind == "f" and teacher.shape[-1] > 1:
+        metrics["top1_agreement"] = float(np.mean(teacher.argmax(-1) == student.argmax(-1)))
+        if np.isfinite(teacher).all() and np.isfinite(student).all():
+            classes = teacher.shape[-1]
+            metrics["kl"] = kl_divergence(teacher.reshape(-1, classes), student.reshape(-1, classes))
+    return metrics
+
+
 def nonfinite(array: np.ndarray) -> dict:
     if array.dtype.kind != "f":
         return {"nan": 0, "inf": 0}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 import onnxruntime as ort
 
-from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs
+from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs, token_score_outputs
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 from onnxkd.model import graph_copy, session_source
 from onnxkd.validate.loaded import LoadedModel
@@ -30,6 +30,7 @@ class QualityView:
     shaped: dict[str, str] = field(default_factory=dict)  # output -> the op its shape follows
     exposed: dict[str, str] = field(default_factory=dict)  # tensor read as an extra output -> the op reading it
     class_ids: set[str] = field(default_factory=set)  # outputs that are an ArgMax's class ids
+    token_scores: set[str] = field(default_factory=set)  # [N, T, C] outputs: class scores per position
 
     @property
     def names(self) -> list[str]:
@@ -46,11 +47,12 @@ def quality_view(teacher: LoadedModel, student: LoadedModel, t_session: ort.Infe
     computed_by_student = {output.name for node in student.model.graph for output in node.outputs}
     exposed = {name: op for name, op in t_shaped.sources.items()
                if name not in outputs and name in computed_by_student}
-    class_ids = class_id_outputs(teacher.model)
+    class_ids, token_scores = class_id_outputs(teacher.model), token_score_outputs(teacher.model)
     if not exposed or not expose:
-        return QualityView(t_session, s_session, shaped, class_ids=class_ids)
+        return QualityView(t_session, s_session, shaped, class_ids=class_ids, token_scores=token_scores)
     return QualityView(session_exposing(teacher.model, exposed, config, teacher.label),
-                       session_exposing(student.model, exposed, config, student.label), shaped, exposed, class_ids)
+                       session_exposing(student.model, exposed, config, student.label), shaped, exposed, class_ids,
+                       token_scores)
 
 
 def session_exposing(model: ir.Model, names: Iterable[str], config: SessionConfig, label: str) -> ort.InferenceSession:

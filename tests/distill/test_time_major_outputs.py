@@ -63,6 +63,8 @@ def test_validate_compares_time_major_outputs_sample_by_sample(case):
     t, s = _run(case["teacher"], case["x"]), _run(case["other"], case["x"])
     assert quality["mean_abs_error"] == pytest.approx(float(np.abs(t - s).mean()), rel=1e-5)
     assert quality["max_abs_error"] == pytest.approx(float(np.abs(t - s).max()), rel=1e-5)
+    # log-probabilities per frame: compared frame by frame as class scores too
+    assert quality["per_token"] and quality["top1_agreement"] == pytest.approx(float(np.mean(t.argmax(-1) == s.argmax(-1))))
 
 
 def test_distillation_learns_a_time_major_output_through_the_teacher_cache(case):

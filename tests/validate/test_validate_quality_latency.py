@@ -32,6 +32,18 @@ def test_output_metrics_match_independent_formulas():
     assert same["kl"] == pytest.approx(0, abs=1e-12) and same["cosine"] == pytest.approx(1) and same["max_abs_error"] == 0
 
 
+def test_scores_per_token_agree_per_token():
+    """[N, T, C] scores per position: agreement and KL over every token of every sample."""
+    rng = np.random.default_rng(1)
+    t = rng.standard_normal((8, 5, 6)).astype(np.float32)
+    s = t + 0.8 * rng.standard_normal((8, 5, 6)).astype(np.float32)
+    m = quality.token_score_metrics("logits", t, s)
+    assert m["per_token"] and m["top1_agreement"] == pytest.approx(accuracy_score(t.argmax(-1).ravel(), s.argmax(-1).ravel()))
+    lp, lq = _log_softmax(t.reshape(40, 6)), _log_softmax(s.reshape(40, 6))
+    assert m["kl"] == pytest.approx(float(np.mean(np.sum(np.exp(lp) * (lp - lq), 1))), rel=1e-6)
+    assert 0 < m["top1_agreement"] < 1
+
+
 def test_non_class_outputs_get_no_kl_and_nonfinite_values_are_counted():
     t = np.ones((4, 3, 2), np.float32)
     s = t.copy()

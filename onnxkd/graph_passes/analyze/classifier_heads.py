@@ -40,6 +40,26 @@ def class_id_outputs(model: ir.Model) -> set[str]:
             and _over_classes(node, model)}
 
 
+def token_score_outputs(model: ir.Model) -> set[str]:
+    """Graph outputs of rank 3 that are class scores per position over their last axis: a Softmax or LogSoftmax
+    over it (a CTC recognizer's log-probabilities), or a linear head named like logits (a language model's or a
+    tagger's ``logits``, as Hugging Face names them). Their samples are sequences; their agreement is per token."""
+    found = set()
+    for value in model.graph.outputs:
+        if value.shape is None or len(value.shape) != 3:
+            continue
+        node = _through(value.producer())
+        if node is None:
+            continue
+        if node.op_type in _PROBABILITY_OPS:
+            axis = node.attributes["axis"].value if "axis" in node.attributes else (-1 if _opset(model) >= 13 else 1)
+            if axis in (-1, 2):
+                found.add(value.name)
+        elif node.op_type in ("MatMul", "Gemm", "Add") and "logit" in value.name.lower():
+            found.add(value.name)
+    return found
+
+
 def _through(node: ir.Node | None) -> ir.Node | None:
     while node is not None and node.op_type in _PASS_THROUGH and node.inputs and node.inputs[0] is not None:
         node = node.inputs[0].producer()
