@@ -17,15 +17,16 @@ def _fp32(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.float() for t in tensors]
 
 
-def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float, class_axis: int = 1) -> torch.Tensor:
     """Hinton's KD loss: KL(softmax(t/T) || softmax(s/T)) per sample, averaged (batchmean), times T².
 
     The T² factor keeps the gradient scale independent of T, so ``alpha`` means the same at any T.
-    Class scores are on axis 1 (``[N, C]``).
+    Class scores are on ``class_axis``: 1 for ``[N, C]`` (and per pixel of ``[N, C, H, W]``), -1 for scores per
+    token ``[N, T, C]``, summed over the positions of a sample.
     """
     student, teacher = _fp32(student, teacher)
-    log_p_student = F.log_softmax(student / temperature, dim=1)
-    log_p_teacher = F.log_softmax(teacher / temperature, dim=1)
+    log_p_student = F.log_softmax(student / temperature, dim=class_axis)
+    log_p_teacher = F.log_softmax(teacher / temperature, dim=class_axis)
     kl = F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
     return kl * temperature**2
 
@@ -54,10 +55,11 @@ def hint(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (s - t).square().sum(dim=1).mean()
 
 
-def output_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def output_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                class_axis: int = 1) -> torch.Tensor:
     """The loss named ``kind`` ("kl", "mse" or "cosine") between one student and teacher output."""
     if kind == "kl":
-        return kd_kl(student, teacher, temperature)
+        return kd_kl(student, teacher, temperature, class_axis)
     if kind == "mse":
         return mse(student, teacher)
     if kind == "cosine":

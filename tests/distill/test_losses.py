@@ -29,6 +29,16 @@ def test_kd_kl_is_batchmean_kl_of_softened_scores_times_t_squared(temperature):
     assert float(losses.kd_kl(_t(STUDENT), _t(TEACHER), temperature)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_kd_kl_over_the_last_axis_sums_each_token_of_a_sample():
+    """Scores per token [N, T, C]: KL over C at every position, summed over T, averaged over N (batchmean)."""
+    rng = np.random.default_rng(0)
+    student, teacher = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    p_t = _softmax(teacher.reshape(6, 4) / 2.0)
+    p_s = _softmax(student.reshape(6, 4) / 2.0)
+    expected = (p_t * (np.log(p_t) - np.log(p_s))).sum() / 2 * 2.0**2
+    assert float(losses.kd_kl(_t(student), _t(teacher), 2.0, class_axis=-1)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_kd_kl_is_zero_when_the_student_equals_the_teacher():
     assert float(losses.kd_kl(_t(TEACHER), _t(TEACHER), 4.0)) == pytest.approx(0.0, abs=1e-7)
 

@@ -76,3 +76,14 @@ def test_distillation_learns_a_time_major_output_through_the_teacher_cache(case)
     distilled = onnxkd.save(result.model, case["folder"] / "distilled.onnx")
     after = float(np.abs(_run(case["teacher"], x) - _run(distilled, x)).mean())
     assert after < 0.5 * before, (before, after)
+
+
+def test_kl_on_log_probabilities_per_frame_is_taken_over_the_classes(case):
+    """--loss kl on [N, T, C] scores per frame: softmax over C at each frame (it was over the frames: axis 1)."""
+    from onnxkd.distill.targets import plan_targets, probed_tensors
+
+    model = onnxkd.load(case["teacher"])
+    probe = {name: torch.zeros(2, STEPS, CLASSES) for name in probed_tensors(model)}  # samples first, as cached
+    [default] = plan_targets(model, probe)
+    [kl] = plan_targets(model, probe, losses={"*": "kl"})
+    assert (default.loss, kl.loss, kl.class_axis) == ("mse", "kl", -1)
