@@ -666,7 +666,8 @@ def _describe_prune(info: dict) -> str:
 
 def _describe_distill(info: dict) -> str:
     best = info.get("best") or {}
-    figures = ", ".join([f"{k} {best[k]:.1%}" for k in ("accuracy", "agreement") if best.get(k) is not None]
+    figures = ", ".join([f"{k.replace('_', ' ')} {best[k]:.1%}" for k in ("accuracy", "agreement", "token_agreement")
+                         if best.get(k) is not None]
                         + ([f"output error {best['output_error']:.3g}"] if best.get("output_error") is not None else []))
     best_epoch = ("no epoch beat the student before training, kept as it was" if info["best_epoch"] == 0
                   else f"best epoch {info['best_epoch']} of {info['epochs']}")

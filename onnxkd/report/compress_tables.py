@@ -194,9 +194,12 @@ def training(r: dict) -> Table:
     train_n = data.get("train", {}).get("n", 0)
     written = ("the student as it was before training: no epoch did better" if kept_as_it_was
                else f"the best epoch's ({d.get('best_epoch')})")
+    per_token = any(record["val"].get("agreement") is None and record["val"].get("token_agreement") is not None
+                    for record in d.get("history", []))
     table.note = (f"{d['steps']:,} steps on {train_n:,} samples"
                   + (" (data-free: random inputs)" if data.get("data_free") else "")
-                  + f", {d['device']}; the student written is {written}.")
+                  + f", {d['device']}; the student written is {written}."
+                  + (" Agreement is per token (the top-1 of the scores at each position)." if per_token else ""))
     return table
 
 
@@ -252,8 +255,9 @@ def _groups(n: int) -> str:
 
 
 def _figures(val: dict) -> list[str]:
-    return [fmt.num(val.get("loss")), fmt.pct(val.get("agreement")), fmt.pct(val.get("accuracy")),
-            fmt.num(val.get("output_error"))]
+    """Loss, agreement (of samples, else per token: ``training``'s note says which), accuracy, output error."""
+    agreement = val.get("agreement") if val.get("agreement") is not None else val.get("token_agreement")
+    return [fmt.num(val.get("loss")), fmt.pct(agreement), fmt.pct(val.get("accuracy")), fmt.num(val.get("output_error"))]
 
 
 def _steps(prune: dict) -> str:

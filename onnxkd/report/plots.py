@@ -179,6 +179,7 @@ def training(r: dict) -> bytes:
 
 def _val_figure(val: dict) -> tuple[str | None, str, float]:
     for key, label, scale in (("accuracy", "accuracy (%)", 100.0), ("agreement", "top-1 agreement (%)", 100.0),
+                              ("token_agreement", "top-1 agreement per token (%)", 100.0),
                               ("output_error", "relative output error", 1.0)):
         if val.get(key) is not None:
             return key, label, scale

@@ -78,6 +78,18 @@ def test_distillation_learns_a_time_major_output_through_the_teacher_cache(case)
     assert after < 0.5 * before, (before, after)
 
 
+def test_the_epochs_are_scored_by_agreement_per_frame(case):
+    """Log-probabilities per position: each epoch's agreement is per frame, and the best epoch's equals
+    onnxruntime's on the held-out data for the student written."""
+    val = np.random.default_rng(1).standard_normal((12, FEATURES, STEPS)).astype(np.float32)
+    student = onnxkd.prune(case["teacher"], 0.5, round_to=1).model
+    result = onnxkd.distill(case["teacher"], student, {"x": case["x"]}, val_data={"x": val}, epochs=3, batch_size=8,
+                            lr=3e-3, seed=0)
+    distilled = onnxkd.save(result.model, case["folder"] / "scored.onnx")
+    same = _run(case["teacher"], val).argmax(-1) == _run(distilled, val).argmax(-1)
+    assert result.best["agreement"] is None and result.best["token_agreement"] == pytest.approx(same.mean(), abs=0.02)
+
+
 def test_kl_on_log_probabilities_per_frame_is_taken_over_the_classes(case):
     """--loss kl on [N, T, C] scores per frame: softmax over C at each frame (it was over the frames: axis 1)."""
     from onnxkd.distill.targets import plan_targets, probed_tensors
