@@ -97,8 +97,9 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     speedup["batched"] = dict(lat_batched["speedup"], batch_size=batched) if lat_batched else None
     warnings += _speed_warnings(speedup, t_fig, s_fig)
 
+    per_token = next((q["top1_agreement"] for q in result_quality if q.get("per_token")), None)
     gate_results = evaluate(gates, accuracy["drop"] if accuracy else None,
-                            agreement["top1"] if agreement else None, speedup["p50"])
+                            agreement["top1"] if agreement else per_token, speedup["p50"])
     channels = static.compare_channels(static.channels_per_layer(t_model.proto), static.channels_per_layer(s_model.proto))
     run_config = {
         "session": config.to_dict(),

@@ -48,3 +48,19 @@ def test_scores_per_position_are_compared_per_token(tmp_path, last, output, per_
         assert q["kl"] > 0
     else:
         assert not q.get("per_token") and q["top1_agreement"] is None
+
+
+def test_the_agreement_gate_reads_the_agreement_per_token(tmp_path):
+    """--min-agreement on a model whose only scores are per token gates on their agreement (it was refused: no
+    [N, C] class scores); features alone are still refused, with that reason."""
+    teacher, student = tmp_path / "t.onnx", tmp_path / "s.onnx"
+    _tagger(teacher, 0, "", "logits")
+    _tagger(student, 1, "", "logits")
+    x = np.random.default_rng(2).standard_normal((20, 7, 4)).astype(np.float32)
+    report = onnxkd.validate(str(teacher), str(student), data={"x": x}, min_agreement=0.99).to_dict()
+    [gate] = report["gates"]
+    assert gate["value"] == report["quality"][0]["top1_agreement"] and gate["passed"] is False
+    _tagger(teacher, 0, "", "hidden")
+    _tagger(student, 1, "", "hidden")
+    with pytest.raises(onnxkd.OnnxkdError, match="scores per token"):
+        onnxkd.validate(str(teacher), str(student), data={"x": x}, min_agreement=0.99)
