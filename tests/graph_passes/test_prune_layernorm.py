@@ -108,6 +108,26 @@ def test_pruned_stream_equals_the_narrow_architecture(zoo_model, name, exporter)
     assert len(stored) == 1 and stored[0]["kept"] == hidden
 
 
+def test_layer_norm_written_out_cuts_the_stream_as_the_op_does(tmp_path):
+    """The zoo transformer exported at opset 14, as Hugging Face's exporters long wrote BERTs: every LayerNorm
+    written out (ReduceMean, Sub, Pow, Sqrt, Div). The cut model equals the narrow architecture, as at opset 17."""
+    path = tmp_path / "transformer-opset14.onnx"
+    example = models.ZOO["transformer"].example_input(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(build("transformer"), (example,), str(path), dynamo=False, opset_version=14,
+                          input_names=["input_ids"], output_names=["output"],
+                          dynamic_axes={"input_ids": {0: "batch"}, "output": {0: "batch"}})
+    assert "LayerNormalization" not in {n.op_type for n in onnx.load(str(path)).graph.node}
+    result = prune(path, 0.5, prune_normalized=True, round_to=1)
+    assert result.summary["normalized_pruned"] == 1
+    feeds = random_inputs(path, batch=3)
+    ids = next(iter(feeds.values()))
+    hidden, heads, mlp = widths(result.groups, result.plan)
+    assert len(hidden) == 16
+    assert_close(run(result.model, feeds), [reference("transformer", ids, hidden, heads, mlp).astype(np.float32)])
+
+
 @pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
 def test_tied_lm_head(tmp_path, exporter):
     """GPT with lm_head.weight = tok.weight: the exporters write the head as a transposed copy; its rows
