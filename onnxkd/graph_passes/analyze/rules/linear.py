@@ -11,7 +11,7 @@ from onnxkd.graph_passes.analyze.rules.registry import Ctx, rule
 
 
 def source_group(ctx: Ctx, size: int, weight: str, axis: int, bias: str | None, bias_axis: int = 0,
-            offset: int = 0) -> Seg:
+                 offset: int = 0) -> Seg:
     """A new group of ``size`` output channels: rows [offset, offset + size) of the weight (and bias)."""
     gid = ctx.state.new_group(size, ctx.node.name or ctx.node.outputs[0].name)
     ctx.state.add_slice(gid, weight, axis, offset, Fraction(1), "out")

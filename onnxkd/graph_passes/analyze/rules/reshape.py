@@ -156,12 +156,11 @@ def _taken_apart(value, axis: int, rank: int) -> bool:
     if not uses or value.is_graph_output():
         return False
     for node, index in uses:
-        attrs = node.attributes
-        along = attrs["axis"].value if "axis" in attrs else 0
+        along = node.attributes.get_int("axis", 0)
         if index != 0:
             return False
         if node.op_type == "Transpose":
-            perm = list(attrs["perm"].value) if "perm" in attrs else list(reversed(range(rank)))
+            perm = list(node.attributes.get_ints("perm", reversed(range(rank))))
             if not _taken_apart(node.outputs[0], perm.index(axis), rank):
                 return False
         elif node.op_type == "Split":

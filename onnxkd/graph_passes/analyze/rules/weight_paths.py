@@ -98,17 +98,17 @@ def _carrier(ctx: Ctx, node: ir.Node, axis: int) -> tuple[ir.Value | None, int]:
 
 def _input_axis(ctx: Ctx, node: ir.Node, axis: int) -> int | None:
     """The axis of ``node``'s first input that its output's ``axis`` holds, element for element; None if none."""
-    op, attrs = node.op_type, node.attributes
+    op = node.op_type
     if op in ("Cast", "Identity"):
         return axis
     rank_in = len(ctx.shape(node.inputs[0]) or [])
     if op == "Transpose":
-        perm = list(attrs["perm"].value) if "perm" in attrs else list(reversed(range(rank_in)))
+        perm = list(node.attributes.get_ints("perm", reversed(range(rank_in))))
         return perm[axis] if axis < len(perm) else None
     if op in ("Unsqueeze", "Squeeze"):
         return _squeezed_axis(ctx, node, axis, rank_in)
     if op == "Gather":
-        along = (attrs["axis"].value if "axis" in attrs else 0) % max(rank_in, 1)
+        along = node.attributes.get_int("axis", 0) % max(rank_in, 1)
         rank_indices = len(ctx.shape(node.inputs[1]) or [])
         if axis < along:
             return axis
@@ -119,8 +119,7 @@ def _input_axis(ctx: Ctx, node: ir.Node, axis: int) -> int | None:
 
 
 def _squeezed_axis(ctx: Ctx, node: ir.Node, axis: int, rank_in: int) -> int | None:
-    attr = node.attributes.get("axes")
-    axes = list(attr.value) if attr is not None else ctx.folded(node.inputs[1]) if len(node.inputs) > 1 else None
+    axes = node.attributes.get_ints("axes") or (ctx.folded(node.inputs[1]) if len(node.inputs) > 1 else None)
     if node.op_type == "Unsqueeze":
         if axes is None:
             return None
@@ -143,7 +142,7 @@ def _reshaped_axis(ctx: Ctx, node: ir.Node, axis: int) -> int | None:
     if found is None or target is None or axis >= len(target):
         return None
     entry = int(target[axis])
-    if entry != -1 and not (entry == 0 and not (node.attributes.get("allowzero") and node.attributes["allowzero"].value)):
+    if entry != -1 and not (entry == 0 and not node.attributes.get_int("allowzero", 0)):
         return None
     groups, a, b = found
     for ia, ob in groups:
