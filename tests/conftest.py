@@ -37,6 +37,22 @@ DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits"
 
 
 @pytest.fixture(scope="session")
+def yolo_model(tmp_path_factory):
+    """``yolo_model(kind="v8", exporter="dynamo") -> Path``: a small YOLO-family detector (tests/yolo.py) exported
+    with dynamic batch, height and width (cached)."""
+    import yolo
+
+    folder, made = tmp_path_factory.mktemp("yolo"), {}
+
+    def get(kind: str = "v8", exporter: str = "dynamo") -> Path:
+        if (kind, exporter) not in made:
+            made[kind, exporter] = yolo.export(folder / f"yolo{kind}-{exporter}.onnx", kind, exporter)
+        return made[kind, exporter]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def digits():
     return {"teacher": DIGITS / "teacher.onnx", "train": DIGITS / "train.npz", "val": DIGITS / "val.npz"}
 

@@ -244,13 +244,18 @@ def command(model: str, input_shapes, prune_normalized: bool, as_json: bool) -> 
 
 def _distilled_on(model: ir.Model) -> dict[str, dict[str, Any]]:
     """Output name -> what distillation learns instead of it: the class scores behind a class id, confidence
-    or Softmax, or the tensors a data-shaped op (NonMaxSuppression) reads."""
+    or Softmax, the tensors a data-shaped op (NonMaxSuppression) reads, or the heads an output of boxes next to
+    scores is decoded from."""
     from onnxkd.graph_passes.analyze.classifier_heads import scores_behind
     from onnxkd.graph_passes.analyze.data_shaped import data_shaped
+    from onnxkd.graph_passes.analyze.output_parts import decoded_from
 
     shaped = data_shaped(model)
     found: dict[str, dict[str, Any]] = {name: {"distilled_on": list(shaped.sources), "why": f"rows follow the data "
                                                f"({op})"} for name, op in shaped.outputs.items()}
+    for name, heads in decoded_from(model).items():
+        found.setdefault(name, {"distilled_on": heads, "why": "box coordinates next to class probabilities: the "
+                                                              "heads they are decoded from"})
     for name, scores in scores_behind(model).items():
         found.setdefault(name, {"distilled_on": [scores], "why": "the class scores behind it"})
     return found

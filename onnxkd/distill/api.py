@@ -38,7 +38,7 @@ from onnxkd.distill.objective import Objective
 from onnxkd.graph_passes.analyze.pairing import paired_teacher
 from onnxkd.distill.progress import reporter
 from onnxkd.distill.result import DistillResult
-from onnxkd.distill.targets import data_shaped_note, plan_targets, probed_tensors
+from onnxkd.distill.targets import data_shaped_note, decoded_note, plan_targets, probed_tensors
 from onnxkd.distill.teacher import Teacher
 from onnxkd.distill.trainer import Session, TrainState, keep_as_best, named_outputs, restore, train
 from onnxkd.errors import OnnxkdError
@@ -122,8 +122,9 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     objective, hints, teacher_values = _objective(teacher_module, student_module, teacher_model, student_model, probe,
                                                   config, run)
     _check_labels(objective, teacher_values, train_set, val_set)
-    if note := data_shaped_note(student_model):
-        report.line(note)
+    for note in (data_shaped_note(student_model), decoded_note(objective.targets, student_model)):
+        if note:
+            report.line(note)
     needed = [t.tensor for t in objective.targets]
     train_teacher = Teacher(teacher_module, needed, hints, run)
     val_teacher = Teacher(teacher_module, needed, [], run)

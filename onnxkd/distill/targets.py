@@ -10,7 +10,11 @@ or confidence picked from its scores (ArgMax, ReduceMax, TopK: deployment export
 the logits where a Softmax sits between (``graph_passes.analyze.classifier_heads``): they have the same tensor
 name in teacher and student, and KL at a temperature needs logits, not probabilities. An output whose shape
 follows its data (the boxes an end-to-end detector's NonMaxSuppression keeps) is not a target: the float
-tensors that op reads, per sample, are (``graph_passes.analyze.data_shaped``).
+tensors that op reads, per sample, are (``graph_passes.analyze.data_shaped``). An output that puts box coordinates
+in pixels next to class probabilities (a YOLO-family detector) is learned through the head tensors it is decoded
+from (``graph_passes.analyze.output_parts``): logits all on one scale, where MSE on the output itself would weigh
+a pixel of a box like a whole score, each with its share of the output's weight; ``--loss OUTPUT=...`` distils
+the output itself.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.classifier_heads import scores_behind, token_score_outputs
 from onnxkd.graph_passes.analyze.compared import compared_tensors
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
+from onnxkd.graph_passes.analyze.output_parts import decoded_from
 
 
 @dataclass
@@ -78,8 +83,12 @@ def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], l
     logits = scores_behind(model)
     shaped = data_shaped(model)
     per_token = token_score_outputs(model)
+    # an output of boxes next to scores is learned through the heads it is decoded from, unless --loss names it
+    decoded = {o: heads for o, heads in decoded_from(model).items() if o not in losses}
+    share = {head: weights.get(o, 1.0) / len(heads) for o, heads in decoded.items() for head in heads}
     targets = []
-    for name in [o for o in outputs if o not in shaped.outputs] + [t for t in shaped.sources if t not in outputs]:
+    for name in [t for o in outputs if o not in shaped.outputs for t in decoded.get(o, [o])] \
+            + [t for t in shaped.sources if t not in outputs]:
         inside = name not in outputs
         tensor = logits.get(name, name)
         if teacher_outputs[tensor].dim() != 2 and teacher_outputs[name].is_floating_point():
@@ -95,8 +104,8 @@ def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], l
         if kind == "kl" and value.dim() < 2:
             raise OnnxkdError(f"--loss kl for output {name!r}: KL needs class scores on axis 1, the output is "
                               f"shaped {list(value.shape)}")
-        targets.append(Target(name, tensor, kind, float(weights.get(name, 1.0)), class_scores, inside,
-                              -1 if tokens else 1))
+        targets.append(Target(name, tensor, kind, float(share.get(name, weights.get(name, 1.0))), class_scores,
+                              inside, -1 if tokens else 1))
     if not targets:
         raise OnnxkdError("no float output to distill: every graph output is an integer or bool tensor"
                           + (", or has a shape that follows its data" if shaped else ""))
@@ -107,6 +116,17 @@ def probed_tensors(model: ir.Model) -> list[str]:
     """What one probe batch of the teacher must give ``plan_targets``: the graph outputs, and the tensors the
     model is held to in their place (``compared_tensors``: logits, the tensors a NonMaxSuppression reads)."""
     return list(dict.fromkeys([v.name for v in model.graph.outputs] + compared_tensors(model)))
+
+
+def decoded_note(targets: list[Target], model: ir.Model) -> str | None:
+    """One line naming the outputs distilled through the heads they are decoded from."""
+    heads = {t.tensor for t in targets}
+    decoded = {o: ts for o, ts in decoded_from(model).items() if heads >= set(ts)}
+    if not decoded:
+        return None
+    return "; ".join(f"output {o} puts box coordinates next to class probabilities: distilled on the {len(ts)} head "
+                     f"tensors it is decoded from ({', '.join(ts)}; --loss {o}=mse distils the output itself)"
+                     for o, ts in decoded.items())
 
 
 def data_shaped_note(model: ir.Model) -> str | None:

@@ -3,7 +3,9 @@ evaluation samples calibration did not see.
 
 * With labels and class scores: top-1 accuracy (float minus int8).
 * Without labels, class scores: 1 - top-1 agreement with the float model.
-* Other outputs: the relative L2 error of the int8 outputs against the float ones.
+* Other outputs: the relative L2 error of the int8 outputs against the float ones; part by part where an output
+  puts values of different kinds side by side (a detector's boxes and scores: ``output_parts``), the worst part
+  counting, since the boxes' magnitude would hide scores that int8 rounded to 0.
 
 When the drop is over budget, nodes go back to float most sensitive first (1, 2, 4, ... of them), as NNCF's
 accuracy control does. Sensitivity comes from onnxruntime's ``qdq_loss_debug``: every quantized activation of
@@ -26,6 +28,7 @@ from onnxkd.data import Dataset, InputSpec
 from onnxkd.data.labels import labelled_output
 from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
+from onnxkd.graph_passes.analyze.output_parts import OutputParts, output_parts
 from onnxkd.model import load
 from onnxkd.quantize.calibration import DataReader
 from onnxkd.validate import quality
@@ -57,6 +60,8 @@ def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: in
     exposed = [name for name in shaped.sources if name not in outputs]
     compared = [i for i, name in enumerate(outputs + exposed) if name not in shaped.outputs]
     class_ids = (outputs + exposed)[compared[0]] in class_id_outputs(float_model) if compared else False
+    found = output_parts(float_model)
+    parts = [found.get((outputs + exposed)[i]) for i in compared]
 
     def outputs_of(path: Path, label: str, model: ir.Model | None = None) -> list[np.ndarray]:
         session = session_exposing(model or load(path), exposed, config, label) if exposed else \
@@ -65,14 +70,15 @@ def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: in
         return [values[i] for i in compared]
 
     reference, labels = outputs_of(float_path, "float model", float_model), data.labels
-    return lambda candidate: compare(reference, outputs_of(candidate, "int8 model"), labels, class_ids)
+    return lambda candidate: compare(reference, outputs_of(candidate, "int8 model"), labels, class_ids, parts)
 
 
 def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.ndarray | None,
-            class_ids: bool = False) -> Quality:
+            class_ids: bool = False, parts: list[OutputParts | None] | None = None) -> Quality:
     """Accuracy or agreement on the first output where it is an ArgMax's class ids (``class_ids``), or on the
     class-score output the labels belong to (without labels: the first output, if it is class scores), else the
-    mean relative error of the float outputs."""
+    mean relative error of the float outputs (``parts``: each output's, or None; an output with parts counts with
+    its worst part's error)."""
     chosen = 0 if class_ids else _scored_output(reference, labels)
     if chosen is not None:
         first, got = reference[chosen], outputs[chosen]
@@ -82,9 +88,9 @@ def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.n
             return Quality("accuracy", accuracy["teacher"], accuracy["student"], accuracy["drop"])
         agreement = float(np.mean(first == got))
         return Quality("agreement", None, agreement, 1.0 - agreement)
-    errors = [np.linalg.norm((r.astype(np.float64) - o.astype(np.float64)).ravel())
-              / max(np.linalg.norm(r.astype(np.float64).ravel()), 1e-12)
-              for r, o in zip(reference, outputs) if r.dtype.kind == "f"]
+    parts = parts or [None] * len(reference)
+    errors = [max(quality.relative_error(r[piece], o[piece]) for piece in quality.part_slices(r.ndim, found))
+              for r, o, found in zip(reference, outputs, parts) if r.dtype.kind == "f"]
     error = float(np.mean(errors)) if errors else 0.0
     return Quality("relative error", None, error, error)
 

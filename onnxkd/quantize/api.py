@@ -89,6 +89,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         float_graph = onnx.load(str(float_path), load_external_data=False).graph  # read once, used by all below
         quantizer = Quantizer(float_path, float_graph, folder, calib, settings, batch,
                               large=model_bytes(original) > LARGE_BYTES)
+        quantizer.keep_decoding_float()
         computes = compute_nodes(float_graph)
         log(f"calibrating on {len(calib)} samples ({calibration})")
         feeds = {b: evaluation.first(b) for b in sorted({batch_limit(specs, 1), batch})}

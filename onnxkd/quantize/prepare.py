@@ -13,6 +13,7 @@ would dequantize the whole last feature map to average it in float.
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +40,20 @@ def check_quantizable(model: ir.Model, label: str = "model") -> None:
                           f"(re-export it at opset {QUANTIZE_OPSET} or later)")
 
 
+@contextmanager
+def _working_in(folder: Path):
+    """Run with ``folder`` as the current directory. Where onnxruntime's symbolic shape inference cannot infer every
+    shape (a YOLO head's anchor grid), it saves its partial model into the current directory, as
+    sym_shape_infer_temp.onnx and a .data file named by a uuid, and leaves them there: in the user's folder,
+    7 MB a run for a small detector. The work folder goes away with the run."""
+    before = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
     """Write the model ready for ``quantize_static`` into ``folder``: (its path, what was done)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -59,7 +74,7 @@ def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
     large = model_bytes(upgraded) > LARGE_BYTES
     raw = save(upgraded, folder / "float-upgraded.onnx", external_data=large)
     prepared = folder / "float.onnx"
-    with _quiet_preprocessing():
+    with _quiet_preprocessing(), _working_in(folder):
         try:
             quant_pre_process(str(raw), str(prepared), save_as_external_data=large)
         except Exception as exc:  # symbolic shape inference fails on some custom ops: onnx's inference is enough

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+import onnx_ir as ir
 
 from onnxkd.data import Dataset
 from onnxkd.errors import OnnxkdError
@@ -69,6 +70,7 @@ class Quantizer:
         self.runs = 0
         self.method = settings.method  # what calibration used (minmax where a histogram cannot be made)
         self.infinite: set[str] = set()  # nodes on tensors whose range is infinite: always left float
+        self.decoding: set[str] = set()  # nodes decoding an output of boxes and scores: always left float
         self.notes: list[str] = []
         self.pad_channels = False  # pad narrow convolution inputs (channel_pad.py) in every model written
         self.scope = SCOPES[0]  # what every model written from now on quantizes (SCOPES)
@@ -85,7 +87,7 @@ class Quantizer:
         """The QDQ model with the nodes in ``exclude`` (names) left in float, written into the work folder."""
         self.runs += 1
         out = self.folder / f"int8-{self.runs}.onnx"
-        exclude = set(exclude) | self.infinite
+        exclude = set(exclude) | self.infinite | self.decoding
         try:
             self._quantize(out, exclude, self.method)
         except NonFiniteRange:
@@ -103,6 +105,20 @@ class Quantizer:
         if self.pad_channels:
             padded_copy(out, out)
         return out
+
+    def keep_decoding_float(self) -> None:
+        """Leave float the nodes that compute an output of values of different kinds from the last learned layers
+        (``output_parts.decoding_nodes``: a detector's anchors, strides, DFL expectation, Sigmoid and Concats).
+        Quantized, the Concat gets one 8-bit range for coordinates in pixels and scores from 0 to 1: a step of
+        about 2.5 pixels on a 640-pixel image, which rounds every score to 0. Those nodes cost little time."""
+        from onnxkd.graph_passes.analyze.output_parts import decoding_nodes
+
+        decoding = decoding_nodes(ir.from_proto(onnx.load(str(self.float_path), load_external_data=False)))
+        if decoding:
+            self.decoding = set(decoding)
+            outputs = ", ".join(sorted(set(decoding.values())))
+            self.notes.append(f"{len(decoding)} node(s) decoding output(s) {outputs} (box coordinates and scores in "
+                              "one tensor, which one 8-bit range cannot hold) stay float")
 
     def _nodes_on_infinite_tensors(self) -> set[str]:
         ranges = json.loads(self.cache.read_text()).get("data", {}) if self.cache.exists() else {}

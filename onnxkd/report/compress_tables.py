@@ -51,6 +51,10 @@ def narrative(r: dict, frozen_listed: str = "below") -> list[str]:
             if pruned.get("quality"):
                 before = f" (straight after pruning: cosine {fmt.num(pruned['quality'][i]['cosine'])})"
             what = f"tensor {q['name']!r} (read by {q['read_by']})" if q.get("read_by") else f"output {q['name']!r}"
+            if q.get("parts"):  # the whole tensor's figures are its largest part's: say each part's
+                parts = ", ".join(f"{p['label']} mean |Δ| {fmt.num(p['mean_abs_error'])}" for p in q["parts"])
+                cost_parts.append(f"{what}: {parts}")
+                continue
             cost_parts.append(f"{what}: cosine {fmt.num(q['cosine'])}, mean |Δ| "
                               f"{fmt.num(q['mean_abs_error'])}{before}")
     n = r["data"]["n"] if r.get("data") else 0

@@ -77,11 +77,18 @@ def quality(r: dict) -> Table:
         table.rows.append([name, shape, fmt.num(q["max_abs_error"]),
                            fmt.num(q["mean_abs_error"]), fmt.num(q["cosine"]), fmt.num(q["kl"]),
                            fmt.pct(q["top1_agreement"]), f"{tn['nan'] + tn['inf']} / {sn['nan'] + sn['inf']}"])
+        for part in q.get("parts", []):
+            table.rows.append([f"  {q['name']} {part['label']}", f"axis {part['axis']}", fmt.num(part["max_abs_error"]),
+                               fmt.num(part["mean_abs_error"]), fmt.num(part["cosine"]), "—", "—", ""])
     if r.get("data"):
         table.note = f"{r['data']['n']} samples from {r['data']['source']}; KL = KL(softmax(teacher) ‖ softmax(student)) in nats."
         if any(q.get("per_token") for q in r.get("quality", [])):
             table.note += (" An output of scores per position ([N, T, C]: a language model's or a tagger's logits, "
                            "a CTC recognizer's log-probabilities) has its top-1 agreement and KL per token.")
+        if any(q.get("parts") for q in r.get("quality", [])):
+            table.note += (" An output that holds values of different kinds side by side (a detector's box "
+                           "coordinates next to its scores, probabilities 0 to 1) is also compared part by part: as "
+                           "one tensor, the coordinates' magnitude hides the scores.")
         if any(q.get("data_shaped") for q in r.get("quality", [])):
             table.note += (" Rows teacher / student: an output whose shape follows its data (the boxes "
                            "NonMaxSuppression keeps) is compared by its row count only, and the tensors it comes from "

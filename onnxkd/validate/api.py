@@ -171,7 +171,8 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
     per_output = [quality.data_shaped_metrics(n, shaped[n], t, s) if n in shaped else
                   quality.class_id_metrics(n, t, s) if n in view.class_ids else
                   quality.token_score_metrics(n, t, s) if n in view.token_scores else
-                  dict(quality.output_metrics(n, t, s), **({"read_by": view.exposed[n]} if n in view.exposed else {}))
+                  dict(quality.output_metrics(n, t, s), **({"read_by": view.exposed[n]} if n in view.exposed else {}),
+                       **({"parts": quality.parts_metrics(t, s, view.parts[n])} if n in view.parts else {}))
                   for n, t, s in zip(names, t_out, s_out)]
     warnings = []
     for m in per_output:

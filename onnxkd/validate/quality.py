@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from onnxkd.graph_passes.analyze.output_parts import OutputParts
 from onnxkd.validate.bootstrap import mean_ci
 
 
@@ -37,6 +38,36 @@ def cosine(teacher: np.ndarray, student: np.ndarray) -> float:
     if denom == 0:
         return 1.0 if np.array_equal(a, b) else 0.0
     return float(np.dot(a, b) / denom)
+
+
+def relative_error(teacher: np.ndarray, student: np.ndarray) -> float:
+    """||student - teacher|| / ||teacher|| (L2 over every element)."""
+    t = teacher.astype(np.float64).ravel()
+    return float(np.linalg.norm(student.astype(np.float64).ravel() - t) / max(np.linalg.norm(t), 1e-12))
+
+
+def part_slices(ndim: int, parts: OutputParts | None) -> list[tuple[slice, ...]]:
+    """Index tuples selecting each part of an output (``output_parts``), or the whole output without parts."""
+    if parts is None:
+        return [(slice(None),)]
+    before = (slice(None),) * parts.axis
+    return [before + (slice(p.start, p.stop),) for p in parts.parts]
+
+
+def parts_metrics(teacher: np.ndarray, student: np.ndarray, parts: OutputParts) -> list[dict]:
+    """An output whose parts hold values of different kinds (a detector's boxes next to its scores): each part's
+    agreement, since the whole output's is the largest part's alone."""
+    found = []
+    for part, piece in zip(parts.parts, part_slices(teacher.ndim, parts)):
+        t, s = teacher[piece], student[piece]
+        diff = np.abs(t.astype(np.float64) - s.astype(np.float64))
+        finite = np.isfinite(diff)
+        found.append(dict(part.to_dict(), axis=parts.axis, label=part.label,
+                          max_abs_error=float(diff[finite].max()) if finite.any() else None,
+                          mean_abs_error=float(diff[finite].mean()) if finite.any() else None,
+                          cosine=cosine(np.where(finite, t, 0), np.where(finite, s, 0)),
+                          relative_error=relative_error(np.where(finite, t, 0), np.where(finite, s, 0))))
+    return found
 
 
 def output_metrics(name: str, teacher: np.ndarray, student: np.ndarray) -> dict:

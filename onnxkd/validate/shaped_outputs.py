@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs, token_score_outputs
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
+from onnxkd.graph_passes.analyze.output_parts import OutputParts, output_parts
 from onnxkd.model import graph_copy, session_source
 from onnxkd.validate.loaded import LoadedModel
 from onnxkd.validate.sessions import SessionConfig, create_session
@@ -31,6 +32,7 @@ class QualityView:
     exposed: dict[str, str] = field(default_factory=dict)  # tensor read as an extra output -> the op reading it
     class_ids: set[str] = field(default_factory=set)  # outputs that are an ArgMax's class ids
     token_scores: set[str] = field(default_factory=set)  # [N, T, C] outputs: class scores per position
+    parts: dict[str, OutputParts] = field(default_factory=dict)  # outputs holding values of different kinds
 
     @property
     def names(self) -> list[str]:
@@ -48,11 +50,12 @@ def quality_view(teacher: LoadedModel, student: LoadedModel, t_session: ort.Infe
     exposed = {name: op for name, op in t_shaped.sources.items()
                if name not in outputs and name in computed_by_student}
     class_ids, token_scores = class_id_outputs(teacher.model), token_score_outputs(teacher.model)
+    parts = output_parts(teacher.model) if expose else {}
     if not exposed or not expose:
-        return QualityView(t_session, s_session, shaped, class_ids=class_ids, token_scores=token_scores)
+        return QualityView(t_session, s_session, shaped, class_ids=class_ids, token_scores=token_scores, parts=parts)
     return QualityView(session_exposing(teacher.model, exposed, config, teacher.label),
                        session_exposing(student.model, exposed, config, student.label), shaped, exposed, class_ids,
-                       token_scores)
+                       token_scores, parts)
 
 
 def session_exposing(model: ir.Model, names: Iterable[str], config: SessionConfig, label: str) -> ort.InferenceSession:

@@ -5,6 +5,7 @@ Oracle: onnxruntime on the models with those tensors made outputs."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 from detector import export_detector, images
 from onnx import helper
@@ -41,3 +42,25 @@ def test_a_detector_learns_the_tensors_non_max_suppression_reads(tmp_path):
     assert after < 0.5 * before
     outputs = ort_outputs(tmp_path / "student.onnx", {"images": val[:4]})  # still an end-to-end detector
     assert [o.shape[1] for o in outputs] == [3, 4]
+
+
+def test_a_yolo_output_is_learned_through_the_heads_it_is_decoded_from(yolo_model, tmp_path):
+    """A YOLO output puts box coordinates in pixels next to class probabilities: the student learns each level's
+    box and class logits instead (the output is a fixed function of them), each with its share of the output's
+    weight, and both parts of the output come closer to the teacher's. ``--loss output0=mse`` keeps the output."""
+    import yolo
+
+    teacher = yolo_model("v8", "legacy")
+    pruned = onnxkd.save(onnxkd.prune(teacher, 0.5, round_to=1).model, tmp_path / "pruned.onnx")
+    train, val = yolo.images(96, seed=1), yolo.images(32, seed=2)
+    result = onnxkd.distill(teacher, pruned, {"images": train}, tmp_path / "student.onnx", val_data={"images": val},
+                            epochs=6, lr=3e-3)
+    heads = [node.output[0] for node in onnx.load(str(teacher)).graph.node if node.op_type == "Conv"
+             and node.input[1].startswith(("box.", "cls.")) and node.input[1].endswith(".1.weight")]
+    assert [(t["tensor"], t["loss"], t["inside"]) for t in result.targets] == [(h, "mse", True) for h in heads]
+    assert sum(t["weight"] for t in result.targets) == pytest.approx(1.0) and len(heads) == 6
+    t, before, after = (ort_outputs(p, {"images": val})[0] for p in (teacher, pruned, tmp_path / "student.onnx"))
+    for part in (slice(0, 4), slice(4, 7)):  # boxes, then scores: each closer to the teacher's
+        assert relative_error(after[:, part], t[:, part]) < 0.5 * relative_error(before[:, part], t[:, part])
+    kept = onnxkd.distill(teacher, pruned, {"images": train[:16]}, tmp_path / "s2.onnx", epochs=1, loss={"output0": "mse"})
+    assert [(t["tensor"], t["inside"]) for t in kept.targets] == [("output0", False)]

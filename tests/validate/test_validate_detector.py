@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
+import yolo
 from detector import export_detector, images
 
 import onnxkd
@@ -45,3 +46,35 @@ def test_rows_are_counted_and_the_tensors_before_non_max_suppression_compared(tm
     text = markdown.render(result.to_dict())
     assert f"{len(t['selected']):,} / {len(s['selected']):,} rows (NonMaxSuppression)" in text
     assert "boxes (read by NonMaxSuppression)" in text
+
+
+def test_a_yolo_output_is_compared_part_by_part(yolo_model, tmp_path):
+    """A YOLO-family output holds box coordinates in pixels next to class probabilities: a student whose scores
+    are all wrong keeps a cosine near 1 on the whole tensor. Each part's figures are reported, recomputed here
+    from onnxruntime's outputs."""
+    import onnx
+    from onnx import numpy_helper
+
+    teacher = yolo_model("v8", "legacy")
+    model = onnx.load(str(teacher))
+    for tensor in model.graph.initializer:  # the class head's last bias shifted: every score changes
+        if tensor.name.startswith("cls.") and tensor.name.endswith(".1.bias"):
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) - 3.0, tensor.name))
+    student = tmp_path / "student.onnx"
+    onnx.save(model, str(student))
+    x = yolo.images(16, seed=3)
+    result = onnxkd.validate(teacher, student, {"images": x}, batch_size=8, **FAST)
+    t, s = _outputs(teacher, x)["output0"], _outputs(student, x)["output0"]
+    (q,) = result.quality
+    assert q["cosine"] > 0.999  # the whole tensor hides it
+    boxes, scores = q["parts"]
+    assert (boxes["start"], boxes["stop"], boxes["probabilities"]) == (0, 4, False)
+    assert (scores["start"], scores["stop"], scores["probabilities"]) == (4, 7, True)
+    for part, piece in ((boxes, slice(0, 4)), (scores, slice(4, 7))):
+        a, b = t[:, piece].astype(np.float64), s[:, piece].astype(np.float64)
+        assert part["mean_abs_error"] == pytest.approx(np.abs(a - b).mean(), rel=1e-5)
+        assert part["cosine"] == pytest.approx((a * b).sum() / np.linalg.norm(a) / np.linalg.norm(b), rel=1e-6)
+        assert part["relative_error"] == pytest.approx(np.linalg.norm(b - a) / np.linalg.norm(a), rel=1e-5)
+    assert boxes["mean_abs_error"] == 0 and scores["relative_error"] > 0.5
+    text = markdown.render(result.to_dict())
+    assert "output0 [4:7] probabilities" in text and "part by part" in text

@@ -1,0 +1,67 @@
+"""Outputs that hold box coordinates next to class probabilities (YOLO-family detectors) are found with their
+parts, and the nodes that decode them. Oracle: onnxruntime's outputs (probabilities lie in [0, 1], coordinates in
+pixels do not) and the architectures' own layout (tests/yolo.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+import yolo
+
+from onnxkd.graph_passes.analyze.output_parts import Part, decoding_nodes, output_parts
+
+# (kind) -> the part axis and the parts: v8 [N, 4 + 3 classes, anchors]; v5 [N, anchors, 4 + objectness + 3]
+EXPECTED = {"v8": (1, (Part(0, 4, False), Part(4, 7, True))), "v5": (2, (Part(0, 4, False), Part(4, 8, True)))}
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("kind", ["v8", "v5"])
+def test_a_yolo_output_is_found_with_its_parts(yolo_model, kind, exporter):
+    path = yolo_model(kind, exporter)
+    found = output_parts(ir.load(str(path)))
+    assert list(found) == ["output0"]
+    axis, parts = EXPECTED[kind]
+    assert (found["output0"].axis, found["output0"].parts) == (axis, parts)
+    # onnxruntime at a size the export never saw: the parts cover the axis, probabilities in [0, 1], pixels beyond
+    y = ort.InferenceSession(str(path)).run(None, {"images": yolo.images(2, (96, 128))})[0]
+    assert y.shape[axis] == parts[-1].stop
+    for part in parts:
+        values = np.take(y, range(part.start, part.stop), axis=axis)
+        assert ((values >= 0) & (values <= 1)).all() == part.probabilities
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_the_decode_is_everything_after_the_learned_layers(yolo_model, exporter):
+    model = ir.load(str(yolo_model("v8", exporter)))
+    decoding = decoding_nodes(model)
+    nodes = {node.name: node for node in model.graph}
+    weights = {node.inputs[1].name: name for name, node in nodes.items() if node.op_type == "Conv"}
+    # the DFL expectation (a Conv over softmax bins) is decoding; the head's learned Convs are not
+    assert weights[next(w for w in weights if "dfl" in w)] in decoding
+    head = [name for w, name in weights.items() if w.startswith(("box.", "cls."))]
+    assert len(head) >= 6 and not set(head) & set(decoding)  # the last layer per level (legacy folds the rest)
+    ops = {nodes[name].op_type for name in decoding}
+    assert {"Sigmoid", "Softmax", "Concat"} <= ops and set(decoding.values()) == {"output0"}
+    last = model.graph.outputs[0].producer()
+    assert last.name in decoding and all(v.producer().name in decoding for v in last.inputs)
+
+
+def test_other_outputs_have_no_parts(zoo_model, tmp_path):
+    import torch
+    from torch import nn
+
+    assert output_parts(ir.load(str(zoo_model("resnet")))) == {}
+
+    class TwoMaps(nn.Module):  # probabilities only (two sigmoid maps), and values only (two conv maps)
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return torch.cat((self.a(x).sigmoid(), self.b(x).sigmoid()), 1), torch.cat((self.a(x), self.b(x)), 1)
+
+    path = tmp_path / "maps.onnx"
+    torch.onnx.export(TwoMaps(), (torch.rand(1, 3, 8, 8),), str(path), dynamo=False)
+    assert output_parts(ir.load(str(path))) == {}
