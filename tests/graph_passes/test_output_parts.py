@@ -65,3 +65,32 @@ def test_other_outputs_have_no_parts(zoo_model, tmp_path):
     path = tmp_path / "maps.onnx"
     torch.onnx.export(TwoMaps(), (torch.rand(1, 3, 8, 8),), str(path), dynamo=False)
     assert output_parts(ir.load(str(path))) == {}
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_an_nms_free_head_has_its_best_scores_found(tmp_path, exporter):
+    """YOLOv10-style: the best class's probability per kept anchor (ReduceMax or TopK of the Sigmoid), next to
+    its box in pixels and its class id as a float: three parts."""
+    import torch
+    from torch import nn
+
+    class NmsFree(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.box, self.cls = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 5, 1)
+
+        def forward(self, x):
+            boxes = (self.box(x).flatten(2).transpose(1, 2) * 64).abs()  # [N, A, 4] pixels
+            scores = self.cls(x).flatten(2).transpose(1, 2).sigmoid()  # [N, A, classes]
+            best, label = scores.max(-1, keepdim=True)
+            top, index = best.topk(10, dim=1)
+            return torch.cat((boxes.gather(1, index.expand(-1, -1, 4)), top, label.gather(1, index).float()), -1)
+
+    path = tmp_path / "nms-free.onnx"
+    x = torch.rand(1, 3, 8, 8)
+    if exporter == "legacy":
+        torch.onnx.export(NmsFree().eval(), (x,), str(path), dynamo=False, opset_version=17)
+    else:
+        torch.onnx.export(NmsFree().eval(), (x,), str(path))
+    (found,) = output_parts(ir.load(str(path))).values()
+    assert (found.axis, found.parts) == (2, (Part(0, 4, False), Part(4, 5, True), Part(5, 6, False)))
