@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from onnxkd.quantize.result import SCOPE_TEXT
 from onnxkd.report import fmt
-from onnxkd.report.tables import Table
+from onnxkd.report.tables import Table, detection_line
 
 FROZEN_SHOWN = 12  # most frequent reasons listed; the rest are summed in one row
 
@@ -53,7 +53,8 @@ def narrative(r: dict, frozen_listed: str = "below") -> list[str]:
             what = f"tensor {q['name']!r} (read by {q['read_by']})" if q.get("read_by") else f"output {q['name']!r}"
             if q.get("parts"):  # the whole tensor's figures are its largest part's: say each part's
                 parts = ", ".join(f"{p['label']} mean |Δ| {fmt.num(p['mean_abs_error'])}" for p in q["parts"])
-                cost_parts.append(f"{what}: {parts}")
+                found = q.get("detections")
+                cost_parts.append(detection_line(q["name"], found) + f"; {parts}" if found else f"{what}: {parts}")
                 continue
             cost_parts.append(f"{what}: cosine {fmt.num(q['cosine'])}, mean |Δ| "
                               f"{fmt.num(q['mean_abs_error'])}{before}")

@@ -89,11 +89,21 @@ def quality(r: dict) -> Table:
             table.note += (" An output that holds values of different kinds side by side (a detector's box "
                            "coordinates next to its scores, probabilities 0 to 1) is also compared part by part: as "
                            "one tensor, the coordinates' magnitude hides the scores.")
+        for q in r.get("quality", []):
+            if (found := q.get("detections")) is not None:
+                table.note += f" {detection_line(q['name'], found)}."
         if any(q.get("data_shaped") for q in r.get("quality", [])):
             table.note += (" Rows teacher / student: an output whose shape follows its data (the boxes "
                            "NonMaxSuppression keeps) is compared by its row count only, and the tensors it comes from "
                            "(read by ...) element by element.")
     return table
+
+
+def detection_line(name: str, found: dict) -> str:
+    """``output0: the student's detections reach mAP@0.5 0.448 against the teacher's (...)``"""
+    figure = "n/a (the teacher detects nothing)" if found["map50"] is None else fmt.num(found["map50"])
+    return (f"{name}: the student's detections reach mAP@0.5 {figure} against the teacher's ("
+            f"{found['teacher_boxes']:,} / {found['student_boxes']:,} boxes above {found['confidence']} confidence)")
 
 
 def latency(r: dict) -> Table:

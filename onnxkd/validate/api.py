@@ -16,7 +16,7 @@ from onnxkd.data import (DataLike, Dataset, ImageOptions, InputSpec, as_dataset,
 from onnxkd.data.labels import labelled_output
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
-from onnxkd.validate import latency, quality, static
+from onnxkd.validate import detections, latency, quality, static
 from onnxkd.validate.environment import environment
 from onnxkd.validate.gates import Gates, evaluate
 from onnxkd.validate.inference import batch_limit, run_dataset, run_once
@@ -97,9 +97,12 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     speedup["batched"] = dict(lat_batched["speedup"], batch_size=batched) if lat_batched else None
     warnings += _speed_warnings(speedup, t_fig, s_fig)
 
+    # without class scores: agreement per token, else a detector's mAP@0.5 against the teacher's detections
     per_token = next((q["top1_agreement"] for q in result_quality if q.get("per_token")), None)
+    detected = next((q["detections"]["map50"] for q in result_quality if q.get("detections")), None)
     gate_results = evaluate(gates, accuracy["drop"] if accuracy else None,
-                            agreement["top1"] if agreement else per_token, speedup["p50"])
+                            agreement["top1"] if agreement else per_token if per_token is not None else detected,
+                            speedup["p50"])
     channels = static.compare_channels(static.channels_per_layer(t_model.proto), static.channels_per_layer(s_model.proto))
     run_config = {
         "session": config.to_dict(),
@@ -172,7 +175,7 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
                   quality.class_id_metrics(n, t, s) if n in view.class_ids else
                   quality.token_score_metrics(n, t, s) if n in view.token_scores else
                   dict(quality.output_metrics(n, t, s), **({"read_by": view.exposed[n]} if n in view.exposed else {}),
-                       **({"parts": quality.parts_metrics(t, s, view.parts[n])} if n in view.parts else {}))
+                       **(_parts_metrics(t, s, view.parts[n]) if n in view.parts else {}))
                   for n, t, s in zip(names, t_out, s_out)]
     warnings = []
     for m in per_output:
@@ -196,6 +199,15 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
                               f"output {names[scores]!r}")
         accuracy = dict(quality.accuracy_comparison(t, s, labels, seed), output=names[chosen])
     return per_output, accuracy, agreement, warnings
+
+
+def _parts_metrics(teacher: np.ndarray, student: np.ndarray, parts) -> dict:
+    """An output of boxes next to scores: each part's figures, and where it reads as YOLO detections, the
+    student's detections scored against the teacher's."""
+    found = {"parts": quality.parts_metrics(teacher, student, parts)}
+    if detections.has_detections(parts, teacher.shape):
+        found["detections"] = detections.agreement(teacher, student, parts)
+    return found
 
 
 def _classified_output(view: QualityView, t_out: list[np.ndarray], labels) -> tuple[int | None, int | None]:

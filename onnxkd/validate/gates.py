@@ -25,7 +25,7 @@ def _show(name: str, value: float) -> str:
 @dataclass(frozen=True)
 class Gates:
     max_accuracy_drop: float | None = None  # teacher accuracy - student accuracy, as a fraction (0.01 = 1 point)
-    min_agreement: float | None = None  # top-1 agreement (of samples, else per token), fraction
+    min_agreement: float | None = None  # top-1 agreement (of samples, else per token, else of detections), fraction
     min_speedup: float | None = None  # teacher p50 / student p50 at batch 1
 
     def check_measurable(self, has_data: bool, has_labels: bool) -> None:
@@ -52,7 +52,7 @@ def evaluate(gates: Gates, accuracy_drop: float | None, agreement: float | None,
             continue
         if value is None:  # e.g. no class-score output to compute agreement from
             raise OnnxkdError(f"gate {name}: the model's outputs do not allow measuring it (no [N, C] class scores, "
-                              "nor [N, T, C] scores per token)")
+                              "nor [N, T, C] scores per token, nor YOLO detections)")
         passed = value <= threshold if op == "<=" else value >= threshold
         results.append({"name": name, "op": op, "threshold": threshold, "value": value, "passed": bool(passed)})
     return results
