@@ -7,8 +7,8 @@ with mAP@0.5 (VOC all-point AP per class, averaged over the classes the teacher 
 detections with confidence above 0.25 as the ground truth: 1.0 for a student that finds every box the teacher
 finds, no other, and ranks them alike.
 
-Layouts (``output_parts``): box coordinates (cx, cy, w, h) at [0:4] of the part axis, then probabilities to the
-end of it. With the parts on the last axis, ``[N, anchors, 5 + classes]`` (YOLOv5, v7, YOLOX), the first
+Layouts (``output_parts``): box coordinates (cx, cy, w, h) at [0:4] of the part axis, then probabilities (then,
+in segmenting and pose models, mask coefficients or keypoints, which are not scored). With the parts on the last axis, ``[N, anchors, 5 + classes]`` (YOLOv5, v7, YOLOX), the first
 probability is the objectness, and a class's confidence is objectness x class probability; on another axis,
 ``[N, 4 + classes, anchors]`` (YOLOv8 to v11), the probabilities are the classes'. Other layouts get no figure.
 """
@@ -25,10 +25,11 @@ NMS_IOU, TOP, MATCH_IOU = 0.6, 300, 0.5
 
 
 def has_detections(parts: OutputParts, shape: tuple[int, ...]) -> bool:
-    """Boxes at [0:4] of the part axis and probabilities from 4 to its end, anchors on one other axis."""
+    """Boxes at [0:4] of the part axis, then probabilities, then nothing or other values to its end (a
+    segmenting detector's mask coefficients, a pose model's keypoints), anchors on one other axis."""
     first, *rest = parts.parts
     return (len(shape) == 3 and parts.axis in (1, 2) and (first.start, first.stop, first.probabilities) == (0, 4, False)
-            and len(rest) == 1 and rest[0].probabilities and rest[0].stop == shape[parts.axis])
+            and len(rest) in (1, 2) and rest[0].probabilities and rest[-1].stop == shape[parts.axis])
 
 
 def decoded(output: np.ndarray, parts: OutputParts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -37,7 +38,7 @@ def decoded(output: np.ndarray, parts: OutputParts) -> tuple[np.ndarray, np.ndar
     rows = rows.astype(np.float64)
     centre, size = rows[..., 0:2], rows[..., 2:4]
     boxes = np.concatenate([centre - size / 2, centre + size / 2], -1)
-    scores = rows[..., 4:]
+    scores = rows[..., 4:parts.parts[1].stop]
     if parts.axis == 2:  # objectness first: a class's confidence is objectness x class probability
         scores = scores[..., :1] * scores[..., 1:] if scores.shape[-1] > 1 else scores
     return boxes, scores.max(-1), scores.argmax(-1)

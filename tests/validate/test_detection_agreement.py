@@ -44,4 +44,16 @@ def test_objectness_scales_the_class_probabilities_where_the_parts_are_last():
     found = agreement(teacher, teacher.copy(), V5)
     assert found["teacher_boxes"] == 1 and found["map50"] == 1.0
     assert has_detections(V5, teacher.shape) and has_detections(V8, (1, 6, 3))
-    assert not has_detections(OutputParts(2, (Part(0, 4, False), Part(4, 5, True), Part(5, 6, False))), (1, 10, 6))
+    assert not has_detections(OutputParts(2, (Part(0, 4, True), Part(4, 6, False))), (1, 10, 6))
+    assert not has_detections(OutputParts(2, (Part(0, 2, False), Part(2, 6, True))), (1, 10, 6))
+
+
+def test_mask_coefficients_after_the_scores_are_not_scored():
+    """YOLOv8-seg: [N, 4 + classes + 32 mask coefficients, anchors]; coefficients that differ change nothing."""
+    parts = OutputParts(1, (Part(0, 4, False), Part(4, 6, True), Part(6, 9, False)))
+    teacher = np.concatenate([_v8(A, B, EMPTY), np.full((1, 3, 3), 5.0, np.float32)], 1)
+    student = teacher.copy()
+    student[:, 6:] = -7.0
+    assert has_detections(parts, teacher.shape)
+    assert agreement(teacher, student, parts) == agreement(teacher, teacher, parts) == {
+        "map50": 1.0, "teacher_boxes": 2, "student_boxes": 2, "confidence": 0.25}
