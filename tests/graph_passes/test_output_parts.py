@@ -94,3 +94,23 @@ def test_an_nms_free_head_has_its_best_scores_found(tmp_path, exporter):
         torch.onnx.export(NmsFree().eval(), (x,), str(path))
     (found,) = output_parts(ir.load(str(path))).values()
     assert (found.axis, found.parts) == (2, (Part(0, 4, False), Part(4, 5, True), Part(5, 6, False)))
+
+
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+@pytest.mark.parametrize("kind", ["v8", "v5"])
+def test_a_yolo_detector_is_cut_and_equals_the_oracle_at_other_sizes(yolo_model, kind, exporter):
+    """Pruning a YOLO detector (C2f's chunk, SPPF's concatenation of one tensor four times, the upsampling neck)
+    equals the original with the removed channels zeroed where they are consumed, at sizes the export never saw;
+    the class count and the DFL bins stay whole."""
+    from prune_oracle import prune_and_check
+
+    from onnxkd.graph_passes.metrics import count_macs
+    from onnxkd.model import load
+
+    path = yolo_model(kind, exporter)
+    feeds = [{"images": yolo.images(2, size, seed=4)} for size in ((96, 128), (128, 64))]
+    result = prune_and_check(path, feeds)
+    macs = [sum(count_macs(m, {"images": [1, 3, 128, 128]}).values()) for m in (load(path), result.model)]
+    assert macs[1] < 0.6 * macs[0]
+    frozen = [g.frozen for g in result.groups if g.frozen]
+    assert any("graph output" in reason for reason in frozen)
