@@ -126,3 +126,14 @@ def test_what_the_output_is_decoded_from_is_the_last_learned_layers(yolo_model, 
     assert len(found) == heads and all(producers[t].op_type == "Conv" for t in found)
     order = [node.name for node in model.graph]
     assert [order.index(producers[t].name) for t in found] == sorted(order.index(producers[t].name) for t in found)
+
+
+def test_unnamed_nodes_are_followed_too(yolo_model):
+    """Some exporters leave nodes unnamed: the decode is walked by node, not by name."""
+    import onnx
+
+    proto = onnx.load(str(yolo_model("v8", "legacy")))
+    named = decoded_from(ir.from_proto(proto))
+    for node in proto.graph.node:
+        node.name = ""
+    assert decoded_from(ir.from_proto(proto)) == named and len(named["output0"]) == 6

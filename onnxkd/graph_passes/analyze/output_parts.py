@@ -88,39 +88,44 @@ def decoding_nodes(model: ir.Model) -> dict[str, str]:
     """Node name -> the output it decodes: every node between an output with parts and the learned layers it is
     computed from (walking back from the output, stopping at Conv/Gemm/MatMul/Einsum nodes that do not read
     probabilities)."""
-    found: dict[str, str] = {}
-    for name in output_parts(model):
-        output = next(v for v in model.graph.outputs if v.name == name)
-        stack = [output.producer()]
-        while stack:
-            node = stack.pop()
-            if node is None or node.name in found:
-                continue
-            if node.op_type in _LEARNED and not (node.inputs and _probabilities(node.inputs[0], _DEPTH)):
-                continue
-            found[node.name] = name
-            stack.extend(v.producer() for v in node.inputs if v is not None)
-    return found
+    return {node.name: output for node, output in _decoding(model).items()}
 
 
 def decoded_from(model: ir.Model) -> dict[str, list[str]]:
     """Output with parts -> the float tensors its decode reads from the learned layers (each level's box and class
     head, in graph order): what the output is a fixed function of, all on one scale (logits), so what a student
     learns in its place."""
-    decoding = decoding_nodes(model)
+    decoding = _decoding(model)
     found: dict[str, list[str]] = {}
     for node in model.graph:
-        if node.name not in decoding or node.op_type == "Shape":  # a size read is not a value used
+        if node not in decoding or node.op_type == "Shape":  # a size read is not a value used
             continue
         for value in node.inputs:
             producer = None if value is None else value.producer()
-            if producer is None or producer.name in decoding or producer.op_type == "Constant":
+            if producer is None or producer in decoding or producer.op_type == "Constant":
                 continue
             if value.dtype is not None and not value.dtype.is_floating_point():
                 continue
-            sources = found.setdefault(decoding[node.name], [])
+            sources = found.setdefault(decoding[node], [])
             if value.name not in sources:
                 sources.append(value.name)
+    return found
+
+
+def _decoding(model: ir.Model) -> dict[ir.Node, str]:
+    """``decoding_nodes`` by node (exporters may leave nodes unnamed)."""
+    found: dict[ir.Node, str] = {}
+    for name in output_parts(model):
+        output = next(v for v in model.graph.outputs if v.name == name)
+        stack = [output.producer()]
+        while stack:
+            node = stack.pop()
+            if node is None or node in found:
+                continue
+            if node.op_type in _LEARNED and not (node.inputs and _probabilities(node.inputs[0], _DEPTH)):
+                continue
+            found[node] = name
+            stack.extend(v.producer() for v in node.inputs if v is not None)
     return found
 
 
