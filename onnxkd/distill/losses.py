@@ -31,6 +31,17 @@ def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float, clas
     return kl * temperature**2
 
 
+def binary_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL of independent sigmoid scores (a detector's classes): BCE of the student's logits against the teacher's
+    probabilities minus the teacher's own entropy (0 when they match), summed over a sample's scores, averaged
+    over samples, times T²."""
+    student, teacher = _fp32(student, teacher)
+    target = torch.sigmoid(teacher / temperature)
+    cross = F.binary_cross_entropy_with_logits(student / temperature, target, reduction="sum")
+    entropy = F.binary_cross_entropy_with_logits(teacher / temperature, target, reduction="sum")
+    return (cross - entropy) / len(student) * temperature**2
+
+
 def mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """Mean squared error over every element (maps, embeddings, regression outputs)."""
     student, teacher = _fp32(student, teacher)
@@ -57,9 +68,12 @@ def hint(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 def output_loss(kind: str, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
                 class_axis: int = 1) -> torch.Tensor:
-    """The loss named ``kind`` ("kl", "mse" or "cosine") between one student and teacher output."""
+    """The loss named ``kind`` ("kl", "mse" or "cosine"; "binary_kl" for a detector's class logits) between one
+    student and teacher output."""
     if kind == "kl":
         return kd_kl(student, teacher, temperature, class_axis)
+    if kind == "binary_kl":
+        return binary_kl(student, teacher, temperature)
     if kind == "mse":
         return mse(student, teacher)
     if kind == "cosine":

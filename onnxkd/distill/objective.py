@@ -47,7 +47,7 @@ class Objective:
         labelled = self.labelled_target if labels is not None else None
         for target in self.targets:
             s, t = student[target.tensor], teacher[target.tensor]
-            term = losses.output_loss(target.loss, s, t, self.temperature, target.class_axis)
+            term = losses.output_loss(target.loss, s, t, target.temperature or self.temperature, target.class_axis)
             parts[f"{target.loss}:{target.output}"] = term
             if target is labelled:
                 ce = mixed_cross_entropy(s, labels, mixed)

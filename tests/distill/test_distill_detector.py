@@ -55,10 +55,17 @@ def test_a_yolo_output_is_learned_through_the_heads_it_is_decoded_from(yolo_mode
     train, val = yolo.images(96, seed=1), yolo.images(32, seed=2)
     result = onnxkd.distill(teacher, pruned, {"images": train}, tmp_path / "student.onnx", val_data={"images": val},
                             epochs=6, lr=3e-3)
-    heads = [node.output[0] for node in onnx.load(str(teacher)).graph.node if node.op_type == "Conv"
+    graph = onnx.load(str(teacher)).graph
+    heads = [node.output[0] for node in graph.node if node.op_type == "Conv"
              and node.input[1].startswith(("box.", "cls.")) and node.input[1].endswith(".1.weight")]
-    assert [(t["tensor"], t["loss"], t["inside"]) for t in result.targets] == [(h, "mse", True) for h in heads]
-    assert sum(t["weight"] for t in result.targets) == pytest.approx(1.0) and len(heads) == 6
+    # and the logits the decode's Sigmoid (classes) and Softmax (DFL bins, axis 1) read, as probabilities
+    probabilities = [(node.input[0], "binary_kl" if node.op_type == "Sigmoid" else "kl") for node in graph.node
+                     if node.op_type in ("Sigmoid", "Softmax") and node.name.startswith(("/Sigmoid", "/dfl/"))]
+    assert [(t["tensor"], t["loss"], t["inside"]) for t in result.targets] == \
+        [(h, "mse", True) for h in heads] + [(t, kind, True) for t, kind in probabilities]
+    assert len(heads) == 6 and sorted(kind for _, kind in probabilities) == ["binary_kl", "kl"]
+    assert sum(t["weight"] for t in result.targets) == pytest.approx(1.0)
+    assert {t["temperature"] for t in result.targets[6:]} == {1.0} and result.targets[-1]["class_axis"] in (1, 6)
     t, before, after = (ort_outputs(p, {"images": val})[0] for p in (teacher, pruned, tmp_path / "student.onnx"))
     for part in (slice(0, 4), slice(4, 7)):  # boxes, then scores: each closer to the teacher's
         assert relative_error(after[:, part], t[:, part]) < 0.5 * relative_error(before[:, part], t[:, part])

@@ -48,7 +48,7 @@ def test_map_output_error_falls_five_fold_with_mse(tmp_path):
     out = tmp_path / "student.onnx"
     result = onnxkd.distill(teacher, pruned, train, out, val_data=val, epochs=4)
     assert result.targets == [{"output": "output", "tensor": "output", "loss": "mse", "weight": 1.0,
-                               "class_scores": False, "inside": False, "class_axis": 1}]
+                               "class_scores": False, "inside": False, "class_axis": 1, "temperature": None}]
 
     expected = ort_outputs(teacher, val)[0]
     before = relative_error(ort_outputs(pruned, val)[0], expected)

@@ -74,3 +74,18 @@ def test_losses_are_fp32_under_low_precision_inputs(name):
     assert value.dtype == torch.float32
     reference = losses.output_loss(name, s.float(), t.float(), 4.0)
     assert float(value) == pytest.approx(float(reference), rel=1e-6)
+
+
+def test_binary_kl_is_the_kl_of_independent_sigmoid_scores():
+    """Hand-computed: sum over scores of p log(p/q) + (1-p) log((1-p)/(1-q)) at T, averaged over samples, x T²."""
+
+
+    from onnxkd.distill.losses import binary_kl
+
+    s, t = torch.tensor([[0.3, -2.0, 1.5], [0.0, 4.0, -1.0]]), torch.tensor([[1.0, -1.0, 0.5], [2.0, 3.0, -3.0]])
+    for temperature in (1.0, 2.0):
+        p = 1 / (1 + np.exp(-t.numpy() / temperature))
+        q = 1 / (1 + np.exp(-s.numpy() / temperature))
+        expected = (p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))).sum() / 2 * temperature**2
+        assert float(binary_kl(s, t, temperature)) == pytest.approx(expected, rel=1e-5)
+    assert float(binary_kl(t, t, 1.0)) == pytest.approx(0.0, abs=1e-6)

@@ -4,7 +4,7 @@ Each output, or the class scores behind it (``classifier_heads``: the logits beh
 confidence); in place of outputs whose shape follows their data (``data_shaped``: a detector's
 NonMaxSuppression), the per-sample tensors they come from; in place of outputs that put box coordinates next to
 class probabilities (``output_parts.decoded_from``: a YOLO-family detector), the head tensors they are decoded
-from. Importance scores (kd, taylor) differentiate these.
+from and the logits their Softmaxes and Sigmoids read. Importance scores (kd, taylor) differentiate these.
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import onnx_ir as ir
 
 from onnxkd.graph_passes.analyze.classifier_heads import scores_behind
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
-from onnxkd.graph_passes.analyze.output_parts import decoded_from
+from onnxkd.graph_passes.analyze.output_parts import decoded_from, probability_inputs
 
 
 def compared_tensors(model: ir.Model) -> list[str]:
     """Tensor names in order, without repeats (a class id and its confidence share their logits)."""
     shaped, scores, decoded = data_shaped(model), scores_behind(model), decoded_from(model)
+    readers = {o: [tensor for tensor, _, _ in found] for o, found in probability_inputs(model).items()}
     outputs = [value.name for value in model.graph.outputs]
-    return list(dict.fromkeys([t for o in outputs if o not in shaped.outputs for t in decoded.get(o, [scores.get(o, o)])]
+    return list(dict.fromkeys([t for o in outputs if o not in shaped.outputs
+                               for t in decoded.get(o, [scores.get(o, o)]) + readers.get(o, [])]
                               + [t for t in shaped.sources if t not in outputs]))

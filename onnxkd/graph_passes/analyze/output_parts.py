@@ -112,6 +112,21 @@ def decoded_from(model: ir.Model) -> dict[str, list[str]]:
     return found
 
 
+def probability_inputs(model: ir.Model) -> dict[str, list[tuple[str, str, int]]]:
+    """Output with parts -> (tensor, "softmax" or "sigmoid", axis) for each Softmax and Sigmoid of its decode, in
+    graph order: the logits of the DFL bins (a Softmax over them) and of the classes, which distillation matches
+    as probabilities (KL over the bins, binary KL per class) on top of the heads' MSE."""
+    decoding = _decoding(model)
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 13))
+    found: dict[str, list[tuple[str, str, int]]] = {}
+    for node in model.graph:
+        if node not in decoding or node.op_type not in ("Softmax", "Sigmoid") or node.inputs[0] is None:
+            continue
+        axis = node.attributes.get_int("axis", -1 if opset >= 13 else 1) if node.op_type == "Softmax" else 1
+        found.setdefault(decoding[node], []).append((node.inputs[0].name, node.op_type.lower(), axis))
+    return found
+
+
 def _decoding(model: ir.Model) -> dict[ir.Node, str]:
     """``decoding_nodes`` by node (exporters may leave nodes unnamed)."""
     found: dict[ir.Node, str] = {}

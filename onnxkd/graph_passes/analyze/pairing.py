@@ -17,7 +17,7 @@ import onnx_ir as ir
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.classifier_heads import scores_behind
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
-from onnxkd.graph_passes.analyze.output_parts import decoded_from
+from onnxkd.graph_passes.analyze.output_parts import decoded_from, probability_inputs
 from onnxkd.model import graph_copy
 
 KINDS = ("inputs", "outputs")
@@ -68,7 +68,8 @@ def _compared_pairs(teacher: ir.Model, student: ir.Model, renames: dict[str, str
     for output, s_tensor in scores_behind(student).items():
         if output in t_scores:
             pairs[t_scores[output]] = s_tensor
-    for found in (lambda m: list(data_shaped(m).sources), lambda m: [t for ts in decoded_from(m).values() for t in ts]):
+    for found in (lambda m: list(data_shaped(m).sources), lambda m: [t for ts in decoded_from(m).values() for t in ts],
+                  lambda m: [t for ts in probability_inputs(m).values() for t, _, _ in ts]):
         t_sources, s_sources = found(teacher), found(student)
         if len(t_sources) == len(s_sources):
             pairs.update(zip(t_sources, s_sources))
