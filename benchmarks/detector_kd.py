@@ -161,6 +161,9 @@ def train_teacher(cache: Path, epochs: int, seed: int = 0) -> Path:
 
 
 # --------------------------------------------------------------------------- measuring
+# Written here on purpose, apart from onnxkd.validate.detections: the figures in the table are the benchmark's own
+# measurement of the students, not onnxkd's (it also keeps every class above the threshold per anchor, where
+# onnxkd keeps the best one, as ultralytics' predictors do).
 
 
 def detections(output: np.ndarray, conf: float, iou: float = 0.6, top: int = 100) -> list[np.ndarray]:

@@ -248,13 +248,13 @@ def _distilled_on(model: ir.Model) -> dict[str, dict[str, Any]]:
     scores is decoded from."""
     from onnxkd.graph_passes.analyze.classifier_heads import scores_behind
     from onnxkd.graph_passes.analyze.data_shaped import data_shaped
-    from onnxkd.graph_passes.analyze.output_parts import decoded_from
+    from onnxkd.graph_passes.analyze.output_parts import decodes
 
     shaped = data_shaped(model)
     found: dict[str, dict[str, Any]] = {name: {"distilled_on": list(shaped.sources), "why": f"rows follow the data "
                                                f"({op})"} for name, op in shaped.outputs.items()}
-    for name, heads in decoded_from(model).items():
-        found.setdefault(name, {"distilled_on": heads, "why": "box coordinates next to class probabilities: the "
+    for name, decode in decodes(model).items():
+        found.setdefault(name, {"distilled_on": list(decode.heads), "why": "box coordinates next to class probabilities: the "
                                                               "heads they are decoded from"})
     for name, scores in scores_behind(model).items():
         found.setdefault(name, {"distilled_on": [scores], "why": "the class scores behind it"})

@@ -32,7 +32,7 @@ from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.classifier_heads import scores_behind, token_score_outputs
 from onnxkd.graph_passes.analyze.compared import compared_tensors
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
-from onnxkd.graph_passes.analyze.output_parts import decoded_from, probability_inputs
+from onnxkd.graph_passes.analyze.output_parts import decodes
 
 
 @dataclass
@@ -88,12 +88,11 @@ def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], l
     per_token = token_score_outputs(model)
     # an output of boxes next to scores is learned through the heads it is decoded from, unless --loss names it:
     # half its weight on the heads' MSE, half on the probabilities its Softmaxes and Sigmoids make of them
-    decoded = {o: heads for o, heads in decoded_from(model).items() if o not in losses}
-    readers = {o: found for o, found in probability_inputs(model).items() if o in decoded}
-    share = {head: weights.get(o, 1.0) / len(heads) / (2 if o in readers else 1)
-             for o, heads in decoded.items() for head in heads}
+    decoded = {o: heads for o, heads in decodes(model).items() if o not in losses}
+    share = {head: weights.get(o, 1.0) / len(d.heads) / (2 if d.probabilities else 1)
+             for o, d in decoded.items() for head in d.heads}
     targets = []
-    for name in [t for o in outputs if o not in shaped.outputs for t in decoded.get(o, [o])] \
+    for name in [t for o in outputs if o not in shaped.outputs for t in (decoded[o].heads if o in decoded else [o])] \
             + [t for t in shaped.sources if t not in outputs]:
         inside = name not in outputs
         tensor = logits.get(name, name)
@@ -112,10 +111,11 @@ def plan_targets(model: ir.Model, teacher_outputs: Mapping[str, torch.Tensor], l
                               f"shaped {list(value.shape)}")
         targets.append(Target(name, tensor, kind, float(share.get(name, weights.get(name, 1.0))), class_scores,
                               inside, -1 if tokens else 1))
-    for output, found in readers.items():  # KL over the DFL bins, binary KL per class, at the decode's own scale
-        for tensor, op, axis in found:
+    for output, d in decoded.items():  # KL over the DFL bins, binary KL per class, at the decode's own scale
+        for tensor, op, axis in d.probabilities:
             targets.append(Target(tensor, tensor, "kl" if op == "softmax" else "binary_kl",
-                                  weights.get(output, 1.0) / 2 / len(found), False, True, axis, temperature=1.0))
+                                  weights.get(output, 1.0) / 2 / len(d.probabilities), False, True, axis,
+                                  temperature=1.0))
     if not targets:
         raise OnnxkdError("no float output to distill: every graph output is an integer or bool tensor"
                           + (", or has a shape that follows its data" if shaped else ""))
@@ -131,7 +131,7 @@ def probed_tensors(model: ir.Model) -> list[str]:
 def decoded_note(targets: list[Target], model: ir.Model) -> str | None:
     """One line naming the outputs distilled through the heads they are decoded from."""
     heads = {t.tensor for t in targets}
-    decoded = {o: ts for o, ts in decoded_from(model).items() if heads >= set(ts)}
+    decoded = {o: d.heads for o, d in decodes(model).items() if heads >= set(d.heads)}
     if not decoded:
         return None
     return "; ".join(f"output {o} puts box coordinates next to class probabilities: distilled on the {len(ts)} head "

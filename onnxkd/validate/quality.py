@@ -60,12 +60,10 @@ def parts_metrics(teacher: np.ndarray, student: np.ndarray, parts: OutputParts) 
     found = []
     for part, piece in zip(parts.parts, part_slices(teacher.ndim, parts)):
         t, s = teacher[piece], student[piece]
-        diff = np.abs(t.astype(np.float64) - s.astype(np.float64))
-        finite = np.isfinite(diff)
+        finite = np.isfinite(t) & np.isfinite(s)
+        figures = output_metrics(part.label, t, s)
         found.append(dict(part.to_dict(), axis=parts.axis, label=part.label,
-                          max_abs_error=float(diff[finite].max()) if finite.any() else None,
-                          mean_abs_error=float(diff[finite].mean()) if finite.any() else None,
-                          cosine=cosine(np.where(finite, t, 0), np.where(finite, s, 0)),
+                          **{k: figures[k] for k in ("max_abs_error", "mean_abs_error", "cosine")},
                           relative_error=relative_error(np.where(finite, t, 0), np.where(finite, s, 0))))
     return found
 

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 import yolo
 
-from onnxkd.graph_passes.analyze.output_parts import Part, decoded_from, decoding_nodes, output_parts
+from onnxkd.graph_passes.analyze.output_parts import Part, decodes, decoding_nodes, output_parts
 
 # (kind) -> the part axis and the parts: v8 [N, 4 + 3 classes, anchors]; v5 [N, anchors, 4 + objectness + 3]
 EXPECTED = {"v8": (1, (Part(0, 4, False), Part(4, 7, True))), "v5": (2, (Part(0, 4, False), Part(4, 8, True)))}
@@ -121,7 +121,7 @@ def test_a_yolo_detector_is_cut_and_equals_the_oracle_at_other_sizes(yolo_model,
 def test_what_the_output_is_decoded_from_is_the_last_learned_layers(yolo_model, kind, heads, exporter):
     """v8: each level's box and class Conv (3 levels); v5: each level's one Conv (2 levels), in graph order."""
     model = ir.load(str(yolo_model(kind, exporter)))
-    (found,) = decoded_from(model).values()
+    (found,) = (d.heads for d in decodes(model).values())
     producers = {v.name: node for node in model.graph for v in node.outputs}
     assert len(found) == heads and all(producers[t].op_type == "Conv" for t in found)
     order = [node.name for node in model.graph]
@@ -133,7 +133,7 @@ def test_unnamed_nodes_are_followed_too(yolo_model):
     import onnx
 
     proto = onnx.load(str(yolo_model("v8", "legacy")))
-    named = decoded_from(ir.from_proto(proto))
+    named = decodes(ir.from_proto(proto))
     for node in proto.graph.node:
         node.name = ""
-    assert decoded_from(ir.from_proto(proto)) == named and len(named["output0"]) == 6
+    assert decodes(ir.from_proto(proto)) == named and len(named["output0"].heads) == 6

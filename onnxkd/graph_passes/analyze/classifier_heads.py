@@ -52,7 +52,7 @@ def token_score_outputs(model: ir.Model) -> set[str]:
         if node is None:
             continue
         if node.op_type in _PROBABILITY_OPS:
-            if _probability_axis(node, model) in (-1, 2):
+            if probability_axis(node, model) in (-1, 2):
                 found.add(value.name)
         elif node.op_type in ("MatMul", "Gemm", "Add") and "logit" in value.name.lower():
             found.add(value.name)
@@ -74,14 +74,14 @@ def _logits(node: ir.Node | None, model: ir.Model) -> str | None:
 def _over_classes(node: ir.Node, model: ir.Model) -> bool:
     """Whether the op works over axis 1 or -1 (the class axis of [N, C] scores)."""
     if node.op_type in _PROBABILITY_OPS:
-        return _probability_axis(node, model) in (1, -1)
+        return probability_axis(node, model) in (1, -1)
     if node.op_type == "ReduceMax":
         axes = _reduce_axes(node)
         return axes is not None and len(axes) == 1 and axes[0] in (1, -1)
     return node.attributes.get_int("axis", -1 if node.op_type == "TopK" else 0) in (1, -1)
 
 
-def _probability_axis(node: ir.Node, model: ir.Model) -> int:
+def probability_axis(node: ir.Node, model: ir.Model) -> int:
     """A Softmax's or LogSoftmax's axis: its attribute, else the opset's default (-1 from opset 13, 1 before)."""
     return node.attributes.get_int("axis", -1 if _opset(model) >= 13 else 1)
 

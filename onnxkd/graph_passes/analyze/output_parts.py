@@ -10,7 +10,7 @@ quantization of such a tensor gives it one 8-bit range, 2.5 pixels a step, which
 So such an output is measured part by part (``output_parts``); the nodes computing it from the last learned
 layers (the decode: anchors, strides, the DFL expectation, the Sigmoid, the concatenations) are known
 (``decoding_nodes``), so that quantization can leave them float; and the learned tensors they read
-(``decoded_from``: each level's box and class logits) are what a student is distilled on in the output's place.
+(``decodes``: each level's box and class logits) are what a student is distilled on in the output's place.
 
 A part is a run of positions along one axis that are probabilities (an output of Sigmoid or Softmax, through
 slicing and reshaping) or other values; an output has parts only when both kinds meet in it.
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
+from onnxkd.graph_passes.analyze.classifier_heads import probability_axis
 from onnxkd.graph_passes.analyze.concrete_shapes import concrete_shapes
 
 _PROBABILITY_OPS = frozenset({"Sigmoid", "Softmax", "HardSigmoid"})
@@ -91,40 +92,38 @@ def decoding_nodes(model: ir.Model) -> dict[str, str]:
     return {node.name: output for node, output in _decoding(model).items()}
 
 
-def decoded_from(model: ir.Model) -> dict[str, list[str]]:
-    """Output with parts -> the float tensors its decode reads from the learned layers (each level's box and class
-    head, in graph order): what the output is a fixed function of, all on one scale (logits), so what a student
-    learns in its place."""
+@dataclass(frozen=True)
+class Decode:
+    """What an output with parts is computed from: the float tensors its decode reads from the learned layers
+    (each level's box and class head, in graph order: the output is a fixed function of them, all logits), and
+    the (tensor, "softmax" or "sigmoid", axis) its Softmaxes and Sigmoids read (the DFL bins' and the classes'
+    logits, which distillation also matches as probabilities)."""
+    heads: tuple[str, ...]
+    probabilities: tuple[tuple[str, str, int], ...]
+
+
+def decodes(model: ir.Model) -> dict[str, Decode]:
+    """Output with parts -> what a student learns in its place (``Decode``)."""
     decoding = _decoding(model)
-    found: dict[str, list[str]] = {}
+    heads: dict[str, list[str]] = {}
+    readers: dict[str, list[tuple[str, str, int]]] = {}
     for node in model.graph:
         if node not in decoding or node.op_type == "Shape":  # a size read is not a value used
             continue
+        output = decoding[node]
+        if node.op_type in ("Softmax", "Sigmoid") and node.inputs[0] is not None:
+            axis = probability_axis(node, model) if node.op_type == "Softmax" else 1
+            readers.setdefault(output, []).append((node.inputs[0].name, node.op_type.lower(), axis))
         for value in node.inputs:
             producer = None if value is None else value.producer()
             if producer is None or producer in decoding or producer.op_type == "Constant":
                 continue
             if value.dtype is not None and not value.dtype.is_floating_point():
                 continue
-            sources = found.setdefault(decoding[node], [])
+            sources = heads.setdefault(output, [])
             if value.name not in sources:
                 sources.append(value.name)
-    return found
-
-
-def probability_inputs(model: ir.Model) -> dict[str, list[tuple[str, str, int]]]:
-    """Output with parts -> (tensor, "softmax" or "sigmoid", axis) for each Softmax and Sigmoid of its decode, in
-    graph order: the logits of the DFL bins (a Softmax over them) and of the classes, which distillation matches
-    as probabilities (KL over the bins, binary KL per class) on top of the heads' MSE."""
-    decoding = _decoding(model)
-    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 13))
-    found: dict[str, list[tuple[str, str, int]]] = {}
-    for node in model.graph:
-        if node not in decoding or node.op_type not in ("Softmax", "Sigmoid") or node.inputs[0] is None:
-            continue
-        axis = node.attributes.get_int("axis", -1 if opset >= 13 else 1) if node.op_type == "Softmax" else 1
-        found.setdefault(decoding[node], []).append((node.inputs[0].name, node.op_type.lower(), axis))
-    return found
+    return {o: Decode(tuple(found), tuple(readers.get(o, ()))) for o, found in heads.items()}
 
 
 def _decoding(model: ir.Model) -> dict[ir.Node, str]:

@@ -5,8 +5,9 @@ The names may differ: a student pruned with another tool and exported again gets
 (torch's legacy exporter numbers unnamed values, dynamo names them after ops). Where no input or output name is
 shared, they are paired by position. So are the tensors distilled in an output's place (``compared_tensors``:
 the logits behind a Softmax, the tensors a NonMaxSuppression reads, the heads a YOLO output is decoded from),
-output by output, even when the outputs share their names. Outputs of the same names in another order are put in the student's order. The teacher, which
-is only read, takes the student's names and order in memory (``paired_teacher``):
+output by output, even when the outputs share their names. Outputs of the same names in another order are put in
+the student's order. The teacher, which is only read, takes the student's names and order in memory
+(``paired_teacher``):
 distill trains and writes the student under its own, and validate feeds and compares both under them.
 """
 
@@ -17,7 +18,7 @@ import onnx_ir as ir
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.classifier_heads import scores_behind
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
-from onnxkd.graph_passes.analyze.output_parts import decoded_from, probability_inputs
+from onnxkd.graph_passes.analyze.output_parts import decodes
 from onnxkd.model import graph_copy
 
 KINDS = ("inputs", "outputs")
@@ -68,12 +69,17 @@ def _compared_pairs(teacher: ir.Model, student: ir.Model, renames: dict[str, str
     for output, s_tensor in scores_behind(student).items():
         if output in t_scores:
             pairs[t_scores[output]] = s_tensor
-    for found in (lambda m: list(data_shaped(m).sources), lambda m: [t for ts in decoded_from(m).values() for t in ts],
-                  lambda m: [t for ts in probability_inputs(m).values() for t, _, _ in ts]):
+    for found in (lambda m: list(data_shaped(m).sources), _decoded_tensors):
         t_sources, s_sources = found(teacher), found(student)
         if len(t_sources) == len(s_sources):
             pairs.update(zip(t_sources, s_sources))
     return pairs
+
+
+def _decoded_tensors(model: ir.Model) -> list[str]:
+    """The heads every YOLO-style output is decoded from, then the logits its Softmaxes and Sigmoids read."""
+    found = decodes(model).values()
+    return [t for d in found for t in d.heads] + [t for d in found for t, _, _ in d.probabilities]
 
 
 def _check_values(kind: str, t_values: dict, s_values: dict, teacher_names: dict[str, str]) -> None:
