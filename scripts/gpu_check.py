@@ -2,14 +2,14 @@
 
 Fails loudly (exit 1) when a check fails or when CUDA is absent (``--allow-cpu`` runs it on the CPU as a
 dry run of the script itself). Checks:
-1. bridge fidelity on the device vs onnxruntime (fp32, relative error <= 1e-4);
+1. bridge fidelity on the device (fp32, TF32 off) vs onnxruntime's CPU provider (relative error <= 1e-4);
 2. `onnxkd.distill` for a few bf16-autocast steps on the device: finite losses, a written student;
 3. training-step time of the bridge vs the native module (ratio printed), and the distillation
    throughput table of benchmarks/distill_throughput.py (onnxkd vs a hand-written KD loop);
 4. the data loader on the device: a folder of JPEGs distilled with 0 and 4 loader workers (pinned memory),
    without and with `--augment light` (augmented on the device): samples/s and the share of time waiting for
    data (printed), and the same student with 0 and 4 workers (bit for bit);
-5. int8 on the GPU's execution providers: `onnxkd.quantize` for CUDA (and TensorRT when onnxruntime has it):
+5. (run first) int8 on the GPU's execution providers: `onnxkd.quantize` for CUDA (and TensorRT where it starts):
    the activation type chosen (S8S8), int8 speed-ups at batch 1 and 64 over float, the nodes kept float. Skipped,
    with a line saying so, where onnxruntime has no CUDA provider (the plain `onnxruntime` wheel).
 """
@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # onnxkd itself where it is not installed (a prepared machine's own python)
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import models  # noqa: E402  (the architecture zoo lives with the tests)
@@ -46,13 +47,19 @@ FIDELITY = 1e-4
 
 
 def fidelity(path: Path, name: str, device: torch.device) -> float:
+    """The bridge in fp32 on the device against onnxruntime's CPU provider (the exact fp32 reference: the CUDA
+    provider, like cuDNN under torch by default, may multiply in TF32, which alone moves outputs by ~1e-3)."""
     module = onnxkd.to_torch(path).to(device).eval()
     x = models.ZOO[name].example_input(4)
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
-    session = ort.InferenceSession(str(path), providers=providers)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     expected = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
-    with torch.no_grad():
-        got = module(x.to(device))[0].float().cpu().numpy()
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            got = module(x.to(device))[0].float().cpu().numpy()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32
     return float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
 
 
@@ -153,11 +160,14 @@ def loader_check(device: torch.device, folder: Path, console: Console) -> bool:
 
 def int8_check(folder: Path, console: Console) -> None:
     """Quantize the zoo ResNet (at 64x64) for each GPU provider onnxruntime has, and print what paid."""
-    providers = [p for p in ("cuda", "tensorrt")
-                 if {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[p]
-                 in ort.get_available_providers()]
+    from onnxkd.validate.sessions import PROVIDERS, usable_providers
+
+    providers = [p for p in ("cuda", "tensorrt") if PROVIDERS[p] in usable_providers()]
+    for p in ("cuda", "tensorrt"):
+        if PROVIDERS[p] in ort.get_available_providers() and p not in providers:
+            console.print(f"int8 on {p}: skipped, this onnxruntime lists {PROVIDERS[p]} but cannot start it here")
     if not providers:
-        console.print("int8 on the GPU: skipped, this onnxruntime has no CUDA execution provider "
+        console.print("int8 on the GPU: skipped, this onnxruntime has no CUDA execution provider that starts "
                       "(pip uninstall -y onnxruntime && pip install onnxruntime-gpu)")
         return
     path = models.export("resnet", folder, "legacy", image_size=64)
@@ -165,11 +175,15 @@ def int8_check(folder: Path, console: Console) -> None:
     table = Table(title="int8 on the GPU (zoo ResNet, 64x64, random calibration data)")
     for column in ("provider", "activations", "int8 kept", "speed-up batch 1", "speed-up batch 64", "float nodes"):
         table.add_column(column, justify="right")
+    notes = []
     for provider in providers:
         result = onnxkd.quantize(path, data, provider=provider, batch_size=64, eval_samples=128)
         table.add_row(provider, result.target["activation"], "yes" if result.int8 else "no",
                       *(f"{result.speedups.get(b, float('nan')):.2f}x" for b in ("1", "64")), str(len(result.float_nodes)))
+        notes += [f"{provider}: {note}" for note in result.notes]
     console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
 
 
 def main() -> None:
@@ -184,14 +198,18 @@ def main() -> None:
                       "(use --allow-cpu for a dry run on the CPU)")
         sys.exit(1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from onnxkd.validate.sessions import usable_providers
+
     console.print(f"device: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}, "
-                  f"onnxruntime providers {ort.get_available_providers()}")
+                  f"onnxruntime {ort.__version__}: providers that start {list(usable_providers())} "
+                  f"(listed {ort.get_available_providers()})")
     table = Table(title="onnxkd GPU check")
     for column in ("model", "fidelity rel err", "bf16 distill loss, epoch 1 -> 3", "native samples/s",
                    "bridge / native step time", "verdict"):
         table.add_column(column, justify="right")
     failures = []
     with tempfile.TemporaryDirectory() as folder:
+        int8_check(Path(folder), console)  # first: the one check a CPU dry run cannot reach
         for name in ZOO:
             path = models.export(name, folder, "legacy")
             error = fidelity(path, name, device)
@@ -204,7 +222,6 @@ def main() -> None:
                           "[green]ok[/]" if ok else "[red]FAIL[/]")
         if not loader_check(device, Path(folder), console):
             failures.append("data loader (0 and 4 workers trained different students)")
-        int8_check(Path(folder), console)
     console.print(table)
     from distill_throughput import throughput_table
 

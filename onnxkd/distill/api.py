@@ -280,6 +280,7 @@ def _device(choice: str, world: distributed.World) -> torch.device:
         if not torch.cuda.is_available():
             raise OnnxkdError(f"--device {choice}: CUDA is not available (torch {torch.__version__}); use --device cpu")
         if world.distributed:
+            distributed.check_gpu_count(world.local_rank)
             return torch.device("cuda", world.local_rank)
     try:
         return torch.device(choice)

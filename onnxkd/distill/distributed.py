@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from onnxkd.errors import OnnxkdError
+
 
 @dataclass(frozen=True)
 class World:
@@ -36,11 +38,22 @@ def init(device: str) -> World:
         return World()
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
+        on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+        backend = "nccl" if on_gpu else "gloo"
         if backend == "nccl":
+            check_gpu_count(local_rank)
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
     return World(rank, size, local_rank)
+
+
+def check_gpu_count(local_rank: int) -> None:
+    """One process per GPU: a process without its own GPU would fail deep in CUDA ("invalid device ordinal")."""
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        processes = os.environ.get("LOCAL_WORLD_SIZE", str(local_rank + 1))
+        raise OnnxkdError(f"torchrun started {processes} processes on this machine but torch sees {count} GPU(s): "
+                          f"use --nproc-per-node {count} (one process per GPU), or --device cpu")
 
 
 def all_reduce_sum(values: list[float], device: torch.device, world: World) -> list[float]:

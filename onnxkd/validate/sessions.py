@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+import warnings
 from dataclasses import dataclass
 
 import onnxruntime as ort
@@ -35,18 +37,60 @@ class SessionConfig:
 
 def resolve_providers(provider: str) -> list[str]:
     """Execution providers in priority order; CPU stays last as onnxruntime's fallback for unsupported nodes."""
-    available = ort.get_available_providers()
     if provider == "auto":
-        return [p for p in PROVIDERS.values() if p in available]
+        return [p for p in PROVIDERS.values() if p in usable_providers()]
     if provider not in PROVIDERS:
         raise OnnxkdError(f"--provider {provider!r}: choose from auto, {', '.join(PROVIDERS)}")
     wanted = PROVIDERS[provider]
+    available = ort.get_available_providers()
     if wanted not in available:
         raise OnnxkdError(
             f"--provider {provider}: {wanted} is not available in this onnxruntime "
             f"(available: {', '.join(available)})"
         )
+    if wanted not in usable_providers():
+        raise OnnxkdError(
+            f"--provider {provider}: this onnxruntime lists {wanted} but cannot start it here "
+            "(its libraries are missing or do not match: see onnxruntime's requirements for it)"
+        )
     return [wanted] + ([] if wanted == PROVIDERS["cpu"] else [PROVIDERS["cpu"]])
+
+
+@functools.cache
+def usable_providers() -> tuple[str, ...]:
+    """The providers a session really starts on. onnxruntime-gpu lists TensorRT (and CUDA) whether or not
+    their libraries are installed, and a session asked for a missing one quietly runs on the CPU: a figure
+    reported for "tensorrt" would then be the CPU's (or CUDA's, through onnxruntime's own fallback)."""
+    usable = []
+    for name in ort.get_available_providers():
+        if name == PROVIDERS["cpu"] or name not in PROVIDERS.values() or _starts(name):
+            usable.append(name)
+    return tuple(usable)
+
+
+def _starts(provider: str) -> bool:
+    """Whether a one-node session gets ``provider`` as its first provider (what onnxruntime really runs)."""
+    import onnx
+
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "probe",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)], ir_version=8)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # A provider whose libraries are missing logs an error and (with onnxruntime's Python fallback) prints an
+    # "EP Error" banner: the answer is the point here, not the user's business.
+    ort.set_default_logger_severity(4)
+    try:
+        with warnings.catch_warnings():  # "not in available provider names"
+            warnings.simplefilter("ignore")
+            session = ort.InferenceSession(model.SerializeToString(), sess_options=options,
+                                           providers=[provider, PROVIDERS["cpu"]], enable_fallback=0)
+    except Exception:  # the library did not load
+        return False
+    finally:
+        ort.set_default_logger_severity(2)  # onnxruntime's default (it offers no getter)
+    return session.get_providers()[0] == provider
 
 
 def session_options(config: SessionConfig) -> ort.SessionOptions:

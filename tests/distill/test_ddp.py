@@ -40,3 +40,27 @@ def test_two_gloo_processes_match_one_process(digits, digits_student, small_digi
         np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
         changed += not np.array_equal(one[name], _initializers(digits_student)[name])
     assert changed  # it trained
+
+
+def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
+    """torchrun --nproc-per-node 2 on a one-GPU machine: rank 1 has no GPU of its own. Without the check it
+    failed deep in CUDA ("invalid device ordinal", exit 3); CUDA is faked here, the check runs before any of it."""
+    import pytest
+    import torch
+
+    from onnxkd.distill import distributed
+    from onnxkd.distill.api import _device
+    from onnxkd.errors import OnnxkdError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    message = r"torchrun started 2 processes on this machine but torch sees 1 GPU\(s\): use --nproc-per-node 1"
+    with pytest.raises(OnnxkdError, match=message):
+        distributed.init("auto")
+    with pytest.raises(OnnxkdError, match=message):
+        _device("cuda", distributed.World(rank=1, size=2, local_rank=1))
+    assert _device("cuda", distributed.World(rank=0, size=2, local_rank=0)) == torch.device("cuda", 0)
