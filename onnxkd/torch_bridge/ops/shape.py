@@ -201,8 +201,7 @@ def _slice(x, starts, ends, axes, steps):
     index = [slice(None)] * rank
     flips = []
     for start, end, axis, step in zip(starts, ends, axes, steps):
-        # Python's slice.indices clamps exactly as ONNX does, INT64_MAX sentinels included.
-        begin, stop, stride = slice(start, end, step).indices(x.shape[axis])
+        begin, stop, stride = _clamped(start, end, step, x.shape[axis])
         if stride > 0:
             index[axis] = slice(begin, stop, stride)
         else:
@@ -211,6 +210,16 @@ def _slice(x, starts, ends, axes, steps):
     for axis, positions in flips:
         x = x.index_select(axis, positions)
     return x
+
+
+def _clamped(start: int, end: int, step: int, size: int) -> tuple[int, int, int]:
+    """ONNX's clamping of a slice (Python's ``slice.indices``, INT64_MAX sentinels included), written out:
+    torch.compile before torch 2.13 cannot trace ``slice.indices`` and broke the graph at every Slice."""
+    if step == 0:
+        raise ValueError("Slice: a step of 0")
+    low, high = (0, size) if step > 0 else (-1, size - 1)
+    start, end = (start + size if start < 0 else start), (end + size if end < 0 else end)
+    return min(max(start, low), high), min(max(end, low), high), step
 
 
 @register("Slice", since=1)
