@@ -34,7 +34,8 @@ from onnxkd.model import ModelLike
 from onnxkd.recipe import PruneOptions, Recipe, ValidateOptions, load_recipe, save_recipe
 
 STATE = "compress-state.json"
-# flat keyword options of ``compress`` -> (recipe section, field)
+# flat keyword options of ``compress`` -> (recipe section, field): every flag of ``onnxkd compress`` that sets the
+# recipe has its keyword here, named as ``onnxkd.distill``/``validate`` name it
 FLAT_OPTIONS = {
     "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "steps": ("prune", "steps"),
     "global_rank": ("prune", "global_rank"), "max_group_ratio": ("prune", "max_group_ratio"),
@@ -43,10 +44,15 @@ FLAT_OPTIONS = {
     "max_ratio": ("prune", "max_ratio"), "latency_batch": ("prune", "latency_batch"),
     "per_group": ("prune", "per_group"), "group_trials": ("prune", "group_trials"),
     "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
-    "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "hints": ("distill", "hints"),
-    "device": ("distill", "device"), "bf16": ("distill", "bf16"),
+    "optimizer": ("distill", "optimizer"), "weight_decay": ("distill", "weight_decay"),
+    "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "loss": ("distill", "loss"),
+    "output_weights": ("distill", "output_weights"), "hints": ("distill", "hints"),
+    "hint_weight": ("distill", "hint_weight"), "device": ("distill", "device"), "bf16": ("distill", "bf16"),
+    "compile": ("distill", "compile"), "recalibrate_bn": ("distill", "recalibrate_bn"),
+    "cache_mb": ("distill", "cache_mb"), "augment": ("distill", "augment"), "workers": ("distill", "workers"),
     "max_accuracy_drop": ("validate", "max_accuracy_drop"), "min_agreement": ("validate", "min_agreement"),
     "min_speedup": ("validate", "min_speedup"), "provider": ("validate", "provider"),
+    "threads": ("validate", "threads"), "validate_batch_size": ("validate", "batch_size"),
     "int8": ("quantize", "enabled"), "qat": ("quantize", "qat"),
 }
 

@@ -357,3 +357,20 @@ def test_target_speedup_for_an_int8_student_searches_round_to_16_only(digits, mo
     assert {c["round_to"] for c in info["speed_search"]["candidates"]} == {16} and info["round_to"] == 16
     assert all(len(kept) % 16 == 0 for kept in read_plan(model).values())
     assert any("the student will be int8" in line for line in said)
+
+
+def test_every_recipe_flag_of_the_cli_is_a_keyword_of_the_python_api():
+    """`onnxkd compress --augment light` has `onnxkd.compress(..., augment="light")`; the Python names are
+    onnxkd.distill's (``loss``, ``compile``), where the CLI's differ."""
+    from onnxkd.commands.compress import FLAGS
+    from onnxkd.pipeline import FLAT_OPTIONS, _recipe
+
+    python_name = {"prune_steps": "steps", "losses": "loss", "compile_": "compile",
+                   "no_recalibrate_bn": "recalibrate_bn"}
+    missing = {flag: target for flag, target in FLAGS.items()
+               if target[0] is not None and FLAT_OPTIONS.get(python_name.get(flag, flag)) != target}
+    assert not missing
+    plan = _recipe(None, {"augment": "crop", "workers": 2, "loss": {"logits": "mse"}, "threads": 1,
+                          "validate_batch_size": 8})
+    assert (plan.distill.augment, plan.distill.workers, plan.distill.loss) == ("crop", 2, {"logits": "mse"})
+    assert (plan.validate.threads, plan.validate.batch_size) == (1, 8)
