@@ -31,30 +31,9 @@ from onnxkd import model as model_io
 from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, input_specs, reference_shapes
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
-from onnxkd.recipe import PruneOptions, Recipe, ValidateOptions, load_recipe, save_recipe
+from onnxkd.recipe import FLAT_OPTIONS, PruneOptions, Recipe, ValidateOptions, load_recipe, save_recipe
 
 STATE = "compress-state.json"
-# flat keyword options of ``compress`` -> (recipe section, field): every flag of ``onnxkd compress`` that sets the
-# recipe has its keyword here, named as ``onnxkd.distill``/``validate`` name it
-FLAT_OPTIONS = {
-    "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "steps": ("prune", "steps"),
-    "global_rank": ("prune", "global_rank"), "max_group_ratio": ("prune", "max_group_ratio"),
-    "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
-    "prune_normalized": ("prune", "prune_normalized"), "target_speedup": ("prune", "target_speedup"),
-    "max_ratio": ("prune", "max_ratio"), "latency_batch": ("prune", "latency_batch"),
-    "per_group": ("prune", "per_group"), "group_trials": ("prune", "group_trials"),
-    "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
-    "optimizer": ("distill", "optimizer"), "weight_decay": ("distill", "weight_decay"),
-    "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "loss": ("distill", "loss"),
-    "output_weights": ("distill", "output_weights"), "hints": ("distill", "hints"),
-    "hint_weight": ("distill", "hint_weight"), "device": ("distill", "device"), "bf16": ("distill", "bf16"),
-    "compile": ("distill", "compile"), "recalibrate_bn": ("distill", "recalibrate_bn"),
-    "cache_mb": ("distill", "cache_mb"), "augment": ("distill", "augment"), "workers": ("distill", "workers"),
-    "max_accuracy_drop": ("validate", "max_accuracy_drop"), "min_agreement": ("validate", "min_agreement"),
-    "min_speedup": ("validate", "min_speedup"), "provider": ("validate", "provider"),
-    "threads": ("validate", "threads"), "validate_batch_size": ("validate", "batch_size"),
-    "int8": ("quantize", "enabled"), "qat": ("quantize", "qat"),
-}
 
 
 @dataclass

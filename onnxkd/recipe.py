@@ -37,6 +37,29 @@ from onnxkd.qat import QAT_LR
 CRITERIA = ("l1", "l2", "bn", "random", "taylor", "kd")
 
 
+# the keyword options of ``onnxkd.compress`` -> (recipe section, field), named as ``onnxkd.distill`` and
+# ``onnxkd.validate`` name them; ``onnxkd compress``'s flags are these (commands.compress.recipe_flags)
+FLAT_OPTIONS = {
+    "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "steps": ("prune", "steps"),
+    "global_rank": ("prune", "global_rank"), "max_group_ratio": ("prune", "max_group_ratio"),
+    "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
+    "prune_normalized": ("prune", "prune_normalized"), "target_speedup": ("prune", "target_speedup"),
+    "max_ratio": ("prune", "max_ratio"), "latency_batch": ("prune", "latency_batch"),
+    "per_group": ("prune", "per_group"), "group_trials": ("prune", "group_trials"),
+    "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
+    "optimizer": ("distill", "optimizer"), "weight_decay": ("distill", "weight_decay"),
+    "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "loss": ("distill", "loss"),
+    "output_weights": ("distill", "output_weights"), "hints": ("distill", "hints"),
+    "hint_weight": ("distill", "hint_weight"), "device": ("distill", "device"), "bf16": ("distill", "bf16"),
+    "compile": ("distill", "compile"), "recalibrate_bn": ("distill", "recalibrate_bn"),
+    "cache_mb": ("distill", "cache_mb"), "augment": ("distill", "augment"), "workers": ("distill", "workers"),
+    "max_accuracy_drop": ("validate", "max_accuracy_drop"), "min_agreement": ("validate", "min_agreement"),
+    "min_speedup": ("validate", "min_speedup"), "provider": ("validate", "provider"),
+    "threads": ("validate", "threads"), "validate_batch_size": ("validate", "batch_size"),
+    "int8": ("quantize", "enabled"), "qat": ("quantize", "qat"),
+}
+
+
 @dataclass
 class PruneOptions:
     ratio: float = 0.5

@@ -13,27 +13,17 @@ from onnxkd.commands.options import (ROUND_TO_HELP, gate_options, image_folder_o
 
 CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 
-# flag (click parameter name) -> (recipe section, field); a flag given on the command line overrides the recipe
-FLAGS = {
-    "ratio": ("prune", "ratio"), "criterion": ("prune", "criterion"), "prune_steps": ("prune", "steps"),
-    "global_rank": ("prune", "global_rank"), "max_group_ratio": ("prune", "max_group_ratio"),
-    "round_to": ("prune", "round_to"), "ignore": ("prune", "ignore"),
-    "prune_normalized": ("prune", "prune_normalized"), "target_speedup": ("prune", "target_speedup"),
-    "max_ratio": ("prune", "max_ratio"), "latency_batch": ("prune", "latency_batch"),
-    "per_group": ("prune", "per_group"), "group_trials": ("prune", "group_trials"),
-    "epochs": ("distill", "epochs"), "lr": ("distill", "lr"), "batch_size": ("distill", "batch_size"),
-    "optimizer": ("distill", "optimizer"), "weight_decay": ("distill", "weight_decay"),
-    "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"), "losses": ("distill", "loss"),
-    "output_weights": ("distill", "output_weights"), "hints": ("distill", "hints"),
-    "hint_weight": ("distill", "hint_weight"), "device": ("distill", "device"), "bf16": ("distill", "bf16"),
-    "compile_": ("distill", "compile"), "no_recalibrate_bn": ("distill", "recalibrate_bn"),
-    "cache_mb": ("distill", "cache_mb"), "augment": ("distill", "augment"), "workers": ("distill", "workers"),
-    "provider": ("validate", "provider"), "threads": ("validate", "threads"),
-    "validate_batch_size": ("validate", "batch_size"), "max_accuracy_drop": ("validate", "max_accuracy_drop"),
-    "min_agreement": ("validate", "min_agreement"), "min_speedup": ("validate", "min_speedup"),
-    "seed": (None, "seed"), "optimize": (None, "optimize"),
-    "int8": ("quantize", "enabled"), "qat": ("quantize", "qat"),
-}
+# the click parameter names that differ from onnxkd.compress's keywords (recipe.FLAT_OPTIONS)
+CLI_NAMES = {"steps": "prune_steps", "loss": "losses", "compile": "compile_", "recalibrate_bn": "no_recalibrate_bn"}
+
+
+def recipe_flags() -> dict[str, tuple[str | None, str]]:
+    """Flag (click parameter name) -> (recipe section, field); a flag given on the command line overrides the
+    recipe. The Python API's table under the CLI's names, so that the two cannot drift apart."""
+    from onnxkd.recipe import FLAT_OPTIONS
+
+    flags = {CLI_NAMES.get(name, name): target for name, target in FLAT_OPTIONS.items()}
+    return dict(flags, seed=(None, "seed"), optimize=(None, "optimize"))
 
 
 def training_options(command):
@@ -128,7 +118,7 @@ def _recipe(ctx: click.Context, path, flags: dict):
 
     plan, raw = load_recipe(path) if path else (Recipe(), {})
     sections = {"prune": plan.prune, "distill": plan.distill, "validate": plan.validate, "quantize": plan.quantize}
-    for name, (section, key) in FLAGS.items():
+    for name, (section, key) in recipe_flags().items():
         if ctx.get_parameter_source(name) != ParameterSource.COMMANDLINE:
             continue
         value = flags[name]
