@@ -20,11 +20,6 @@ def compared_tensors(model: ir.Model) -> list[str]:
     """Tensor names in order, without repeats (a class id and its confidence share their logits)."""
     shaped, scores, decoded = data_shaped(model), scores_behind(model), decodes(model)
     outputs = [value.name for value in model.graph.outputs]
-    return list(dict.fromkeys([t for o in outputs if o not in shaped.outputs for t in _in_place_of(o, scores, decoded)]
+    in_place_of = {o: decoded[o].tensors if o in decoded else [scores.get(o, o)] for o in outputs}
+    return list(dict.fromkeys([t for o in outputs if o not in shaped.outputs for t in in_place_of[o]]
                               + [t for t in shaped.sources if t not in outputs]))
-
-
-def _in_place_of(output: str, scores: dict[str, str], decoded: dict) -> list[str]:
-    if output in decoded:
-        return [*decoded[output].heads, *(tensor for tensor, _, _ in decoded[output].probabilities)]
-    return [scores.get(output, output)]

@@ -101,6 +101,11 @@ class Decode:
     heads: tuple[str, ...]
     probabilities: tuple[tuple[str, str, int], ...]
 
+    @property
+    def tensors(self) -> list[str]:
+        """Everything distilled in the output's place: the heads, then the logits the probabilities are made of."""
+        return [*self.heads, *(tensor for tensor, _, _ in self.probabilities)]
+
 
 def decodes(model: ir.Model) -> dict[str, Decode]:
     """Output with parts -> what a student learns in its place (``Decode``)."""

@@ -69,17 +69,12 @@ def _compared_pairs(teacher: ir.Model, student: ir.Model, renames: dict[str, str
     for output, s_tensor in scores_behind(student).items():
         if output in t_scores:
             pairs[t_scores[output]] = s_tensor
-    for found in (lambda m: list(data_shaped(m).sources), _decoded_tensors):
+    decoded = lambda m: [t for d in decodes(m).values() for t in d.tensors]  # noqa: E731
+    for found in (lambda m: list(data_shaped(m).sources), decoded):
         t_sources, s_sources = found(teacher), found(student)
         if len(t_sources) == len(s_sources):
             pairs.update(zip(t_sources, s_sources))
     return pairs
-
-
-def _decoded_tensors(model: ir.Model) -> list[str]:
-    """The heads every YOLO-style output is decoded from, then the logits its Softmaxes and Sigmoids read."""
-    found = decodes(model).values()
-    return [t for d in found for t in d.heads] + [t for d in found for t, _, _ in d.probabilities]
 
 
 def _check_values(kind: str, t_values: dict, s_values: dict, teacher_names: dict[str, str]) -> None:
