@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import click
 import onnx_ir as ir
+from rich.markup import escape
 
 from onnxkd import model as model_io
 from onnxkd.commands.options import input_shape_option
@@ -95,15 +96,15 @@ def inspect_model(path: str, input_shapes: dict | None = None, prune_normalized:
     """``prune_normalized``: the channel groups as ``prune --prune-normalized`` sees them (residual streams)."""
     from onnxkd.commands.prune import groups_section
     from onnxkd.data import check_input_shapes, input_specs
-    from onnxkd.data.spec import batch_axis_problem
+    from onnxkd.data.spec import seq_first_note
 
     model = model_io.load(path)
     proto = ir.to_proto(model)
-    specs = input_specs(proto, check_batch=False)  # shown as a note: inspecting such a model is fine
+    specs = input_specs(proto)
     shapes = check_input_shapes(input_shapes, specs)
     report: dict[str, Any] = {"model": str(path), "prune_normalized": prune_normalized}
-    if problem := batch_axis_problem(proto, specs):
-        report["note"] = problem
+    if note := seq_first_note(specs):
+        report["note"] = note
     for name, section in SECTIONS.items():
         report[name] = (section(model, shapes) if section is summary
                         else groups_section(model, prune_normalized) if name == "groups" else section(model))
@@ -195,8 +196,8 @@ def render(report: dict[str, Any], console) -> None:
             renderer(report[name], console)
     if hint := residual_stream_hint(report):
         console.print(hint, highlight=False)
-    if report.get("note"):  # what the other commands refuse this model for
-        console.print(f"[yellow]Note:[/] {report['note']}", highlight=False)
+    if report.get("note"):  # how the other commands feed this model
+        console.print(f"[yellow]Note:[/] {escape(report['note'])}", highlight=False)
 
 
 def residual_stream_hint(report: dict[str, Any]) -> str | None:

@@ -1,14 +1,50 @@
-"""Which axis of a model's output holds the samples. Inputs hold them on axis 0 (the data contract), but outputs
-need not: a CTC recognizer exported the way torch's CTC loss wants its input returns log-probabilities
-[time, batch, classes]. Found from the tensor's shapes at batch 1 and 2: the one axis that grew from 1 to 2.
+"""Which axis of a model's tensors holds the samples. onnxkd holds them on axis 0 (every data source, batch, cache
+and result), but a model need not: a seq-first export takes x[time, batch, C] (torch's LSTM and Transformer
+layers by default), and a CTC recognizer exported the way torch's CTC loss wants its input returns
+log-probabilities [time, batch, classes]. Inputs are moved to the model's axis as they enter it, outputs back to
+axis 0 as they leave it. An input's axis is read from the declared shapes (``input_batch_axes``), an output's from
+its shapes at batch 1 and 2: the one axis that grew from 1 to 2.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from typing import TypeVar, Union
+
+import numpy as np
 
 Key = TypeVar("Key")
+Dim = Union[int, str, None]
+
+
+def input_batch_axes(inputs: Mapping[str, Sequence[Dim]], output_firsts: Sequence[Dim]) -> dict[str, int]:
+    """Input name -> its batch axis, for the inputs whose batch is not axis 0, from the declared shapes
+    (``output_firsts``: axis 0 of each graph output). The sign of a seq-first export (x[T, batch, C] ->
+    y[batch, K]): every output's axis 0 is one symbol that is a later axis of the input and not its axis 0,
+    which is not 1 (a fixed batch of 1 with an output squeezed to [seq, ...] is read as it is). A model whose
+    outputs are seq-first too (x[T, batch, C] -> y[T, batch, K]) shows no sign: its axis 0 is read as the batch."""
+    symbols = {d for d in output_firsts if isinstance(d, str)}
+    if len(symbols) != 1 or not all(isinstance(d, str) for d in output_firsts):
+        return {}
+    [batch] = symbols
+    return {name: list(shape).index(batch) for name, shape in inputs.items()
+            if shape and shape[0] not in (1, batch) and batch in shape[1:]}
+
+
+def declared_batch_axes(graph) -> dict[str, int]:
+    """``input_batch_axes`` of an onnx-ir graph's declared shapes."""
+    def dims(value) -> list:
+        return [d if isinstance(d, int) else d.value for d in value.shape] if value.shape is not None else []
+
+    return input_batch_axes({value.name: dims(value) for value in graph.inputs},
+                            [(dims(value) or [None])[0] for value in graph.outputs])
+
+
+def into_model(feeds: Mapping[str, np.ndarray], axes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Numpy feeds with their samples on axis 0, as the model takes them (contiguous: onnxruntime would copy a
+    strided view on every run)."""
+    return {name: np.ascontiguousarray(np.moveaxis(value, 0, axes[name])) if name in axes else value
+            for name, value in feeds.items()}
 
 
 def batch_axis(at_one: Sequence[int], at_two: Sequence[int]) -> int | None:

@@ -59,12 +59,12 @@ def _fit_array(array: np.ndarray, spec: InputSpec, label: str) -> np.ndarray:
     if array.ndim != spec.rank:
         raise OnnxkdError(
             f"{label}: array of shape {list(array.shape)} has rank {array.ndim}, model expects {spec.describe()} "
-            "(samples on axis 0)"
+            f"(samples on axis 0{_seq_first(spec)})"
         )
     # axis 0 counts samples; the model's batch dim only limits how many run at once
-    for axis, (want, got) in enumerate(zip(spec.shape[1:], array.shape[1:]), start=1):
+    for axis, (want, got) in enumerate(zip(spec.sample_dims, array.shape[1:]), start=1):
         if isinstance(want, int) and want != got:
-            raise OnnxkdError(f"{label}: dim {axis} is {got}, model expects {spec.describe()}")
+            raise OnnxkdError(f"{label}: dim {axis} is {got}, model expects {spec.describe()}{_seq_first(spec)}")
     if getattr(array, "checked", False):
         return array.astype(spec.dtype)
     nonfinite, cast = 0, None
@@ -76,6 +76,13 @@ def _fit_array(array: np.ndarray, spec: InputSpec, label: str) -> np.ndarray:
     if isinstance(array, LazyArray):
         return array.astype(spec.dtype)  # cast as rows are read
     return np.ascontiguousarray(cast)  # the whole array's cast, made by the check
+
+
+def _seq_first(spec: InputSpec) -> str:
+    if not spec.batch_axis:
+        return ""
+    dims = ",".join("?" if d is None else str(d) for d in ("N", *spec.sample_dims))
+    return f"; its batch is axis {spec.batch_axis}, data gives samples on axis 0: [{dims}]"
 
 
 def _check_values(block: np.ndarray, spec: InputSpec, label: str) -> tuple[int, np.ndarray | None]:

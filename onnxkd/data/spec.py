@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 import onnx
 from onnx import helper
 
+from onnxkd.data.batch_axes import input_batch_axes
 from onnxkd.errors import OnnxkdError
 
 Dim = Union[int, str, None]  # int = fixed, str = symbolic (dim_param), None = unknown
@@ -19,7 +20,10 @@ ShapeOverrides = Mapping[str, Sequence[int]]
 class InputSpec:
     name: str
     dtype: np.dtype
-    shape: tuple[Dim, ...]
+    shape: tuple[Dim, ...]  # as the model declares it
+    # Where the model takes its samples: 0, or 1 for a seq-first export (x[T, batch, C] -> y[batch, K]). Data holds
+    # samples on axis 0 whatever the model does; they are moved to this axis as they enter it (``batch_axes``).
+    batch_axis: int = 0
 
     @property
     def rank(self) -> int:
@@ -27,20 +31,31 @@ class InputSpec:
 
     @property
     def fixed_batch(self) -> int | None:
-        """Dim 0 when the model fixes it (e.g. exported with batch 1), else None."""
-        return self.shape[0] if self.shape and isinstance(self.shape[0], int) else None
+        """The batch dim when the model fixes it (e.g. exported with batch 1), else None."""
+        dim = self.shape[self.batch_axis] if self.shape else None
+        return dim if isinstance(dim, int) else None
+
+    @property
+    def sample_dims(self) -> tuple[Dim, ...]:
+        """The model's dims of one sample: its shape without the batch axis (what data holds after axis 0)."""
+        return self.shape[:self.batch_axis] + self.shape[self.batch_axis + 1:]
+
+    def with_batch(self, sample: Sequence[int], batch: int) -> tuple[int, ...]:
+        """A model shape: ``sample`` dims with ``batch`` at the batch axis."""
+        return (*sample[:self.batch_axis], batch, *sample[self.batch_axis:])
 
     def describe(self) -> str:
         dims = ",".join("?" if d is None else str(d) for d in self.shape)
         return f"{self.dtype}[{dims}]"
 
 
-def input_specs(model: onnx.ModelProto, check_batch: bool = True) -> list[InputSpec]:
-    """Graph inputs that are fed at run time (old exporters also list initializers as inputs); ``check_batch``:
-    refuse inputs whose batch is not axis 0 (``batch_axis_problem``)."""
-    initializers = {init.name for init in model.graph.initializer}
+def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
+    """Graph inputs that are fed at run time (old exporters also list initializers as inputs), each with the axis
+    that holds its samples (``input_batch_axes``)."""
+    graph = model.graph
+    initializers = {init.name for init in graph.initializer}
     specs = []
-    for value in model.graph.input:
+    for value in graph.input:
         if value.name in initializers:
             continue
         tensor_type = value.type.tensor_type
@@ -56,37 +71,31 @@ def input_specs(model: onnx.ModelProto, check_batch: bool = True) -> list[InputS
                 dims.append(None)
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
         specs.append(InputSpec(value.name, dtype, tuple(dims)))
-    problem = batch_axis_problem(model, specs) if check_batch else None
-    if problem:
-        raise OnnxkdError(problem)
-    return specs
+    axes = input_batch_axes({spec.name: spec.shape for spec in specs}, _output_first_dims(graph))
+    return [replace(spec, batch_axis=axes.get(spec.name, 0)) for spec in specs]
 
 
-def _output_first_dims(model: onnx.ModelProto) -> list[Dim]:
+def batch_axes(specs: list[InputSpec]) -> dict[str, int]:
+    """Input name -> batch axis, for the inputs that do not take their samples on axis 0."""
+    return {spec.name: spec.batch_axis for spec in specs if spec.batch_axis}
+
+
+def _output_first_dims(graph: onnx.GraphProto) -> list[Dim]:
     firsts: list[Dim] = []
-    for value in model.graph.output:
+    for value in graph.output:
         dims = value.type.tensor_type.shape.dim if value.type.HasField("tensor_type") else []
         firsts.append(dims[0].dim_param or None if dims else None)
     return firsts
 
 
-def batch_axis_problem(model: onnx.ModelProto, specs: list[InputSpec]) -> str | None:
-    """Why an input's batch is not axis 0 (a seq-first RNN export: x[T, batch, C] -> y[batch, K]), or None. Every
-    data source, the batching and the teacher cache read samples on axis 0: such a model would be fed time steps
-    as samples, and validated on that, without an error. The sign: every output's axis 0 is a symbol that is a
-    later axis of the input, not its axis 0 (which is not 1: a fixed batch of 1 with an output squeezed to
-    [seq, ...] is read as it is)."""
-    output_firsts = _output_first_dims(model)
-    symbols = {d for d in output_firsts if isinstance(d, str)}
-    if len(symbols) != 1 or len(output_firsts) != sum(isinstance(d, str) for d in output_firsts):
+def seq_first_note(specs: list[InputSpec]) -> str | None:
+    """What ``inspect`` says about inputs whose samples are not on axis 0, or None."""
+    moved = [spec for spec in specs if spec.batch_axis]
+    if not moved:
         return None
-    [batch] = symbols
-    for spec in specs:
-        if spec.shape and spec.shape[0] not in (1, batch) and batch in spec.shape[1:]:
-            return (f"input {spec.name!r} is {spec.describe()}: its batch is axis {spec.shape.index(batch)} "
-                    f"({batch!r}, axis 0 of the outputs), and onnxkd reads samples on axis 0: export the model "
-                    "batch-first (batch_first=True, or the batch as the inputs' first dynamic axis)")
-    return None
+    shown = ", ".join(f"{spec.name!r} ({spec.describe()}, axis {spec.batch_axis})" for spec in moved)
+    return (f"seq-first input(s) {shown}: data gives samples on axis 0 (x[N, T, C]), and onnxkd moves them to the "
+            "model's batch axis as they enter it")
 
 
 def parse_input_shapes(items: Iterable[str]) -> dict[str, tuple[int, ...]]:
@@ -140,7 +149,7 @@ def reference_shapes(specs: list[InputSpec], overrides: ShapeOverrides | None = 
         if spec.name in overrides:
             shapes[spec.name] = overrides[spec.name]
         elif sample_shapes is not None and spec.name in sample_shapes:
-            shapes[spec.name] = (spec.fixed_batch or 1, *(int(d) for d in sample_shapes[spec.name]))
+            shapes[spec.name] = spec.with_batch([int(d) for d in sample_shapes[spec.name]], spec.fixed_batch or 1)
         else:
             shapes[spec.name] = concrete_shape(spec)
     return shapes
@@ -152,12 +161,12 @@ def concrete_shape(spec: InputSpec, overrides: ShapeOverrides | None = None, bat
     if override is not None:
         shape = list(check_input_shapes({spec.name: override}, [spec])[spec.name])
     else:
-        free = [axis for axis, dim in enumerate(spec.shape) if axis > 0 and not isinstance(dim, int)]
+        free = [axis for axis, dim in enumerate(spec.shape) if axis != spec.batch_axis and not isinstance(dim, int)]
         if free:
             raise OnnxkdError(missing_dims_message(spec, free))
         shape = [dim if isinstance(dim, int) else 1 for dim in spec.shape]
     if batch is not None and shape and spec.fixed_batch is None:
-        shape[0] = batch
+        shape[spec.batch_axis] = batch
     return tuple(shape)
 
 
@@ -168,7 +177,8 @@ EXAMPLE_DIM = 224
 def missing_dims_message(spec: InputSpec, free: list[int]) -> str:
     """Names the dynamic dims nothing fixes and gives the flag, built from the model's own input."""
     which = "dims " + ", ".join(map(str, free)) if len(free) > 1 else f"dim {free[0]}"
-    example = [d if isinstance(d, int) else 1 if axis == 0 else EXAMPLE_DIM for axis, d in enumerate(spec.shape)]
+    example = [d if isinstance(d, int) else 1 if axis == spec.batch_axis else EXAMPLE_DIM
+               for axis, d in enumerate(spec.shape)]
     return (f"input {spec.name!r} has dynamic {which} ({spec.describe()}) and no data gives their sizes; give "
             f"--data, or the sizes with --input-shape {spec.name}={_dims(example)} (your model's real sizes)")
 

@@ -1,4 +1,5 @@
-"""Random inputs of the model's input shapes, for latency and static figures when there is no ``--data``."""
+"""Random inputs of the model's input shapes, for latency and static figures when there is no ``--data``: like any
+data, with their samples on axis 0 (a seq-first input's batch is moved there)."""
 
 from __future__ import annotations
 
@@ -19,4 +20,6 @@ def random_inputs(specs: list[InputSpec], overrides: ShapeOverrides | None = Non
             feeds[spec.name] = rng.random(shape) < 0.5
         else:  # small non-negative ints are valid indices for embeddings/gathers of any size
             feeds[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
+        if spec.batch_axis:
+            feeds[spec.name] = np.ascontiguousarray(np.moveaxis(feeds[spec.name], spec.batch_axis, 0))
     return feeds

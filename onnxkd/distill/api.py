@@ -111,9 +111,9 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     input_names = student_module.input_names
     autocast = _autocast(device, config.bf16)
 
-    def run_module(module, inputs, capture):
+    def run_module(module, inputs, capture):  # module: the teacher or student, maybe wrapped by DDP or compile
         with autocast():
-            return module(*inputs, capture=capture)
+            return module(*student_module.samples_entering(inputs), capture=capture)
 
     # ----------------------------------------------------------------- what is distilled, and the teacher's side
     probe = next(in_order(train_set, input_names, min(config.batch_size, len(train_set)), device))

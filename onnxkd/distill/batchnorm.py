@@ -50,7 +50,7 @@ def recalibrate(module: OnnxModule, model: ir.Model, batches: Iterable[Batch], w
     nodes = batchnorm_nodes(model)
     if not nodes:
         return 0
-    run = run or (lambda m, inputs, capture: m(*inputs, capture=capture))
+    run = run or (lambda m, inputs, capture: m(*m.samples_entering(inputs), capture=capture))
     sums: dict[str, list[torch.Tensor]] = {}
     capture = sorted({n.input for n in nodes})
     was_training = module.training

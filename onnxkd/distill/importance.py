@@ -67,12 +67,12 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
     report.start("kd importance", len(subset))
     samples = 0
     for batch in in_order(subset, student.input_names, batch_size, torch.device(device)):
-        values = named_outputs(student, student(*batch.inputs, capture=capture))
+        values = named_outputs(student, student(*student.samples_entering(batch.inputs), capture=capture))
         if oracle is student:
             reference = {k: v.detach() for k, v in values.items()}
         else:
             with torch.no_grad():
-                reference = named_outputs(oracle, oracle(*batch.inputs, capture=capture))
+                reference = named_outputs(oracle, oracle(*oracle.samples_entering(batch.inputs), capture=capture))
         loss = _sampled_nll(values, reference, compared, temperature, generator)
         grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         gradients = {name: g.detach().cpu().numpy() for (name, _), g in zip(named, grads) if g is not None}

@@ -30,7 +30,7 @@ from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 from onnxkd.graph_passes.analyze.output_parts import OutputParts, output_parts
 from onnxkd.model import load
-from onnxkd.quantize.calibration import DataReader
+from onnxkd.quantize.calibration import reader_for
 from onnxkd.validate import quality
 from onnxkd.validate.inference import run_dataset
 from onnxkd.validate.sessions import SessionConfig, create_session
@@ -118,7 +118,7 @@ def sensitivity(float_path: Path, graph: onnx.GraphProto, int8_path: Path, sampl
     for label, path in (("float", float_path), ("int8", int8_path)):
         augmented = folder / f"{label}-activations.onnx"
         modify_model_output_intermediate_tensors(str(path), str(augmented))
-        activations[label] = collect_activations(str(augmented), DataReader(samples, batch))
+        activations[label] = collect_activations(str(augmented), reader_for(float_path, samples, batch))
         augmented.unlink()
     errors = compute_activation_error(create_activation_matching(activations["int8"], activations["float"]))
     sqnr = {name: float(e["xmodel_err"]) for name, e in errors.items() if np.isfinite(e.get("xmodel_err", np.nan))}

@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
-from onnxkd.data import Dataset
+from onnxkd.data import Dataset, input_specs
+from onnxkd.data.batch_axes import into_model
+from onnxkd.data.spec import batch_axes
 from onnxkd.errors import OnnxkdError
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -37,10 +42,12 @@ class DataReader(CalibrationDataReader):
 
     ``len`` and ``set_range`` (in batches) let onnxruntime calibrate a range of batches at a time
     (``CalibStridedMinMax``, which its histogram calibrators honour too): otherwise they keep every tensor of
-    every batch in memory before the first histogram is made."""
+    every batch in memory before the first histogram is made.
 
-    def __init__(self, dataset: Dataset, batch: int):
-        self.dataset, self.batch = dataset, batch
+    ``batch_axes``: the inputs a seq-first model takes with their samples on another axis (``input_batch_axes``)."""
+
+    def __init__(self, dataset: Dataset, batch: int, batch_axes: dict[str, int] | None = None):
+        self.dataset, self.batch, self.batch_axes = dataset, batch, batch_axes or {}
         self.set_range(0, len(self))
 
     def __len__(self) -> int:
@@ -48,7 +55,7 @@ class DataReader(CalibrationDataReader):
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         arrays, _ = next(self._batches, (None, None))
-        return arrays
+        return None if arrays is None else into_model(arrays, self.batch_axes)
 
     def set_range(self, start_index: int, end_index: int) -> None:
         rows = np.arange(start_index * self.batch, min(end_index * self.batch, len(self.dataset)))
@@ -56,3 +63,10 @@ class DataReader(CalibrationDataReader):
 
     def rewind(self) -> None:
         self.set_range(0, len(self))
+
+
+def reader_for(model_path: Path, dataset: Dataset, batch: int) -> DataReader:
+    """A ``DataReader`` of ``dataset`` for the model at ``model_path`` (a seq-first one gets its samples on its own
+    batch axis)."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    return DataReader(dataset, batch, batch_axes(input_specs(model)))

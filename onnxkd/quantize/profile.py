@@ -35,12 +35,13 @@ def node_times(path: Path, feeds: dict[str, np.ndarray], config: SessionConfig, 
     """Original node name -> microseconds per run (``OVERHEAD`` for what maps to no node)."""
     import onnxruntime as ort
 
-    from onnxkd.validate.sessions import resolve_providers
+    from onnxkd.validate.sessions import resolve_providers, samples_first
 
     options = session_options(config)
     options.enable_profiling = True
     options.profile_file_prefix = str(path.with_suffix("")) + "-profile"
-    session = ort.InferenceSession(str(path), sess_options=options, providers=resolve_providers(config.provider))
+    session = samples_first(ort.InferenceSession(str(path), sess_options=options,
+                                                 providers=resolve_providers(config.provider)))
     for _ in range(3):  # warm-up runs are profiled too: they are dropped below by taking the last ``runs``
         session.run(None, feeds)
     started, done = time.perf_counter(), 0

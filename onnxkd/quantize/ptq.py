@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from onnxkd.data import Dataset
 from onnxkd.errors import OnnxkdError
-from onnxkd.quantize.calibration import DEFAULT_METHOD, METHODS, DataReader
+from onnxkd.quantize.calibration import DEFAULT_METHOD, METHODS, reader_for
 from onnxkd.quantize.channel_pad import padded_copy
 from onnxkd.quantize.target import Target
 from onnxkd.validate.sessions import first_line
@@ -142,7 +142,8 @@ class Quantizer:
             # range (dropped right after) warns from numpy
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                quantize_static(str(self.float_path), str(out), DataReader(self.calibration, self.batch),
+                reader = reader_for(self.float_path, self.calibration, self.batch)
+                quantize_static(str(self.float_path), str(out), reader,
                                 per_channel=self.settings.per_channel, reduce_range=self.settings.target.reduce_range,
                                 activation_type=quant_type, weight_type=QuantType.QInt8, calibrate_method=method,
                                 nodes_to_exclude=sorted(exclude), extra_options=extra,

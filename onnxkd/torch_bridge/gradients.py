@@ -75,7 +75,7 @@ def initializer_gradients(model: ModelLike | OnnxModule, batches: Any, labels: n
     try:
         for feeds, batch_labels in _batches(batches, labels, batch_size, max_batches):
             inputs = _inputs(module, feeds)
-            outputs, captured = module(*inputs, capture=capture)
+            outputs, captured = module(*module.samples_entering(inputs), capture=capture)
             values = {**dict(zip(module.output_names, outputs)), **captured}
             loss = _loss([values[name] for name in compared], batch_labels, compared)
             grads = torch.autograd.grad(loss, params, allow_unused=True)

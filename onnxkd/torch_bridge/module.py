@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from onnxkd import model as model_io
+from onnxkd.data.batch_axes import declared_batch_axes
 from onnxkd.torch_bridge import dtypes
 from onnxkd.torch_bridge.fixed_batch import declared_batch, run_in_chunks
 from onnxkd.torch_bridge.program import Program, tensor_from_ir
@@ -98,8 +99,16 @@ class OnnxModule(nn.Module):
         self.input_names = list(self.program.input_names)
         self.output_names = list(self.program.output_names)
         self.declared_batch = declared_batch(graph)  # None: the graph takes any batch
+        # Per input, the axis the graph takes its samples on: 0, or 1 for a seq-first export. The module runs the
+        # graph as declared; callers holding samples on axis 0 move them there (``Tensor.movedim(0, axis)``).
+        found = declared_batch_axes(graph)
+        self.input_batch_axes = [found.get(name, 0) for name in self.input_names]
 
     # ------------------------------------------------------------------ running
+
+    def samples_entering(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """``inputs`` held with their samples on axis 0 (onnxkd's batches), moved to the axes the graph takes."""
+        return [x.movedim(0, axis) if axis else x for x, axis in zip(inputs, self.input_batch_axes)]
 
     def forward(self, *inputs: torch.Tensor, capture: Sequence[str] | None = None):
         if len(inputs) != len(self.input_names):

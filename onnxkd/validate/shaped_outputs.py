@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import onnx_ir as ir
 import onnxruntime as ort
 
+from onnxkd.data.batch_axes import declared_batch_axes
 from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs, token_score_outputs
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 from onnxkd.graph_passes.analyze.output_parts import OutputParts, output_parts
@@ -63,4 +64,6 @@ def session_exposing(model: ir.Model, names: Iterable[str], config: SessionConfi
     copy = graph_copy(model)
     produced = {output.name: output for node in copy.graph for output in node.outputs}
     copy.graph.outputs.extend(produced[name] for name in names)
-    return create_session(session_source(copy), config, label)[0]
+    # where the inputs' batches are is read from the model's own outputs, before the inner ones join them
+    return create_session(session_source(copy), config, label, declared_batch_axes(model.graph))[0]
+
