@@ -96,8 +96,11 @@ def _ort_scores(path: str, x: np.ndarray) -> np.ndarray:
     ({"x": ["time", "batch", 8], "mask": ["batch", "time"]}, ["batch", "batch"], {"x": 1}),
     ({"x": ["batch", "time", 8]}, ["batch"], {}),
     ({"x": [1, "seq", 8]}, ["seq"], {}),  # a fixed batch of one, squeezed away: read as it is
-    ({"x": ["time", "batch", 8]}, ["time"], {}),  # seq-first outputs too: nothing tells the batch apart
-    ({"x": ["time", "batch", 8]}, ["batch", None], {}),
+    ({"x": ["time", "batch", 8]}, ["time"], {"x": 1}),  # seq-first outputs too: the batch is told by its name
+    ({"x": ["T", "batch_size", 8]}, ["T"], {"x": 1}),
+    ({"x": ["time", "n", 8]}, ["time"], {}),  # nothing tells the batch apart: axis 0 is read as it
+    ({"x": ["batch", "time", 8]}, ["batch"], {}),
+    ({"x": ["time", "batch", 8]}, ["batch", None], {"x": 1}),
 ])
 def test_which_inputs_are_seq_first(inputs, outputs, expected):
     assert input_batch_axes(inputs, outputs) == expected
@@ -138,6 +141,47 @@ def test_compress_of_a_seq_first_export_equals_compress_of_its_batch_first_twin(
     params = [sum(np.prod(t.dims) for t in onnx.load(path).graph.initializer)
               for path in (str(tmp_path / "seq_first.onnx"), students["seq_first"])]
     assert params[1] < 0.7 * params[0], params  # pruned
+
+
+class _Tagger(_SeqFirst):
+    def forward(self, x):  # x: [T, N, C] -> [T, N, classes], one prediction per step
+        return self.head(torch.relu(self.proj(x)))
+
+
+class _TaggerTwin(nn.Module):
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):  # x: [N, T, C] -> [N, T, classes]
+        return self.inner(x.transpose(0, 1)).transpose(0, 1)
+
+
+def test_a_seq_first_tagger_is_told_by_its_batch_dims_name(tmp_path, capsys):
+    """x[time, batch, C] -> y[time, batch, K]: the outputs do not tell which axis is the batch, the name does. The
+    student equals the batch-first twin's (the outputs' samples found on axis 1 by two short runs)."""
+    torch.manual_seed(0)
+    tagger = _Tagger().eval()
+    x, _ = _task(200, 8)
+    np.savez(tmp_path / "train.npz", x=x)
+    students = {}
+    for name, module, example, axes in (("seq_first", tagger, torch.randn(T, 2, C), {0: "time", 1: "batch"}),
+                                        ("twin", _TaggerTwin(tagger), torch.randn(2, T, C), {0: "batch", 1: "time"})):
+        path = str(tmp_path / f"{name}.onnx")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), path, dynamo=False, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": axes, "y": axes})
+        (tmp_path / name).mkdir()
+        students[name] = student = str(tmp_path / name / "student.onnx")
+        code, _, err = cli(capsys, "compress", path, "--ratio", "0.5", "--data", str(tmp_path / "train.npz"),
+                           "--epochs", "2", "-o", student)
+        assert code == 0, err
+    held_x, _ = _task(50, 9)
+    twin_scores = ort.InferenceSession(students["twin"]).run(None, {"x": held_x})[0]
+    seq_scores = _ort_scores(students["seq_first"], held_x)
+    assert seq_scores.shape == (T, 50, CLASSES)
+    np.testing.assert_allclose(seq_scores.transpose(1, 0, 2), twin_scores, rtol=1e-4, atol=1e-5)
 
 
 def test_data_given_seq_first_is_refused_with_where_the_samples_go(tmp_path, capsys):

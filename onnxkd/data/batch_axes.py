@@ -8,6 +8,7 @@ its shapes at batch 1 and 2: the one axis that grew from 1 to 2.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import TypeVar, Union
 
@@ -17,18 +18,31 @@ Key = TypeVar("Key")
 Dim = Union[int, str, None]
 
 
+# What exporters call a batch dim: torch.export.Dim("batch"), dynamic_axes={"x": {1: "batch_size"}}.
+BATCH_NAME = re.compile(r"^batch(_?size)?$", re.IGNORECASE)
+
+
 def input_batch_axes(inputs: Mapping[str, Sequence[Dim]], output_firsts: Sequence[Dim]) -> dict[str, int]:
     """Input name -> its batch axis, for the inputs whose batch is not axis 0, from the declared shapes
-    (``output_firsts``: axis 0 of each graph output). The sign of a seq-first export (x[T, batch, C] ->
-    y[batch, K]): every output's axis 0 is one symbol that is a later axis of the input and not its axis 0,
-    which is not 1 (a fixed batch of 1 with an output squeezed to [seq, ...] is read as it is). A model whose
-    outputs are seq-first too (x[T, batch, C] -> y[T, batch, K]) shows no sign: its axis 0 is read as the batch."""
+    (``output_firsts``: axis 0 of each graph output). Two signs of a seq-first export:
+
+    - x[T, batch, C] -> y[batch, K]: every output's axis 0 is one symbol that is a later axis of the input and
+      not its axis 0, which is not 1 (a fixed batch of 1 with an output squeezed to [seq, ...] is read as it is);
+    - otherwise, x[T, batch, C] -> y[T, batch, K] (a tagger, a CTC model fed seq-first): the one later axis of
+      the input named as a batch (``BATCH_NAME``). Without either, axis 0 is read as the batch."""
     symbols = {d for d in output_firsts if isinstance(d, str)}
-    if len(symbols) != 1 or not all(isinstance(d, str) for d in output_firsts):
-        return {}
-    [batch] = symbols
-    return {name: list(shape).index(batch) for name, shape in inputs.items()
-            if shape and shape[0] not in (1, batch) and batch in shape[1:]}
+    if len(symbols) == 1 and all(isinstance(d, str) for d in output_firsts):
+        [batch] = symbols
+        found = {name: list(shape).index(batch) for name, shape in inputs.items()
+                 if shape and shape[0] not in (1, batch) and batch in shape[1:]}
+        if found:
+            return found
+    return {name: axis for name, shape in inputs.items() if (axis := _named_batch_axis(shape))}
+
+
+def _named_batch_axis(shape: Sequence[Dim]) -> int | None:
+    named = [axis for axis, dim in enumerate(shape) if isinstance(dim, str) and BATCH_NAME.match(dim)]
+    return named[0] if len(named) == 1 and named[0] > 0 else None
 
 
 def declared_batch_axes(graph) -> dict[str, int]:

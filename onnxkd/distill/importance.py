@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxkd.data import Dataset
+from onnxkd.distill.batch_first import batch_axes, batch_first
 from onnxkd.distill.loader import in_order
 from onnxkd.distill.progress import reporter
 from onnxkd.distill.trainer import named_outputs
@@ -66,13 +67,16 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
     report = reporter(progress)
     report.start("kd importance", len(subset))
     samples = 0
+    probe = next(in_order(subset, student.input_names, batch_size, torch.device(device)))
+    # every tensor with its samples on axis 0, as distillation holds them (a seq-first model's outputs moved there)
+    run = batch_first(_run, student.output_names, batch_axes(student, probe.inputs, compared, _run))
     for batch in in_order(subset, student.input_names, batch_size, torch.device(device)):
-        values = named_outputs(student, student(*student.samples_entering(batch.inputs), capture=capture))
+        values = named_outputs(student, run(student, batch.inputs, capture))
         if oracle is student:
             reference = {k: v.detach() for k, v in values.items()}
         else:
             with torch.no_grad():
-                reference = named_outputs(oracle, oracle(*oracle.samples_entering(batch.inputs), capture=capture))
+                reference = named_outputs(oracle, run(oracle, batch.inputs, capture))
         loss = _sampled_nll(values, reference, compared, temperature, generator)
         grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
         gradients = {name: g.detach().cpu().numpy() for (name, _), g in zip(named, grads) if g is not None}
@@ -82,6 +86,10 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
         report.update(samples)
     report.stop()
     return {gid: total / max(samples, 1) for gid, total in totals.items()}
+
+
+def _run(module, inputs: list[torch.Tensor], capture: list[str]) -> tuple:
+    return module(*module.samples_entering(inputs), capture=capture)
 
 
 def _sampled_nll(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], tensors: list[str],
