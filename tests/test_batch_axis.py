@@ -115,8 +115,12 @@ def test_validate_feeds_the_batch_on_axis_1_and_its_accuracy_is_onnxruntimes(tmp
     code, _, err = cli(capsys, "validate", model, model, "--data", str(tmp_path / "data.npz"), "--runs", "3",
                        "--report", str(tmp_path / "report"))
     assert code == 0, err
-    accuracy = json.loads((tmp_path / "report" / "report.json").read_text())["accuracy"]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    accuracy = report["accuracy"]
     assert accuracy["teacher"] == pytest.approx(expected) and accuracy["student"] == pytest.approx(expected)
+    # MACs of one sample in the model's layout, x[12, 1, 8]: the projection at every step, then the head
+    assert report["teacher"]["macs"] == T * C * 48 + 48 * CLASSES
+    assert report["teacher"]["inputs"][0]["measured_shape"] == [T, 1, C]
 
 
 def test_compress_of_a_seq_first_export_equals_compress_of_its_batch_first_twin(tmp_path, capsys):
@@ -198,6 +202,8 @@ def test_inspect_notes_how_the_model_is_fed(tmp_path, capsys):
     assert code == 0 and "moves them to the model's batch axis" in json.loads(out)["note"]
     code, out, _ = cli(capsys, "inspect", model)
     assert code == 0 and "float32[time,batch,8]" in out  # markup-escaped
+    code, out, _ = cli(capsys, "inspect", _export(tmp_path / "fixed_time.onnx", {1: "batch"}), "--json")
+    assert code == 0 and json.loads(out)["summary"]["macs"] == T * C * 48 + 48 * CLASSES  # at x[12, 1, 8]
 
 
 def test_sessions_calibration_and_random_inputs_take_samples_on_axis_0(tmp_path):

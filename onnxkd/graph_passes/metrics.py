@@ -17,6 +17,7 @@ from pathlib import Path
 import onnx
 import onnx_ir as ir
 
+from onnxkd.data.batch_axes import declared_batch_axes
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze import contrib_shapes
 from onnxkd.graph_passes.analyze.shape_folding import infer_at
@@ -276,12 +277,14 @@ def _fixed_input_shapes(model: ir.Model, given: dict[str, list[int]]) -> dict[st
     if unknown := sorted(set(given) - names):
         raise OnnxkdError(f"input shape given for {unknown[0]!r}, which is not a graph input ({sorted(names)})")
     shapes = {}
+    batch_axes = declared_batch_axes(model.graph)  # a seq-first input's batch is its axis 1
     for value in inputs:
         if value.name in given:
             shapes[value.name] = [int(d) for d in given[value.name]]
         elif value.shape is not None:
             # a free batch counts one sample; a free height or length has no size to count at
-            if free := [axis for axis, d in enumerate(value.shape) if axis > 0 and not isinstance(d, int)]:
+            batch = batch_axes.get(value.name, 0)
+            if free := [axis for axis, d in enumerate(value.shape) if axis != batch and not isinstance(d, int)]:
                 raise OnnxkdError(f"MACs not counted: input {value.name!r} has dynamic dims {free} and no size was "
                                   "given for them (--data or --input-shape)")
             shapes[value.name] = [d if isinstance(d, int) else 1 for d in value.shape]

@@ -79,7 +79,8 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
         feeds_b = _feeds(dataset, specs, overrides, batched, seed)
         lat_batched = _latency_pair(t_session, s_session, feeds_b, batched, protocol, progress)
 
-    measured = {k: tuple(v.shape) for k, v in feeds_one.items()}
+    # the shapes the model ran at, in its own layout (feeds hold samples on axis 0)
+    measured = {s.name: s.with_batch(feeds_one[s.name].shape[1:], len(feeds_one[s.name])) for s in specs}
     t_fig = _figures(t_model, specs, measured, t_session, t_create_ms, t_first_ms)
     s_fig = _figures(s_model, specs, measured, s_session, s_create_ms, s_first_ms)
     t_fig.latency_ms, s_fig.latency_ms = lat_one["teacher"], lat_one["student"]
