@@ -7,7 +7,9 @@ a small residual CNN trained on scikit-learn's digits (8x8 scans upsampled to 3x
 kinds get them placed on a 20x24 canvas, the size an exported 16x16 graph never saw) and a map network trained
 to segment the strokes. Each is compressed at --ratio 0.5 from another folder with relative paths, and the
 student is then loaded from a moved folder. Figures come from onnxkd's report.json (measured by onnxruntime
-against the original teacher file on the 360 held-out digits); one ONNX-zoo light model runs data-free.
+against the original teacher file on the 360 held-out digits); one ONNX-zoo light model runs data-free. A last row
+is a seq-first LSTM (torch's nn.LSTM default, x[time, batch, C]) reading each digit's 8 rows of 8 pixels as time
+steps, written by torch's default export; its data holds samples on axis 0 ([N, 8, 8]) as any data does.
 
     python benchmarks/teacher_files.py [--epochs 15] [--teacher-epochs 12]
 
@@ -17,12 +19,15 @@ Prints one table and the command that made it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +117,54 @@ def train_classifier(epochs: int) -> nn.Module:
     return net.eval()
 
 
+class DigitsLSTM(nn.Module):
+    """Seq-first, as torch's recurrent layers are by default: x[8 rows, batch, 8 pixels] -> scores[batch, 10]."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(8, 128)
+        self.head = nn.Sequential(nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x):
+        steps, _ = self.lstm(x)
+        return self.head(steps[-1])
+
+
+def digit_rows() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits (seeded order, as ``digits_images``) as [N, 8 rows, 8 pixels], normalised."""
+    digits = load_digits()
+    order = np.random.default_rng(0).permutation(len(digits.images))
+    rows = digits.images[order].astype(np.float32) / 16.0
+    return (rows - rows.mean()) / rows.std(), digits.target[order].astype(np.int64)
+
+
+def seq_first_teacher(folder: Path, epochs: int) -> tuple[Path, Path, Path]:
+    """The LSTM trained on the digits' rows, written by ``torch.onnx.export(m, (x,), path)`` with a dynamic batch
+    (axis 1), and its data with samples on axis 0."""
+    torch.manual_seed(0)
+    net = DigitsLSTM()
+    rows, labels = digit_rows()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3)
+    for _ in range(epochs * 2):
+        net.train()
+        for batch in torch.randperm(TRAIN).split(64):
+            scores = net(torch.from_numpy(rows[batch]).transpose(0, 1))
+            loss = nn.functional.cross_entropy(scores, torch.from_numpy(labels[batch]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model = folder / "models" / "seq-first-lstm" / "t.onnx"
+    model.parent.mkdir(parents=True)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.from_numpy(rows[:2]).transpose(0, 1),), str(model),
+                          dynamic_shapes=({1: torch.export.Dim("batch")},))
+    train, val = folder / "seq_first_train.npz", folder / "seq_first_val.npz"
+    np.savez(train, x=rows[:TRAIN], labels=labels[:TRAIN])
+    np.savez(val, x=rows[TRAIN:], labels=labels[TRAIN:])
+    return model, train, val
+
+
 def train_segmenter(epochs: int) -> nn.Module:
     torch.manual_seed(0)
     seg = SigmoidMap()
@@ -195,6 +248,8 @@ def main() -> None:
                    for kind in KINDS]
         results.append(compress(work, "light-squeezenet (data-free)", teachers["light-squeezenet"].model, None,
                                 None, 1))
+        lstm = seq_first_teacher(work, args.teacher_epochs)
+        results.append(compress(work, "seq-first LSTM, torch default export", *lstm, args.epochs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print("| teacher file | measured at | accuracy (teacher → student) | agreement | MACs fewer | "
