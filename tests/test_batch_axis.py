@@ -220,7 +220,7 @@ def test_sessions_calibration_and_random_inputs_take_samples_on_axis_0(tmp_path)
 
 def test_distill_and_taylor_scores_move_the_samples_into_the_torch_module(tmp_path):
     """The torch side, through the Python API: distilling the seq-first export and its batch-first twin gives the
-    same student, and so do their Taylor scores (the gradients of every weight)."""
+    same student (with a feature hint), and so do their Taylor scores (the gradients of every weight)."""
     x, y = _task(300, 6)
     held_x, _ = _task(100, 7)
     models = {"seq_first": _export(tmp_path / "seq_first.onnx", {0: "time", 1: "batch"}),
@@ -228,8 +228,10 @@ def test_distill_and_taylor_scores_move_the_samples_into_the_torch_module(tmp_pa
     scores = {}
     for name, teacher in models.items():
         student = tmp_path / f"{name}-student.onnx"
-        onnxkd.distill(teacher, onnxkd.prune(teacher, 0.5, round_to=1).model, {"x": x, "labels": y}, epochs=2,
-                       output=student)
+        # hints on an inner tensor, [T, batch, 48] in both graphs: cached and cut with their samples on axis 0
+        result = onnxkd.distill(teacher, onnxkd.prune(teacher, 0.5, round_to=1).model, {"x": x, "labels": y},
+                                epochs=2, hints=["auto"], output=student)
+        assert result.hints and all(h["removed"] == {"2": 24} for h in result.hints)
         scores[name] = (_ort_scores(str(student), held_x) if name == "seq_first"
                         else ort.InferenceSession(str(student)).run(None, {"x": held_x})[0])
     np.testing.assert_allclose(scores["seq_first"], scores["twin"], rtol=1e-4, atol=1e-5)
@@ -255,3 +257,10 @@ def test_a_fixed_batch_of_one_with_a_squeezed_output_is_read_as_it_is(tmp_path):
         torch.onnx.export(Squeezed().eval(), (torch.randn(1, 12, 8),), str(path), dynamo=False, input_names=["x"],
                           output_names=["y"], dynamic_axes={"x": {1: "seq"}, "y": {0: "seq"}})
     assert onnxkd.prune(path, 0.5, round_to=1).summary["pruned"] == 1
+
+
+def test_a_hint_held_samples_first_moves_the_axes_before_the_batch():
+    from onnxkd.distill.hints import Hint
+
+    # y[T, directions, batch, H] (ONNX's LSTM output) held as [batch, T, directions, H]
+    assert Hint("y", {1: [0], 3: [2, 5]}).samples_first(2).removed == {2: [0], 3: [2, 5]}

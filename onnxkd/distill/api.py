@@ -116,11 +116,13 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
             return module(*student_module.samples_entering(inputs), capture=capture)
 
     # ----------------------------------------------------------------- what is distilled, and the teacher's side
+    hints = hint_rules.resolve(config.hints, teacher_model, student_model, read_plan_details(student_model))
     probe = next(in_order(train_set, input_names, min(config.batch_size, len(train_set)), device))
-    axes = batch_axes(teacher_module, probe.inputs, probed_tensors(student_model), run_module)
+    axes = batch_axes(teacher_module, probe.inputs, probed_tensors(student_model) + [h.tensor for h in hints],
+                      run_module)
+    hints = [h.samples_first(axes[h.tensor]) if h.tensor in axes else h for h in hints]
     run = batch_first(run_module, student_module.output_names, axes)
-    objective, hints, teacher_values = _objective(teacher_module, student_module, teacher_model, student_model, probe,
-                                                  config, run)
+    objective, teacher_values = _objective(teacher_module, student_module, student_model, probe, hints, config, run)
     _check_labels(objective, teacher_values, train_set, val_set)
     for note in (data_shaped_note(student_model), decoded_note(objective.targets, student_model)):
         if note:
@@ -294,11 +296,10 @@ def _autocast(device: torch.device, bf16: bool):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def _objective(teacher_module, student_module, teacher_model, student_model, probe, config: DistillConfig,
-               run) -> tuple[Objective, list, dict]:
+def _objective(teacher_module, student_module, student_model, probe, hints: list, config: DistillConfig,
+               run) -> tuple[Objective, dict]:
     """One probe batch through both models decides the targets (class scores or maps, Softmax logits) and
-    fixes each hint's kept channels. Returns the objective, the hints and the teacher's raw probe values."""
-    hints = hint_rules.resolve(config.hints, teacher_model, student_model, read_plan_details(student_model))
+    fixes each hint's kept channels. Returns the objective and the teacher's raw probe values."""
     probe_teacher = Teacher(teacher_module, probed_tensors(student_model), hints, run)
     teacher_values = probe_teacher.forward(probe.inputs, raw=True)
     targets = plan_targets(student_model, teacher_values, config.loss, config.output_weights)
@@ -313,7 +314,7 @@ def _objective(teacher_module, student_module, teacher_model, student_model, pro
     for hint in hints:
         hint_rules.check_covered(hint, teacher_values[hint.tensor], student_values[hint.tensor])
         hint.fit(teacher_values[hint.tensor], student_values[hint.tensor])
-    return objective, hints, teacher_values
+    return objective, teacher_values
 
 
 def _cache_decoded_images(datasets, work_dir: Path | None, rank: int, report) -> Path | None:

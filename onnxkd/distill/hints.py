@@ -14,7 +14,7 @@ graph; the ones nearest to 1/4, 1/2 and 3/4 of the way through are chosen.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx_ir as ir
@@ -37,6 +37,11 @@ class Hint:
     def to_dict(self) -> dict:
         return {"tensor": self.tensor, "removed": {str(a): len(r) for a, r in self.removed.items()},
                 "kept": {str(a): len(k) for a, k in self.keep.items()}}
+
+    def samples_first(self, batch_axis: int) -> "Hint":
+        """This hint on its tensor held with the samples moved from ``batch_axis`` to axis 0 (as distillation holds
+        a seq-first model's tensors): the axes before the batch axis move one later."""
+        return replace(self, removed={axis + (axis < batch_axis): r for axis, r in self.removed.items()})
 
     def fit(self, teacher: torch.Tensor, student: torch.Tensor) -> None:
         """Fix the kept indices from one batch's shapes, and check they give the student's shape."""

@@ -5,9 +5,8 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from dataclasses import dataclass
-
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import onnxruntime as ort
 
