@@ -194,6 +194,13 @@ def test_data_given_seq_first_is_refused_with_where_the_samples_go(tmp_path, cap
     code, _, err = cli(capsys, "validate", model, model, "--data", str(tmp_path / "data.npz"))
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "dim 1 is 16" in err and "its batch is axis 1, data gives samples on axis 0: [N,12,8]" in err
+    # with a dynamic time dim the shape cannot tell, the labels can
+    model = _export(tmp_path / "dynamic_time.onnx", {0: "time", 1: "batch"})
+    np.savez(tmp_path / "labelled.npz", x=np.zeros((T, 16, C), np.float32), labels=np.zeros(16, np.int64))
+    code, _, err = cli(capsys, "validate", model, model, "--data", str(tmp_path / "labelled.npz"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "16 labels for 12 samples (a seq-first model; its batch is axis 1, data gives samples on axis 0: " \
+           "[N,time,8])" in err
 
 
 def test_inspect_notes_how_the_model_is_fed(tmp_path, capsys):

@@ -29,7 +29,8 @@ def fit_to_model(data: Dataset, specs: list[InputSpec]) -> Dataset:
             raise OnnxkdError(f"{where}input {spec.name!r} has {len(array)} samples, other inputs have {n}")
     if not n:
         raise OnnxkdError(f"{where}input {specs[0].name!r} has no samples")
-    labels = None if data.labels is None else _fit_labels(data.labels, n, where)
+    seq_first = next((_seq_first(spec) for spec in specs if spec.batch_axis), "")
+    labels = None if data.labels is None else _fit_labels(data.labels, n, where, seq_first)
     return Dataset(fitted, labels, data.source)
 
 
@@ -99,14 +100,15 @@ def _check_values(block: np.ndarray, spec: InputSpec, label: str) -> tuple[int, 
     return 0, cast
 
 
-def _fit_labels(labels: np.ndarray, n: int, where: str) -> np.ndarray:
+def _fit_labels(labels: np.ndarray, n: int, where: str, seq_first: str = "") -> np.ndarray:
     if labels.dtype.kind not in "iu":
         raise OnnxkdError(f"{where}labels: expected integer class ids, got dtype {labels.dtype}")
     labels = labels.reshape(-1) if labels.ndim == 2 and 1 in labels.shape else labels
     if labels.ndim != 1:
         raise OnnxkdError(f"{where}labels: expected a 1-D array of class ids, got shape {list(labels.shape)}")
     if len(labels) != n:
-        raise OnnxkdError(f"{where}labels: {len(labels)} labels for {n} samples")
+        raise OnnxkdError(f"{where}labels: {len(labels)} labels for {n} samples"
+                          + (f" (a seq-first model{seq_first})" if seq_first else ""))
     if len(labels) and labels.min() < 0:
         raise OnnxkdError(f"{where}labels: negative class id {int(labels.min())}")
     return labels.astype(np.int64)
