@@ -68,7 +68,72 @@ def _fitting_stand_ins(model: ir.Model) -> tuple[tuple[int, ...], Concrete]:
         other = _concrete_shapes(model, other_sizes)
         if len(other[0]) > len(best[0]):
             sizes, best = other_sizes, other
+    return _at_a_baked_size(model, sizes, best)
+
+
+MAX_BAKED_TRIES = 12
+
+
+def _at_a_baked_size(model: ir.Model, sizes: tuple[int, ...], best: Concrete) -> tuple[tuple[int, ...], Concrete]:
+    """Stand-ins that give a dynamic dim the size an export baked into a Reshape target, where one did.
+
+    torch's legacy exporter traces nn.MultiheadAttention's key/value view with the example's sequence length as a
+    constant ([12, batch * heads, head_dim]) while the input still declares the length dynamic: such a file runs
+    at that length only (onnxruntime refuses any other), and at the primes the Reshape's input and target
+    disagree on the element count, so no channel can be followed through it. Each entry of such a target is tried
+    as the size of each dynamic dim; a try is kept when it reconciles more Reshapes. The analysis then sees the
+    model at the one size it runs at; the dim stays marked dynamic, so no channel position is recorded on it."""
+    mismatched = _mismatched_reshapes(model, best)
+    if not mismatched:
+        return sizes, best
+    entries = sorted({int(v) for target in mismatched for v in np.asarray(target).reshape(-1) if v > 1})
+    tries = [(position, value) for value in entries for position in range(min(len(_symbols(model)), len(sizes)))
+             if value not in sizes][:MAX_BAKED_TRIES]
+    for position, value in tries:
+        trial = sizes[:position] + (value,) + sizes[position + 1:]
+        other = _concrete_shapes(model, trial)
+        still = _mismatched_reshapes(model, other)
+        if len(still) < len(mismatched):
+            sizes, best, mismatched = trial, other, still
+            if not mismatched:
+                break
     return sizes, best
+
+
+def _mismatched_reshapes(model: ir.Model, concrete: Concrete) -> list[np.ndarray]:
+    """The folded targets of the Reshapes whose input and output element counts differ at ``concrete``'s sizes."""
+    shapes, values = concrete
+    found = []
+    for node in model.graph.all_nodes():
+        if node.op_type != "Reshape" or len(node.inputs) < 2 or node.inputs[0] is None or node.inputs[1] is None:
+            continue
+        before, after = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
+        target = values.get(node.inputs[1].name)
+        if target is None and node.inputs[1].const_value is not None:
+            target = node.inputs[1].const_value.numpy()
+        if before and after and target is not None and np.prod(before) != np.prod(after):
+            found.append(target)
+    return found
+
+
+def _symbols(model: ir.Model) -> list[str]:
+    """The dynamic input dims, one key per distinct symbol (an unnamed dim is its own), in stand-in order."""
+    keys: list[str] = []
+    initializers = set(model.graph.initializers)
+    for value in model.graph.inputs:
+        if value.name in initializers or value.shape is None:
+            continue
+        for axis, dim in enumerate(value.shape):
+            if not (isinstance(dim, int) and dim > 0):
+                key = _dim_key(value, axis, dim)
+                if key not in keys:
+                    keys.append(key)
+    return keys
+
+
+def _dim_key(value: ir.Value, axis: int, dim) -> str:
+    """A dynamic dim's stand-in key: its symbol, shared by every dim that names it; an unnamed dim is its own."""
+    return str(dim) if isinstance(dim, ir.SymbolicDim) and dim.value else f"?{value.name}:{axis}"
 
 
 def concrete_at_two_sizes(model: ir.Model) -> tuple[Concrete, Concrete]:
@@ -96,7 +161,7 @@ def _concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...]) -> tuple[dict[
             if isinstance(dim, int) and dim > 0:
                 dims.append(dim)
             else:
-                key = str(dim) if isinstance(dim, ir.SymbolicDim) and dim.value else f"?{value.name}:{len(dims)}"
+                key = _dim_key(value, len(dims), dim)
                 symbols.setdefault(key, stand_ins[len(symbols) % len(stand_ins)])
                 dims.append(symbols[key])
         fixed[value.name] = dims
