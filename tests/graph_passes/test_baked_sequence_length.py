@@ -71,3 +71,30 @@ def test_heads_are_cut_and_the_pruned_model_matches_the_oracle(encoder):
         pruned = prune_with_plan(encoder, plan)
         prepared, groups = channel_groups(encoder)
         assert_close(run(pruned.model, _feeds(2)), run(zeroed_original(prepared, groups, plan), _feeds(2)))
+
+
+def test_a_dynamo_lstm_export_with_its_length_baked_into_a_reshape(tmp_path):
+    """torch's default exporter, asked for a dynamic length, still writes [12, -1, hidden] after the LSTM."""
+    torch.manual_seed(0)
+
+    class Reader(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm, self.head = nn.LSTM(C, 32), nn.Linear(32, 4)
+
+        def forward(self, x):  # x: [T, batch, C]
+            steps, _ = self.lstm(x)
+            return self.head(steps[-1])
+
+    path = str(tmp_path / "reader.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Reader().eval(), (torch.randn(T, 2, C),), path,
+                          dynamic_shapes=({0: torch.export.Dim("time"), 1: torch.export.Dim("batch")},))
+    _, groups = channel_groups(path)
+    assert not [g.frozen for g in groups if "unknown shapes" in (g.frozen or "")]
+    result = prune(path, 0.5, round_to=1)
+    assert result.summary["pruned"] == 1  # the hidden units (the other group is the output)
+    prepared, groups = channel_groups(path)
+    feeds = {"x": np.random.default_rng(0).standard_normal((T, 3, C)).astype(np.float32)}
+    assert_close(run(result.model, feeds), run(zeroed_original(prepared, groups, result.plan), feeds))

@@ -101,19 +101,29 @@ def _at_a_baked_size(model: ir.Model, sizes: tuple[int, ...], best: Concrete) ->
 
 
 def _mismatched_reshapes(model: ir.Model, concrete: Concrete) -> list[np.ndarray]:
-    """The folded targets of the Reshapes whose input and output element counts differ at ``concrete``'s sizes."""
+    """The folded targets of the Reshapes that cannot reshape their input at ``concrete``'s sizes."""
     shapes, values = concrete
     found = []
     for node in model.graph.all_nodes():
         if node.op_type != "Reshape" or len(node.inputs) < 2 or node.inputs[0] is None or node.inputs[1] is None:
             continue
-        before, after = shapes.get(node.inputs[0].name), shapes.get(node.outputs[0].name)
+        before = shapes.get(node.inputs[0].name)
         target = values.get(node.inputs[1].name)
         if target is None and node.inputs[1].const_value is not None:
             target = node.inputs[1].const_value.numpy()
-        if before and after and target is not None and np.prod(before) != np.prod(after):
+        if before and target is not None and not _reshapes(before, np.asarray(target).reshape(-1).tolist(),
+                                                           bool(node.attributes.get_int("allowzero", 0))):
             found.append(target)
     return found
+
+
+def _reshapes(before: list[int], target: list[int], allowzero: bool) -> bool:
+    """Whether ``before`` can be reshaped to ``target`` (ONNX Reshape: 0 copies the input's dim unless allowzero,
+    -1 takes what is left)."""
+    dims = [before[i] if d == 0 and not allowzero and i < len(before) else d for i, d in enumerate(target)]
+    known = int(np.prod([d for d in dims if d != -1]))
+    total = int(np.prod(before))
+    return (total % known == 0) if -1 in dims and known else total == known
 
 
 def _symbols(model: ir.Model) -> list[str]:
