@@ -15,6 +15,11 @@ from onnxkd.torch_bridge import OnnxModule
 Run = Callable[[OnnxModule, list, list], tuple]  # (module, inputs, capture) -> (outputs, captured)
 
 
+def run_entering(module: OnnxModule, inputs: list[torch.Tensor], capture: list[str]) -> tuple:
+    """The plain ``Run``: ``module`` on samples-first ``inputs``, moved to the axes its graph takes them on."""
+    return module(*module.samples_entering(inputs), capture=capture)
+
+
 def batch_axes(module: OnnxModule, inputs: list[torch.Tensor], tensors: list[str], run: Run) -> dict[str, int]:
     """Tensor name -> the axis holding its samples, for the ``tensors`` (outputs or inside) that do not hold them on
     axis 0: from their shapes when ``module`` runs the first one and the first two samples of ``inputs``."""

@@ -17,6 +17,7 @@ import onnx_ir as ir
 import torch
 
 from onnxkd.distill import distributed
+from onnxkd.distill.batch_first import run_entering
 from onnxkd.distill.batches import Batch
 from onnxkd.torch_bridge import OnnxModule
 
@@ -50,7 +51,7 @@ def recalibrate(module: OnnxModule, model: ir.Model, batches: Iterable[Batch], w
     nodes = batchnorm_nodes(model)
     if not nodes:
         return 0
-    run = run or (lambda m, inputs, capture: m(*m.samples_entering(inputs), capture=capture))
+    run = run or run_entering
     sums: dict[str, list[torch.Tensor]] = {}
     capture = sorted({n.input for n in nodes})
     was_training = module.training

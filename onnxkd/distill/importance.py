@@ -21,6 +21,7 @@ The per-channel sums come from ``graph_passes.importance.channel_sums`` (numpy);
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxkd.data import Dataset
-from onnxkd.distill.batch_first import batch_axes, batch_first
+from onnxkd.distill.batch_first import batch_axes, batch_first, run_entering
 from onnxkd.distill.loader import in_order
 from onnxkd.distill.progress import reporter
 from onnxkd.distill.trainer import named_outputs
@@ -67,10 +68,11 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
     report = reporter(progress)
     report.start("kd importance", len(subset))
     samples = 0
-    probe = next(in_order(subset, student.input_names, batch_size, torch.device(device)))
+    batches = in_order(subset, student.input_names, batch_size, torch.device(device))
+    probe = next(batches)
     # every tensor with its samples on axis 0, as distillation holds them (a seq-first model's outputs moved there)
-    run = batch_first(_run, student.output_names, batch_axes(student, probe.inputs, compared, _run))
-    for batch in in_order(subset, student.input_names, batch_size, torch.device(device)):
+    run = batch_first(run_entering, student.output_names, batch_axes(student, probe.inputs, compared, run_entering))
+    for batch in itertools.chain([probe], batches):
         values = named_outputs(student, run(student, batch.inputs, capture))
         if oracle is student:
             reference = {k: v.detach() for k, v in values.items()}
@@ -86,10 +88,6 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
         report.update(samples)
     report.stop()
     return {gid: total / max(samples, 1) for gid, total in totals.items()}
-
-
-def _run(module, inputs: list[torch.Tensor], capture: list[str]) -> tuple:
-    return module(*module.samples_entering(inputs), capture=capture)
 
 
 def _sampled_nll(student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor], tensors: list[str],

@@ -59,7 +59,7 @@ def _fitting_stand_ins(model: ir.Model) -> tuple[tuple[int, ...], Concrete]:
     tensors; fallbacks are tried only for a model with dynamic dims that the large primes leave unshaped), and
     ``concrete_shapes`` at it."""
     sizes, best = STAND_INS, _concrete_shapes(model, STAND_INS)
-    if not _dynamic(model):
+    if not _symbols(model):
         return sizes, best
     outputs = {v.name for node in model.graph for v in node.outputs if v.name}
     for other_sizes in FALLBACK_STAND_INS:
@@ -129,16 +129,19 @@ def _reshapes(before: list[int], target: list[int], allowzero: bool) -> bool:
 def _symbols(model: ir.Model) -> list[str]:
     """The dynamic input dims, one key per distinct symbol (an unnamed dim is its own), in stand-in order."""
     keys: list[str] = []
-    initializers = set(model.graph.initializers)
-    for value in model.graph.inputs:
-        if value.name in initializers or value.shape is None:
-            continue
+    for value in _fed_inputs(model):
         for axis, dim in enumerate(value.shape):
             if not (isinstance(dim, int) and dim > 0):
                 key = _dim_key(value, axis, dim)
                 if key not in keys:
                     keys.append(key)
     return keys
+
+
+def _fed_inputs(model: ir.Model) -> list[ir.Value]:
+    """The graph inputs fed at run time that declare a shape (old exporters also list initializers as inputs)."""
+    return [value for value in model.graph.inputs
+            if value.name not in model.graph.initializers and value.shape is not None]
 
 
 def _dim_key(value: ir.Value, axis: int, dim) -> str:
@@ -154,28 +157,10 @@ def concrete_at_two_sizes(model: ir.Model) -> tuple[Concrete, Concrete]:
     return first, _concrete_shapes(model, sizes[1:] + sizes[:1])
 
 
-def _dynamic(model: ir.Model) -> bool:
-    return any(value.shape is not None and any(not (isinstance(d, int) and d > 0) for d in value.shape)
-               for value in model.graph.inputs if value.name not in model.graph.initializers)
-
-
 def _concrete_shapes(model: ir.Model, stand_ins: tuple[int, ...]) -> tuple[dict[str, list[int]], dict[str, np.ndarray]]:
-    symbols: dict[str, int] = {}
-    fixed: dict[str, list[int]] = {}
-    initializers = set(model.graph.initializers)
-    for value in model.graph.inputs:
-        if value.name in initializers or value.shape is None:
-            continue
-        dims = []
-        for dim in value.shape:
-            if isinstance(dim, int) and dim > 0:
-                dims.append(dim)
-            else:
-                key = _dim_key(value, len(dims), dim)
-                symbols.setdefault(key, stand_ins[len(symbols) % len(stand_ins)])
-                dims.append(symbols[key])
-        fixed[value.name] = dims
-
+    size = {key: stand_ins[i % len(stand_ins)] for i, key in enumerate(_symbols(model))}
+    fixed = {value.name: [dim if isinstance(dim, int) and dim > 0 else size[_dim_key(value, axis, dim)]
+                          for axis, dim in enumerate(value.shape)] for value in _fed_inputs(model)}
     try:
         proto = infer_at(model, fixed)
     except Exception:  # noqa: BLE001  (inference failing leaves the analysis with the symbolic shapes)
