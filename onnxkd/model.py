@@ -109,10 +109,13 @@ def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag
     """Refuse, before any work, an output path that is one of the ``inputs`` (label -> path or in-memory
     model), a directory, or in a folder that does not exist or cannot be written."""
     output = Path(output)
-    for label, source in inputs.items():
-        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and \
-                (Path(source).resolve() == output.resolve() or (output.exists() and os.path.samefile(source, output))):
-            raise OnnxkdError(f"{flag} {output}: the output path is the {label}; choose another path")
+    for label, source in inputs.items():  # (a new output's own weights file never takes an existing name)
+        if not isinstance(source, (str, os.PathLike)) or not Path(source).exists():
+            continue
+        for own in [Path(source), *_weight_files(Path(source))]:
+            if _same_file(own, output):
+                what = f"the {label}" if own == Path(source) else f"the weights file of the {label} ({own.name})"
+                raise OnnxkdError(f"{flag} {output}: the output path is {what}; choose another path")
     if output.is_dir():
         raise OnnxkdError(f"{flag} {output}: is a directory, expected a file path")
     folder = output.parent if str(output.parent) else Path(".")
@@ -121,6 +124,19 @@ def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag
     if not os.access(folder, os.W_OK):
         raise OnnxkdError(f"{flag} {output}: output folder {folder} is not writable")
     return output
+
+
+def _weight_files(path: Path) -> list[Path]:
+    """The external weights files a model file reads (none when it cannot be read: loading reports that)."""
+    try:
+        model = ir.load(path.resolve())
+    except Exception:  # noqa: BLE001  (not a model: the command's load says so, naming the problem)
+        return []
+    return sorted({Path(value.const_value.path) for value in _external_values(model)})
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
 
 
 def graph_copy(model: ir.Model) -> ir.Model:

@@ -71,6 +71,19 @@ def test_a_model_moved_without_its_weights_file_is_refused_with_what_to_move(exp
     assert _files(elsewhere) == ["t.onnx"]  # nothing written
 
 
+@pytest.mark.parametrize("command", ["compress", "prune", "optimize", "quantize", "distill"])
+def test_the_output_path_may_not_be_the_teachers_weights_file(exported, elsewhere, capsys, command):
+    """-o models/t.onnx.data would replace the weights a user's model reads: refused before any work."""
+    before = {name: (exported.parent / name).read_bytes() for name in ("t.onnx", "t.onnx.data")}
+    args = {"compress": ["--ratio", "0.5"], "prune": ["--ratio", "0.5"], "optimize": [],
+            "quantize": ["--random-data"], "distill": [str(exported)]}[command]
+    code, _, err = cli(capsys, command, "../models/t.onnx", *args, "-o", "../models/t.onnx.data")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "the output path is the weights file of the" in err and "(t.onnx.data)" in err
+    assert {name: (exported.parent / name).read_bytes() for name in before} == before
+    np.testing.assert_allclose(_run(str(exported)), _run(str(TEACHER)), rtol=1e-6)
+
+
 def test_a_truncated_weights_file_is_refused(exported, capsys):
     data = exported.parent / "t.onnx.data"
     data.write_bytes(data.read_bytes()[:1000])
