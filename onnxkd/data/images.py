@@ -101,10 +101,12 @@ def _is_int(text: str) -> bool:
 def _image_dataset(files: list[str], labels: list[int], spec: InputSpec, options: ImageOptions,
                    source: str) -> Dataset:
     height, width = _target_size(spec, options)
-    reader = ImageReader(files, height, width, options, grey=_channels(spec, options) == 1)
+    raw = _takes_raw_pixels(spec, options)
+    reader = ImageReader(files, height, width, options, grey=_channels(spec, options) == 1,
+                         raw=spec.dtype if raw else None)
     channels = reader.channels
     shape = (len(files), channels, height, width) if options.layout == "nchw" else (len(files), height, width, channels)
-    pixels = LazyArray(shape, np.float32, reader, source, checked=True)
+    pixels = LazyArray(shape, spec.dtype if raw else np.float32, reader, source, checked=True)
     labels = np.array(labels, dtype=np.int64)
     if (labels < 0).any():
         if not (labels < 0).all():
@@ -124,6 +126,17 @@ def _target_size(spec: InputSpec, options: ImageOptions) -> tuple[int, int]:
     return DEFAULT_SIZE, DEFAULT_SIZE
 
 
+def _takes_raw_pixels(spec: InputSpec, options: ImageOptions) -> bool:
+    """An integer image input (uint8, as TensorFlow exports and models with their scaling inside take) gets the
+    0-255 pixels themselves: scaled and normalised floats would be truncated to 0, 1 and 2 on the way in."""
+    if not np.issubdtype(spec.dtype, np.integer):
+        return False
+    if (options.mean, options.std) != (IMAGENET_MEAN, IMAGENET_STD):
+        raise OnnxkdError(f"input {spec.name!r} takes {np.dtype(spec.dtype).name}: images are fed as their 0-255 "
+                          f"pixels, and --mean/--std (for float inputs) do not apply; leave them out")
+    return True
+
+
 def _channels(spec: InputSpec, options: ImageOptions) -> int | None:
     dim = spec.shape[1] if options.layout == "nchw" else spec.shape[3]
     return dim if isinstance(dim, int) else None
@@ -133,7 +146,9 @@ class ImageReader:
     """Row indices -> decoded, resized, normalised images in the model's layout. Holds file names only, so a
     copy of it in every loader worker costs nothing."""
 
-    def __init__(self, files: list[str], height: int, width: int, options: ImageOptions, grey: bool):
+    def __init__(self, files: list[str], height: int, width: int, options: ImageOptions, grey: bool,
+                 raw: np.dtype | None = None):
+        self.raw = raw  # the integer dtype of an input that takes the pixels as they are (no scaling)
         # one block of fixed-width byte strings (a million names: tens of MB, one object to pickle to a worker)
         self.files = np.array([os.fsencode(f) for f in files], dtype=bytes)
         self.height, self.width, self.options, self.grey = height, width, options, grey
@@ -157,7 +172,11 @@ class ImageReader:
             pixels = pixels[..., ::-1]
         if self.options.layout == "nchw":
             pixels = pixels.transpose(0, 3, 1, 2)
+            if self.raw is not None:
+                return np.ascontiguousarray(pixels, dtype=self.raw)
             scale, shift = self.scale[:, None, None], self.shift[:, None, None]
+        elif self.raw is not None:
+            return np.ascontiguousarray(pixels, dtype=self.raw)
         else:
             scale, shift = self.scale, self.shift
         if self.options.channel_order == "bgr":

@@ -90,6 +90,23 @@ def test_image_folder_is_preprocessed_like_an_independent_computation(tmp_path):
     np.testing.assert_allclose(data.arrays["x"][3], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("layout, order", [("nchw", "rgb"), ("nhwc", "bgr")])
+def test_an_integer_image_input_gets_the_pixels_themselves(tmp_path, layout, order):
+    """A uint8 input (TensorFlow exports; models that scale inside) takes 0-255 pixels: normalised floats cast
+    to uint8 would be 0, 1 or 2."""
+    (tmp_path / "a").mkdir()
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(image).save(tmp_path / "a" / "0.png")
+    shape = (None, 3, 8, 8) if layout == "nchw" else (None, 8, 8, 3)
+    spec = InputSpec("x", np.dtype(np.uint8), shape)
+    got = load_data(tmp_path, [spec], ImageOptions(layout=layout, channel_order=order)).arrays["x"][0]
+    expected = image[..., ::-1] if order == "bgr" else image
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected.transpose(2, 0, 1) if layout == "nchw" else expected)
+    with pytest.raises(OnnxkdError, match="takes uint8: images are fed as their 0-255 pixels, and --mean/--std"):
+        load_data(tmp_path, [spec], ImageOptions(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+
+
 def test_image_folder_resizes_to_the_model_and_supports_nhwc(tmp_path):
     (tmp_path / "a").mkdir()
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a" / "0.jpg")
