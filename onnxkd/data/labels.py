@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from onnxkd.errors import OnnxkdError
+
 
 def labelled_output(scores: Sequence[np.ndarray], labels: np.ndarray | None) -> int | None:
     """Index into ``scores`` (candidate [N, C] outputs of the reference model, on the samples ``labels`` name) of
@@ -26,3 +28,11 @@ def labelled_output(scores: Sequence[np.ndarray], labels: np.ndarray | None) -> 
     if not fitting:
         return 0
     return max(fitting, key=lambda i: (float(np.mean(np.argmax(scores[i], axis=1) == labels)), -i))
+
+
+def check_labels_fit(labels: np.ndarray | None, scores: np.ndarray, output: str) -> None:
+    """Refuse labels naming a class the chosen score output has no score for: accuracy on them would be 0 for
+    every model, and a budget or gate on it would pass whatever the model does."""
+    if labels is not None and len(labels) and int(np.max(labels)) >= scores.shape[1]:
+        raise OnnxkdError(f"labels: class id {int(np.max(labels))} >= the {scores.shape[1]} scores of output "
+                          f"{output!r}")

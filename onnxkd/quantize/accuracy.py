@@ -25,7 +25,7 @@ import onnx
 import onnx_ir as ir
 
 from onnxkd.data import Dataset, InputSpec
-from onnxkd.data.labels import labelled_output
+from onnxkd.data.labels import check_labels_fit, labelled_output
 from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 from onnxkd.graph_passes.analyze.output_parts import OutputParts, output_parts
@@ -70,6 +70,9 @@ def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: in
         return [values[i] for i in compared]
 
     reference, labels = outputs_of(float_path, "float model", float_model), data.labels
+    chosen = None if class_ids else _scored_output(reference, labels)
+    if chosen is not None:
+        check_labels_fit(labels, reference[chosen], (outputs + exposed)[compared[chosen]])
     return lambda candidate: compare(reference, outputs_of(candidate, "int8 model"), labels, class_ids, parts)
 
 

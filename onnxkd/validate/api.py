@@ -13,7 +13,7 @@ import numpy as np
 
 from onnxkd.data import (DataLike, Dataset, ImageOptions, InputSpec, as_dataset, input_specs,
                          parse_input_shapes, random_inputs, reference_shapes)
-from onnxkd.data.labels import labelled_output
+from onnxkd.data.labels import check_labels_fit, labelled_output
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
 from onnxkd.validate import detections, latency, quality, static
@@ -195,9 +195,8 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
     agreement = dict(quality.agreement(t, s, seed), output=names[chosen])
     accuracy = None
     if labels is not None:
-        if scores is not None and labels.max() >= t_out[scores].shape[1]:
-            raise OnnxkdError(f"labels: class id {int(labels.max())} >= the {t_out[scores].shape[1]} scores of "
-                              f"output {names[scores]!r}")
+        if scores is not None:
+            check_labels_fit(labels, t_out[scores], names[scores])
         accuracy = dict(quality.accuracy_comparison(t, s, labels, seed), output=names[chosen])
     return per_output, accuracy, agreement, warnings
 

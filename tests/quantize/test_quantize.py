@@ -165,7 +165,7 @@ def test_where_nothing_pays_the_fastest_int8_tried_is_reported(digits):
     assert "0.90x at batch 1, 0.90x at batch 8" in result.notes[0]
 
 
-@pytest.mark.parametrize("case", ["quantized", "no data", "old opset", "wrong data"])
+@pytest.mark.parametrize("case", ["quantized", "no data", "old opset", "wrong data", "labels beyond the classes"])
 def test_bad_inputs_give_one_line_and_write_nothing(case, digits, tmp_path, capsys):
     model, data = digits["teacher"], ["--data", str(digits["val"])]
     if case == "quantized":
@@ -182,9 +182,14 @@ def test_bad_inputs_give_one_line_and_write_nothing(case, digits, tmp_path, caps
             opset_imports=[onnx.helper.make_opsetid("", 9)])
         model = tmp_path / "old.onnx"
         onnx.save(proto, str(model))
-    else:
+    elif case == "wrong data":
         wrong = tmp_path / "wrong.npz"
         np.savez(wrong, image=np.zeros((10, 3, 16, 16), np.float32))
+        data = ["--data", str(wrong)]
+    else:  # class 10 of a 10-class model: accuracy 0 before and after, a budget that could never fail
+        wrong = tmp_path / "wrong.npz"
+        with np.load(digits["val"]) as val:
+            np.savez(wrong, image=val["image"], labels=np.full(len(val["labels"]), 10))
         data = ["--data", str(wrong)]
     before = _sha(Path(model))
     out = tmp_path / "out.onnx"
@@ -192,7 +197,7 @@ def test_bad_inputs_give_one_line_and_write_nothing(case, digits, tmp_path, caps
     lines = [line for line in stderr.splitlines() if line.startswith("Error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in stderr, stderr
     expected = {"quantized": "already quantized", "no data": "--data", "old opset": "opset 9",
-                "wrong data": "image"}[case]
+                "wrong data": "image", "labels beyond the classes": "labels: class id 10 >= the 10 scores"}[case]
     assert expected in lines[0]
     assert not out.exists() and _sha(Path(model)) == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "out.onnx") == sorted(
