@@ -69,6 +69,7 @@ def command(model, output, data, random_data, activation_type, calibration, cali
     from onnxkd.data import parse_input_shapes
     from onnxkd.model import check_output_path, has_external_data, save
     from onnxkd.quantize.api import quantize
+    from onnxkd.quantize.result import written_text
     from onnxkd.validate.gates import GateFailed
 
     target = check_output_path(output, {"input model": model})
@@ -102,8 +103,7 @@ def command(model, output, data, random_data, activation_type, calibration, cali
     else:
         console = make_console()
         render_quantize(summary, console)
-        console.print(f"Wrote {target} ({'int8' if result.int8 else 'float: int8 did not pay'})", highlight=False,
-                      soft_wrap=True)
+        console.print(f"Wrote {target} ({written_text(summary)})", highlight=False, soft_wrap=True)
     if result.gate is not None and not result.gate["passed"]:
         raise GateFailed([{"name": "int8 speed-up", "value": result.gate["speedup"] if result.int8 else 1.0,
                            "op": ">=", "threshold": result.gate["min"]}])

@@ -32,5 +32,6 @@ def load_npz(path: str | Path) -> Dataset:
     labels = arrays.pop(LABELS_KEY, None)
     labels = None if labels is None else np.asarray(labels[:])  # one int per sample: in memory
     if not arrays:
-        raise OnnxkdError(f"{path}: no input arrays (only {', '.join(sorted(arrays)) or 'nothing'})")
+        held = f"only {LABELS_KEY!r}" if labels is not None else "nothing"
+        raise OnnxkdError(f"{path}: holds {held}, no input arrays (one per model input, keyed by the input's name)")
     return Dataset(arrays, labels, str(path))

@@ -32,6 +32,7 @@ from onnxkd.graph_passes.analyze.output_parts import OutputParts, output_parts
 from onnxkd.model import load
 from onnxkd.quantize.calibration import reader_for
 from onnxkd.validate import quality
+from onnxkd.validate.gates import within
 from onnxkd.validate.inference import run_dataset
 from onnxkd.validate.sessions import SessionConfig, create_session
 from onnxkd.validate.shaped_outputs import session_exposing
@@ -180,7 +181,7 @@ def within_budget(quantize: Callable[[set[str]], Path], evaluate: Evaluate, path
     when the caller has it already."""
     measured = measured if measured is not None else evaluate(path)
     trials = [{"float_nodes": len(excluded), "drop": measured.drop}]
-    if measured.drop <= max_drop:
+    if within(measured.drop, max_drop):
         return AccuracyDecision(path, measured, {}, trials)
     scores = ranking(path)
     order = [name for name, _ in sorted(scores.items(), key=lambda item: -item[1]) if name not in excluded]
@@ -196,7 +197,7 @@ def within_budget(quantize: Callable[[set[str]], Path], evaluate: Evaluate, path
         candidate = quantize(excluded | set(chosen))
         measured = evaluate(candidate)
         trials.append({"float_nodes": len(excluded | set(chosen)), "drop": measured.drop})
-        if measured.drop <= max_drop:
+        if within(measured.drop, max_drop):
             return AccuracyDecision(candidate, measured, {k: v for k, v in chosen.items() if k not in excluded}, trials)
         count *= 2
     return AccuracyDecision(None, measured, {}, trials)

@@ -29,6 +29,7 @@ from onnxkd.quantize.ptq import SCOPES, Quantizer, Settings, compute_nodes, quan
 from onnxkd.quantize.result import QuantizeResult
 from onnxkd.quantize.search import Search
 from onnxkd.quantize.target import choose_target
+from onnxkd.validate.gates import within
 from onnxkd.validate.inference import batch_limit
 from onnxkd.validate.latency import LatencyProtocol
 from onnxkd.validate.sessions import SessionConfig, resolve_providers
@@ -121,6 +122,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         quantized = len(quantized_nodes(final)) if final is not None else 0
         result_model = _same_interface(_load_in_memory(final), original) if final is not None else original
         padded = padded_convolutions(result_model.graph) if final is not None else []
+    over_budget = outcome.quality is not None and not within(outcome.quality["drop"], max_accuracy_drop)
+    float_reason = None if final is not None else ("accuracy" if over_budget else "speed")
     gate = None
     if min_int8_speedup is not None:
         best = min(speedups.values()) if final is not None else 1.0
@@ -130,7 +133,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         calibration=dict(settings.to_dict(), method=quantizer.method, samples=len(calib),
                          evaluation_samples=len(evaluation)),
         prepared=prepared, quantized_nodes=quantized, compute_nodes=len(computes), padded_inputs=padded,
-        scope=outcome.scope if final is not None else None,
+        scope=outcome.scope if final is not None else None, float_reason=float_reason,
         float_nodes=outcome.float_nodes if final is not None else {},
         speedups={str(b): s for b, s in speedups.items()}, quality=outcome.quality, max_accuracy_drop=max_accuracy_drop,
         size_bytes={"float": model_bytes(original), "int8": model_bytes(result_model)},

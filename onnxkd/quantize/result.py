@@ -9,6 +9,8 @@ import onnx_ir as ir
 
 # what a scope (ptq.SCOPES) quantizes, in words: the summary, the report and the search's notes
 SCOPE_TEXT = {"all": "every op quantized", "weighted": "only Conv, Gemm and MatMul quantized"}
+# why the float model was written, in words (QuantizeResult.float_reason)
+FLOAT_REASON_TEXT = {"speed": "int8 did not pay", "accuracy": "int8 lost more than the accuracy budget"}
 
 
 @dataclass
@@ -31,6 +33,7 @@ class QuantizeResult:
     qat: dict | None = None  # quantization-aware distillation: {"ptq": quality, "qat": quality, "kept": bool, ...}
     padded_inputs: list[str] = field(default_factory=list)  # convolutions with inputs padded for the fast kernel
     scope: str | None = None  # what the int8 model quantizes: "all" ops or only the "weighted" ones (ptq.SCOPES)
+    float_reason: str | None = None  # why the float model was written: "speed" or "accuracy"; None for int8
 
     def to_dict(self) -> dict:
         return {
@@ -39,5 +42,12 @@ class QuantizeResult:
             "float_nodes": self.float_nodes, "speedups": self.speedups, "quality": self.quality,
             "max_accuracy_drop": self.max_accuracy_drop, "size_bytes": self.size_bytes, "trials": self.trials,
             "notes": self.notes, "gate": self.gate, "qat": self.qat,
-            "padded_inputs": self.padded_inputs, "scope": self.scope,
+            "padded_inputs": self.padded_inputs, "scope": self.scope, "float_reason": self.float_reason,
         }
+
+
+def written_text(summary: dict) -> str:
+    """What was written, for a person: "int8", or "float: " and why (``to_dict()``'s figures)."""
+    if summary["int8"]:
+        return "int8"
+    return f"float: {FLOAT_REASON_TEXT[summary.get('float_reason') or 'speed']}"

@@ -20,6 +20,7 @@ from onnxkd.data import Dataset
 from onnxkd.quantize import accuracy, speed
 from onnxkd.quantize.ptq import SCOPES
 from onnxkd.quantize.result import SCOPE_TEXT
+from onnxkd.validate.gates import within
 
 Refine = Callable[[ir.Model, Dataset], ir.Model]
 # why a candidate is not kept, in the notes (speed.pays is the rule)
@@ -78,7 +79,7 @@ class Search:
             ptq = evaluate(fast.path)
             if best is None or ptq.drop < best[2].drop:
                 best = (scope, fast, ptq)
-            if ptq.drop <= self.max_drop:
+            if within(ptq.drop, self.max_drop):
                 break
             tried[scope] = (f"{SCOPE_TEXT[scope]}: int8 loses {ptq.drop:.2%} ({ptq.metric}), over the "
                             f"{self.max_drop:.2%} budget")
@@ -92,8 +93,8 @@ class Search:
         if scope != self.scopes[0]:
             outcome.notes.append(f"{tried[self.scopes[0]]}; {SCOPE_TEXT[scope]} instead")
         outcome.float_nodes = {name: f"speed: {why}" for name, why in fast.float_nodes.items()}
-        if refine is not None and ptq.drop > self.max_drop and self._distilled(fast, ptq, refine, training, evaluate,
-                                                                                outcome):
+        over_budget = not within(ptq.drop, self.max_drop)
+        if refine is not None and over_budget and self._distilled(fast, ptq, refine, training, evaluate, outcome):
             return outcome
         return self._within_budget(fast, ptq, evaluate, outcome)
 
@@ -102,7 +103,7 @@ class Search:
         """QAD from the PTQ model; True when its result is kept (within budget and not slower)."""
         refined = self.save(refine(self.load(fast.path), training))
         quality = evaluate(refined)
-        outcome.qat = {"ptq": ptq.to_dict(), "qat": quality.to_dict(), "kept": quality.drop <= self.max_drop}
+        outcome.qat = {"ptq": ptq.to_dict(), "qat": quality.to_dict(), "kept": within(quality.drop, self.max_drop)}
         if not outcome.qat["kept"]:
             outcome.notes.append(f"quantization-aware distillation lost {quality.drop:.2%}, over the budget: the "
                                  "accuracy control ran on the PTQ model")
@@ -120,9 +121,13 @@ class Search:
         outcome.trials["accuracy"] = kept.trials
         outcome.quality = kept.quality.to_dict()
         if kept.path is None:
-            outcome.notes.append(f"int8 loses {kept.quality.drop:.2%} ({kept.quality.metric}) even with half the "
-                                 f"compute nodes in float, over the {self.max_drop:.2%} budget: wrote the float model "
-                                 "(quantization-aware distillation, --qat, is the remedy)")
+            total = len(self.computes)
+            tried = (f"even with {kept.trials[-1]['float_nodes']} of the {total} compute nodes in float"
+                     if len(kept.trials) > 1 else f"and its most sensitive node back in float (with the nodes feeding "
+                     f"it) would leave more than half of the {total} compute nodes in float")
+            remedy = "" if outcome.qat else " (quantization-aware distillation, --qat, is the remedy)"
+            outcome.notes.append(f"int8 loses {kept.quality.drop:.2%} ({kept.quality.metric}), over the "
+                                 f"{self.max_drop:.2%} budget, {tried}: wrote the float model{remedy}")
             return outcome
         outcome.float_nodes.update({name: f"accuracy: {why}" for name, why in kept.float_nodes.items()})
         outcome.path = kept.path

@@ -6,7 +6,7 @@ table is plain rows of strings that the markdown, HTML and terminal renderers la
 
 from __future__ import annotations
 
-from onnxkd.quantize.result import SCOPE_TEXT
+from onnxkd.quantize.result import SCOPE_TEXT, written_text
 from onnxkd.report import fmt
 from onnxkd.report.tables import Table, detection_line
 
@@ -216,7 +216,7 @@ def int8(r: dict) -> Table:
         return table
     target, calibration = q["target"], q["calibration"]
     table.rows += [
-        ["written", "int8" if q["int8"] else "float (int8 did not pay)"],
+        ["written", written_text(q)],
         ["target", f"{target['device']}: {target['activation']} activations, int8 weights"],
         ["calibration", f"{calibration['method']} on {calibration['samples']:,} samples, "
                         f"{'per-channel' if calibration['per_channel'] else 'per-tensor'} weights"],

@@ -18,7 +18,10 @@ from outliers import outlier_digits
 
 import onnxkd
 from onnxkd.errors import OnnxkdError
+from onnxkd.quantize.accuracy import compare
 from onnxkd.quantize.ptq import quantized_nodes
+from onnxkd.quantize.result import written_text
+from onnxkd.validate.gates import within
 from onnxkd.validate.latency import LatencyProtocol
 
 FAST = LatencyProtocol(warmup=1, runs=5, budget_s=0.2)
@@ -98,6 +101,26 @@ def test_accuracy_control_returns_the_sensitive_nodes_to_float(outlier_model, di
     assert set(kept.float_nodes) == {"/features/features.0/features.0.0/Conv", "/features/features.1/features.1.0/Conv"}
     assert all(why.startswith("accuracy") for why in kept.float_nodes.values())
     assert set(quantized_nodes(path)) == set(quantized_nodes(plain_path)) - set(kept.float_nodes)
+
+
+def test_where_no_candidate_is_within_budget_the_float_model_says_it_was_accuracy(outlier_model, digits):
+    result = onnxkd.quantize(outlier_model, digits["val"], max_accuracy_drop=-1.0, protocol=FAST,
+                             speedups_of=_always(2.0))  # a budget no model meets
+    assert not result.int8 and result.float_reason == "accuracy" and result.to_dict()["float_reason"] == "accuracy"
+    tried = max(trial["float_nodes"] for trial in result.trials["accuracy"])
+    assert f"even with {tried} of the {result.compute_nodes} compute nodes in float" in result.notes[-1]
+    assert result.notes[-1].endswith("(quantization-aware distillation, --qat, is the remedy)")
+    assert written_text(result.to_dict()) == "float: int8 lost more than the accuracy budget"
+
+
+def test_a_drop_equal_to_the_budget_is_within_it():
+    """2 flips in 200 are 1%: 1.0 - 0.99 is 0.010000000000000009 in floating point, which must not fail 1%."""
+    scores = np.eye(10, dtype=np.float32)[np.arange(200) % 10]
+    flipped = scores.copy()
+    flipped[:2] = np.roll(flipped[:2], 1, axis=1)
+    quality = compare([scores], [flipped], None)
+    assert quality.metric == "agreement" and quality.drop > 0.01  # the rounding the budget must absorb
+    assert within(quality.drop, 0.01) and not within(quality.drop, 0.0099)
 
 
 def test_an_int8_model_slower_everywhere_is_not_written(digits, tmp_path, capsys, monkeypatch):

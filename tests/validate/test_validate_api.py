@@ -102,6 +102,16 @@ def test_gates(models, labelled):
     assert not r.passed and r.to_dict()["passed"] is False
 
 
+def test_a_gate_at_its_threshold_passes_despite_floating_point_rounding():
+    from onnxkd.validate.gates import Gates, evaluate
+
+    drop, agreement = 0.5 - 0.49, 0.99 - 1e-15  # 0.010000000000000009, and 0.99 off by a rounding
+    results = evaluate(Gates(max_accuracy_drop=0.01, min_agreement=0.99), drop, agreement, None)
+    assert drop > 0.01 and agreement < 0.99 and all(g["passed"] for g in results)
+    assert not any(g["passed"] for g in evaluate(Gates(max_accuracy_drop=0.0099, min_agreement=0.9901), drop,
+                                                 agreement, None))
+
+
 def test_models_that_cannot_be_compared(tmp_path, models):
     other, _ = classifier(4, 8)
     other.graph.input[0].name = "image"

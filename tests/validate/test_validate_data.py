@@ -70,6 +70,9 @@ def test_object_arrays_and_junk_files_are_refused(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(OnnxkdError, match="cannot read"):
         load_npz(tmp_path / "junk.npz")
+    np.savez(tmp_path / "labels.npz", labels=np.arange(4))
+    with pytest.raises(OnnxkdError, match="holds only 'labels', no input arrays"):
+        load_npz(tmp_path / "labels.npz")
 
 
 def test_image_folder_is_preprocessed_like_an_independent_computation(tmp_path):
