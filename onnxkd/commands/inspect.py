@@ -279,6 +279,7 @@ def _weight_counts(model: ir.Model) -> tuple[int, int]:
     A quantized model's integer weights count as its float original's would, its scales and zero points
     do not (``metrics.is_parameter``).
     """
+    from onnxkd.graph_passes.analyze.padded_channels import padded_weights
     from onnxkd.graph_passes.metrics import is_parameter
     from onnxkd.torch_bridge.module import _constant_only_names
 
@@ -309,6 +310,7 @@ def _weight_counts(model: ir.Model) -> tuple[int, int]:
             sizes[node.outputs[0].name] = (count, (fill is None or fill.value.dtype in _FLOATS) and count > 1)
     constants = _constant_only_names(graph, set(sizes))
     trainable = sum(n for name, (n, is_weight) in sizes.items() if is_weight and name not in constants)
+    trainable -= sum(map(padded_weights, graph))  # zeros meeting channels padded in for int8's fast kernel
     return trainable, sum(n for _, (n, _) in sizes.items()) - trainable
 
 

@@ -20,6 +20,7 @@ import onnx_ir as ir
 from onnxkd.data.batch_axes import declared_batch_axes
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze import contrib_shapes
+from onnxkd.graph_passes.analyze.padded_channels import padded_weights, zero_padded_channels
 from onnxkd.graph_passes.analyze.shape_folding import infer_at
 from onnxkd.model import ModelLike, load
 
@@ -95,7 +96,7 @@ def count_params(model: ModelLike) -> int:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and "value" in node.attributes
         and is_parameter((tensor := node.attributes["value"].value).dtype, node.outputs[0].uses())
     )
-    return initializers + constants + _constant_of_shape_elements(graph_model)
+    return initializers + constants + _constant_of_shape_elements(graph_model) - sum(map(padded_weights, graph_model.graph))
 
 
 def is_parameter(dtype: ir.DataType | None, uses) -> bool:
@@ -133,6 +134,8 @@ def _quantization_role(node: ir.Node, index: int) -> str | None:
         return None
     if node.op_type == "Mul" and any(_made_by(value, "DynamicQuantizeLinear") for value in node.inputs):
         return "scale"  # dynamic quantization: a weight's scale times the activation's, found at run time
+    if node.op_type == "Pad" and index == 2:
+        return "scale"  # the fill value (of a padded int8 input: its zero point) says how padding reads, no weight
     if node.op_type == "QLinearConcat":  # Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) per input
         return "data" if index >= 2 and (index - 2) % 3 == 0 else "scale"
     if node.op_type in _DATA_INPUTS or node.op_type.startswith("QLinear"):
@@ -323,7 +326,8 @@ def _node_macs(node: ir.Node, rule: tuple[str, int, int], shapes: dict[str, list
     kind, x_index, w_index = rule
     x, w, y = shape(x_index), shape(w_index), shape(0, outputs=True)
     if kind == "conv":  # W: [Cout, Cin/group, *kernel], one MAC per output element per W column
-        return None if w is None or y is None else prod(y) * prod(w[1:])
+        # (less the columns of input channels padded in for a faster kernel: zeros, no work of the model's)
+        return None if w is None or y is None else prod(y) * (w[1] - zero_padded_channels(node)) * prod(w[2:])
     if kind == "conv_transpose":  # W: [Cin, Cout/group, *kernel], scattered from each input element
         return None if w is None or x is None else prod(x) * prod(w[1:])
     if kind == "gemm":

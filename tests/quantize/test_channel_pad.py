@@ -105,6 +105,22 @@ def test_only_the_narrow_stem_is_padded_and_onnxruntime_computes_the_same(qdq, t
     assert sorted(weights[c.input[3]][1] for c in convs) == [1, 4, 6, 6, 8, 16, 16]  # the rest as they were
 
 
+def test_the_padded_channel_adds_no_parameter_and_no_mac(qdq, tmp_path):
+    """The padding stores 16x1x3x3 zero weights (and reads the input's zero point), 16x16x16x9 MACs a sample at
+    16x16: none of it may show; the unpadded QDQ model is the reference."""
+    from onnxkd.commands.inspect import summary
+    from onnxkd.graph_passes.metrics import count_macs, count_params
+
+    model = load(qdq)
+    params, macs = count_params(model), sum(count_macs(model, {"input": [1, 3, 16, 16]}).values())
+    pad_input_channels(model)
+    assert count_params(model) == params and sum(count_macs(model, {"input": [1, 3, 16, 16]}).values()) == macs
+    assert summary(model)["parameters"] == summary(load(qdq))["parameters"]
+    # what is padded is counted without that rule: 16 * 4 * 9 weights were stored for the stem
+    stem = next(node for node in model.graph if node.op_type == "Conv")
+    assert stem.inputs[1].producer().inputs[0].const_value.shape == (16, 4, 3, 3)
+
+
 def test_the_bridge_runs_the_padded_model_and_its_trainable_graph_round_trips(qdq):
     model = load(qdq)
     pad_input_channels(model)
