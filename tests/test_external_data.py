@@ -5,6 +5,7 @@ model, never a relative path. The oracle is onnxruntime on the original file."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,18 @@ def test_a_model_moved_without_its_weights_file_is_refused_with_what_to_move(exp
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert "its weights are in t.onnx.data, which is not beside it" in err and "move or copy t.onnx.data" in err
     assert _files(elsewhere) == ["t.onnx"]  # nothing written
+
+
+def test_validate_and_inspect_count_an_external_data_model_from_another_folder(exported, elsewhere, capsys):
+    """The figures of the embedded teacher (one file) are the oracle."""
+    from onnxkd.graph_passes.metrics import count_params, mac_summary
+
+    code, _, err = cli(capsys, "validate", "../models/t.onnx", "../models/t.onnx", "--runs", "2", "--report", "r")
+    assert code == 0, err
+    student = json.loads((elsewhere / "r" / "report.json").read_text())["student"]
+    assert student["params"] == count_params(TEACHER) and student["macs"] == mac_summary(TEACHER)["total"]
+    code, out, err = cli(capsys, "inspect", "../models/t.onnx", "--json")
+    assert code == 0 and json.loads(out)["summary"]["macs"] == mac_summary(TEACHER)["total"], err
 
 
 @pytest.mark.parametrize("command", ["compress", "prune", "optimize", "quantize", "distill"])

@@ -22,16 +22,17 @@ def zero_padded_channels(conv: ir.Node) -> int:
         return 0
     source = _past_dequantize(conv.inputs[0])
     pad = source.producer() if source is not None else None
-    weight = _constant(_past_dequantize(conv.inputs[1]) if len(conv.inputs) > 1 else None)
-    if pad is None or pad.op_type != "Pad" or pad.domain not in _ONNX or weight is None or weight.ndim < 3:
-        return 0
+    if pad is None or pad.op_type != "Pad" or pad.domain not in _ONNX or len(conv.inputs) < 2:
+        return 0  # (checked first: most convolutions stop here, before any weight is read)
     if pad.attributes.get_string("mode", "constant") != "constant" or len(pad.inputs) < 2:
         return 0
-    pads, rank = _constant(pad.inputs[1]), weight.ndim
-    if pads is None or pads.shape != (2 * rank,) or (len(pad.inputs) > 3 and pad.inputs[3] is not None):
-        return 0  # (an axes input would say which axes the pads are for)
-    extra = int(pads[rank + 1])  # the end of axis 1, the channels
-    if extra <= 0 or np.delete(pads, rank + 1).any() or extra >= weight.shape[1] or weight[:, -extra:].any():
+    weight, pads = _constant(_past_dequantize(conv.inputs[1])), _constant(pad.inputs[1])
+    if weight is None or weight.ndim < 3 or pads is None or pads.shape != (2 * weight.ndim,):
+        return 0
+    if len(pad.inputs) > 3 and pad.inputs[3] is not None:
+        return 0  # an axes input would say which axes the pads are for
+    extra = int(pads[weight.ndim + 1])  # the end of axis 1, the channels
+    if extra <= 0 or np.delete(pads, weight.ndim + 1).any() or extra >= weight.shape[1] or weight[:, -extra:].any():
         return 0
     return extra
 
@@ -54,4 +55,9 @@ def _past_dequantize(value: ir.Value | None) -> ir.Value | None:
 
 
 def _constant(value: ir.Value | None) -> np.ndarray | None:
-    return value.const_value.numpy() if value is not None and value.const_value is not None else None
+    if value is None or value.const_value is None:
+        return None
+    try:
+        return value.const_value.numpy()
+    except OSError:  # an external weight whose file this in-memory model cannot reach: counted as it is
+        return None
