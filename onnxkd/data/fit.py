@@ -93,11 +93,20 @@ def _check_values(block: np.ndarray, spec: InputSpec, label: str) -> tuple[int, 
         return int((~np.isfinite(block)).sum()), None
     if spec.dtype.kind in "iub" and block.dtype.kind == "f" and not np.array_equal(block, np.round(block)):
         raise OnnxkdError(f"{label}: non-integer values for a {spec.dtype} input")
+    if spec.index_range and block.size:
+        _check_ids(block, spec.index_range, label)
     with np.errstate(over="ignore"):
         cast = block.astype(spec.dtype, copy=False)
     if cast.dtype.kind == "f" and not np.isfinite(cast).all():  # e.g. float64 beyond float16's range
         raise OnnxkdError(f"{label}: values overflow {spec.dtype}")
     return 0, cast
+
+
+def _check_ids(block: np.ndarray, rows: int, label: str) -> None:
+    low, high = block.min(), block.max()
+    if high >= rows or low < -rows:
+        raise OnnxkdError(f"{label}: id {int(high if high >= rows else low)} is outside the table of {rows:,} rows "
+                          f"it indexes (valid ids: 0 to {rows - 1:,})")
 
 
 def _fit_labels(labels: np.ndarray, n: int, where: str, seq_first: str = "") -> np.ndarray:

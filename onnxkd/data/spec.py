@@ -10,6 +10,7 @@ import onnx
 from onnx import helper
 
 from onnxkd.data.batch_axes import input_batch_axes
+from onnxkd.data.index_ranges import index_ranges
 from onnxkd.errors import OnnxkdError
 
 Dim = Union[int, str, None]  # int = fixed, str = symbolic (dim_param), None = unknown
@@ -24,6 +25,9 @@ class InputSpec:
     # Where the model takes its samples: 0, or 1 for a seq-first export (x[T, batch, C] -> y[batch, K]). Data holds
     # samples on axis 0 whatever the model does; they are moved to this axis as they enter it (``batch_axes``).
     batch_axis: int = 0
+    # Rows of the table the input's integer values index (token ids into an embedding): valid values are
+    # [-rows, rows); None when it indexes no constant table (``index_ranges``).
+    index_range: int | None = None
 
     @property
     def rank(self) -> int:
@@ -72,7 +76,8 @@ def input_specs(model: onnx.ModelProto) -> list[InputSpec]:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
         specs.append(InputSpec(value.name, dtype, tuple(dims)))
     axes = input_batch_axes({spec.name: spec.shape for spec in specs}, _output_first_dims(graph))
-    return [replace(spec, batch_axis=axes.get(spec.name, 0)) for spec in specs]
+    ranges = index_ranges(graph) if any(spec.dtype.kind in "iu" for spec in specs) else {}
+    return [replace(spec, batch_axis=axes.get(spec.name, 0), index_range=ranges.get(spec.name)) for spec in specs]
 
 
 def batch_axes(specs: list[InputSpec]) -> dict[str, int]:

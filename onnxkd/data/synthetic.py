@@ -18,8 +18,8 @@ def random_inputs(specs: list[InputSpec], overrides: ShapeOverrides | None = Non
             feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
         elif spec.dtype.kind == "b":
             feeds[spec.name] = rng.random(shape) < 0.5
-        else:  # small non-negative ints are valid indices for embeddings/gathers of any size
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(spec.dtype)
+        else:  # ids over the table they index (every token of the vocabulary); else 0/1, valid for any use (masks)
+            feeds[spec.name] = rng.integers(0, spec.index_range or 2, size=shape).astype(spec.dtype)
         if spec.batch_axis:
             feeds[spec.name] = np.ascontiguousarray(np.moveaxis(feeds[spec.name], spec.batch_axis, 0))
     return feeds
