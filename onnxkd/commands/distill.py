@@ -125,7 +125,8 @@ def render_result(result: dict, console) -> None:
     recalibration = result.get("recalibration")
     if recalibration:
         table.add_row("pruned, as given", describe(recalibration["before"]))
-        table.add_row("BatchNorm recalibrated", describe(recalibration["after"]))
+        table.add_row("BatchNorm recalibrated" + ("" if recalibration.get("kept", True) else " (worse: not kept)"),
+                      describe(recalibration["after"]))
     if result.get("best_epoch") == 0:
         table.add_row("written: as before training (no epoch did better)", describe(result["best"]))
     elif result.get("best"):

@@ -33,7 +33,7 @@ from onnxkd.distill.batches import Batches, split_holdout
 from onnxkd.distill.loader import Loader, default_workers, in_order
 from onnxkd.distill.teacher_cache import cache_teacher, remove_disk_cache
 from onnxkd.distill.config import DistillConfig
-from onnxkd.distill.evaluate import describe, evaluate
+from onnxkd.distill.evaluate import describe, evaluate, score
 from onnxkd.distill.objective import Objective
 from onnxkd.graph_passes.analyze.pairing import paired_teacher
 from onnxkd.distill.progress import reporter
@@ -173,7 +173,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
         else:
             state = TrainState()
             recalibration = _recalibrate(session, student_model, run)
-            state.initial = recalibration["after"] if recalibration else _validate(session)
+            state.initial = _starting_figures(recalibration) if recalibration else _validate(session)
             keep_as_best(session, state, 0, state.initial)
         session.recalibration = recalibration
         report.line(f"distilling: {len(train_set):,} training samples, {len(val_set):,} validation, "
@@ -413,6 +413,7 @@ def _recalibrate(session: Session, student_model: ir.Model, run) -> dict | None:
     if not session.config.recalibrate_bn or not nodes:
         return None
     before = _validate(session)
+    saved = {name: session.student.onnx_tensor(name).detach().clone() for n in nodes for name in (n.mean, n.var)}
     n, size = len(session.batches.dataset), session.config.batch_size
     chosen = np.random.default_rng([session.config.seed, 20_000]).permutation(n)[:min(n, session.config.bn_samples)]
     share = np.array_split(chosen, session.world.size)[session.world.rank]
@@ -422,9 +423,22 @@ def _recalibrate(session: Session, student_model: ir.Model, run) -> dict | None:
         session.batches.loader(share[start:start + size] for start in range(0, len(share), size)), session.world, run)
     session.report.stop()
     after = _validate(session)
+    # Statistics of data unlike the teacher's (another preprocessing, a teacher never trained on it) can score
+    # far below the pruned student as cut: the student then starts from the one that validates better.
+    kept = score(after) >= score(before)
+    if not kept:
+        with torch.no_grad():
+            for name, value in saved.items():
+                session.student.onnx_tensor(name).copy_(value)
     session.report.line(f"BatchNorm recalibrated on {samples:,} samples ({len(nodes)} layers): "
-                        f"before {describe(before)}; after {describe(after)}")
-    return {"samples": samples, "layers": len(nodes), "before": before, "after": after}
+                        f"before {describe(before)}; after {describe(after)}"
+                        + ("" if kept else ": worse, the pruned statistics kept"))
+    return {"samples": samples, "layers": len(nodes), "before": before, "after": after, "kept": kept}
+
+
+def _starting_figures(recalibration: dict) -> dict:
+    """The validation figures of the student training starts from: recalibrated, unless that scored worse."""
+    return recalibration["after"] if recalibration.get("kept", True) else recalibration["before"]
 
 
 def _validate(session: Session) -> dict:

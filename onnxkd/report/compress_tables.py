@@ -188,7 +188,8 @@ def training(r: dict) -> Table:
     kept_as_it_was = "best" if d.get("best_epoch") == 0 else ""  # epoch 0: the student before training
     if recalibration:
         table.rows.append(["pruned", fmt.DASH, *_figures(recalibration["before"]), fmt.DASH, ""])
-        table.rows.append(["BN recalibrated", fmt.DASH, *_figures(recalibration["after"]), fmt.DASH, kept_as_it_was])
+        recalibrated = "BN recalibrated" if recalibration.get("kept", True) else "BN recalibrated (worse: not kept)"
+        table.rows.append([recalibrated, fmt.DASH, *_figures(recalibration["after"]), fmt.DASH, kept_as_it_was])
     elif d.get("initial"):
         table.rows.append(["pruned", fmt.DASH, *_figures(d["initial"]), fmt.DASH, kept_as_it_was])
     for record in d.get("history", []):

@@ -152,13 +152,13 @@ def training(r: dict) -> bytes:
         recalibration, initial = d.get("recalibration"), d.get("initial")
         if recalibration and recalibration["before"].get(key) is not None:
             val_ax.scatter([0], [recalibration["before"][key] * scale], color="grey", label="pruned, as cut", zorder=3)
-            val_ax.scatter([0], [recalibration["after"][key] * scale], color="#55A868", label="BN recalibrated",
-                           zorder=3)
+            val_ax.scatter([0], [recalibration["after"][key] * scale], color="#55A868", zorder=3,
+                           label="BN recalibrated" if recalibration.get("kept", True) else "BN recalibrated (not kept)")
         elif initial and initial.get(key) is not None:
             val_ax.scatter([0], [initial[key] * scale], color="grey", label="pruned, before training", zorder=3)
         val_ax.plot(xs, ys, marker="o", color=STUDENT, label="student")
         best = d.get("best_epoch")
-        start = (recalibration or {}).get("after") or initial or {}
+        start = initial or (recalibration or {}).get("after") or {}  # where training started from
         if best in xs:
             val_ax.scatter([best], [ys[xs.index(best)]], s=120, facecolors="none", edgecolors="black",
                            label=f"best (epoch {best})", zorder=4)
