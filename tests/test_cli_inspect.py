@@ -140,6 +140,13 @@ def test_summary_reports_macs_counted_independently(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     summary = _json.loads(out)["summary"]
     assert summary["macs"] == 8 * 25 * 4 and summary["macs_by_op"] == {"Conv": 800}
+    assert summary["macs_at"] == {"x": [1, 4, 5, 5]}
+    # exported with a fixed batch of 4: counted at 4, and said so (it read "at batch 1")
+    graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    out = subprocess.run([sys.executable, "-m", "onnxkd", "inspect", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "3,200 (3.2k) at x=4,4,5,5" in out
 
 
 def test_bridge_support_runs_the_checks_to_torch_makes(tmp_path):

@@ -45,8 +45,8 @@ def summary(model: ir.Model, input_shapes: dict | None = None) -> dict[str, Any]
 
 def _macs(model: ir.Model, input_shapes: dict | None) -> dict[str, Any]:
     """MACs of Conv/ConvTranspose/Gemm/MatMul (and their integer forms; ``macs_int8`` is the part on 8-bit
-    operands) at ``input_shapes``, else at batch 1 (other dynamic dims need a size: without one, the note
-    says so)."""
+    operands) at ``input_shapes``, else at the model's fixed batch or batch 1 (``macs_at``: the shapes used;
+    other dynamic dims need a size: without one, the note says so)."""
     from onnxkd.graph_passes.metrics import mac_summary
 
     try:
@@ -57,7 +57,7 @@ def _macs(model: ir.Model, input_shapes: dict | None) -> dict[str, Any]:
         return {"macs": None, "macs_by_op": {}, "macs_note": f"not counted: {type(exc).__name__}"}
     return {"macs": macs["total"], "macs_int8": macs["int8"], "macs_by_op": macs["by_op"],
             "macs_unknown_nodes": macs["unknown_nodes"],
-            "macs_at": {name: list(shape) for name, shape in (input_shapes or {}).items()} or "batch 1"}
+            "macs_at": {name: list(shape) for name, shape in macs["input_shapes"].items()}}
 
 
 def ops(model: ir.Model) -> list[dict[str, Any]]:

@@ -202,12 +202,13 @@ def count_macs(model: ModelLike, input_shapes: dict[str, list[int]] | None = Non
 
 
 def mac_summary(model: ModelLike, input_shapes: dict[str, list[int]] | None = None) -> dict:
-    """``{"total", "int8", "by_op", "int8_by_op", "unknown_nodes"}``: ``count_macs`` with the part whose
-    operands are 8-bit integers (0 for a float model); ``total`` counts every MAC, int8 ones included."""
-    nodes, unknown, _ = _macs(load(model), input_shapes)
+    """``{"total", "int8", "by_op", "int8_by_op", "unknown_nodes", "input_shapes"}``: ``count_macs`` with the
+    part whose operands are 8-bit integers (0 for a float model); ``total`` counts every MAC, int8 ones included;
+    ``input_shapes``: the shapes they were counted at (a model's fixed batch, else 1)."""
+    nodes, unknown, shapes = _macs(load(model), input_shapes)
     by_op, int8_by_op = _by_op(nodes), _by_op({k: n for k, n in nodes.items() if n.int8})
     return {"total": sum(by_op.values()), "int8": sum(int8_by_op.values()), "by_op": by_op,
-            "int8_by_op": int8_by_op, "unknown_nodes": unknown}
+            "int8_by_op": int8_by_op, "unknown_nodes": unknown, "input_shapes": shapes}
 
 
 def macs_by_node(model: ModelLike, input_shapes: dict[str, list[int]] | None = None) -> dict[str, int]:
