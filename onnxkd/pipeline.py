@@ -269,12 +269,12 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
     summary = {"groups": len(groups), "prunable": sum(g.prunable for g in groups),
                "pruned": sum(1 for g in groups if g.id in kept and len(kept[g.id]) < g.size),
                "frozen": sum(g.frozen is not None for g in groups),
-               "channels_before": sum(g.size for g in groups),
-               "channels_after": sum(len(kept[g.id]) if g.id in kept else g.size for g in groups),
+               "channels_before": sum(g.channels() for g in groups),
+               "channels_after": sum(g.channels(len(kept[g.id]) if g.id in kept else None) for g in groups),
                "round_to": options.round_to, "whole_by_rounding": rounded}
     summary.update(measure(teacher, "before", input_shapes))
     summary.update(measure(model, "after", input_shapes))
-    rows = [{"id": g.id, "source": g.source, "size": g.size,
+    rows = [{"id": g.id, "source": g.source, "size": g.size, "channels": g.channels(),
              "kept": len(kept[g.id]) if g.id in kept else g.size,
              "status": "frozen" if g.frozen is not None else
                        ("pruned" if g.id in kept and len(kept[g.id]) < g.size else "whole"),

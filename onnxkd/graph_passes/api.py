@@ -181,8 +181,8 @@ def _summary(teacher: ir.Model, student: ir.Model, groups, plan, input_shapes) -
         "pruned": pruned,
         "frozen": sum(1 for g in groups if g.frozen is not None),
         "normalized_pruned": sum(1 for g in groups if g.normalized and g.id in plan and len(plan[g.id]) < g.size),
-        "channels_before": sum(g.size for g in groups),
-        "channels_after": sum(len(plan[g.id]) if g.id in plan else g.size for g in groups),
+        "channels_before": sum(g.channels() for g in groups),
+        "channels_after": sum(g.channels(len(plan[g.id]) if g.id in plan else None) for g in groups),
     }
     summary.update(measure(teacher, "before", input_shapes))
     summary.update(measure(student, "after", input_shapes))

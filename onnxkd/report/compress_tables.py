@@ -118,7 +118,7 @@ def frozen(r: dict) -> Table:
         if group["status"] == "frozen" or group["reason"].startswith("round-to"):
             entry = counts.setdefault(group["reason"], [0, 0])
             entry[0] += 1
-            entry[1] += group["size"]
+            entry[1] += group.get("channels", group["size"])  # (reports before "channels": units)
     ordered = sorted(counts.items(), key=lambda item: (-item[1][1], item[0]))
     for reason, (groups, channels) in ordered[:FROZEN_SHOWN]:
         table.rows.append([reason, str(groups), f"{channels:,}"])

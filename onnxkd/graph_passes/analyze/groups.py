@@ -96,6 +96,11 @@ class ChannelGroup:
             return self.channel_block
         return sum(s.block * s.span for s in outs if (s.name, s.axis) == (outs[0].name, outs[0].axis))
 
+    def channels(self, units: int | None = None) -> int:
+        """Channels of the producer's output that ``units`` of the group's units (default: all) cover: a unit is a
+        channel, or a norm group of a GroupNorm, a head, one channel of every group of a grouped conv."""
+        return (self.size if units is None else units) * self.outputs_per_channel
+
     def to_dict(self) -> dict:
         return asdict(self)
 
