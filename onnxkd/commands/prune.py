@@ -244,6 +244,9 @@ def render_summary(summary: dict[str, Any], console) -> None:
         before, after = summary.get(f"{key}_before"), summary.get(f"{key}_after")
         ratio = f"{after / before:.3f}" if before and after is not None else "-"
         table.add_row("MACs" if key == "macs" else key, _num(before), _num(after), ratio)
+    if summary.get("macs_before") is None:
+        table.caption = "MACs: the input has dynamic dims with no size; give --input-shape NAME=D0,D1,.. or --data"
+        table.caption_justify = "left"
     console.print(table)
 
 

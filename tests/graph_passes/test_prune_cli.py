@@ -33,6 +33,15 @@ def test_prune_writes_a_valid_smaller_model(zoo_model, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [out]  # no temp files left
 
 
+def test_unsized_dynamic_dims_leave_macs_out_and_say_which_flag_sizes_them(zoo_model, tmp_path, capsys):
+    source = zoo_model("transformer", "legacy", dynamic_seq=True)
+    code, stdout, _ = cli(capsys, "prune", str(source), "--ratio", "0.5", "-o", str(tmp_path / "p.onnx"))
+    assert code == 0 and "give --input-shape NAME=D0,D1,.. or --data" in stdout, stdout
+    code, stdout, _ = cli(capsys, "prune", str(source), "--ratio", "0.5", "-o", str(tmp_path / "q.onnx"),
+                          "--input-shape", f"{onnx.load(str(source)).graph.input[0].name}=1,12")
+    assert code == 0 and "--input-shape" not in stdout.split("Wrote")[0], stdout
+
+
 def test_a_model_with_nothing_to_cut_is_written_as_it_is_with_why(tmp_path, capsys):
     linear = helper.make_model(helper.make_graph(
         [helper.make_node("Gemm", ["x", "w"], ["logits"], transB=1)], "linear",
