@@ -102,7 +102,9 @@ def session_options(config: SessionConfig) -> ort.SessionOptions:
     options.graph_optimization_level = OPT_LEVELS[config.graph_opt]
     options.intra_op_num_threads = config.threads
     options.inter_op_num_threads = 1  # sequential execution: parallel branches would add timing noise
-    options.log_severity_level = 3  # onnxruntime warnings go to stderr and would break the one-line error rule
+    # onnxruntime logs to stderr, which would break the one-line error rule: warnings, and errors at run time,
+    # which also raise (the command then reports them in its one line)
+    options.log_severity_level = 4
     # Teacher and student run alternately, each with its own thread pool. By default a pool's workers keep
     # spinning after a run and take cores from the other model's next run: interleaved speed-ups came out
     # 1.2-1.8x too high on a 2-core CPU (zoo MobileNetV2, batch 1: 1.95x measured, 1.07x with one shared
