@@ -159,7 +159,8 @@ def test_scales_and_zero_points_are_not_parameters():
     assert metrics.count_params(model) == 4 * 2 * 9 + 10
     # x is float: the Conv reads one dequantized operand only, so none of its MACs are int8
     assert metrics.mac_summary(model) == {"total": 4 * 9 * 2 * 9, "int8": 0, "by_op": {"Conv": 4 * 9 * 2 * 9},
-                                          "int8_by_op": {}, "unknown_nodes": []}
+                                          "int8_by_op": {}, "unknown_nodes": [],
+                                          "input_shapes": {"x": [1, 2, 5, 5], "ids": [3]}}
 
 
 def _contrib_conv(channels_last: int, x_shape: list[int]) -> onnx.ModelProto:
