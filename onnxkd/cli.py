@@ -58,7 +58,10 @@ def main(argv: list[str] | None = None) -> None:
 
     Exit codes: 0 success, 1 a gate failed, 2 bad input, 3 internal error (a bug), 130 interrupted.
     """
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    argv = list(argv if argv is not None else sys.argv[1:])
+    debug = "--debug" in argv
+    if debug:  # also after the command (`onnxkd compress ... --debug`), where users add it to a failed run
+        argv = ["--debug"] + [arg for arg in argv if arg != "--debug"]
     try:
         # Without standalone mode click hands back ctx.exit(code) as a return value instead of exiting.
         code = cli.main(args=argv, prog_name="onnxkd", standalone_mode=False)
@@ -67,8 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:  # click's form of KeyboardInterrupt
         click.echo("Interrupted.", err=True)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # a bad flag or value: one line, like any bad input
+        command = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx is not None else None
+        help_hint = f" (see {command} --help)" if command else ""
+        click.echo(f"Error: {exc.format_message()}{help_hint}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -83,5 +88,5 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:
             raise
-        click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+        click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (add --debug for the traceback)", err=True)
         sys.exit(INTERNAL_ERROR)

@@ -27,7 +27,25 @@ def test_an_internal_error_exits_3_not_1_like_a_failed_gate(monkeypatch, capsys,
         main(["prune", str(TEACHER), "--ratio", "0.5", "-o", str(tmp_path / "s.onnx")])
     assert exit_info.value.code == 3
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == ["Error: internal error: ZeroDivisionError: division by zero (rerun with --debug for the traceback)"]
+    assert lines == ["Error: internal error: ZeroDivisionError: division by zero (add --debug for the traceback)"]
+    # --debug where users add it, after the command, gives the traceback
+    with pytest.raises(ZeroDivisionError):
+        main(["prune", str(TEACHER), "--ratio", "0.5", "-o", str(tmp_path / "s.onnx"), "--debug"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--criterion", "foo"], "Invalid value for '--criterion': 'foo' is not one of"),
+    (["--batch-size", "0"], "Invalid value for '--batch-size': 0 is not in the range"),
+    (["--no-such-flag"], "No such option '--no-such-flag'"),
+])
+def test_a_bad_flag_or_value_is_one_line_exit_2(capsys, tmp_path, args, message):
+    from onnxkd.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", str(TEACHER), "-o", str(tmp_path / "s.onnx"), *args])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("Error: ") and message in lines[0] and lines[0].endswith("(see onnxkd prune --help)")
 
 
 def test_validate_and_metrics_leave_the_callers_models_unchanged():

@@ -13,6 +13,7 @@ torch re-raises worker exceptions with the worker's traceback in the message, an
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -121,8 +122,15 @@ class Loader:
         if self._loader is None:
             self._loader = DataLoader(self.rows, batch_size=None, sampler=self.plan, num_workers=self.workers,
                                       pin_memory=self.device.type == "cuda", persistent_workers=self.persistent,
-                                      prefetch_factor=PREFETCH)
+                                      prefetch_factor=PREFETCH, worker_init_fn=_ignore_interrupts)
         return self._loader
+
+
+def _ignore_interrupts(_worker_id: int) -> None:
+    """Ctrl-C reaches the whole process group: a worker that died of it made the run end in an internal error
+    ("DataLoader worker exited unexpectedly") instead of the main process's interrupt, which saves a
+    checkpoint and exits 130. The main process stops the workers itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def in_order(dataset: Dataset, input_names: list[str], batch_size: int, device: torch.device,
