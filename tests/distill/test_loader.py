@@ -185,4 +185,3 @@ def test_distilling_from_images_leaves_no_cache_and_trains_the_uncached_student(
     for name, value in uncached.model.graph.initializers.items():
         np.testing.assert_array_equal(cached.model.graph.initializers[name].const_value.numpy(),
                                       value.const_value.numpy(), err_msg=name)
-
