@@ -610,6 +610,7 @@ def _move_into_place(work: Path, student: ir.Model, external: bool | None, outpu
             for item in staged_report.iterdir():
                 os.replace(item, report_dir / item.name)
         else:
+            report_dir.parent.mkdir(parents=True, exist_ok=True)  # --report a/b/c: made, as validate makes it
             os.replace(staged_report, report_dir)
     os.replace(work / "recipe.json", recipe_path)
     model_io.save(student, output, external_data=external)
