@@ -105,3 +105,14 @@ def test_prune_runs_the_full_onnx_checker_and_a_failure_is_an_internal_error(mon
     assert exit_info.value.code == 3 and len(err) == 1, err
     assert "InvalidPrunedModel" in err[0] and "ONNX checker rejects" in err[0] and "NoSuchOp" in err[0] and "teacher.onnx" in err[0]
     assert not (tmp_path / "s.onnx").exists()
+
+
+def test_a_missing_validation_file_is_named_as_itself(capsys, tmp_path):
+    """It was reported as '--data missing_val.npz', the flag the user had given right."""
+    from onnxkd.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compress", str(TEACHER), "--data", str(ROOT / "examples" / "digits" / "train.npz"),
+              "--val-data", str(tmp_path / "missing_val.npz"), "-o", str(tmp_path / "s.onnx")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and lines == [f"Error: {tmp_path / 'missing_val.npz'}: no such file or folder"]

@@ -41,17 +41,17 @@ def load_data(path: str | Path, specs: list[InputSpec], image_options: ImageOpti
     (``"input_ids,attention_mask,labels=label"``, see ``onnxkd.data.hf``)."""
     path = Path(path)
     if not path.exists():
-        raise OnnxkdError(f"--data {path}: no such file or folder")
+        raise OnnxkdError(f"{path}: no such file or folder")  # (--data or --val-data: the path says which)
     if is_hf_path(path):  # before the .npy-folder and image-folder checks: a save_to_disk folder is a folder
         return fit_to_model(load_hf(path, specs, columns), specs)
     if columns is not None:
-        raise OnnxkdError(f"--data {path}: columns apply to Hugging Face data sets (a save_to_disk folder, a "
+        raise OnnxkdError(f"{path}: columns apply to Hugging Face data sets (a save_to_disk folder, a "
                           ".parquet file or a datasets.Dataset)")
     if path.is_dir() and any(path.glob("*.npy")):  # one .npy per input (+ labels.npy)
         data = load_npz(path)
     elif path.is_dir() or path.suffix.lower() in LIST_SUFFIXES:
         if len(specs) != 1:
-            raise OnnxkdError(f"--data {path}: images feed one input, the model has {len(specs)}")
+            raise OnnxkdError(f"{path}: images feed one input, the model has {len(specs)}")
         load = load_image_folder if path.is_dir() else load_image_list
         data = load(path, specs[0], image_options or ImageOptions())
     else:
