@@ -176,6 +176,11 @@ class Recipe:
         if not known & set(data):  # the older prune-only format: the prune section alone
             data = {"prune": data}
         _no_unknown(data, known, where)
+        for name in ("prune", "distill", "validate", "quantize"):
+            if not isinstance(data.get(name) or {}, dict):
+                raise OnnxkdError(f"{where}: {name}: expected a JSON object of settings, got {json.dumps(data[name])}")
+        _check_type(data.get("seed", 0), "int", f"{where}: seed")
+        _check_type(data.get("optimize", True), "bool", f"{where}: optimize")
         seed = int(data.get("seed", 0))
         prune = dict(data.get("prune") or {})
         if "global" in prune:
@@ -213,10 +218,31 @@ def save_recipe(recipe: Recipe, path: str | os.PathLike, teacher_sha256: str | N
 
 def _section(kind: type, values: dict[str, Any], where: str):
     _no_unknown(values, {f.name for f in fields(kind)}, where)
+    for item in fields(kind):
+        if item.name in values:
+            _check_type(values[item.name], str(item.type), f"{where}: {item.name}")
     try:
         return kind(**values)
     except TypeError as exc:
         raise OnnxkdError(f"{where}: {exc}") from None
+
+
+# JSON's types for the annotations the recipe's settings use ("float | None", "dict[str, float]", ...)
+_JSON_TYPES = {"float": (int, float), "int": (int,), "bool": (bool,), "str": (str,), "None": (type(None),),
+               "dict": (dict,), "list": (list,), "tuple": (list, tuple)}
+
+
+def _check_type(value: Any, annotation: str, where: str) -> None:
+    """Refuse, before any stage, a setting of the wrong JSON type ("0.5" for a ratio): it failed deep inside a
+    stage as an internal error, or only after the stages before it had run. Annotations it does not know pass."""
+    names = [part.strip().split("[", 1)[0] for part in annotation.split("|")]
+    if not all(name in _JSON_TYPES for name in names):
+        return
+    wanted = tuple(t for name in names for t in _JSON_TYPES[name])
+    if not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
+        shown = " or ".join("null" if name == "None" else "a number" if name == "float" else
+                            f"an {name}" if name == "int" else f"a {name}" for name in names)
+        raise OnnxkdError(f"{where} {json.dumps(value)}: expected {shown}")
 
 
 def _no_unknown(values: dict, known: set[str], where: str) -> None:

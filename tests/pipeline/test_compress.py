@@ -125,20 +125,25 @@ def test_a_failed_gate_exits_1_and_still_writes_student_and_report(workspace):
     (["--max-accuracy-drop", "0.01", "--data", "{unlabelled}"], "--max-accuracy-drop needs --data with labels"),
     (["--criterion", "taylor"], "--criterion taylor needs --data"),
     (["--recipe", "{bad_recipe}"], "unknown key"),
-    (["--recipe", "{bad_round}"], "--round-to '16': must be an integer"),
+    (["--recipe", "{bad_round}"], "prune: round_to \"16\": expected an int or null"),
+    (["--recipe", "{bad_section}"], "prune: expected a JSON object of settings, got 5"),
+    (["--recipe", "{bad_gate}"], "validate: min_speedup \"1.5\": expected a number or null"),
     (["--provider", "tensorrt"], "--provider tensorrt"),
 ])
 def test_bad_input_is_refused_before_any_stage(workspace, args, message):
     np.savez(workspace / "unlabelled.npz", image=np.load(workspace / "train.npz")["image"])
     (workspace / "bad.json").write_text(json.dumps({"prune": {"ratoi": 0.5}}))
     (workspace / "round.json").write_text(json.dumps({"prune": {"round_to": "16"}}))
+    (workspace / "section.json").write_text(json.dumps({"prune": 5}))
+    (workspace / "gate.json").write_text(json.dumps({"validate": {"min_speedup": "1.5"}}))
     paths = {"teacher": workspace / "teacher.onnx", "unlabelled": workspace / "unlabelled.npz",
-             "bad_recipe": workspace / "bad.json", "bad_round": workspace / "round.json"}
+             "bad_recipe": workspace / "bad.json", "bad_round": workspace / "round.json",
+             "bad_section": workspace / "section.json", "bad_gate": workspace / "gate.json"}
     run = _compress(workspace / "teacher.onnx", *[a.format(**paths) for a in args])
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], run.stderr
-    assert _leftovers(workspace) == ["bad.json", "round.json", "unlabelled.npz"]
+    assert _leftovers(workspace) == ["bad.json", "gate.json", "round.json", "section.json", "unlabelled.npz"]
 
 
 def test_a_teacher_with_nothing_to_cut_is_refused_after_pruning_with_why(workspace):
