@@ -67,11 +67,13 @@ def load_image_list(path: str | Path, spec: InputSpec, options: ImageOptions = I
     except (OSError, UnicodeDecodeError) as exc:
         raise OnnxkdError(f"{path}: cannot read the image list ({exc})") from None
     dialect = "excel" if path.suffix.lower() == ".csv" or "," in text.split("\n", 1)[0] else "excel-tab"
-    rows = [row for row in csv.reader(_split_spaces(text, dialect), dialect) if row and any(field.strip() for field in row)]
-    if rows and len(rows[0]) > 1 and not _is_int(rows[0][1]):
-        rows = rows[1:]  # a header such as "path,label"
+    # (line number, fields) of the non-blank lines: errors name the line of the file
+    rows = [(line, row) for line, row in enumerate(csv.reader(_split_spaces(text, dialect), dialect), start=1)
+            if row and any(field.strip() for field in row)]
+    if rows and _is_header(rows[0][1], path.parent):
+        rows = rows[1:]  # a header such as "path,label", or "path" above a list of paths only
     files, labels = [], []
-    for line, row in enumerate(rows, start=1):
+    for line, row in rows:
         if len(row) > 1 and not _is_int(row[1]):
             raise OnnxkdError(f"{path}: line {line}: label {row[1].strip()!r} is not an integer class id")
         files.append(os.path.join(path.parent, row[0].strip()))
@@ -82,6 +84,15 @@ def load_image_list(path: str | Path, spec: InputSpec, options: ImageOptions = I
     if missing:
         raise OnnxkdError(f"{path}: {len(missing):,} listed image(s) do not exist, e.g. {missing[0]}")
     return _image_dataset(files, labels, spec, options, str(path))
+
+
+def _is_header(row: list[str], folder: Path) -> bool:
+    """A first line naming columns: a label that is not a number, or, in a list of paths only, a name that is
+    neither an image file nor a file that exists ("path", "filename")."""
+    if len(row) > 1:
+        return not _is_int(row[1])
+    name = row[0].strip()
+    return not _is_image(name) and not os.path.isfile(os.path.join(folder, name))
 
 
 def _split_spaces(text: str, dialect: str) -> list[str]:

@@ -110,6 +110,17 @@ def test_an_integer_image_input_gets_the_pixels_themselves(tmp_path, layout, ord
         load_data(tmp_path, [spec], ImageOptions(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
 
 
+def test_list_files_take_a_header_and_name_the_files_lines(tmp_path):
+    for i in range(2):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
+    (tmp_path / "paths.txt").write_text("path\n0.png\n\n1.png\n")  # a header above paths only, a blank line
+    data = load_data(tmp_path / "paths.txt", [X])
+    assert data.arrays["x"].shape == (2, 3, 8, 8) and data.labels is None
+    (tmp_path / "labels.csv").write_text("path,label\n0.png,0\n\n1.png,cat\n")
+    with pytest.raises(OnnxkdError, match="line 4: label 'cat' is not an integer class id"):
+        load_data(tmp_path / "labels.csv", [X])
+
+
 def test_image_folder_resizes_to_the_model_and_supports_nhwc(tmp_path):
     (tmp_path / "a").mkdir()
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(tmp_path / "a" / "0.jpg")
