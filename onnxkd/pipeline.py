@@ -74,7 +74,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     specs = input_specs(ir.to_proto(teacher_model))
     train, val, held_out = _datasets(data, val_data, specs, plan.seed, image_options=image_options,
                                      transform=transform, columns=columns)
-    _refuse_early(plan, train, val)
+    _refuse_early(plan, train, val, teacher_model)
     # Every stage that needs sizes (MACs, the optimize check, timing) uses these: the user's samples give
     # the dynamic dims (a PaddlePaddle or tf2onnx export's height and width), --input-shape overrides them.
     samples = train if train is not None else val
@@ -526,13 +526,17 @@ def _datasets(data, val_data, specs, seed: int, **read) -> tuple[Dataset | None,
     return train, val, True
 
 
-def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None) -> None:
+def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None, teacher: ir.Model) -> None:
     """What would only fail later (a criterion without data, an absent provider, a gate the data cannot
-    measure), refused before any stage runs."""
+    measure, a hint on a tensor the teacher does not have), refused before any stage runs."""
+    from onnxkd.distill.hints import AUTO, tensor_names
     from onnxkd.validate.gates import Gates
     from onnxkd.validate.sessions import resolve_providers
 
     plan.prune.criterion_for(train is not None)
+    missing = [name for name in plan.distill.hints if name != AUTO and name not in tensor_names(teacher)]
+    if missing:  # (the student, cut from the teacher, keeps its tensor names)
+        raise OnnxkdError(f"--hint {missing[0]}: no tensor of that name in the teacher graph")
     options = plan.validate
     resolve_providers(options.provider)
     gates = Gates(options.max_accuracy_drop, options.min_agreement, options.min_speedup)

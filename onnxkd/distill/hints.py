@@ -77,7 +77,7 @@ def removed_channels(details: dict, tensor: str) -> dict[int, list[int]]:
 
 def resolve(names: list[str], teacher: ir.Model, student: ir.Model, details: dict) -> list[Hint]:
     """The hints named by ``--hint`` (``auto`` expands), each checked against both graphs and the plan."""
-    teacher_tensors, student_tensors = _tensor_names(teacher), _tensor_names(student)
+    teacher_tensors, student_tensors = tensor_names(teacher), tensor_names(student)
     chosen: list[str] = []
     for name in names:
         expanded = auto_hints(student, teacher_tensors, details) if name == AUTO else [name]
@@ -127,7 +127,7 @@ def auto_hints(student: ir.Model, teacher_tensors: set[str], details: dict, coun
     return sorted(chosen, key=position.__getitem__)
 
 
-def _tensor_names(model: ir.Model) -> set[str]:
+def tensor_names(model: ir.Model) -> set[str]:
     names = {v.name for v in model.graph.inputs}
     for node in model.graph:
         names.update(v.name for v in node.outputs)

@@ -129,6 +129,7 @@ def test_a_failed_gate_exits_1_and_still_writes_student_and_report(workspace):
     (["--recipe", "{bad_section}"], "prune: expected a JSON object of settings, got 5"),
     (["--recipe", "{bad_gate}"], "validate: min_speedup \"1.5\": expected a number or null"),
     (["--provider", "tensorrt"], "--provider tensorrt"),
+    (["--hint", "no/such/tensor"], "--hint no/such/tensor: no tensor of that name in the teacher graph"),
 ])
 def test_bad_input_is_refused_before_any_stage(workspace, args, message):
     np.savez(workspace / "unlabelled.npz", image=np.load(workspace / "train.npz")["image"])
