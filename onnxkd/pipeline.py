@@ -75,6 +75,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     train, val, held_out = _datasets(data, val_data, specs, plan.seed, image_options=image_options,
                                      transform=transform, columns=columns)
     _refuse_early(plan, train, val, teacher_model)
+    _timed_batch(plan, specs, say)
     # Every stage that needs sizes (MACs, the optimize check, timing) uses these: the user's samples give
     # the dynamic dims (a PaddlePaddle or tf2onnx export's height and width), --input-shape overrides them.
     samples = train if train is not None else val
@@ -541,6 +542,18 @@ def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None, teac
     resolve_providers(options.provider)
     gates = Gates(options.max_accuracy_drop, options.min_agreement, options.min_speedup)
     gates.check_measurable(val is not None, val is not None and val.labels is not None)
+
+
+def _timed_batch(plan: Recipe, specs, say) -> None:
+    """--latency-batch as the teacher can run it: one that fixes its batch (torch's default export of a batch-1
+    example) is timed at that batch, which the terminal, the report and the recipe then say."""
+    from onnxkd.validate.inference import batch_limit
+
+    wanted = plan.prune.latency_batch
+    if plan.prune.target_speedup is not None and batch_limit(specs, wanted) != wanted:
+        plan.prune.latency_batch = batch_limit(specs, wanted)
+        say(f"the teacher fixes its batch at {plan.prune.latency_batch}: --latency-batch {wanted} is timed at "
+            f"batch {plan.prune.latency_batch}")
 
 
 def _trajectory(plan: Recipe) -> dict:

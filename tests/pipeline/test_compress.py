@@ -379,3 +379,18 @@ def test_every_recipe_flag_of_the_cli_is_a_keyword_of_the_python_api():
                           "validate_batch_size": 8})
     assert (plan.distill.augment, plan.distill.workers, plan.distill.loss) == ("crop", 2, {"logits": "mse"})
     assert (plan.validate.threads, plan.validate.batch_size) == (1, 8)
+
+
+def test_a_latency_batch_the_teacher_cannot_run_is_timed_and_recorded_at_its_fixed_batch():
+    """torch's default export of a batch-1 example fixes the batch: --latency-batch 8 was timed at 1 and
+    reported (terminal, report, recipe) as 8."""
+    from onnxkd.data import InputSpec
+    from onnxkd.pipeline import _recipe, _timed_batch
+
+    plan, said = _recipe(None, {"target_speedup": 1.5, "latency_batch": 8}), []
+    _timed_batch(plan, [InputSpec("x", np.dtype(np.float32), (1, 3, 32, 32))], said.append)
+    assert plan.prune.latency_batch == 1 and plan.to_dict()["prune"]["latency_batch"] == 1
+    assert said == ["the teacher fixes its batch at 1: --latency-batch 8 is timed at batch 1"]
+    plan, said = _recipe(None, {"target_speedup": 1.5, "latency_batch": 8}), []
+    _timed_batch(plan, [InputSpec("x", np.dtype(np.float32), ("N", 3, 32, 32))], said.append)
+    assert plan.prune.latency_batch == 8 and not said
