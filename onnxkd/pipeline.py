@@ -569,6 +569,18 @@ def _data_identity(train: Dataset | None, val: Dataset | None) -> dict:
     return {name: None if d is None else {"source": d.source, "n": len(d)} for name, d in (("train", train), ("val", val))}
 
 
+def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:
+    """``distill.epochs 400 -> 401`` for each setting that differs between two recipes (nested dicts)."""
+    found = []
+    for key in sorted(set(before) | set(now)):
+        a, b = before.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b and key not in ("onnxkd_version", "teacher_sha256"):
+            found.append(f"{prefix}{key} {json.dumps(a)} -> {json.dumps(b)}")
+    return found
+
+
 class _State:
     """Which stages a run completed, in the work folder, for ``resume``."""
 
@@ -580,8 +592,11 @@ class _State:
                 raise OnnxkdError(f"--resume: no interrupted run in {work}; run without --resume")
             saved = json.loads(self.path.read_text())
             if saved.get("fingerprint") != fingerprint:
-                changed = sorted(k for k in fingerprint if saved.get("fingerprint", {}).get(k) != fingerprint[k])
-                raise OnnxkdError(f"--resume: the run in {work} used another {', '.join(changed)}; "
+                before = saved.get("fingerprint", {})
+                changed = sorted(k for k in fingerprint if before.get(k) != fingerprint[k])
+                details = _differences(before.get("recipe") or {}, fingerprint["recipe"]) if "recipe" in changed else []
+                shown = f" ({'; '.join(details[:4])})" if details else ""
+                raise OnnxkdError(f"--resume: the run in {work} used another {', '.join(changed)}{shown}; "
                                   "run without --resume to start over")
             self.results = saved.get("results", {})
         else:

@@ -184,6 +184,8 @@ def test_ctrl_c_leaves_nothing_then_resume_finishes(workspace):
     assert process.returncode == 130, stderr
     assert _leftovers(workspace) == ["teacher.student.onnx.work"]  # no student, no report, no recipe
 
+    other = _compress(*["41" if a == "40" else a for a in args], "--resume")  # another recipe: named, refused
+    assert other.returncode == 2 and "used another recipe (distill.epochs 40 -> 41)" in other.stderr, other.stderr
     resumed = _compress(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "prune: done before" in resumed.stdout and "resuming at epoch" in resumed.stdout
