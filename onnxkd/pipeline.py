@@ -74,7 +74,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     specs = input_specs(ir.to_proto(teacher_model))
     train, val, held_out = _datasets(data, val_data, specs, plan.seed, image_options=image_options,
                                      transform=transform, columns=columns)
-    _refuse_early(plan, train, val, teacher_model)
+    _refuse_early(plan, train, val, teacher_model, teacher, specs)
     _timed_batch(plan, specs, say)
     # Every stage that needs sizes (MACs, the optimize check, timing) uses these: the user's samples give
     # the dynamic dims (a PaddlePaddle or tf2onnx export's height and width), --input-shape overrides them.
@@ -527,7 +527,8 @@ def _datasets(data, val_data, specs, seed: int, **read) -> tuple[Dataset | None,
     return train, val, True
 
 
-def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None, teacher: ir.Model) -> None:
+def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None, teacher: ir.Model,
+                  source: ModelLike, specs: list) -> None:
     """What would only fail later (a criterion without data, an absent provider, a gate the data cannot
     measure, a hint on a tensor the teacher does not have), refused before any stage runs."""
     from onnxkd.distill.hints import AUTO, tensor_names
@@ -538,10 +539,34 @@ def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None, teac
     missing = [name for name in plan.distill.hints if name != AUTO and name not in tensor_names(teacher)]
     if missing:  # (the student, cut from the teacher, keeps its tensor names)
         raise OnnxkdError(f"--hint {missing[0]}: no tensor of that name in the teacher graph")
+    for dataset in (train, val):
+        _check_label_classes(source, specs, dataset)
     options = plan.validate
     resolve_providers(options.provider)
     gates = Gates(options.max_accuracy_drop, options.min_agreement, options.min_speedup)
     gates.check_measurable(val is not None, val is not None and val.labels is not None)
+
+
+def _check_label_classes(teacher: ModelLike, specs: list, dataset: Dataset | None) -> None:
+    """Labels naming a class no class-score output of the teacher has, found from one small batch through
+    onnxruntime before any stage (distillation found them after pruning and kd scoring)."""
+    if dataset is None or dataset.labels is None or not len(dataset.labels):
+        return
+    from onnxkd.data.labels import check_labels_fit
+    from onnxkd.validate.inference import batch_limit
+    from onnxkd.validate.quality import is_class_scores
+    from onnxkd.validate.sessions import SessionConfig, create_session
+
+    session = create_session(model_io.session_source(teacher), SessionConfig(), "teacher")[0]
+    try:
+        outputs = session.run(None, dataset.first(batch_limit(specs, 1)))
+    except Exception:  # noqa: BLE001  (a run that fails here fails in the stages, which say why)
+        return
+    names = [o.name for o in session.get_outputs()]
+    scores = [(out, name) for out, name in zip(outputs, names) if is_class_scores(out) and out.dtype.kind == "f"]
+    if scores and not any(out.shape[1] > int(dataset.labels.max()) for out, _ in scores):
+        widest, name = max(scores, key=lambda pair: pair[0].shape[1])
+        check_labels_fit(dataset.labels, widest, name)
 
 
 def _timed_batch(plan: Recipe, specs, say) -> None:

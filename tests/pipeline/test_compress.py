@@ -130,6 +130,7 @@ def test_a_failed_gate_exits_1_and_still_writes_student_and_report(workspace):
     (["--recipe", "{bad_gate}"], "validate: min_speedup \"1.5\": expected a number or null"),
     (["--provider", "tensorrt"], "--provider tensorrt"),
     (["--hint", "no/such/tensor"], "--hint no/such/tensor: no tensor of that name in the teacher graph"),
+    (["--data", "{labels_10}"], "labels: class id 10 >= the 10 scores of output"),
 ])
 def test_bad_input_is_refused_before_any_stage(workspace, args, message):
     np.savez(workspace / "unlabelled.npz", image=np.load(workspace / "train.npz")["image"])
@@ -137,14 +138,18 @@ def test_bad_input_is_refused_before_any_stage(workspace, args, message):
     (workspace / "round.json").write_text(json.dumps({"prune": {"round_to": "16"}}))
     (workspace / "section.json").write_text(json.dumps({"prune": 5}))
     (workspace / "gate.json").write_text(json.dumps({"validate": {"min_speedup": "1.5"}}))
+    with np.load(workspace / "train.npz") as train:
+        np.savez(workspace / "labels10.npz", image=train["image"], labels=np.full(len(train["labels"]), 10))
     paths = {"teacher": workspace / "teacher.onnx", "unlabelled": workspace / "unlabelled.npz",
              "bad_recipe": workspace / "bad.json", "bad_round": workspace / "round.json",
-             "bad_section": workspace / "section.json", "bad_gate": workspace / "gate.json"}
+             "bad_section": workspace / "section.json", "bad_gate": workspace / "gate.json",
+             "labels_10": workspace / "labels10.npz"}
     run = _compress(workspace / "teacher.onnx", *[a.format(**paths) for a in args])
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], run.stderr
-    assert _leftovers(workspace) == ["bad.json", "gate.json", "round.json", "section.json", "unlabelled.npz"]
+    assert _leftovers(workspace) == ["bad.json", "gate.json", "labels10.npz", "round.json", "section.json",
+                                     "unlabelled.npz"]
 
 
 def test_a_teacher_with_nothing_to_cut_is_refused_after_pruning_with_why(workspace):
