@@ -112,7 +112,9 @@ def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag
     for label, source in inputs.items():  # (a new output's own weights file never takes an existing name)
         if not isinstance(source, (str, os.PathLike)) or not Path(source).exists():
             continue
-        for own in [Path(source), *_weight_files(Path(source))]:
+        # an output that does not exist yet is none of the input's files: its weights files are read only then
+        weights = _weight_files(Path(source)) if output.exists() else []
+        for own in [Path(source), *weights]:
             if _same_file(own, output):
                 what = f"the {label}" if own == Path(source) else f"the weights file of the {label} ({own.name})"
                 raise OnnxkdError(f"{flag} {output}: the output path is {what}; choose another path")

@@ -539,18 +539,18 @@ def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None, teac
     missing = [name for name in plan.distill.hints if name != AUTO and name not in tensor_names(teacher)]
     if missing:  # (the student, cut from the teacher, keeps its tensor names)
         raise OnnxkdError(f"--hint {missing[0]}: no tensor of that name in the teacher graph")
-    for dataset in (train, val):
-        _check_label_classes(source, specs, dataset)
+    _check_label_classes(source, specs, [d for d in (train, val) if d is not None])
     options = plan.validate
     resolve_providers(options.provider)
     gates = Gates(options.max_accuracy_drop, options.min_agreement, options.min_speedup)
     gates.check_measurable(val is not None, val is not None and val.labels is not None)
 
 
-def _check_label_classes(teacher: ModelLike, specs: list, dataset: Dataset | None) -> None:
-    """Labels naming a class no class-score output of the teacher has, found from one small batch through
+def _check_label_classes(teacher: ModelLike, specs: list, datasets: list[Dataset]) -> None:
+    """Labels naming a class no class-score output of the teacher has, found from one sample through
     onnxruntime before any stage (distillation found them after pruning and kd scoring)."""
-    if dataset is None or dataset.labels is None or not len(dataset.labels):
+    labelled = [d for d in datasets if d.labels is not None and len(d.labels)]
+    if not labelled:
         return
     from onnxkd.data.labels import check_labels_fit
     from onnxkd.validate.inference import batch_limit
@@ -559,14 +559,15 @@ def _check_label_classes(teacher: ModelLike, specs: list, dataset: Dataset | Non
 
     session = create_session(model_io.session_source(teacher), SessionConfig(), "teacher")[0]
     try:
-        outputs = session.run(None, dataset.first(batch_limit(specs, 1)))
+        outputs = session.run(None, labelled[0].first(batch_limit(specs, 1)))
     except Exception:  # noqa: BLE001  (a run that fails here fails in the stages, which say why)
         return
     names = [o.name for o in session.get_outputs()]
     scores = [(out, name) for out, name in zip(outputs, names) if is_class_scores(out) and out.dtype.kind == "f"]
-    if scores and not any(out.shape[1] > int(dataset.labels.max()) for out, _ in scores):
-        widest, name = max(scores, key=lambda pair: pair[0].shape[1])
-        check_labels_fit(dataset.labels, widest, name)
+    for dataset in labelled:
+        if scores and not any(out.shape[1] > int(dataset.labels.max()) for out, _ in scores):
+            widest, name = max(scores, key=lambda pair: pair[0].shape[1])
+            check_labels_fit(dataset.labels, widest, name)
 
 
 def _timed_batch(plan: Recipe, specs, say) -> None:
@@ -575,10 +576,10 @@ def _timed_batch(plan: Recipe, specs, say) -> None:
     from onnxkd.validate.inference import batch_limit
 
     wanted = plan.prune.latency_batch
-    if plan.prune.target_speedup is not None and batch_limit(specs, wanted) != wanted:
-        plan.prune.latency_batch = batch_limit(specs, wanted)
-        say(f"the teacher fixes its batch at {plan.prune.latency_batch}: --latency-batch {wanted} is timed at "
-            f"batch {plan.prune.latency_batch}")
+    runs = batch_limit(specs, wanted)
+    if plan.prune.target_speedup is not None and runs != wanted:
+        plan.prune.latency_batch = runs
+        say(f"the teacher fixes its batch at {runs}: --latency-batch {wanted} is timed at batch {runs}")
 
 
 def _trajectory(plan: Recipe) -> dict:

@@ -112,12 +112,11 @@ def _is_int(text: str) -> bool:
 def _image_dataset(files: list[str], labels: list[int], spec: InputSpec, options: ImageOptions,
                    source: str) -> Dataset:
     height, width = _target_size(spec, options)
-    raw = _takes_raw_pixels(spec, options)
-    reader = ImageReader(files, height, width, options, grey=_channels(spec, options) == 1,
-                         raw=spec.dtype if raw else None)
+    raw = spec.dtype if _takes_raw_pixels(spec, options) else None
+    reader = ImageReader(files, height, width, options, grey=_channels(spec, options) == 1, raw=raw)
     channels = reader.channels
     shape = (len(files), channels, height, width) if options.layout == "nchw" else (len(files), height, width, channels)
-    pixels = LazyArray(shape, spec.dtype if raw else np.float32, reader, source, checked=True)
+    pixels = LazyArray(shape, np.float32 if raw is None else raw, reader, source, checked=True)
     labels = np.array(labels, dtype=np.int64)
     if (labels < 0).any():
         if not (labels < 0).all():
@@ -183,11 +182,10 @@ class ImageReader:
             pixels = pixels[..., ::-1]
         if self.options.layout == "nchw":
             pixels = pixels.transpose(0, 3, 1, 2)
-            if self.raw is not None:
-                return np.ascontiguousarray(pixels, dtype=self.raw)
-            scale, shift = self.scale[:, None, None], self.shift[:, None, None]
-        elif self.raw is not None:
+        if self.raw is not None:
             return np.ascontiguousarray(pixels, dtype=self.raw)
+        if self.options.layout == "nchw":
+            scale, shift = self.scale[:, None, None], self.shift[:, None, None]
         else:
             scale, shift = self.scale, self.shift
         if self.options.channel_order == "bgr":
