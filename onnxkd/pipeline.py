@@ -34,6 +34,7 @@ from onnxkd.model import ModelLike
 from onnxkd.recipe import FLAT_OPTIONS, PruneOptions, Recipe, ValidateOptions, load_recipe, save_recipe
 
 STATE = "compress-state.json"
+STEPS = "prune-steps"  # --steps K: each completed step, for --resume
 
 
 @dataclass
@@ -103,7 +104,8 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         say(f"[1/{total}] prune: {aim}, criterion {plan.prune.criterion_for(train is not None)}"
             + (f", {plan.prune.steps} steps" if plan.prune.steps > 1 else ""))
         clock = time.perf_counter()
-        pruned_model, prune_info = _prune(teacher_model, plan, train, val, input_shapes, progress)
+        pruned_model, prune_info = _prune(teacher_model, plan, train, val, input_shapes, progress,
+                                          steps_dir=work / STEPS, resume=resume)
         if not prune_info["summary"]["pruned"] and plan.prune.ratio > 0 and not plan.quantize.enabled:
             _clear(work)  # a student that is the teacher is not worth distilling, validating and reporting
             with contextlib.suppress(OSError):
@@ -112,6 +114,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         model_io.save(pruned_model, pruned_path)
         prune_info["seconds"] = time.perf_counter() - clock
         state.complete("prune", prune_info)
+        shutil.rmtree(work / STEPS, ignore_errors=True)  # the steps' students: pruned.onnx holds the last
     stages.append(_stage("prune", prune_info["seconds"], _describe_prune(prune_info)))
     say(f"      {stages[-1]['detail']} ({prune_info['seconds']:.1f} s)")
     from onnxkd.graph_passes.prune.plan import rounding_note
@@ -223,8 +226,9 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
 
 
 def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset | None, input_shapes,
-           progress) -> tuple[ir.Model, dict]:
-    """The pruned student and what the report says about it."""
+           progress, steps_dir: Path | None = None, resume: bool = False) -> tuple[ir.Model, dict]:
+    """The pruned student and what the report says about it (``--steps K`` saves each step in ``steps_dir``,
+    where ``resume`` continues)."""
     from onnxkd.graph_passes.api import channel_groups, measure, prune
     from onnxkd.graph_passes.prune.plan import DEFAULT_ROUND_TO
 
@@ -260,7 +264,7 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
         between = replace(plan.distill, epochs=_epochs_between(plan.distill, train, options.steps), steps=None,
                           hints=[])
         result = iterative_prune(teacher, options.ratio, options.steps, train, val_data=val, criterion=criterion,
-                                 config=between, progress=progress, **common())
+                                 config=between, progress=progress, work_dir=steps_dir, resume=resume, **common())
         model, kept, steps, rounded = result.model, result.plan, result.steps, []
     else:
         one_shot = prune(teacher, options.ratio, criterion=criterion, **common(), **measured)
@@ -628,19 +632,23 @@ class _State:
         else:
             _clear(work)  # a previous failed run's leftovers: start clean
         work.mkdir(parents=True, exist_ok=True)
+        self._write()  # from the start: a run stopped in its first stage resumes too (its prune steps)
 
     def done(self, stage: str) -> bool:
         return stage in self.results
 
     def complete(self, stage: str, result: dict) -> None:
         self.results[stage] = result
+        self._write()
+
+    def _write(self) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "results": self.results}, default=str))
         os.replace(tmp, self.path)
 
 
 # what a run puts in its work folder (and all it ever deletes there: the folder may be the user's)
-WORK_FILES = (STATE, "pruned.onnx", "student.onnx", "optimized.onnx", "int8.onnx", "teacher.optimized.onnx", "recipe.json",
+WORK_FILES = (STATE, STEPS, "pruned.onnx", "student.onnx", "optimized.onnx", "int8.onnx", "teacher.optimized.onnx", "recipe.json",
               "distill", "report")
 
 

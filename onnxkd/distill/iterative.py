@@ -13,14 +13,17 @@ what the returned student stores, so feature hints still line up with the teache
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import onnx_ir as ir
 
 from onnxkd.data import Dataset
+from onnxkd.distill import checkpoint, step_progress
 from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.importance import kd_scores
 from onnxkd.errors import OnnxkdError
@@ -43,12 +46,15 @@ def iterative_prune(teacher: ModelLike, ratio: float, steps: int, data: Dataset,
                     config: DistillConfig | None = None, global_rank: bool = False, max_group_ratio: float = 0.9,
                     round_to: int | None = None,
                     ignore: str | None = None, recipe: dict | None = None, prune_normalized: bool = False,
-                    seed: int = 0, progress: Any = None) -> IterativeResult:
+                    seed: int = 0, progress: Any = None, work_dir: str | os.PathLike | None = None,
+                    resume: bool = False) -> IterativeResult:
     """Prune ``teacher`` to ``ratio`` in ``steps`` steps, distilling with ``config`` between steps.
 
     ``criterion``: ``kd`` (re-scored on each student) or any data-free criterion of ``prune`` (l1, l2, bn,
     random), scored on each student's own weights. ``distill``: the function run between steps
     (``onnxkd.distill.api.distill``, injectable for tests); ``config`` its options (epochs per step).
+    ``work_dir``: where each completed step (and the distillation between steps, by epoch) is saved;
+    ``resume=True`` continues from there (``distill.step_progress``).
     """
     if steps < 1:
         raise OnnxkdError(f"--steps {steps}: must be >= 1")
@@ -62,27 +68,57 @@ def iterative_prune(teacher: ModelLike, ratio: float, steps: int, data: Dataset,
     options = dict(global_rank=global_rank, max_group_ratio=max_group_ratio, round_to=round_to, ignore=ignore,
                    recipe=recipe, seed=seed, prune_normalized=prune_normalized)
 
-    measured = _scores(criterion, teacher_model, data, None, prune_normalized, seed)
-    first = prune(teacher_model, ratio, criterion=criterion, **options, **measured)
-    final_counts = {gid: len(kept) for gid, kept in first.plan.items() if len(kept) < sizes[gid]}
-    current, composed, history = teacher_model, {}, []
-    for step in range(1, steps + 1):
+    done = step_progress.resume(work_dir, ratio, steps) if resume and work_dir is not None else None
+    measured = None
+    if done is not None:
+        current = done.student() if done.history else teacher_model
+        if done.history and progress is not None:
+            progress.print(f"      {_steps_done(done)}")
+    else:
+        measured = _scores(criterion, teacher_model, data, None, prune_normalized, seed)
+        first = prune(teacher_model, ratio, criterion=criterion, **options, **measured)
+        done = step_progress.start(work_dir, ratio, steps)
+        done.final_counts = {gid: len(kept) for gid, kept in first.plan.items() if len(kept) < sizes[gid]}
+        done.save()
+        current = teacher_model
+
+    def distill_last_step(student: ir.Model, saved: Path | None, resuming: bool) -> ir.Model:
+        """The distillation after a step, trained on the saved file when there is one (a resumed run's
+        epoch checkpoint names that file's hash)."""
+        recorded = {} if saved is None else dict(
+            work_dir=done.distill_dir, resume=resuming and checkpoint.path_in(done.distill_dir).exists())
+        result = distill(teacher_model, saved or student, data, val_data=val_data, config=config,
+                         progress=progress, **recorded)
+        done.history[-1].update(distill_s=result.wall_s, best=result.best)
+        done.distilled = True
+        done.save(result.model)
+        return result.model
+
+    if not done.distilled:  # stopped during the distillation after the last step it pruned
+        current = distill_last_step(current, done.model_path(len(done.history)), resuming=True)
+    for step in range(len(done.history) + 1, steps + 1):
         started = time.perf_counter()
-        counts = step_counts(final_counts, sizes, step, steps)
+        counts = step_counts(done.final_counts, sizes, step, steps)
         # the teacher's scores serve the first step; later steps re-score the distilled student
         pruned, step_plan, to_teacher = _prune_step(current, teacher_groups, counts, criterion, data, teacher_model,
                                                     prune_normalized, seed + step, measured if step == 1 else None)
-        composed = compose(composed, step_plan, to_teacher, sizes)
-        pruned.metadata_props[PLAN_KEY] = plan_to_json(composed, teacher_groups)
-        record = {"step": step, "channels": sum(len(k) for k in composed.values()),
-                  "teacher_channels": sum(sizes[g] for g in composed), "prune_s": time.perf_counter() - started}
+        done.composed = compose(done.composed, step_plan, to_teacher, sizes)
+        pruned.metadata_props[PLAN_KEY] = plan_to_json(done.composed, teacher_groups)
+        done.history.append({"step": step, "channels": sum(len(k) for k in done.composed.values()),
+                             "teacher_channels": sum(sizes[g] for g in done.composed),
+                             "prune_s": time.perf_counter() - started})
         if step < steps and config is not None:
-            result = distill(teacher_model, pruned, data, val_data=val_data, config=config, progress=progress)
-            pruned = result.model
-            record.update(distill_s=result.wall_s, best=result.best)
-        history.append(record)
+            done.distilled = False
+            pruned = distill_last_step(pruned, done.save(pruned), resuming=False)
         current = pruned
-    return IterativeResult(current, composed, history)
+    return IterativeResult(current, done.composed, done.history)
+
+
+def _steps_done(done: step_progress.StepProgress) -> str:
+    """'prune step 1 of 3: done before, resuming', or '... resuming the distillation after step 1'."""
+    k = len(done.history)
+    said = f"prune step 1 of {done.steps}" if k == 1 else f"prune steps 1-{k} of {done.steps}"
+    return f"{said}: done before, resuming" + ("" if done.distilled else f" the distillation after step {k}")
 
 
 def _prune_step(current: ir.Model, teacher_groups, counts: dict[int, int], criterion: str, data: Dataset,
