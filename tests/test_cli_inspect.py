@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from cli_runner import run_cli as run_in_process
 from onnx import TensorProto, helper, numpy_helper
 
 from light_models import light_model_path
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "onnxkd", *args], capture_output=True, text=True, env=env, timeout=120)
+    return run_in_process(*args, columns=200)
 
 
 @pytest.fixture(scope="module")
@@ -122,30 +120,20 @@ def test_parameter_count_matches_the_bridge(path):
 
 def test_summary_reports_macs_counted_independently(tmp_path):
     """A single 1x1 conv, 4 -> 8 channels on 5x5: 8 * 25 * 4 MACs at batch 1."""
-    import json as _json
-    import subprocess
-    import sys
-
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     weight = numpy_helper.from_array(np.ones((8, 4, 1, 1), np.float32), "w")
     graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 5, 5])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
     path = tmp_path / "conv.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    out = subprocess.run([sys.executable, "-m", "onnxkd", "inspect", str(path), "--json"],
-                         capture_output=True, text=True, check=True).stdout
-    summary = _json.loads(out)["summary"]
+    out = run_cli("inspect", str(path), "--json").stdout
+    summary = json.loads(out)["summary"]
     assert summary["macs"] == 8 * 25 * 4 and summary["macs_by_op"] == {"Conv": 800}
     assert summary["macs_at"] == {"x": [1, 4, 5, 5]}
     # exported with a fixed batch of 4: counted at 4, and said so (it read "at batch 1")
     graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    out = subprocess.run([sys.executable, "-m", "onnxkd", "inspect", str(path)],
-                         capture_output=True, text=True, check=True).stdout
+    out = run_cli("inspect", str(path)).stdout
     assert "3,200 (3.2k) at x=4,4,5,5" in out
 
 

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cli_runner import run_cli as run_in_process
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    env = dict(os.environ, COLUMNS="200")
-    return subprocess.run([sys.executable, "-m", "onnxkd", *map(str, args)], capture_output=True, text=True, env=env,
-                          timeout=300)
+    return run_in_process(*args, columns=200)
 
 
 def _sha(path) -> str:

@@ -5,14 +5,13 @@ scoring feed batches of their own size: before, `compress` on such a model died 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cli_runner import run_cli
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
@@ -54,11 +53,6 @@ def test_bridge_runs_a_baked_batch_in_chunks_like_onnxruntime_per_sample():
     torch.testing.assert_close(chunked, module.params["w"].grad)
 
 
-def _onnxkd(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onnxkd", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-
-
 @pytest.fixture(scope="module")
 def batch_one_teacher(tmp_path_factory) -> Path:
     """The digits teacher as a converter writes it for batch 1: dims of 1, a Reshape to [1, C] for the Flatten."""
@@ -82,11 +76,11 @@ def batch_one_teacher(tmp_path_factory) -> Path:
 def _compress_and_validate(teacher: Path, folder: Path) -> dict:
     folder.mkdir()
     student = folder / "student.onnx"
-    compress = _onnxkd("compress", teacher, "--data", DIGITS / "train.npz", "--epochs", "1", "-o", student,
+    compress = run_cli("compress", teacher, "--data", DIGITS / "train.npz", "--epochs", "1", "-o", student,
                        "--report", folder / "report")
     assert compress.returncode == 0, compress.stderr
     onnx.checker.check_model(str(student), full_check=True)
-    validate = _onnxkd("validate", teacher, student, "--data", DIGITS / "val.npz", "--runs", "5",
+    validate = run_cli("validate", teacher, student, "--data", DIGITS / "val.npz", "--runs", "5",
                        "--report", folder / "validate")
     assert validate.returncode == 0, validate.stderr
     return json.loads((folder / "validate" / "report.json").read_text())["accuracy"]

@@ -4,12 +4,11 @@ as dynamic (they printed negative MACs, and validate crashed with an IndexError 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
+from cli_runner import run_cli
 
 DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits"
 
@@ -27,30 +26,25 @@ def paddle_style(tmp_path_factory) -> Path:
     return path
 
 
-def _onnxkd(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onnxkd", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
-
-
 def test_inspect_prune_validate_compress_on_minus_one_dims(paddle_style, tmp_path):
-    inspect = _onnxkd("inspect", paddle_style, "--json")
+    inspect = run_cli("inspect", paddle_style, "--json")
     assert inspect.returncode == 0, inspect.stderr
     summary = json.loads(inspect.stdout)["summary"]
     assert summary["macs"] == 7_097_600 and summary["inputs"][0]["shape"][0] == "?"
 
     pruned = tmp_path / "pruned.onnx"
-    prune = _onnxkd("prune", paddle_style, "--ratio", "0.5", "-o", pruned, "--json")
+    prune = run_cli("prune", paddle_style, "--ratio", "0.5", "-o", pruned, "--json")
     assert prune.returncode == 0, prune.stderr
     figures = json.loads(prune.stdout)["summary"]
     assert 0 < figures["macs_after"] < figures["macs_before"]
 
-    validate = _onnxkd("validate", paddle_style, pruned, "--data", DIGITS / "val.npz", "--runs", "5",
+    validate = run_cli("validate", paddle_style, pruned, "--data", DIGITS / "val.npz", "--runs", "5",
                        "--report", tmp_path / "report")
     assert validate.returncode == 0, validate.stderr
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["accuracy"]["n"] == 360 and report["speedup"]["batched"]["batch_size"] == 8
 
-    compress = _onnxkd("compress", paddle_style, "--data", DIGITS / "train.npz", "--epochs", "1",
+    compress = run_cli("compress", paddle_style, "--data", DIGITS / "train.npz", "--epochs", "1",
                        "-o", tmp_path / "student.onnx", "--report", tmp_path / "compress")
     assert compress.returncode == 0, compress.stderr
     onnx.checker.check_model(str(tmp_path / "student.onnx"), full_check=True)
