@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cli_runner import run_cli
 
 from detector import export_detector, images
 
@@ -26,7 +27,12 @@ from onnxkd.report.compress_tables import narrative
 FAST = ["--epochs", "2", "--batch-size", "32"]
 
 
-def _compress(*args, timeout=600):
+def _compress(*args):
+    return run_cli("compress", *args)
+
+
+def _compress_in_a_process(*args, timeout=600):
+    """As a user runs it: `python -m onnxkd compress ...`."""
     return subprocess.run([sys.executable, "-m", "onnxkd", "compress", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)
 
@@ -45,8 +51,8 @@ def _leftovers(folder):
 
 
 def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace):
-    run = _compress(workspace / "teacher.onnx", "--ratio", "0.5", "--data", workspace / "train.npz",
-                    "--val-data", workspace / "val.npz", *FAST)
+    run = _compress_in_a_process(workspace / "teacher.onnx", "--ratio", "0.5", "--data", workspace / "train.npz",
+                                 "--val-data", workspace / "val.npz", *FAST)
     assert run.returncode == 0, run.stderr
     student = workspace / "teacher.student.onnx"
     assert _leftovers(workspace) == ["teacher.report", "teacher.student.onnx", "teacher.student.recipe.json"]
