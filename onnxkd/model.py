@@ -21,7 +21,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Union
+from typing import Callable, Union
 
 import numpy as np
 import onnx
@@ -43,9 +43,9 @@ def load(model: ModelLike) -> ir.Model:
     if isinstance(model, ir.Model):
         return model
     if isinstance(model, onnx.ModelProto):
-        return _in_order(_dynamic_dims(ir.from_proto(model)))
+        return _unique_node_names(_in_order(_dynamic_dims(ir.from_proto(model))))
     if isinstance(model, (str, os.PathLike)):
-        return _in_order(_dynamic_dims(_load_path(Path(model))))
+        return _unique_node_names(_in_order(_dynamic_dims(_load_path(Path(model)))))
     raise OnnxkdError(f"expected a path, onnx.ModelProto or onnx_ir.Model, got {type(model).__name__}")
 
 
@@ -56,15 +56,37 @@ def _load_path(path: Path) -> ir.Model:
         raise OnnxkdError(f"{path}: is a directory, expected an .onnx file")
     if path.stat().st_size == 0:
         raise OnnxkdError(f"{path}: empty file, not an ONNX model")
-    try:  # an absolute path: external weights then resolve against the model's folder from any folder
-        model = ir.load(path.resolve())
+    # an absolute path: external weights then resolve against the model's folder from any folder; symlinks not
+    # followed: a hub cache links model.onnx and model.onnx.data to blobs of other names, and the weights are
+    # beside the link, as onnxruntime finds them
+    try:
+        model = ir.load(path.absolute())
     except Exception as exc:  # protobuf raises DecodeError, RuntimeError or others depending on the bytes
         raise OnnxkdError(f"{path}: not a valid ONNX model ({_first_line(exc)})") from None
     if len(model.graph) == 0 and len(model.graph.outputs) == 0:
         raise OnnxkdError(f"{path}: not a valid ONNX model (no graph)")
     model.meta[SOURCE_PATH] = str(path)  # in memory only: how errors name a model loaded once and passed along
+    _follow_weight_links(model)
     _check_weight_files(model, path)
-    return _small_weights_inside(model)
+    return _attribute_tensors_inside(_small_weights_inside(model))
+
+
+def _follow_weight_links(model: ir.Model) -> None:
+    """External weights whose file is a symlink out of the model's folder (a hub cache: ``model.onnx.data`` ->
+    ``../../blobs/<hash>``) read from the file it links to: onnx-ir refuses a link that leaves the folder, as a
+    guard against path traversal, where onnxruntime follows it. The user's own link is the user's choice."""
+    def relinked(tensor: ir.ExternalTensor) -> ir.ExternalTensor:
+        link = Path(tensor.base_dir) / tensor.location
+        if not tensor.base_dir or not link.is_symlink() or not link.exists():
+            return tensor
+        target = link.resolve()
+        return ir.ExternalTensor(target.name, tensor.offset, tensor.length, tensor.dtype, shape=tensor.shape,
+                                 name=tensor.name, doc_string=tensor.doc_string,
+                                 metadata_props=dict(tensor.metadata_props), base_dir=target.parent)
+
+    for value in _external_values(model):
+        value.const_value = relinked(value.const_value)
+    _replace_external_attribute_tensors(model, relinked)
 
 
 def _check_weight_files(model: ir.Model, path: Path) -> None:
@@ -72,8 +94,7 @@ def _check_weight_files(model: ir.Model, path: Path) -> None:
     ``.data`` file) or not all there (a truncated copy): onnx-ir reads them lazily, so this would otherwise
     surface as an internal error at the first weight read."""
     needed: dict[Path, int] = {}
-    for value in _external_values(model):
-        tensor = value.const_value
+    for tensor in [value.const_value for value in _external_values(model)] + _external_attribute_tensors(model):
         file = Path(tensor.path)
         needed[file] = max(needed.get(file, 0), (tensor.offset or 0) + (tensor.length or tensor.nbytes))
     for file, size in needed.items():
@@ -131,7 +152,7 @@ def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag
 def _weight_files(path: Path) -> list[Path]:
     """The external weights files a model file reads (none when it cannot be read: loading reports that)."""
     try:
-        model = ir.load(path.resolve())
+        model = ir.load(path.absolute())
     except Exception:  # noqa: BLE001  (not a model: the command's load says so, naming the problem)
         return []
     return sorted({Path(value.const_value.path) for value in _external_values(model)})
@@ -177,6 +198,27 @@ def _small_weights_inside(model: ir.Model) -> ir.Model:
     return model
 
 
+def _external_attribute_tensors(model: ir.Model) -> list[ir.ExternalTensor]:
+    return [attr.value for graph in model.graphs() for node in graph for attr in node.attributes.values()
+            if attr.type == ir.AttributeType.TENSOR and isinstance(attr.value, ir.ExternalTensor)]
+
+
+def _attribute_tensors_inside(model: ir.Model) -> ir.Model:
+    """Constant nodes' tensors saved in the weights file (onnx's ``convert_attribute=True``) read in now: every
+    pass that goes through a proto (the opset converter, onnxsim, shape inference) would lose the folder they
+    resolve against, and read them from the current one."""
+    _replace_external_attribute_tensors(model, _in_memory)
+    return model
+
+
+def _replace_external_attribute_tensors(model: ir.Model, replace: Callable[[ir.ExternalTensor], ir.TensorProtocol]):
+    for graph in model.graphs():
+        for node in graph:
+            for name, attr in list(node.attributes.items()):
+                if attr.type == ir.AttributeType.TENSOR and isinstance(attr.value, ir.ExternalTensor):
+                    node.attributes[name] = ir.AttrTensor(name, replace(attr.value), doc_string=attr.doc_string)
+
+
 def _in_memory(tensor: ir.ExternalTensor) -> ir.Tensor:
     # a copy: a view would pin the memory map, and onnx-ir cannot release a map with views on it
     return ir.Tensor(np.array(tensor.numpy(), copy=True), dtype=tensor.dtype, name=tensor.name)
@@ -212,7 +254,7 @@ def session_source(model: ModelLike) -> str | bytes:
     external data next to it), or the bytes of an in-memory model with every weight inside. Above the
     protobuf limit an in-memory model is written, self-contained, to a temp folder removed at exit."""
     if isinstance(model, (str, os.PathLike)):
-        return str(Path(model).resolve())
+        return str(Path(model).absolute())  # not resolved: weights beside a symlinked model are found by its path
     model = load(model)
     if initializer_bytes(model) <= PROTOBUF_LIMIT:
         return ir.to_proto(weights_inside(model)).SerializeToString()
@@ -228,6 +270,25 @@ def _in_order(model: ir.Model) -> ir.Model:
     is (node order names the channel groups)."""
     if not in_topological_order(model.graph):
         model.graph.sort()
+    return model
+
+
+def _unique_node_names(model: ir.Model) -> ir.Model:
+    """Nodes that share a name get a suffix (``Conv``, ``Conv_1``). onnx's checker allows shared names, but
+    every per-node table here (MACs, groups, profiles) is keyed by name; onnxruntime refuses such a file."""
+    for graph in model.graphs():
+        names = [node.name for node in graph if node.name]
+        if len(names) == len(set(names)):
+            continue
+        taken, seen = set(names), set()
+        for node in graph:
+            if node.name and node.name in seen:
+                suffix = 1
+                while f"{node.name}_{suffix}" in taken:
+                    suffix += 1
+                node.name = f"{node.name}_{suffix}"
+                taken.add(node.name)
+            seen.add(node.name)
     return model
 
 

@@ -172,3 +172,58 @@ def test_every_tensor_external_prunes_like_the_embedded_model(zoo_model, name, t
     assert [got.summary[k] for k in keys] == [want[k] for k in keys]
     model_io.save(got.model, tmp_path / "pruned.onnx", external_data=True)  # the memory map is released cleanly
     assert _files(tmp_path) == ["all_external.onnx", "all_external.onnx.data", "pruned.onnx", "pruned.onnx.data"]
+
+
+@pytest.mark.parametrize("opset", [11, 17])  # 11: upgraded first, through onnx's converter (protos)
+def test_weights_in_constant_nodes_of_a_weights_file_are_read_from_the_models_folder(tmp_path, elsewhere, capsys,
+                                                                                     opset):
+    """onnx's ``convert_attribute=True`` puts Constant nodes' tensors in the weights file too; every pass that
+    went through a proto read them from the current folder (exit 3) or left MACs uncounted."""
+    from onnxkd.graph_passes.metrics import mac_summary
+
+    proto = onnx.load(str(TEACHER))
+    proto.opset_import[0].version = opset  # its ops (Conv, Relu, MaxPool, Gemm, ...) mean the same at 11
+    constants = [onnx.helper.make_node("Constant", [], [init.name], value=init) for init in proto.graph.initializer]
+    del proto.graph.initializer[:]
+    nodes = constants + list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    (tmp_path / "models").mkdir()
+    onnx.save_model(proto, str(tmp_path / "models" / "m.onnx"), save_as_external_data=True, location="m.bin",
+                    size_threshold=0, convert_attribute=True)
+    saved = onnx.load(str(tmp_path / "models" / "m.onnx"), load_external_data=False)
+    assert "m.bin" in {e.value for n in saved.graph.node if n.op_type == "Constant" for e in n.attribute[0].t.external_data}
+
+    code, out, err = cli(capsys, "inspect", "../models/m.onnx", "--json")
+    assert code == 0 and json.loads(out)["summary"]["macs"] == mac_summary(TEACHER)["total"], err
+    code, _, err = cli(capsys, "prune", "../models/m.onnx", "--ratio", "0.5", "-o", "p.onnx")
+    assert code == 0, err
+    expected = onnxkd.prune(TEACHER, 0.5).model  # the embedded teacher pruned alike
+    assert mac_summary(elsewhere / "p.onnx")["total"] == mac_summary(expected)["total"]
+
+
+def test_a_hub_cache_layout_of_symlinks_reads_the_weights_beside_the_link(exported, tmp_path, elsewhere, capsys):
+    """huggingface_hub keeps files as blobs named by hash and links them from snapshots/<rev>/ under their
+    own names: the weights are found beside the link (as onnxruntime finds them), through a link out of the
+    folder (which onnx-ir refuses by default)."""
+    blobs, snapshot = tmp_path / "hub" / "blobs", tmp_path / "hub" / "snapshots" / "rev1"
+    blobs.mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for name, blob in (("t.onnx", "aaaa1111"), ("t.onnx.data", "bbbb2222")):
+        shutil.move(exported.parent / name, blobs / blob)
+        (snapshot / name).symlink_to(Path("..", "..", "blobs", blob))
+    linked = str(Path("..") / "hub" / "snapshots" / "rev1" / "t.onnx")
+    np.testing.assert_allclose(_run(linked), _run(str(TEACHER)), rtol=1e-6)  # onnxruntime's reading
+
+    from onnxkd.graph_passes.metrics import count_params
+
+    code, _, err = cli(capsys, "validate", linked, linked, "--runs", "2", "--report", "r")
+    assert code == 0, err
+    assert json.loads((elsewhere / "r" / "report.json").read_text())["student"]["params"] == count_params(TEACHER)
+    code, _, err = cli(capsys, "prune", linked, "--ratio", "0.5", "-o", "p.onnx")
+    assert code == 0, err
+    got = {n: v.const_value.numpy() for n, v in onnxkd.load(elsewhere / "p.onnx").graph.initializers.items()}
+    expected = {n: v.const_value.numpy() for n, v in onnxkd.prune(TEACHER, 0.5).model.graph.initializers.items()}
+    assert got.keys() == expected.keys()
+    for name in got:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)

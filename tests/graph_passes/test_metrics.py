@@ -220,3 +220,15 @@ def test_counting_and_pruning_leave_the_callers_model_unchanged():
     model_stats(model)
     prune(model, 0.5)
     assert ir.to_proto(model).SerializeToString() == before
+
+
+def test_nodes_sharing_a_name_are_each_counted():
+    """onnx's checker accepts nodes with one name; MACs keyed by name counted the last one only (640 for a
+    5.6M-MAC model) and prune printed a 2535x MACs ratio. Each conv: out * in * k * k * H * W."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1], name="node"),
+             helper.make_node("Relu", ["a"], ["r"], name="node"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], pads=[1, 1, 1, 1], name="node")]
+    model = _model(nodes, [_input("x", 1, 3, 8, 8)], [_input("y", 1, 4, 8, 8)],
+                   [_weight("w1", 6, 3, 3, 3), _weight("w2", 4, 6, 3, 3)])
+    onnx.checker.check_model(model)
+    assert sum(count_macs(model).values()) == 6 * 3 * 9 * 64 + 4 * 6 * 9 * 64
