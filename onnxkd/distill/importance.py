@@ -35,9 +35,10 @@ from onnxkd.distill.progress import reporter
 from onnxkd.distill.trainer import named_outputs
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.compared import compared_tensors
+from onnxkd.graph_passes.analyze.pairing import paired_teacher
 from onnxkd.graph_passes.api import channel_groups
 from onnxkd.graph_passes.prune.importance import channel_sums
-from onnxkd.model import ModelLike
+from onnxkd.model import ModelLike, load
 from onnxkd.torch_bridge import to_torch
 
 MAX_SAMPLES = 1024
@@ -55,7 +56,9 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
     prepared, groups = channel_groups(model, prune_normalized)
     prunable = [g for g in groups if g.prunable]
     student = to_torch(prepared, half_as_float32=True).to(device).eval()
-    oracle = student if teacher is None else to_torch(teacher, half_as_float32=True).to(device).eval()
+    # the teacher under the student's names: the logits behind a Softmax are another tensor in each graph
+    oracle = student if teacher is None else to_torch(paired_teacher(load(teacher), prepared)[0],
+                                                      half_as_float32=True).to(device).eval()
     compared = compared_tensors(prepared)
     capture = [t for t in compared if t not in student.output_names]
     named = list(student.onnx_parameters())

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from onnx import helper, numpy_helper
 
 import onnxkd
-from onnxkd.data import fit_to_model, input_specs, load_npz
+from onnxkd.data import as_dataset, fit_to_model, input_specs, load_npz
 from onnxkd.distill import hints as hint_rules
 from onnxkd.distill.config import DistillConfig
 from onnxkd.distill.importance import kd_scores
@@ -126,3 +126,38 @@ def test_iterative_with_distillation_keeps_hints_aligned_with_the_teacher(digits
     _, s = student_module(x, capture=[hint.tensor])
     hint.fit(t[hint.tensor], s[hint.tensor])  # raises if the composed plan did not map to the teacher's channels
     assert hint.select(t[hint.tensor]).shape == s[hint.tensor].shape
+
+
+class KerasStyle(torch.nn.Module):
+    """NHWC input, a flatten through Shape/Gather/Concat/Reshape, a Softmax head: as tf2onnx writes Keras models."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv(x.permute(0, 3, 1, 2))).permute(0, 2, 3, 1)
+        return torch.softmax(self.fc(x.reshape(x.size(0), -1)), -1)
+
+
+def test_kd_scores_against_a_teacher_whose_logits_are_named_otherwise(tmp_path):
+    """At opset 11 a Softmax of unknown rank is upgraded to Flatten -> Softmax -> Reshape, so the logits kd
+    compares are a tensor the raw teacher does not have (iterative pruning's second step died with a
+    KeyError). The oracle: the same scores against the teacher normalised as the student is."""
+    torch.manual_seed(0)
+    path = tmp_path / "keras11.onnx"
+    torch.onnx.export(KerasStyle().eval(), (torch.randn(2, 8, 8, 1),), str(path), dynamo=False, opset_version=11,
+                      input_names=["input_1:0"], output_names=["dense/Softmax:0"],
+                      dynamic_axes={"input_1:0": {0: "unk__12"}, "dense/Softmax:0": {0: "unk__12"}})
+    normalised_teacher = channel_groups(path)[0]
+    softmax = next(n for n in normalised_teacher.graph if n.op_type == "Softmax")
+    assert softmax.inputs[0].name not in {v.name for n in onnxkd.load(path).graph for v in n.outputs}
+    x = np.random.default_rng(0).standard_normal((32, 8, 8, 1), dtype=np.float32)
+    data = as_dataset({"input_1:0": x}, input_specs(onnx.load(str(path))))
+    student = onnxkd.prune(path, 0.5, criterion="l1").model
+    got = kd_scores(student, data, teacher=path)
+    expected = kd_scores(student, data, teacher=normalised_teacher)
+    assert got.keys() == expected.keys() and got
+    for gid in got:
+        np.testing.assert_allclose(got[gid], expected[gid], rtol=1e-5, err_msg=str(gid))
