@@ -72,10 +72,10 @@ def render_optimize(summary: dict, console) -> None:
                   show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
-    from onnxkd.graph_passes.optimize.api import STATIC_RESHAPE  # loaded already: optimize ran
+    from onnxkd.graph_passes.optimize.api import STATIC_RESHAPE, WEIGHT_INPUTS  # loaded already: optimize ran
 
     for name, count in summary["fused"].items():
-        table.add_row(name if name == STATIC_RESHAPE else f"fused {name}", str(count))
+        table.add_row(name if name in (STATIC_RESHAPE, WEIGHT_INPUTS) else f"fused {name}", str(count))
     table.add_row("nodes", f"{summary['nodes_before']:,} -> {summary['nodes_after']:,}")
     table.add_row("unused initializers removed", str(summary["initializers_removed"]))
     if summary["opset_after"] != summary["opset_before"]:

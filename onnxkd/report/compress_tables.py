@@ -71,7 +71,7 @@ def narrative(r: dict, frozen_listed: str = "below") -> list[str]:
     optimize = c.get("optimize") or {}
     fusion = (optimize.get("latency") or {}).get("rows")
     if fusion and any(optimize["fused"].values()):
-        bought += (f"; fusing written-out activations alone makes the teacher {_faster(fusion[0]['fusion_speedup'])} "
+        bought += (f"; optimize alone (fusions, constants) makes the teacher {_faster(fusion[0]['fusion_speedup'])} "
                    f"at batch {fusion[0]['batch_size']}, so pruning's own share is about "
                    f"{fmt.ratio(fusion[0]['speedup'] / fusion[0]['fusion_speedup'])}")
     return [cut, cost, bought + "."]

@@ -29,7 +29,7 @@ from torch import nn
 import onnxkd
 from onnxkd.graph_passes.api import prune
 from onnxkd.graph_passes.optimize import optimize
-from onnxkd.graph_passes.optimize.api import STATIC_RESHAPE
+from onnxkd.graph_passes.optimize.api import STATIC_RESHAPE, WEIGHT_INPUTS
 from onnxkd.graph_passes.optimize.matmul_bias import MATMUL_BIAS
 from onnxkd.model import to_proto
 
@@ -151,8 +151,10 @@ class _Graph:
 
 
 def _fused(result) -> dict[str, int]:
-    """The fusions that found something (folded Reshape targets are tested in test_static_shapes.py)."""
-    return {name: count for name, count in result.fused.items() if count and name != STATIC_RESHAPE}
+    """The fusions that found something (folded Reshape targets are tested in test_static_shapes.py, weights
+    listed as inputs below)."""
+    return {name: count for name, count in result.fused.items()
+            if count and name not in (STATIC_RESHAPE, WEIGHT_INPUTS)}
 
 
 # --------------------------------------------------------------------------- torch-written patterns
@@ -803,4 +805,29 @@ def test_light_model_unchanged_in_function(name):
     path = light_model_path(name)
     result = optimize(path)
     assert not _fused(result) and result.opset_after == result.opset_before == 9
+    assert result.fused[WEIGHT_INPUTS] == len(onnx.load(str(path)).graph.initializer)  # IR 3: all listed
     _check(path, result, bridge=False, batch=1)
+
+
+@pytest.mark.parametrize("ir_version", [3, 8])  # IR 3 files list every initializer as an input
+def test_weights_listed_as_inputs_become_constants(ir_version):
+    """torch's keep_initializers_as_inputs=True (and every IR 3 file) lists the weights as graph inputs, which
+    may be fed at run time, so onnxruntime folds no BatchNorm into its Conv; compress's student dropped them,
+    the 'teacher optimized' timing kept them, and the report credited the difference to pruning."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
+    net(torch.randn(1, 3, 6, 6))
+    models.randomise_batchnorm(net)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net.eval(), (torch.randn(2, 3, 6, 6),), buffer, dynamo=False, opset_version=13,
+                          keep_initializers_as_inputs=True, do_constant_folding=False,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    source = onnx.load_from_string(buffer.getvalue())
+    source.ir_version = ir_version
+    weights = {t.name for t in source.graph.initializer}
+    assert weights and weights <= {v.name for v in source.graph.input}
+    result = optimize(source)
+    _check(source, result)
+    assert [v.name for v in result.model.graph.inputs] == ["x"]
+    assert result.fused[WEIGHT_INPUTS] == len(weights)
