@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
 
@@ -331,6 +332,47 @@ def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *, external
     that only the new model references, so no moment pairs a model with the other's weights, and the old
     weights file is removed afterwards. Temp names are unique: two writers never delete each other's files.
     """
+    return prepare_save(model, path, external_data=external_data).commit()
+
+
+@dataclass
+class PendingSave:
+    """A model written beside ``path`` under a temp name, with its weights file (if any) under its final
+    name: the bytes ``path`` will hold (hash them with ``staged``), put in place by ``commit`` (a rename)."""
+    path: Path
+    staged: Path
+    data_name: str | None  # the weights file, already in place under its final name
+    stale: set[str]  # the weights files of the model being replaced, removed once it is
+    committed: bool = False
+
+    @property
+    def size_bytes(self) -> int:
+        data = self.path.parent / self.data_name if self.data_name else None
+        return self.staged.stat().st_size + (data.stat().st_size if data is not None else 0)
+
+    def commit(self) -> Path:
+        try:
+            os.replace(self.staged, self.path)
+            self.committed = True
+            for stale in self.stale:
+                (self.path.parent / stale).unlink(missing_ok=True)
+        except OSError as exc:
+            self.abort()
+            raise OnnxkdError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
+        return self.path
+
+    def abort(self) -> None:
+        """Remove what was written (nothing once committed: the files are the model at ``path`` then)."""
+        if self.committed:
+            return
+        self.staged.unlink(missing_ok=True)
+        if self.data_name:
+            (self.path.parent / self.data_name).unlink(missing_ok=True)
+
+
+def prepare_save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *,
+                 external_data: bool | None = None) -> PendingSave:
+    """``save``'s first half: everything written but the final rename (``PendingSave.commit``)."""
     path = Path(path)
     if isinstance(model, onnx.ModelProto):
         model = ir.from_proto(model)
@@ -342,24 +384,22 @@ def save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *, external
         raise OnnxkdError(f"{path}: output folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise OnnxkdError(f"{path}: output folder {folder} is not writable")
-    old_data = _external_files(path)  # the weights of the model being replaced, removed once it is
+    old_data = _external_files(path)
+    staged = folder / f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"
+    data_name = None
     try:
         if external_data:
             data_name = _reserve_data_name(folder, path.name)
-            try:  # onnx-ir records the data file's name in the model: the final one, reserved above
-                _replace_with(folder, path.name, lambda tmp: ir.save(model, tmp, external_data=data_name))
-            except BaseException:
-                (folder / data_name).unlink(missing_ok=True)
-                raise
-            old_data.discard(data_name)
+            # onnx-ir records the data file's name in the model: the final one, reserved above
+            ir.save(model, staged, external_data=data_name)
         else:
-            embedded = weights_inside(model)
-            _replace_with(folder, path.name, lambda tmp: ir.save(embedded, tmp))
-        for stale in old_data:
-            (folder / stale).unlink(missing_ok=True)
-    except OSError as exc:
-        raise OnnxkdError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    return path
+            ir.save(weights_inside(model), staged)
+    except BaseException as exc:
+        PendingSave(path, staged, data_name, set()).abort()
+        if isinstance(exc, OSError):
+            raise OnnxkdError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise
+    return PendingSave(path, staged, data_name, old_data - {data_name})
 
 
 def remove(path: str | os.PathLike) -> None:
@@ -368,16 +408,6 @@ def remove(path: str | os.PathLike) -> None:
     for data in _external_files(path):
         (path.parent / data).unlink(missing_ok=True)
     path.unlink(missing_ok=True)
-
-
-def _replace_with(folder: Path, name: str, write) -> None:
-    """``write(tmp_path)`` to a unique temp file, then rename it over ``folder/name``."""
-    tmp = folder / f".{name}.{uuid.uuid4().hex[:12]}.tmp"
-    try:
-        write(tmp)  # created by a plain open(): the usual permissions under the process umask
-        os.replace(tmp, folder / name)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _reserve_data_name(folder: Path, name: str) -> str:

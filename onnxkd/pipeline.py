@@ -197,26 +197,34 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
 
     # ------------------------------------------------------------------ 4. report, then everything into place
     say(f"[{total}/{total}] report")
-    validation["student"]["path"] = str(output)
     student_model = model_io.load(final_path)
-    prune_info["layers"] = _layers(teacher_model, student_model, validation)
-    body = dict(validation)
-    body["compress"] = {"stages": stages, "prune": prune_info, "distill": distilled, "optimize": optimized,
-                        "quantize": quantized,
-                        "pruned_quality": pruned_quality,
-                        "recipe": plan.to_dict(teacher_sha), "held_out": held_out,
-                        "wall_s": time.perf_counter() - started}
-    staged_report = None
-    if report_dir is not None:
-        from onnxkd.report import write_report
-
-        staged_report = work / "report"
-        write_report(body, staged_report)
-    recipe_path = output.with_name(output.name.removesuffix(".onnx") + ".recipe.json")
-    save_recipe(plan, work / "recipe.json", teacher_sha)
     # the student keeps the teacher's format: weights beside it in <output>.data when the teacher's were external
     external = model_io.has_external_data(teacher) or None
-    _move_into_place(work, student_model, external, output, staged_report, report_dir, recipe_path)
+    # written now as it will stand at the output (its weights file named after it), renamed into place last:
+    # the report gives the hash and size of the file delivered, not of the work folder's copy
+    pending = model_io.prepare_save(student_model, output, external_data=external)
+    try:
+        validation["student"].update(path=str(output), sha256=model_io.sha256_file(pending.staged),
+                                     size_bytes=pending.size_bytes)
+        prune_info["layers"] = _layers(teacher_model, student_model, validation)
+        body = dict(validation)
+        body["compress"] = {"stages": stages, "prune": prune_info, "distill": distilled, "optimize": optimized,
+                            "quantize": quantized,
+                            "pruned_quality": pruned_quality,
+                            "recipe": plan.to_dict(teacher_sha), "held_out": held_out,
+                            "wall_s": time.perf_counter() - started}
+        staged_report = None
+        if report_dir is not None:
+            from onnxkd.report import write_report
+
+            staged_report = work / "report"
+            write_report(body, staged_report)
+        recipe_path = output.with_name(output.name.removesuffix(".onnx") + ".recipe.json")
+        save_recipe(plan, work / "recipe.json", teacher_sha)
+        _move_into_place(work, pending, staged_report, report_dir, recipe_path)
+    except BaseException:  # a failed or interrupted report leaves no student file behind either
+        pending.abort()
+        raise
     # read from where it now lies: the work folder's weights file it was loaded from is gone
     return CompressResult(model_io.load(output), str(output), None if report_dir is None else str(report_dir),
                           str(recipe_path), body)
@@ -665,11 +673,11 @@ def _clear(work: Path) -> None:
         work.rmdir()  # only when nothing else is in it
 
 
-def _move_into_place(work: Path, student: ir.Model, external: bool | None, output: Path,
-                     staged_report: Path | None, report_dir: Path | None, recipe_path: Path) -> None:
-    """Renames, then the student written last (atomically, as a pair named after ``output``: a renamed
-    model would still name its work-folder weights file): before it, a crash leaves the earlier outputs
-    (if any) as they were. An existing report folder keeps whatever else is in it; its three report
+def _move_into_place(work: Path, student: model_io.PendingSave, staged_report: Path | None,
+                     report_dir: Path | None, recipe_path: Path) -> None:
+    """Renames, the student's last (written beside ``output`` already, as a pair named after it: a renamed
+    work-folder model would still name its work-folder weights file): before it, a crash leaves the earlier
+    outputs (if any) as they were. An existing report folder keeps whatever else is in it; its three report
     files are replaced."""
     if staged_report is not None:
         if report_dir.exists():
@@ -679,7 +687,7 @@ def _move_into_place(work: Path, student: ir.Model, external: bool | None, outpu
             report_dir.parent.mkdir(parents=True, exist_ok=True)  # --report a/b/c: made, as validate makes it
             os.replace(staged_report, report_dir)
     os.replace(work / "recipe.json", recipe_path)
-    model_io.save(student, output, external_data=external)
+    student.commit()
     _clear(work)
 
 

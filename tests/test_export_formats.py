@@ -258,6 +258,10 @@ def _check_compress(cell: Cell, student: Path, smaller: bool = True, report: str
     assert r["compress"]["prune"]["summary"]["macs_after"] == r["student"]["macs"]
     assert r["student"]["macs"] < r["teacher"]["macs"] or not smaller
     assert r["compress"]["optimize"]["check"]["margin"] <= 1
+    weights = {e.value for init in onnx.load(str(student), load_external_data=False).graph.initializer
+               for e in init.external_data if e.key == "location"}
+    assert r["student"]["sha256"] == hashlib.sha256(student.read_bytes()).hexdigest()  # the file delivered
+    assert r["student"]["size_bytes"] == sum(f.stat().st_size for f in [student, *(student.parent / w for w in weights)])
     _assert_same_interface(t.model, student)
     return r
 

@@ -3,6 +3,7 @@ exit codes, Ctrl-C and failing stages (nothing half-written), --resume, and reci
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -67,6 +68,9 @@ def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace
     report = json.loads((workspace / "teacher.report" / "report.json").read_text())
     assert report["schema_version"] == "1.2" and report["passed"] is True
     assert report["student"]["path"] == str(student)
+    # the file delivered, not the work folder's copy of it
+    assert report["student"]["sha256"] == hashlib.sha256(student.read_bytes()).hexdigest()
+    assert report["student"]["size_bytes"] == student.stat().st_size
     assert [s["name"] for s in report["compress"]["stages"]] == ["prune", "distill", "optimize", "validate"]
     split = report["compress"]["optimize"]["latency"]["rows"]  # teacher optimized alone was timed too
     assert [row["batch_size"] for row in split] == [1, 32]
@@ -213,6 +217,23 @@ def test_a_failing_stage_leaves_no_student(workspace, monkeypatch):
     with pytest.raises(onnxkd.OnnxkdError):
         onnxkd.compress(workspace / "teacher.onnx", 0.5, workspace / "train.npz", epochs=1)
     assert not (workspace / "teacher.student.onnx").exists() and not (workspace / "teacher.report").exists()
+
+
+def test_a_report_that_fails_leaves_no_student_file_half_placed(workspace, monkeypatch):
+    """The student is written beside its output before the report (to hash the file delivered): a report that
+    fails removes it again, weights file and temp file included."""
+    import onnxkd.report
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(onnxkd.report, "write_report", broken)
+    shutil.copy(workspace / "teacher.onnx", workspace / "t.onnx")
+    onnx.save_model(onnx.load(str(workspace / "t.onnx")), str(workspace / "t.onnx"), save_as_external_data=True,
+                    location="t.onnx.data", size_threshold=0)  # a student with a weights file of its own
+    with pytest.raises(OSError, match="disk full"):
+        onnxkd.compress(workspace / "t.onnx", 0.5, workspace / "train.npz", epochs=1, output=workspace / "s.onnx")
+    assert _leftovers(workspace) == ["s.onnx.work", "t.onnx", "t.onnx.data"]
 
 
 def test_data_free_compress_still_gives_a_valid_faster_student(workspace):
