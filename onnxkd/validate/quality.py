@@ -23,11 +23,21 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def probabilities(scores: np.ndarray) -> np.ndarray:
+    """Class probabilities of an output: itself where it already is one (every row >= 0 and summing to 1: a
+    Softmax output, which a second softmax would flatten towards uniform), else its softmax (logits)."""
+    scores = scores.astype(np.float64)
+    if scores.size and scores.min() >= 0 and np.allclose(scores.sum(axis=-1), 1.0, atol=1e-3):
+        return scores / scores.sum(axis=-1, keepdims=True)
+    return softmax(scores)
+
+
 def kl_divergence(teacher: np.ndarray, student: np.ndarray) -> float:
-    """Mean over samples of KL(softmax(teacher) || softmax(student)), in nats: the distillation loss's view."""
-    p = softmax(teacher.astype(np.float64))
+    """Mean over samples of KL(p_teacher || p_student) in nats, p the output's ``probabilities``: the
+    distillation loss's view."""
+    p = probabilities(teacher)
     log_p = np.log(np.clip(p, 1e-300, None))
-    log_q = np.log(np.clip(softmax(student.astype(np.float64)), 1e-300, None))
+    log_q = np.log(np.clip(probabilities(student), 1e-300, None))
     return float(np.mean(np.sum(p * (log_p - log_q), axis=-1)))
 
 

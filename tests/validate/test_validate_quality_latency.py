@@ -32,6 +32,21 @@ def test_output_metrics_match_independent_formulas():
     assert same["kl"] == pytest.approx(0, abs=1e-12) and same["cosine"] == pytest.approx(1) and same["max_abs_error"] == 0
 
 
+def test_kl_of_probability_outputs_is_taken_on_the_probabilities_themselves():
+    """A classifier ending in a Softmax outputs probabilities: a second softmax flattened them towards uniform
+    and the KL came out ~95x too small. The oracle: scipy's KL of the two distributions as given."""
+    from scipy.stats import entropy
+
+    rng = np.random.default_rng(2)
+    t_logits = 3 * rng.standard_normal((40, 7))
+    s_logits = t_logits + rng.standard_normal((40, 7))
+    t, s = np.exp(_log_softmax(t_logits)).astype(np.float32), np.exp(_log_softmax(s_logits)).astype(np.float32)
+    expected = float(np.mean([entropy(t[i].astype(np.float64), s[i].astype(np.float64)) for i in range(len(t))]))
+    assert quality.output_metrics("probabilities", t, s)["kl"] == pytest.approx(expected, rel=1e-4)
+    # logits: the softmax of each, as before (the same distributions, so the same KL)
+    assert quality.output_metrics("logits", t_logits, s_logits)["kl"] == pytest.approx(expected, rel=1e-4)
+
+
 def test_scores_per_token_agree_per_token():
     """[N, T, C] scores per position: agreement and KL over every token of every sample."""
     rng = np.random.default_rng(1)
