@@ -28,7 +28,8 @@ from typing import Any, Callable
 import onnx_ir as ir
 
 from onnxkd import model as model_io
-from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, input_specs, reference_shapes
+from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, as_dataset, input_specs,
+                         reference_shapes, same_data)
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
 from onnxkd.recipe import FLAT_OPTIONS, PruneOptions, Recipe, ValidateOptions, load_recipe, save_recipe
@@ -75,7 +76,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     specs = input_specs(ir.to_proto(teacher_model))
     train, val, held_out = _datasets(data, val_data, specs, plan.seed, image_options=image_options,
                                      transform=transform, columns=columns)
-    _refuse_early(plan, train, val, teacher_model, teacher, specs)
+    _refuse_early(plan, train, val, teacher_model, teacher, specs, "--val-data" if val_data is not None else "--data")
     _timed_batch(plan, specs, say)
     # Every stage that needs sizes (MACs, the optimize check, timing) uses these: the user's samples give
     # the dynamic dims (a PaddlePaddle or tf2onnx export's height and width), --input-shape overrides them.
@@ -88,6 +89,9 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     if held_out:
         say(f"no --val-data: {len(val):,} of {len(train) + len(val):,} samples (10%, seed {plan.seed}) are held out "
             "for validation and never trained on")
+    trained_on = same_data(data, val_data)
+    if trained_on:
+        say(f"[yellow]warning[/]: {SAME_DATA_WARNING}")
 
     # ------------------------------------------------------------------ 1. prune
     pruned_path = work / "pruned.onnx"
@@ -137,6 +141,8 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
                          resume=resume and checkpoint.path_in(work / "distill").exists(), input_shapes=input_shapes,
                          progress=progress, config=plan.distill)
         distilled = {k: v for k, v in result.to_dict().items() if k != "config"}
+        # distill was given compress's split: whether its validation samples were held out is compress's to say
+        distilled["data"]["val"]["held_out"] = held_out
         state.complete("distill", distilled)
     stages.append(_stage("distill", distilled["wall_s"], _describe_distill(distilled)))
 
@@ -211,7 +217,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         body["compress"] = {"stages": stages, "prune": prune_info, "distill": distilled, "optimize": optimized,
                             "quantize": quantized,
                             "pruned_quality": pruned_quality,
-                            "recipe": plan.to_dict(teacher_sha), "held_out": held_out,
+                            "recipe": plan.to_dict(teacher_sha), "held_out": held_out, "val_is_train": trained_on,
                             "wall_s": time.perf_counter() - started}
         staged_report = None
         if report_dir is not None:
@@ -540,7 +546,7 @@ def _datasets(data, val_data, specs, seed: int, **read) -> tuple[Dataset | None,
 
 
 def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None, teacher: ir.Model,
-                  source: ModelLike, specs: list) -> None:
+                  source: ModelLike, specs: list, val_flag: str = "--data") -> None:
     """What would only fail later (a criterion without data, an absent provider, a gate the data cannot
     measure, a hint on a tensor the teacher does not have), refused before any stage runs."""
     from onnxkd.distill.hints import AUTO, tensor_names
@@ -555,7 +561,7 @@ def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None, teac
     options = plan.validate
     resolve_providers(options.provider)
     gates = Gates(options.max_accuracy_drop, options.min_agreement, options.min_speedup)
-    gates.check_measurable(val is not None, val is not None and val.labels is not None)
+    gates.check_measurable(val is not None, val is not None and val.labels is not None, val_flag)
 
 
 def _check_label_classes(teacher: ModelLike, specs: list, datasets: list[Dataset]) -> None:
@@ -579,7 +585,7 @@ def _check_label_classes(teacher: ModelLike, specs: list, datasets: list[Dataset
     for dataset in labelled:
         if scores and not any(out.shape[1] > int(dataset.labels.max()) for out, _ in scores):
             widest, name = max(scores, key=lambda pair: pair[0].shape[1])
-            check_labels_fit(dataset.labels, widest, name)
+            check_labels_fit(dataset.labels, widest, name, dataset.source)
 
 
 def _timed_batch(plan: Recipe, specs, say) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from onnxkd.commands.options import gate_options, image_folder_options, image_options, input_shape_option, session_options
@@ -23,8 +25,9 @@ from onnxkd.report.progress import StageBars
 @image_folder_options
 @gate_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for random inputs and bootstrap intervals.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout (the rest goes to stderr).")
 def command(teacher, student, data, report_dir, provider, threads, graph_opt, batch_size, runs,
-            warmup, time_budget, input_shapes, max_accuracy_drop, min_agreement, min_speedup, seed,
+            warmup, time_budget, input_shapes, max_accuracy_drop, min_agreement, min_speedup, seed, as_json,
             **image_flags) -> None:
     """Compare a student with its teacher on onnxruntime: accuracy, agreement, latency, MACs.
 
@@ -42,7 +45,7 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
     from onnxkd.validate.gates import GateFailed
 
     options = image_options(image_flags)
-    console = make_console()
+    console = make_console(stderr=as_json)
     with StageBars(make_console(stderr=True)) as progress:
         result = validate(
             teacher, student, data, batch_size=batch_size, provider=provider, threads=threads, graph_opt=graph_opt,
@@ -51,7 +54,10 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
             progress=progress, columns=image_flags.pop("columns"),
         )
     r = result.to_dict()
-    render(r, console)
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+    else:
+        render(r, console)
     if report_dir:
         paths = write_report(r, report_dir)
         console.print(f"Report: {', '.join(str(p) for p in paths)}", highlight=False, soft_wrap=True)

@@ -29,8 +29,23 @@ DataLike = Union[str, os.PathLike, Dataset, Mapping[str, Any], np.ndarray, MapSt
 __all__ = [
     "DataLike", "as_dataset", "Dataset", "ImageOptions", "InputSpec", "check_input_shapes", "concrete_shape",
     "fit_to_model", "input_specs", "load_data", "load_hf", "load_image_folder", "load_image_list", "load_npz",
-    "open_source", "parse_input_shapes", "random_inputs", "reference_shapes",
+    "open_source", "parse_input_shapes", "random_inputs", "reference_shapes", "same_data", "SAME_DATA_WARNING",
 ]
+
+SAME_DATA_WARNING = ("--val-data is the --data file: the student is measured on samples it was trained on, so its "
+                     "figures are not held-out figures (leave --val-data out to hold out 10%)")
+
+
+def same_data(data: DataLike, val_data: DataLike) -> bool:
+    """Whether the validation data is the training data itself (the same file, or the same object twice)."""
+    if data is None or val_data is None:
+        return False
+    if isinstance(data, (str, os.PathLike)) and isinstance(val_data, (str, os.PathLike)):
+        try:
+            return os.path.samefile(data, val_data)
+        except OSError:  # a path that does not exist: reading it says so
+            return False
+    return data is val_data
 
 
 def load_data(path: str | Path, specs: list[InputSpec], image_options: ImageOptions | None = None,
@@ -123,12 +138,14 @@ def _is_tensor(value: Any) -> bool:
 
 
 def _inputs_and_labels(data: Any, specs: list[InputSpec]) -> bool:
-    """Whether ``data`` is ``(x, labels)`` for a one-input model: two arrays (or tensors) of the same length, x of
-    the input's rank and the labels one int per sample."""
+    """Whether ``data`` is ``(x, labels)`` for a one-input model: two arrays (or tensors), x of the input's rank
+    (a batch: one sample has one axis less) and the labels ints, ``[N]`` or ``[N, 1]`` (their count is checked
+    with the other label checks, which name a wrong one)."""
     if not (isinstance(data, tuple) and len(data) == 2 and len(specs) == 1):
         return False
     x, labels = data
     if not all(isinstance(part, np.ndarray) or _is_tensor(part) for part in data):
         return False
-    return (len(x.shape) == specs[0].rank and len(labels.shape) == 1 and len(x) == len(labels)
+    column = len(labels.shape) == 2 and labels.shape[1] == 1
+    return (len(x.shape) == specs[0].rank and (len(labels.shape) == 1 or column)
             and np.issubdtype(to_numpy(labels[:0]).dtype, np.integer))

@@ -30,9 +30,10 @@ def labelled_output(scores: Sequence[np.ndarray], labels: np.ndarray | None) -> 
     return max(fitting, key=lambda i: (float(np.mean(np.argmax(scores[i], axis=1) == labels)), -i))
 
 
-def check_labels_fit(labels: np.ndarray | None, scores: np.ndarray, output: str) -> None:
+def check_labels_fit(labels: np.ndarray | None, scores: np.ndarray, output: str, source: str | None = None) -> None:
     """Refuse labels naming a class the chosen score output has no score for: accuracy on them would be 0 for
-    every model, and a budget or gate on it would pass whatever the model does."""
+    every model, and a budget or gate on it would pass whatever the model does. ``source``: the data's file,
+    named first (compress reads two)."""
     if labels is not None and len(labels) and int(np.max(labels)) >= scores.shape[1]:
-        raise OnnxkdError(f"labels: class id {int(np.max(labels))} >= the {scores.shape[1]} scores of output "
-                          f"{output!r}")
+        raise OnnxkdError(f"{source + ': ' if source else ''}labels: class id {int(np.max(labels))} >= the "
+                          f"{scores.shape[1]} scores of output {output!r}")

@@ -30,6 +30,8 @@ def load_npz(path: str | Path) -> Dataset:
         reason = "non-numeric (object) array" if "pickle" in str(exc) else str(exc).splitlines()[0][:120]
         raise OnnxkdError(f"{path}: cannot read as .npz ({reason})") from None
     labels = arrays.pop(LABELS_KEY, None)
+    if labels is not None and labels.ndim == 0:  # labels=np.int64(3): one value, no sample axis
+        raise OnnxkdError(f"{path}: labels: expected a 1-D array of class ids, got shape []")
     labels = None if labels is None else np.asarray(labels[:])  # one int per sample: in memory
     if not arrays:
         held = f"only {LABELS_KEY!r}" if labels is not None else "nothing"

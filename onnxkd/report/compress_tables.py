@@ -59,7 +59,9 @@ def narrative(r: dict, frozen_listed: str = "below") -> list[str]:
             cost_parts.append(f"{what}: cosine {fmt.num(q['cosine'])}, mean |Δ| "
                               f"{fmt.num(q['mean_abs_error'])}{before}")
     n = r["data"]["n"] if r.get("data") else 0
-    cost = ("What it cost: " + "; ".join(cost_parts) + f" on {n:,} held-out samples." if cost_parts else
+    measured_on = ("samples it was trained on (--val-data was --data)" if c.get("val_is_train") else
+                   "held-out samples")
+    cost = ("What it cost: " + "; ".join(cost_parts) + f" on {n:,} {measured_on}." if cost_parts else
             "What it cost: not measured (no validation data: the run was data-free).")
     macs = f"{fmt.ratio(speed['macs_reduction'])} fewer MACs" if speed.get("macs_reduction") else "MACs not counted"
     bought = (f"What it bought: {macs}, "

@@ -38,12 +38,13 @@ class Gates:
     min_agreement: float | None = None  # top-1 agreement (of samples, else per token, else of detections), fraction
     min_speedup: float | None = None  # teacher p50 / student p50 at batch 1
 
-    def check_measurable(self, has_data: bool, has_labels: bool) -> None:
-        """Refuse up front a gate the run could not measure, rather than fail it after minutes of timing."""
+    def check_measurable(self, has_data: bool, has_labels: bool, flag: str = "--data") -> None:
+        """Refuse up front a gate the run could not measure, rather than fail it after minutes of timing
+        (``flag``: the option that gives the data measured on)."""
         if self.max_accuracy_drop is not None and not has_labels:
-            raise OnnxkdError("--max-accuracy-drop needs --data with labels")
+            raise OnnxkdError(f"--max-accuracy-drop needs {flag} with labels")
         if self.min_agreement is not None and not has_data:
-            raise OnnxkdError("--min-agreement needs --data")
+            raise OnnxkdError(f"--min-agreement needs {flag}")
 
     def to_dict(self) -> dict:
         return {"max_accuracy_drop": self.max_accuracy_drop, "min_agreement": self.min_agreement,

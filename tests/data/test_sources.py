@@ -232,6 +232,16 @@ def test_inputs_and_labels_as_a_pair_are_read_as_x_and_y(as_given):
     # two samples of the model's input (no batch axis) stay two samples
     two = as_dataset((XS[0], XS[1]), [X])
     assert len(two) == 2 and two.labels is None
+    # labels as a column [N, 1], as an .npz may hold them: read so too (they were taken for a second sample)
+    np.testing.assert_array_equal(as_dataset((as_given(XS), as_given(YS[:, None])), [X]).labels, YS)
+    with pytest.raises(OnnxkdError, match="data: labels: 10 labels for 30 samples"):  # named, not "sample 1"
+        as_dataset((as_given(XS), as_given(YS[:10])), [X])
+
+
+def test_labels_of_one_value_in_an_npz_are_refused_in_one_line(tmp_path):
+    np.savez(tmp_path / "d.npz", x=XS, labels=np.int64(3))  # an internal error (IndexError) before
+    with pytest.raises(OnnxkdError, match=r"d.npz: labels: expected a 1-D array of class ids, got shape \[\]"):
+        load_data(tmp_path / "d.npz", [X])
 
 
 # --------------------------------------------------------------------------- Hugging Face datasets

@@ -126,13 +126,18 @@ def test_a_failed_gate_exits_1_and_still_writes_student_and_report(workspace):
     assert run.returncode == 1, run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith("Error: 1 gate(s) failed: speed-up p50")
     assert (workspace / "s.onnx").exists()  # and the report's folders are made, as validate makes them
-    assert json.loads((workspace / "new" / "out" / "report.json").read_text())["passed"] is False
+    report = json.loads((workspace / "new" / "out" / "report.json").read_text())
+    assert report["passed"] is False
+    # no --val-data: 10% held out, which compress's and distill's parts of the report both say
+    assert report["compress"]["held_out"] is True and report["compress"]["distill"]["data"]["val"]["held_out"] is True
 
 
 @pytest.mark.parametrize("args, message", [
     (["-o", "{teacher}"], "the output path is the teacher"),
     (["--ratio", "1.5"], "--ratio 1.5"),
     (["--max-accuracy-drop", "0.01", "--data", "{unlabelled}"], "--max-accuracy-drop needs --data with labels"),
+    (["--max-accuracy-drop", "0.01", "--data", "{train}", "--val-data", "{unlabelled}"],
+     "--max-accuracy-drop needs --val-data with labels"),  # what is measured on: not --data, which has labels
     (["--criterion", "taylor"], "--criterion taylor needs --data"),
     (["--recipe", "{bad_recipe}"], "unknown key"),
     (["--recipe", "{bad_round}"], "prune: round_to \"16\": expected an int or null"),
@@ -140,7 +145,7 @@ def test_a_failed_gate_exits_1_and_still_writes_student_and_report(workspace):
     (["--recipe", "{bad_gate}"], "validate: min_speedup \"1.5\": expected a number or null"),
     (["--provider", "tensorrt"], "--provider tensorrt"),
     (["--hint", "no/such/tensor"], "--hint no/such/tensor: no tensor of that name in the teacher graph"),
-    (["--data", "{labels_10}"], "labels: class id 10 >= the 10 scores of output"),
+    (["--data", "{train}", "--val-data", "{labels_10}"], "labels10.npz: labels: class id 10 >= the 10 scores of output"),
 ])
 def test_bad_input_is_refused_before_any_stage(workspace, args, message):
     np.savez(workspace / "unlabelled.npz", image=np.load(workspace / "train.npz")["image"])
@@ -153,7 +158,7 @@ def test_bad_input_is_refused_before_any_stage(workspace, args, message):
     paths = {"teacher": workspace / "teacher.onnx", "unlabelled": workspace / "unlabelled.npz",
              "bad_recipe": workspace / "bad.json", "bad_round": workspace / "round.json",
              "bad_section": workspace / "section.json", "bad_gate": workspace / "gate.json",
-             "labels_10": workspace / "labels10.npz"}
+             "labels_10": workspace / "labels10.npz", "train": workspace / "train.npz"}
     run = _compress(workspace / "teacher.onnx", *[a.format(**paths) for a in args])
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
@@ -217,6 +222,20 @@ def test_a_failing_stage_leaves_no_student(workspace, monkeypatch):
     with pytest.raises(onnxkd.OnnxkdError):
         onnxkd.compress(workspace / "teacher.onnx", 0.5, workspace / "train.npz", epochs=1)
     assert not (workspace / "teacher.student.onnx").exists() and not (workspace / "teacher.report").exists()
+
+
+def test_val_data_that_is_the_training_data_is_said_not_to_be_held_out(workspace):
+    """The same file (by another path) as --data and --val-data: the run warns, and the report does not call
+    training samples held-out."""
+    run = _compress(workspace / "teacher.onnx", "--ratio", "0.5", "--data", workspace / "train.npz",
+                    "--val-data", workspace / ".." / workspace.name / "train.npz", "--epochs", "1", "--no-optimize")
+    assert run.returncode == 0, run.stderr
+    assert "warning: --val-data is the --data file" in run.stdout
+    report = json.loads((workspace / "teacher.report" / "report.json").read_text())
+    assert report["compress"]["val_is_train"] is True and report["compress"]["held_out"] is False
+    assert report["compress"]["distill"]["data"]["val"]["held_out"] is False
+    text = (workspace / "teacher.report" / "report.md").read_text()
+    assert "on 300 samples it was trained on (--val-data was --data)" in text and "held-out samples" not in text
 
 
 def test_a_report_that_fails_leaves_no_student_file_half_placed(workspace, monkeypatch):

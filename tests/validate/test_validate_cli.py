@@ -51,6 +51,17 @@ def test_markdown_and_html_reports(report):
     assert sorted(p.name for p in report[0].iterdir()) == ["report.html", "report.json", "report.md"]
 
 
+def test_json_prints_the_report_json_alone_on_stdout(models, labelled, tmp_path):
+    """As compress --json does (the README says: as for validate); the tables go to stderr."""
+    ran = CliRunner().invoke(cli, ["validate", str(models["teacher"]), str(models["student"]), "--data",
+                                   str(labelled["path"]), "--json", "--report", str(tmp_path / "r"), *FAST])
+    assert ran.exit_code == 0, ran.output
+    printed = json.loads(ran.stdout)
+    written = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert printed["accuracy"] == written["accuracy"] and printed["teacher"]["sha256"] == written["teacher"]["sha256"]
+    assert printed["teacher"]["accuracy"] == 0.75
+
+
 def _run(*args):
     return subprocess.run([sys.executable, "-m", "onnxkd", "validate", *map(str, args), *FAST],
                           capture_output=True, text=True, timeout=120)
