@@ -100,6 +100,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         # a searched candidate stays found
         plan.prune.ratio, plan.prune.target_speedup = prune_info["ratio"], None
         plan.prune.round_to = prune_info.get("round_to", plan.prune.round_to)
+        plan.prune.criterion = prune_info.get("criterion", plan.prune.criterion)
         plan.prune.group_ratios = prune_info.get("group_ratios", plan.prune.group_ratios)
         say(f"[1/{total}] prune: done before ({pruned_path}), resuming")
     else:
@@ -247,7 +248,7 @@ def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset 
     from onnxkd.graph_passes.prune.plan import DEFAULT_ROUND_TO
 
     options = plan.prune
-    criterion = options.criterion_for(train is not None)
+    criterion = options.criterion = options.criterion_for(train is not None)  # the recipe saves what was used
     if options.round_to is None and options.target_speedup is None:
         options.round_to = DEFAULT_ROUND_TO  # the recipe saves what was used, should the default change
 

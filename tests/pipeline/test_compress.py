@@ -96,6 +96,7 @@ def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace
     assert md.startswith("# onnxkd compress") and "## Channels and MACs per layer" in md and "```json" in md
     recipe = json.loads((workspace / "teacher.student.recipe.json").read_text())
     assert recipe["prune"]["ratio"] == 0.5 and recipe["distill"]["epochs"] == 2 and recipe["teacher_sha256"]
+    assert recipe["prune"]["criterion"] == "kd"  # what was used (null would replay as l1 without data)
     assert "What it bought" in run.stdout
     # whole paths on their own lines, however long the tmp path (rich wraps piped output at 80 columns)
     assert f"Student: {student}\n" in run.stdout and f"Report:  {workspace / 'teacher.report'}/report.html" in run.stdout
