@@ -9,7 +9,7 @@ import click
 from onnxkd.commands.distill import distill_options
 from onnxkd.errors import OnnxkdError
 from onnxkd.commands.options import (ROUND_TO_HELP, gate_options, image_folder_options, image_options, input_shape_option,
-                                     session_options, target_speedup_options)
+                                     session_options, target_speedup_options, warn_other_teacher)
 
 CRITERIA = ["l1", "l2", "bn", "random", "taylor", "kd"]
 
@@ -70,8 +70,8 @@ def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resum
 
     Writes the student, its recipe (STUDENT.recipe.json, replayable with --recipe) and a report
     (report.json, report.md, report.html). Exit 0 when done and every gate passes, 1 when a gate fails
-    (the student and report are still written), 2 for bad input, 130 when interrupted (nothing is left
-    half-written; --resume continues).
+    (the student and report are still written), 2 for bad input, 3 for an internal error, 130 when
+    interrupted (nothing is left half-written; --resume continues).
 
     \b
     Example:
@@ -89,7 +89,7 @@ def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resum
     options = image_options(flags)
     plan, saved_sha = _recipe(click.get_current_context(), recipe, flags)
     console = make_console(stderr=as_json)
-    _warn_other_teacher(teacher, saved_sha, console)
+    warn_other_teacher(teacher, saved_sha, console)
     result = compress(teacher, data=data, output=output, report=report_dir, val_data=val_data, recipe=plan,
                       work_dir=work_dir, resume=resume, image_options=options,
                       input_shapes=parse_input_shapes(input_shapes), progress=console, columns=flags.pop("columns"))
@@ -140,17 +140,3 @@ def _recipe(ctx: click.Context, path, flags: dict):
     plan.prune.check()
     plan.distill.check()
     return plan, raw.get("teacher_sha256")
-
-
-def _warn_other_teacher(teacher: str, saved_sha: str | None, console) -> None:
-    if not saved_sha:
-        return
-    from onnxkd.model import sha256_file
-
-    try:
-        current = sha256_file(teacher)
-    except OSError:
-        return  # a missing teacher is reported by the pipeline
-    if current != saved_sha:
-        console.print("[yellow]Warning:[/] the recipe was made for another teacher (SHA-256 differs); "
-                      "group-specific settings may not apply", highlight=False)

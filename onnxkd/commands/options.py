@@ -104,3 +104,20 @@ def _size(text: str | None) -> tuple[int, int] | None:
     except ValueError:
         raise OnnxkdError(f"--image-size {text!r}: expected H or H,W in pixels") from None
     return (dims[0], dims[-1])
+
+
+def warn_other_teacher(teacher: str, saved_sha: str | None, console) -> None:
+    """A recipe replayed on a teacher other than the one it was saved from: say so (its group ids and
+    per-node overrides may name other layers)."""
+    if not saved_sha:
+        return
+    from onnxkd.model import sha256_file
+
+    try:
+        current = sha256_file(teacher)
+    except OSError:
+        return  # a missing teacher is reported by the pipeline
+    if current != saved_sha:
+        console.print("[yellow]Warning:[/] the recipe was made for another teacher (SHA-256 differs); "
+                      "group-specific settings may not apply", highlight=False)
+

@@ -216,9 +216,12 @@ def from_recipe(ctx: click.Context, path: str | None, **flags) -> dict:
         return dict(flags, plan_recipe=None)
     from click.core import ParameterSource
 
+    from onnxkd.commands.console import make_console
+    from onnxkd.commands.options import warn_other_teacher
     from onnxkd.recipe import load_recipe
 
-    recipe, _ = load_recipe(path)
+    recipe, raw = load_recipe(path)
+    warn_other_teacher(ctx.params["model"], raw.get("teacher_sha256"), make_console(stderr=True))
     section = recipe.prune
     merged = dict(flags)
     for name in flags:

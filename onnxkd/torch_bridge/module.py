@@ -194,19 +194,40 @@ class OnnxModule(nn.Module):
 
 
 class _BufferDict(nn.Module):
-    """Buffers keyed like ParameterDict (moved by .to(), saved in state_dict, never trained)."""
+    """Buffers keyed like ParameterDict (moved by .to(), saved in state_dict, never trained); reads like a dict
+    of its keys (``in`` is about them only, not about the module's own attributes)."""
+
+    def __init__(self):
+        super().__init__()
+        self._keys: list[str] = []
 
     def add(self, key: str, tensor) -> None:
         if isinstance(tensor, torch.Tensor):
             self.register_buffer(key, tensor)
         else:  # string tensors: plain attribute, not a buffer
             object.__setattr__(self, key, tensor)
+        if key not in self._keys:
+            self._keys.append(key)
 
     def __getitem__(self, key: str):
+        if key not in self._keys:
+            raise KeyError(key)
         return getattr(self, key)
 
     def __contains__(self, key: str) -> bool:
-        return hasattr(self, key)
+        return key in self._keys
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def keys(self) -> list[str]:
+        return list(self._keys)
+
+    def items(self) -> list[tuple[str, object]]:
+        return [(key, getattr(self, key)) for key in self._keys]
 
 
 def to_torch(model: model_io.ModelLike, half_as_float32: bool = False) -> OnnxModule:

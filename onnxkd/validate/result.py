@@ -9,7 +9,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = "1.2"  # 1.1: the optional "compress" section (onnxkd compress); 1.2: macs_int8
+SCHEMA_VERSION = "1.3"  # 1.1: the optional "compress" section (onnxkd compress); 1.2: macs_int8; 1.3: compress.val_is_train
 
 
 @dataclass

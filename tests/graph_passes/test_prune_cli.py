@@ -97,6 +97,17 @@ def test_recipe_file(zoo_model, tmp_path, capsys):
     assert_close(run(out, feeds), run(source, feeds))
 
 
+def test_a_recipe_saved_for_another_teacher_is_said_so(zoo_model, tmp_path, capsys):
+    """As compress says it: group ids and per-node overrides may name other layers of another teacher."""
+    source = zoo_model("resnet", "legacy")
+    recipe = tmp_path / "recipe.json"
+    for sha, warned in (("0" * 64, True), (digest(source), False)):
+        recipe.write_text(json.dumps({"prune": {"ratio": 0.5}, "teacher_sha256": sha}))
+        code, stdout, stderr = cli(capsys, "prune", str(source), "--recipe", str(recipe), "-o", str(tmp_path / "p.onnx"))
+        assert code == 0, stderr
+        assert ("the recipe was made for another teacher" in stderr) == warned
+
+
 @pytest.mark.parametrize("case", ["corrupt", "ratio_high", "ratio_negative", "same_path", "missing_dir", "bad_regex",
                                   "missing_input"])
 def test_bad_input_is_one_line_error_and_no_output(zoo_model, tmp_path, capsys, case):

@@ -66,7 +66,7 @@ def test_compress_writes_a_valid_smaller_student_a_report_and_a_recipe(workspace
     assert read_plan(student)
 
     report = json.loads((workspace / "teacher.report" / "report.json").read_text())
-    assert report["schema_version"] == "1.2" and report["passed"] is True
+    assert report["schema_version"] == "1.3" and report["passed"] is True
     assert report["student"]["path"] == str(student)
     # the file delivered, not the work folder's copy of it
     assert report["student"]["sha256"] == hashlib.sha256(student.read_bytes()).hexdigest()

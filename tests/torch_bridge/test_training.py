@@ -368,6 +368,18 @@ def test_bn_statistics_through_identity_are_buffers(tmp_path):
         assert rel_err(module(x)[0], run_ort(out, [x])[0]) <= 1e-5
 
 
+def test_consts_read_like_a_dict_of_their_keys():
+    """The README's `module.consts`: keys() raised AttributeError, and `in` answered for any attribute of the
+    module ("train", "forward")."""
+    module = onnxkd.to_torch(_bn_through_identity_model())
+    buffers = dict(module.consts.named_buffers())
+    assert set(module.consts.keys()) == set(buffers) == set(module.consts) and len(module.consts) == len(buffers)
+    assert all(module.consts[key] is tensor for key, tensor in module.consts.items())
+    assert "train" not in module.consts and "forward" not in module.consts
+    with pytest.raises(KeyError):
+        module.consts["train"]
+
+
 def test_graph_inputs_with_initializers_are_not_inputs():
     """Old models list initializers among the graph inputs; forward takes only the real inputs."""
     model = _bn_through_identity_model()

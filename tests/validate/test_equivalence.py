@@ -43,6 +43,9 @@ def test_the_tolerance_follows_the_output_scale():
     check = compare(_scaled(1.0), _scaled(1.0, shift=0.05), samples=Dataset({"x": x}))
     assert check["tolerance"] == pytest.approx(ATOL + RTOL * 1000.0, rel=1e-6)
     assert check["max_abs_difference"] == pytest.approx(0.05, rel=1e-3) and check["margin"] < 1
+    # no gap at all: the tolerance printed is still the output's own (it showed the bare floor, 1e-5)
+    same = compare(_scaled(1.0), _scaled(1.0), samples=Dataset({"x": x}))
+    assert same["max_abs_difference"] == 0 and same["tolerance"] == pytest.approx(ATOL + RTOL * 1000.0, rel=1e-6)
 
 
 def test_samples_of_the_data_are_used_at_their_own_size():

@@ -68,7 +68,7 @@ def test_latency_and_environment(result):
 
 def test_to_dict_is_the_report_schema(result):
     d = result.to_dict()
-    assert d["schema_version"] == "1.2"
+    assert d["schema_version"] == "1.3"
     for who in ("teacher", "student"):
         assert {"params", "macs", "macs_int8", "size_bytes", "accuracy", "latency_ms"} <= set(d[who])
         assert d[who]["macs_int8"] == 0  # float models

@@ -32,7 +32,7 @@ def test_terminal_shows_the_summary(report):
 
 def test_report_json_parses_with_the_schema(report, labelled):
     r = json.loads((report[0] / "report.json").read_text())
-    assert r["schema_version"] == "1.2" and r["passed"] is True
+    assert r["schema_version"] == "1.3" and r["passed"] is True
     assert r["teacher"]["accuracy"] == 0.75
     assert r["agreement"]["top1"] == pytest.approx(np.mean(labelled["t_pred"] == labelled["s_pred"]))
     assert len(r["student"]["latency_ms"]["samples"]) == r["student"]["latency_ms"]["n"]
