@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -82,20 +81,19 @@ def iterative_prune(teacher: ModelLike, ratio: float, steps: int, data: Dataset,
         done.save()
         current = teacher_model
 
-    def distill_last_step(student: ir.Model, saved: Path | None, resuming: bool) -> ir.Model:
-        """The distillation after a step, trained on the saved file when there is one (a resumed run's
-        epoch checkpoint names that file's hash)."""
-        recorded = {} if saved is None else dict(
+    def distill_last_step(student: ir.Model, resuming: bool) -> ir.Model:
+        """The distillation after a step, trained on the saved file when there is one (a resumed run's epoch
+        checkpoint names that file's hash); the distilled student, as read back from its own file."""
+        recorded = {} if done.folder is None else dict(
             work_dir=done.distill_dir, resume=resuming and checkpoint.path_in(done.distill_dir).exists())
-        result = distill(teacher_model, saved or student, data, val_data=val_data, config=config,
-                         progress=progress, **recorded)
+        result = distill(teacher_model, done.model_path() if done.folder else student, data, val_data=val_data,
+                         config=config, progress=progress, **recorded)
         done.history[-1].update(distill_s=result.wall_s, best=result.best)
         done.distilled = True
-        done.save(result.model)
-        return result.model
+        return done.save(result.model)
 
     if not done.distilled:  # stopped during the distillation after the last step it pruned
-        current = distill_last_step(current, done.model_path(len(done.history)), resuming=True)
+        current = distill_last_step(current, resuming=True)
     for step in range(len(done.history) + 1, steps + 1):
         started = time.perf_counter()
         counts = step_counts(done.final_counts, sizes, step, steps)
@@ -109,7 +107,7 @@ def iterative_prune(teacher: ModelLike, ratio: float, steps: int, data: Dataset,
                              "prune_s": time.perf_counter() - started})
         if step < steps and config is not None:
             done.distilled = False
-            pruned = distill_last_step(pruned, done.save(pruned), resuming=False)
+            pruned = distill_last_step(done.save(pruned), resuming=False)
         current = pruned
     return IterativeResult(current, done.composed, done.history)
 

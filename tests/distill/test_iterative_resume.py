@@ -63,7 +63,7 @@ def test_a_resumed_run_gives_the_uninterrupted_runs_student(digits, digits_data,
 
     # the interrupted distillation is redone on the saved student of its step (its epoch checkpoint names
     # that file), and the steps before it are not redone
-    assert [str(student) for student, _ in again.calls][0] == str(work / f"step-{stop_at}.onnx")
+    assert [str(student) for student, _ in again.calls][0] == str(work / f"step-{stop_at}.pruned.onnx")
     assert len(again.calls) == 3 - stop_at and again.calls[0][1]["work_dir"] == work / "distill"
     assert resumed.plan == whole.plan
     assert [s["channels"] for s in resumed.steps] == [s["channels"] for s in whole.steps]
@@ -106,6 +106,28 @@ def test_compress_steps_resume_after_ctrl_c_in_the_first_stage(digits, small_dig
     result = onnxkd.compress(digits["teacher"], resume=True, **args)
     work = tmp_path / "student.onnx.work"
     # scored: the teacher once, then step 2's student (a run started over would score the teacher again)
-    assert calls[1] == work / "prune-steps" / "step-1.onnx" and len(scored) == 2
+    assert calls[1] == work / "prune-steps" / "step-1.pruned.onnx" and len(scored) == 2
     assert [s["step"] for s in result.to_dict()["compress"]["prune"]["steps"]] == [1, 2]
     assert (tmp_path / "student.onnx").exists() and not work.exists()
+
+
+def test_a_distillation_that_returns_its_student_unchanged_with_external_weights(digits, digits_data, tmp_path):
+    """A distillation where no epoch did better returns the student it was given, still reading its weights from
+    the step's file: saving it over that file removed the weights it read (compress --steps 2 on torch's default
+    export failed with 'cannot write'). The oracle: the run without a work folder, where nothing is saved."""
+    teacher = tmp_path / "t.onnx"
+    onnx.save_model(onnx.load(str(digits["teacher"])), str(teacher), save_as_external_data=True,
+                    location="t.onnx.data", size_threshold=0)
+
+    def unchanged(teacher_model, student, data, **kwargs):
+        return types.SimpleNamespace(model=onnxkd.load(student), wall_s=0.0, best=None)
+
+    # a group left whole keeps weights that pruning never copies: they stay read from the file
+    config, kept = DistillConfig(epochs=1), dict(criterion="l1", ignore=r"features\.[12]\.")  # conv 2: untouched
+    saved = iterative_prune(teacher, 0.5, 3, digits_data, config=config, distill=unchanged,
+                            work_dir=tmp_path / "steps", **kept)
+    in_memory = iterative_prune(teacher, 0.5, 3, digits_data, config=config, distill=unchanged, **kept)
+    got, expected = _weights(saved.model), _weights(in_memory.model)
+    assert got.keys() == expected.keys()
+    for name in got:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
