@@ -317,6 +317,7 @@ def _objective(teacher_module, student_module, student_model, probe, hints: list
         student_values = named_outputs(student_module, run(student_module, probe.inputs, objective.capture))
     for hint in hints:
         hint_rules.check_covered(hint, teacher_values[hint.tensor], student_values[hint.tensor])
+        hint_rules.check_finite(hint, teacher_values[hint.tensor])
         hint.fit(teacher_values[hint.tensor], student_values[hint.tensor])
     return objective, teacher_values
 

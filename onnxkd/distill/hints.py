@@ -103,6 +103,14 @@ def check_covered(hint: Hint, teacher: torch.Tensor, student: torch.Tensor) -> N
             "in a pruned student")
 
 
+def check_finite(hint: Hint, teacher: torch.Tensor) -> None:
+    """A hint tensor holding ±inf or NaN (a masked attention score: a causal mask adds -inf) makes the hint loss
+    NaN from the first step, whatever the learning rate: refused, naming it."""
+    if not bool(torch.isfinite(teacher).all()):
+        raise OnnxkdError(f"--hint {hint.tensor}: the teacher's tensor holds inf or NaN values (a masked attention "
+                          "score?), which a feature hint cannot match; choose another tensor")
+
+
 def auto_hints(student: ir.Model, teacher_tensors: set[str], details: dict, count: int = AUTO_COUNT) -> list[str]:
     """Up to ``count`` cut tensors spread through the depth (see the module docstring for the rule)."""
     cut = {name for group in details.get("groups", []) if len(group["kept"]) < group["size"]
@@ -111,7 +119,9 @@ def auto_hints(student: ir.Model, teacher_tensors: set[str], details: dict, coun
     position, producer = {}, {}
     for index, node in enumerate(student.graph):
         for value in node.outputs:
-            if value.name in cut and value.name in teacher_tensors and value.name not in outputs:
+            # not a Softmax's input: attention scores, where a mask puts -inf (see check_finite)
+            into_softmax = any(user.op_type in ("Softmax", "LogSoftmax") for user, _ in value.uses())
+            if value.name in cut and value.name in teacher_tensors and value.name not in outputs and not into_softmax:
                 position[value.name], producer[value.name] = index, node.op_type
     if not position:
         return []

@@ -210,7 +210,7 @@ def check_finite(s: Session, state: TrainState, running: torch.Tensor) -> float:
         s.report.stop()
         kept = f"; the last good checkpoint (epoch {state.epoch}) is in {s.work_dir}" if s.work_dir and state.epoch else ""
         raise Diverged(f"the loss became NaN/Inf at epoch {state.epoch + 1}, step {state.step}{kept}; "
-                       f"lower --lr (now {s.config.peak_lr:g}) or keep --clip-grad on")
+                       f"lower --lr (now {s.config.peak_lr:g}), or keep clip_grad above 0 (the recipe's distill section)")
     return value
 
 

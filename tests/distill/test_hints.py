@@ -77,3 +77,24 @@ def test_hint_errors(digits, digits_student):
     with pytest.raises(OnnxkdError, match="does not cover this tensor"):
         hints.check_covered(uncovered, torch.zeros(2, 8, 4, 4), torch.zeros(2, 4, 4, 4))
     hints.check_covered(uncovered, torch.zeros(2, 8, 4, 4), torch.zeros(2, 8, 4, 4))  # same shape: fine
+
+
+def test_masked_attention_scores_are_never_auto_hints_and_refused_by_name(zoo_model, tmp_path):
+    """A causal decoder adds -inf to its attention scores before the Softmax; a hint there is NaN from the first
+    step whatever the learning rate (the run said 'lower --lr'). auto skips every Softmax input, and a hint named
+    there is refused before training, naming it."""
+    teacher = zoo_model("gpt", "legacy")
+    student = tmp_path / "student.onnx"
+    onnxkd.save(onnxkd.prune(teacher, 0.5, prune_normalized=True).model, student)
+    teacher_model, student_model = onnxkd.load(teacher), onnxkd.load(student)
+    details = read_plan_details(student_model)
+    softmax_inputs = {n.inputs[0].name for n in student_model.graph if n.op_type == "Softmax"}
+    cut = {name for g in details["groups"] if len(g["kept"]) < g["size"] for name, *_ in g["members"]}
+    assert softmax_inputs & cut  # without the rule they are candidates
+    chosen = hints.resolve(["auto"], teacher_model, student_model, details)
+    assert chosen and not {h.tensor for h in chosen} & softmax_inputs
+
+    masked = sorted(softmax_inputs & cut)[0]
+    ids = np.random.default_rng(0).integers(0, 50, (64, 12))
+    with pytest.raises(OnnxkdError, match=f"--hint {masked}: the teacher's tensor holds inf or NaN values"):
+        onnxkd.distill(teacher, student, {"ids": ids}, epochs=1, hints=[masked])
