@@ -29,9 +29,24 @@ def fit_to_model(data: Dataset, specs: list[InputSpec]) -> Dataset:
             raise OnnxkdError(f"{where}input {spec.name!r} has {len(array)} samples, other inputs have {n}")
     if not n:
         raise OnnxkdError(f"{where}input {specs[0].name!r} has no samples")
+    _check_shared_dims(fitted, specs, where)
     seq_first = next((_seq_first(spec) for spec in specs if spec.batch_axis), "")
     labels = None if data.labels is None else _fit_labels(data.labels, n, where, seq_first)
     return Dataset(fitted, labels, data.source)
+
+
+def _check_shared_dims(arrays: dict[str, np.ndarray], specs: list[InputSpec], where: str) -> None:
+    """Inputs that declare the same named dim (input_ids and attention_mask of one ``seq``) must get the same
+    size from the data: the model broadcasts one against the other and fails inside the first run."""
+    seen: dict[str, tuple[str, int, int]] = {}  # dim name -> (input, axis, size) where first given
+    for spec in specs:
+        for axis, (want, got) in enumerate(zip(spec.sample_dims, arrays[spec.name].shape[1:]), start=1):
+            if not isinstance(want, str) or want.strip("?-_0123456789").lower() in ("", "none", "unknown", "dynamic"):
+                continue  # a marker some converters write for every unknown dim, not a name that ties two
+            first = seen.setdefault(want, (spec.name, axis, got))
+            if first[2] != got:
+                raise OnnxkdError(f"{where}input {spec.name!r} dim {axis} is {got}, input {first[0]!r} dim {first[1]} is "
+                                  f"{first[2]}: the model declares both as {want!r}, so they must be equal")
 
 
 def _match_names(data: Dataset, specs: list[InputSpec]) -> dict[str, np.ndarray]:

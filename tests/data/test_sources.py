@@ -346,3 +346,16 @@ def test_distilling_from_python_sources_trains_the_student_of_the_npz(digits, di
         for name, value in reference.graph.initializers.items():
             np.testing.assert_array_equal(model.graph.initializers[name].const_value.numpy(),
                                           value.const_value.numpy(), err_msg=name)
+
+
+def test_inputs_that_share_a_named_dim_must_get_the_same_size():
+    """input_ids and attention_mask of one 'seq' with 12 and 16 tokens: an internal error inside the first run
+    (exit 3) before; refused with both sizes. Markers such as '?' tie nothing."""
+    ids, mask = InputSpec("ids", np.dtype(np.int64), ("N", "seq")), InputSpec("mask", np.dtype(np.int64), ("N", "seq"))
+    fits = as_dataset({"ids": np.zeros((4, 12), np.int64), "mask": np.ones((4, 12), np.int64)}, [ids, mask])
+    assert len(fits) == 4
+    with pytest.raises(OnnxkdError, match="input 'mask' dim 1 is 16, input 'ids' dim 1 is 12: the model declares "
+                                          "both as 'seq'"):
+        as_dataset({"ids": np.zeros((4, 12), np.int64), "mask": np.ones((4, 16), np.int64)}, [ids, mask])
+    a, b = InputSpec("a", np.dtype(np.float32), ("N", "?")), InputSpec("b", np.dtype(np.float32), ("N", "?"))
+    assert len(as_dataset({"a": np.zeros((4, 3), np.float32), "b": np.zeros((4, 5), np.float32)}, [a, b])) == 4
