@@ -36,7 +36,10 @@ def summary(r: dict) -> Table:
         key = "latency_ms_batched"
         table.rows.append([f"throughput, batch {sp['batched']['batch_size']}", fmt.rate(t[key]["throughput_per_s"]),
                            fmt.rate(s[key]["throughput_per_s"]), "", ""])
-    table.rows.append(["MACs", fmt.count(t["macs"]), fmt.count(s["macs"]), _reduction(t["macs"], s["macs"], "fewer"), ""])
+    # a count missing some nodes (shapes not inferable) is a lower bound: no ratio from it (as macs_reduction)
+    partial = t.get("macs_unknown_nodes") or s.get("macs_unknown_nodes")
+    macs_ratio = "not comparable (some not counted)" if partial else _reduction(t["macs"], s["macs"], "fewer")
+    table.rows.append(["MACs", fmt.count(t["macs"]), fmt.count(s["macs"]), macs_ratio, ""])
     if t.get("macs_int8") or s.get("macs_int8"):  # quantized models only (reports before schema 1.2 lack the field)
         table.rows.append(["int8 MACs", _int8(t), _int8(s), "", ""])
     table.rows += [

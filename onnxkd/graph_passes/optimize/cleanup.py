@@ -21,4 +21,16 @@ def clean_up(model: ir.Model) -> None:
     IdentityEliminationPass()(model)
     RemoveUnusedNodesPass()(model)
     RemoveUnusedOpsetsPass()(model)
+    _shapes_of_constants(model)
+
+
+def _shapes_of_constants(model: ir.Model) -> None:
+    """A tensor folded into an initializer keeps the shape it was declared with as a node output ([unk__23,
+    unk__22] for a folded weight Transpose), which onnx's shape inference then trusts over the data: every
+    MatMul reading it came out unsized (MACs not counted). Its shape is the tensor's."""
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if value.const_value is not None:
+                value.shape = ir.Shape(value.const_value.shape)
+                value.dtype = value.const_value.dtype
 
