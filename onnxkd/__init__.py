@@ -35,12 +35,21 @@ _API = {
 __all__ = sorted(_API)
 
 
+# functions that are also packages (callable: see _callable_package): the package, so that dotted names under it
+# work too (onnxkd.distill.iterative.iterative_prune)
+_CALLABLE_PACKAGES = {"distill", "validate"}
+
+
 def __getattr__(name: str):
-    target = _API.get(name)
-    if target is None:
-        raise AttributeError(f"module 'onnxkd' has no attribute {name!r}")
-    module_name, attribute = target.split(":")
-    value = getattr(importlib.import_module(module_name), attribute)
+    if name in _CALLABLE_PACKAGES:
+        value = importlib.import_module(f"onnxkd.{name}")
+    elif name in _API:
+        module_name, attribute = _API[name].split(":")
+        value = getattr(importlib.import_module(module_name), attribute)
+    else:  # a submodule (onnxkd.report.write_report, onnxkd.pipeline.FLAT_OPTIONS) before any import of it
+        from onnxkd._callable_package import submodule
+
+        value = submodule("onnxkd", name)
     globals()[name] = value
     return value
 

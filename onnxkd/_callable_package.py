@@ -22,4 +22,19 @@ def make_callable(package_name: str, target: str) -> None:
         def __call__(self, *args, **kwargs):
             return getattr(importlib.import_module(module_name), function_name)(*args, **kwargs)
 
+        def __getattr__(self, name: str):  # a submodule on first use (onnxkd.distill.importance.kd_scores)
+            return submodule(package_name, name)
+
     sys.modules[package_name].__class__ = CallablePackage
+
+
+def submodule(package_name: str, name: str) -> types.ModuleType:
+    """``package_name.name`` imported, for attribute access before any ``import`` of it; AttributeError if there is
+    no such module."""
+    full = f"{package_name}.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as exc:
+        if exc.name != full:
+            raise
+        raise AttributeError(f"module {package_name!r} has no attribute {name!r}") from None

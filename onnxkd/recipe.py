@@ -86,6 +86,8 @@ class PruneOptions:
     group_trials: int = 24  # ... at most this many groups, most parameters first
 
     def check(self) -> None:
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)):
+            raise OnnxkdError(f"--ratio {self.ratio!r}: expected a number, got {type(self.ratio).__name__}")
         if not 0 <= self.ratio < 1:
             raise OnnxkdError(f"--ratio {self.ratio}: must be in [0, 1)")
         if self.criterion is not None and self.criterion not in CRITERIA:

@@ -53,19 +53,22 @@ DATA_FREE_WARNING = ("no --data: distilling on random inputs drawn from the inpu
                      "statistics frozen). The student will be weak; give real samples with --data")
 
 
-def _restores_torch_threads(function):
-    """``distill`` may lower torch's thread count while loader workers share the CPUs; callers get theirs back."""
+def _restores_torch_state(function):
+    """``distill`` may lower torch's thread count while loader workers share the CPUs, and seeds torch's global
+    generators (dropout draws from them): callers get their thread count and their random streams back."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         threads = torch.get_num_threads()
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
         try:
-            return function(*args, **kwargs)
+            with torch.random.fork_rng(devices=devices):
+                return function(*args, **kwargs)
         finally:
             torch.set_num_threads(threads)
     return wrapper
 
 
-@_restores_torch_threads
+@_restores_torch_state
 def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, output: str | os.PathLike | None = None, *,
             val_data: DataLike = None, work_dir: str | os.PathLike | None = None, resume: bool = False,
             image_options: ImageOptions | None = None, input_shapes: dict | None = None, progress: Any = None,

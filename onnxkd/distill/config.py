@@ -53,6 +53,12 @@ class DistillConfig:
     data_free_samples: int = 1024  # random inputs when there is no data
 
     def __post_init__(self):
+        if isinstance(self.hints, str):  # hints="auto", as --hint auto: one name, not its letters
+            self.hints = [self.hints]
+        if not isinstance(self.loss, dict):  # loss="mse" or ["logits=mse"], as --loss takes them
+            from onnxkd.distill.targets import parse_loss_option
+
+            self.loss = parse_loss_option(self.loss)
         self.check()
 
     def check(self) -> None:
@@ -90,6 +96,9 @@ class DistillConfig:
             raise OnnxkdError(f"--workers {self.workers}: must be >= 0 (0 reads data in the training process)")
         if any(w < 0 for w in self.output_weights.values()):
             raise OnnxkdError("--output-weight: weights must be >= 0")
+        for output, kind in self.loss.items():
+            if kind not in ("kl", "mse", "cosine"):
+                raise OnnxkdError(f"--loss {output}={kind}: choose kl, mse or cosine")
 
     @property
     def peak_lr(self) -> float:

@@ -79,6 +79,8 @@ def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bo
     LayerNormalization normalises (a transformer's residual stream, with its embedding tables): the
     student is then the network at a smaller width, not the teacher with channels zeroed.
     """
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
+        raise OnnxkdError(f"--ratio {ratio!r}: expected a number, got {type(ratio).__name__}")
     if not 0 <= ratio < 1:
         raise OnnxkdError(f"--ratio {ratio}: must be in [0, 1)")
     prune_normalized = prune_normalized or bool((recipe or {}).get("prune_normalized", False))

@@ -137,7 +137,9 @@ class Quantizer:
                   "entropy": CalibrationMethod.Entropy}[method_name]
         extra = {"ActivationSymmetric": self.settings.target.activation == "int8", "WeightSymmetric": True,
                  "CalibPercentile": self.settings.percentile, "CalibStridedMinMax": CALIBRATION_STRIDE}
-        logging.getLogger("root").setLevel(logging.ERROR)
+        root = logging.getLogger()  # onnxruntime's calibrators log to it; the caller's level comes back below
+        level = root.level
+        root.setLevel(logging.ERROR)
         try:  # the histogram calibrators print() their progress: it would break --json on stdout; an infinite
             # range (dropped right after) warns from numpy
             with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
@@ -156,6 +158,8 @@ class Quantizer:
             if method_name != "minmax" and "not finite" in first:
                 raise NonFiniteRange(first) from None
             raise OnnxkdError(f"calibration failed: {first}") from None
+        finally:
+            root.setLevel(level)
 
 
 class NonFiniteRange(Exception):

@@ -62,10 +62,11 @@ def array_to_torch(array: np.ndarray, data_type: ir.DataType) -> torch.Tensor:
 
 
 def torch_to_array(tensor: torch.Tensor, data_type: ir.DataType) -> np.ndarray:
-    """The inverse of array_to_torch: numpy (ml_dtypes for bfloat16/float8) with the same bits."""
+    """The inverse of array_to_torch: numpy (ml_dtypes for bfloat16/float8) with the same bits, in memory of its
+    own (a view would follow the tensor: a model written back would change as training goes on)."""
     tensor = tensor.detach().cpu().contiguous()
     if tensor.dtype == torch.bfloat16 or (tensor.dtype.is_floating_point and tensor.dtype.itemsize == 1):
         np_bits, torch_bits = _BITS[tensor.dtype.itemsize]
         bits = tensor.view(torch_bits).numpy().view(np_bits)
-        return bits.view(ir.DataType(data_type).numpy())
-    return tensor.numpy()
+        return bits.view(ir.DataType(data_type).numpy()).copy()
+    return tensor.numpy().copy()

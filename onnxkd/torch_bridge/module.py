@@ -231,7 +231,8 @@ class _BufferDict(nn.Module):
 
 
 def to_torch(model: model_io.ModelLike, half_as_float32: bool = False) -> OnnxModule:
-    """The ONNX model as a trainable ``OnnxModule`` (raises UnsupportedOpError naming the first unsupported node).
+    """The ONNX model as a trainable ``OnnxModule``, in eval mode (``module.train()`` before training; raises
+    UnsupportedOpError naming the first unsupported node).
 
     ``half_as_float32``: a float16/bfloat16 model computes in float32 (``half.in_float32``), as training and
     scoring need; ``write_back`` still writes the original dtypes."""
@@ -240,7 +241,9 @@ def to_torch(model: model_io.ModelLike, half_as_float32: bool = False) -> OnnxMo
         from onnxkd.torch_bridge.half import in_float32
 
         loaded = in_float32(loaded)
-    return OnnxModule(_runnable(loaded))
+    # in eval mode, as onnxruntime runs the graph: a module in train mode (torch's default) normalised with batch
+    # statistics and dropped activations, so the README's first call gave other outputs than onnxruntime
+    return OnnxModule(_runnable(loaded)).eval()
 
 
 def _runnable(model: ir.Model) -> ir.Model:

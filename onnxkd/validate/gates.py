@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from onnxkd.errors import OnnxkdError
@@ -37,6 +38,20 @@ class Gates:
     max_accuracy_drop: float | None = None  # teacher accuracy - student accuracy, as a fraction (0.01 = 1 point)
     min_agreement: float | None = None  # top-1 agreement (of samples, else per token, else of detections), fraction
     min_speedup: float | None = None  # teacher p50 / student p50 at batch 1
+
+    def __post_init__(self):
+        """The CLI's ranges, for Python callers too: a string or an out-of-range gate failed after the whole run
+        (a TypeError), or passed or failed whatever the model did."""
+        for name, high in (("max_accuracy_drop", 1.0), ("min_agreement", 1.0), ("min_speedup", math.inf)):
+            value = getattr(self, name)
+            flag = "--" + name.replace("_", "-")
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise OnnxkdError(f"{flag} {value!r}: expected a number, got {type(value).__name__}")
+            if not 0 <= value <= high:  # NaN fails too
+                raise OnnxkdError(f"{flag} {value}: must be in [0, {high:g}]" if high < math.inf else
+                                  f"{flag} {value}: must be >= 0")
 
     def check_measurable(self, has_data: bool, has_labels: bool, flag: str = "--data") -> None:
         """Refuse up front a gate the run could not measure, rather than fail it after minutes of timing

@@ -92,6 +92,9 @@ def output_metrics(name: str, teacher: np.ndarray, student: np.ndarray) -> dict:
         "teacher_nonfinite": nonfinite(teacher),
         "student_nonfinite": nonfinite(student),
     }
+    if teacher.dtype.kind == "f" and (np.isfinite(teacher) & ~np.isfinite(student)).any():
+        # the student is NaN/Inf where the teacher is not: errors over the rest would read as a perfect match
+        metrics.update(max_abs_error=None, mean_abs_error=None, cosine=None)
     if is_class_scores(teacher) and teacher.dtype.kind == "f":
         metrics["top1_agreement"] = float(np.mean(top1(teacher) == top1(student)))
         if finite.all():

@@ -53,6 +53,17 @@ class ValidationResult:
     def passed(self) -> bool:
         return all(g["passed"] for g in self.gates)
 
+    def __repr__(self) -> str:
+        """One line a notebook can show (the fields hold every latency sample: ``to_dict()`` has them all)."""
+        shown = [f"passed={self.passed}", f"speedup p50 {self.speedup['p50']:.2f}x at batch {self.speedup['batch_size']}"]
+        if self.speedup.get("macs_reduction"):
+            shown.append(f"MACs {self.speedup['macs_reduction']:.2f}x fewer")
+        if self.accuracy:
+            shown.append(f"accuracy {self.accuracy['teacher']:.2%} -> {self.accuracy['student']:.2%}")
+        elif self.agreement:
+            shown.append(f"agreement {self.agreement['top1']:.2%}")
+        return f"ValidationResult({', '.join(shown)})"
+
     def to_dict(self) -> dict:
         raw = dataclasses.asdict(self)
         ordered = {"schema_version": raw.pop("schema_version"), "passed": self.passed}

@@ -66,7 +66,10 @@ def test_non_class_outputs_get_no_kl_and_nonfinite_values_are_counted():
     m = quality.output_metrics("feat", t, s)
     assert m["kl"] is None and m["top1_agreement"] is None
     assert m["student_nonfinite"] == {"nan": 1, "inf": 2} and m["teacher_nonfinite"] == {"nan": 0, "inf": 0}
-    assert m["max_abs_error"] == 0  # computed on the finite entries only
+    # NaN/Inf where the teacher has a value: no error figure (over the finite rest they read 0, a perfect match)
+    assert m["max_abs_error"] is None and m["mean_abs_error"] is None and m["cosine"] is None
+    both = quality.output_metrics("feat", np.where(np.isfinite(s), t, np.inf), s)  # the teacher's Inf where the
+    assert both["max_abs_error"] == 0                                              # student's are: the rest counts
 
 
 def test_accuracy_drop_and_its_bootstrap_interval():
