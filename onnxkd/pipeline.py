@@ -685,7 +685,15 @@ def _move_into_place(work: Path, student: model_io.PendingSave, staged_report: P
     """Renames, the student's last (written beside ``output`` already, as a pair named after it: a renamed
     work-folder model would still name its work-folder weights file): before it, a crash leaves the earlier
     outputs (if any) as they were. An existing report folder keeps whatever else is in it; its three report
-    files are replaced."""
+    files are replaced. What would make a rename fail (a folder made where a file goes since the run started) is
+    refused before the first one: a report and recipe beside no student, or beside an earlier run's, would lie."""
+    for path in (student.path, recipe_path):
+        if path.is_dir():
+            raise OnnxkdError(f"{path}: is a directory now, where the run writes a file; nothing was written "
+                              f"(the run's work is in {work})")
+    if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
+        raise OnnxkdError(f"--report {report_dir}: is a file now, where the run writes a folder; nothing was written "
+                          f"(the run's work is in {work})")
     if staged_report is not None:
         if report_dir.exists():
             for item in staged_report.iterdir():

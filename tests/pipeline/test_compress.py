@@ -256,6 +256,23 @@ def test_a_report_that_fails_leaves_no_student_file_half_placed(workspace, monke
     assert _leftovers(workspace) == ["s.onnx.work", "t.onnx", "t.onnx.data"]
 
 
+def test_a_student_path_that_became_a_folder_leaves_no_report_or_recipe(workspace, monkeypatch):
+    """A folder made at -o while the run worked: the report and recipe were moved into place, then the student
+    could not be written, and they described a student that did not exist."""
+    import onnxkd.report
+
+    real = onnxkd.report.write_report
+
+    def and_a_folder_appears(body, folder):
+        (workspace / "s.onnx").mkdir()
+        return real(body, folder)
+
+    monkeypatch.setattr(onnxkd.report, "write_report", and_a_folder_appears)
+    with pytest.raises(onnxkd.OnnxkdError, match="s.onnx: is a directory now"):
+        onnxkd.compress(workspace / "teacher.onnx", 0.5, workspace / "train.npz", epochs=1, output=workspace / "s.onnx")
+    assert _leftovers(workspace) == ["s.onnx", "s.onnx.work"] and not any((workspace / "s.onnx").iterdir())
+
+
 def test_data_free_compress_still_gives_a_valid_faster_student(workspace):
     result = onnxkd.compress(workspace / "teacher.onnx", 0.5, None, epochs=1, report=False)
     r = result.to_dict()
