@@ -28,8 +28,8 @@ from typing import Any, Callable
 import onnx_ir as ir
 
 from onnxkd import model as model_io
-from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, as_dataset, input_specs,
-                         reference_shapes, same_data)
+from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, as_dataset, data_identity,
+                         input_specs, reference_shapes, same_data)
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
 from onnxkd.recipe import FLAT_OPTIONS, PruneOptions, Recipe, ValidateOptions, load_recipe, save_recipe
@@ -82,7 +82,8 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     # the dynamic dims (a PaddlePaddle or tf2onnx export's height and width), --input-shape overrides them.
     samples = train if train is not None else val
     input_shapes = reference_shapes(specs, input_shapes, samples.sample_shapes() if samples is not None else None)
-    fingerprint = {"teacher": teacher_sha, "recipe": _trajectory(plan), "data": _data_identity(train, val)}
+    fingerprint = {"teacher": teacher_sha, "recipe": _trajectory(plan),
+                   "data": {"train": data_identity(train), "val": data_identity(val)}}
     state = _State(work, fingerprint, resume)
     stages: list[dict] = []
     total = 6 if plan.quantize.enabled else 5  # the stages say "[n/total]"
@@ -608,10 +609,6 @@ def _trajectory(plan: Recipe) -> dict:
     for key in ("device", "compile", "compile_backend", "cache_mb", "workers"):
         recipe["distill"].pop(key, None)
     return recipe
-
-
-def _data_identity(train: Dataset | None, val: Dataset | None) -> dict:
-    return {name: None if d is None else {"source": d.source, "n": len(d)} for name, d in (("train", train), ("val", val))}
 
 
 def _differences(before: dict, now: dict, prefix: str = "") -> list[str]:

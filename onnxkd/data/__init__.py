@@ -29,11 +29,27 @@ DataLike = Union[str, os.PathLike, Dataset, Mapping[str, Any], np.ndarray, MapSt
 __all__ = [
     "DataLike", "as_dataset", "Dataset", "ImageOptions", "InputSpec", "check_input_shapes", "concrete_shape",
     "fit_to_model", "input_specs", "load_data", "load_hf", "load_image_folder", "load_image_list", "load_npz",
-    "open_source", "parse_input_shapes", "random_inputs", "reference_shapes", "same_data", "SAME_DATA_WARNING",
+    "open_source", "parse_input_shapes", "random_inputs", "reference_shapes", "same_data", "SAME_DATA_WARNING", "data_identity",
 ]
 
 SAME_DATA_WARNING = ("--val-data is the --data file: the student is measured on samples it was trained on, so its "
                      "figures are not held-out figures (leave --val-data out to hold out 10%)")
+
+
+def data_identity(dataset: Dataset | None) -> dict | None:
+    """What ``--resume`` compares to know the data is the data of the interrupted run: the file or folder it was
+    read from whatever path reached it (resolved), its sample count, and for a file its size and modification time
+    (a file rewritten under the same name with as many samples is other data)."""
+    if dataset is None:
+        return None
+    identity = {"source": dataset.source, "n": len(dataset)}
+    # in-memory data is named "data" (or "random inputs"), which is no file even where a folder of that name is
+    path = Path(dataset.source) if dataset.source not in ("", "data", "random inputs") else None
+    if path is not None and path.exists():
+        stat = path.stat()
+        identity.update(source=str(path.resolve()), mtime_ns=stat.st_mtime_ns,
+                        bytes=stat.st_size if path.is_file() else None)
+    return identity
 
 
 def same_data(data: DataLike, val_data: DataLike) -> bool:

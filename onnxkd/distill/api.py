@@ -22,8 +22,8 @@ import onnx_ir as ir
 import torch
 
 from onnxkd import model as model_io
-from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, as_dataset, check_input_shapes, input_specs,
-                         random_inputs, same_data)
+from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, as_dataset, check_input_shapes,
+                         data_identity, input_specs, random_inputs, same_data)
 from onnxkd.data.decoded import cache_decoded_images, drop_decoded_images
 from onnxkd.data.labels import labelled_output
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
@@ -407,7 +407,8 @@ def _fingerprint(teacher, student, train: Dataset, val: Dataset, config: Distill
     trajectory = {k: v for k, v in config.to_dict().items()
                   if k not in ("device", "cache_mb", "compile", "compile_backend", "workers")}
     return {"teacher": model_io.sha256_of(teacher), "student": model_io.sha256_of(student),
-            "train_samples": len(train), "val_samples": len(val), "processes": world.size,
+            "train_samples": len(train), "val_samples": len(val), "train_data": data_identity(train),
+            "val_data": data_identity(val), "processes": world.size,
             "epochs": epochs, "steps": steps, "options": trajectory}
 
 

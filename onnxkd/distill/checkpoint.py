@@ -52,10 +52,15 @@ def load(work_dir: Path, fingerprint: dict) -> dict:
         raise OnnxkdError(f"--resume: cannot read {target} ({type(exc).__name__})") from None
     if state.get("version") != VERSION:
         raise OnnxkdError(f"--resume: {target} was written by another onnxkd version")
-    different = sorted(k for k in fingerprint if state.get("fingerprint", {}).get(k) != fingerprint[k])
+    saved = state.get("fingerprint", {})
+    different = sorted(k for k in fingerprint if saved.get(k) != fingerprint[k])
     if different:
+        before, now = saved.get("options") or {}, fingerprint.get("options") or {}
+        options = [f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+                   if before.get(k) != now.get(k)]  # the flags, named as the recipe names them
+        shown = ", ".join(different) + (f": {'; '.join(options[:4])}" if options else "")
         raise OnnxkdError(f"--resume: the checkpoint in {work_dir} is from a different run "
-                          f"({', '.join(different)} changed); run without --resume to start over")
+                          f"({shown} changed); run without --resume to start over")
     return state
 
 

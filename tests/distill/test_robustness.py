@@ -74,9 +74,21 @@ def test_resume_refuses_a_checkpoint_of_another_run(digits, digits_student, smal
     with pytest.raises(KeyboardInterrupt):
         onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "a.onnx",
                        val_data=small_digits["val"], work_dir=work, progress=_interrupt_at("epoch 1/2"), **FAST)
-    with pytest.raises(onnxkd.OnnxkdError, match="different run .*options"):
+    with pytest.raises(onnxkd.OnnxkdError, match="different run \\(options: seed 3 -> 4 changed\\)"):
         onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "a.onnx",
                        val_data=small_digits["val"], work_dir=work, resume=True, **dict(FAST, seed=4))
+    # the same samples in a file rewritten under the same name are other data (path and count matched before)
+    moved = tmp_path / "train.npz"
+    with np.load(small_digits["train"]) as train:
+        np.savez(moved, image=train["image"], labels=train["labels"])
+    with pytest.raises(KeyboardInterrupt):
+        onnxkd.distill(digits["teacher"], digits_student, moved, tmp_path / "b.onnx", val_data=small_digits["val"],
+                       work_dir=tmp_path / "w2", progress=_interrupt_at("epoch 1/2"), **FAST)
+    with np.load(small_digits["train"]) as train:
+        np.savez(moved, image=1 - train["image"], labels=train["labels"][::-1])
+    with pytest.raises(onnxkd.OnnxkdError, match="different run \\(train_data changed\\)"):
+        onnxkd.distill(digits["teacher"], digits_student, moved, tmp_path / "b.onnx", val_data=small_digits["val"],
+                       work_dir=tmp_path / "w2", resume=True, **FAST)
 
 
 def _cli(*args, **kwargs):
