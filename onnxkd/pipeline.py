@@ -28,6 +28,7 @@ from typing import Any, Callable
 import onnx_ir as ir
 
 from onnxkd import model as model_io
+from onnxkd import work_lock
 from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, as_dataset, data_identity,
                          input_specs, reference_shapes, same_data)
 from onnxkd.errors import OnnxkdError
@@ -629,6 +630,7 @@ class _State:
     def __init__(self, work: Path, fingerprint: dict, resume: bool):
         self.path, self.fingerprint = work / STATE, fingerprint
         self.results: dict[str, dict] = {}
+        work_lock.acquire(work)  # before anything in the folder is read or cleared
         if resume:
             if not self.path.exists():
                 raise OnnxkdError(f"--resume: no interrupted run in {work}; run without --resume")
@@ -642,7 +644,7 @@ class _State:
                                   "run without --resume to start over")
             self.results = saved.get("results", {})
         else:
-            _clear(work)  # a previous failed run's leftovers: start clean
+            _clear(work, keep_lock=True)  # a previous failed run's leftovers: start clean
         work.mkdir(parents=True, exist_ok=True)
         self._write()  # from the start: a run stopped in its first stage resumes too (its prune steps)
 
@@ -664,7 +666,7 @@ WORK_FILES = (STATE, STEPS, "pruned.onnx", "student.onnx", "optimized.onnx", "in
               "distill", "report")
 
 
-def _clear(work: Path) -> None:
+def _clear(work: Path, keep_lock: bool = False) -> None:
     for name in WORK_FILES:
         path = work / name
         if path.is_dir():
@@ -673,6 +675,8 @@ def _clear(work: Path) -> None:
             model_io.remove(path)  # and its weights file
         elif path.exists():
             path.unlink()
+    if not keep_lock:
+        work_lock.release(work)
     with contextlib.suppress(OSError):
         work.rmdir()  # only when nothing else is in it
 

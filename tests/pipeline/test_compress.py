@@ -273,6 +273,24 @@ def test_a_student_path_that_became_a_folder_leaves_no_report_or_recipe(workspac
     assert _leftovers(workspace) == ["s.onnx", "s.onnx.work"] and not any((workspace / "s.onnx").iterdir())
 
 
+def test_a_work_folder_in_use_by_another_run_is_refused_and_a_dead_runs_lock_is_taken(workspace):
+    """Two runs with one -o cleared and overwrote each other's stage files (the loser died on a missing file)."""
+    work = workspace / "s.onnx.work"
+    work.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (work / "onnxkd.lock").write_text(str(other.pid))
+        with pytest.raises(onnxkd.OnnxkdError, match=f"another onnxkd run \\(process {other.pid}\\) is working"):
+            onnxkd.compress(workspace / "teacher.onnx", 0.5, None, epochs=1, output=workspace / "s.onnx", report=False)
+        assert (work / "onnxkd.lock").read_text() == str(other.pid)  # its lock, and its folder, untouched
+    finally:
+        other.kill()
+        other.wait()
+    # the process is gone: its lock is stale and the run takes the folder, then leaves nothing behind
+    onnxkd.compress(workspace / "teacher.onnx", 0.5, None, epochs=1, output=workspace / "s.onnx", report=False)
+    assert not work.exists() and (workspace / "s.onnx").exists()
+
+
 def test_data_free_compress_still_gives_a_valid_faster_student(workspace):
     result = onnxkd.compress(workspace / "teacher.onnx", 0.5, None, epochs=1, report=False)
     r = result.to_dict()
