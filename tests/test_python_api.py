@@ -81,6 +81,8 @@ def test_options_are_read_as_the_cli_reads_them():
             onnxkd.validate(TEACHER, TEACHER, **bad)
     with pytest.raises(onnxkd.OnnxkdError, match="--ratio '0.5': expected a number"):
         onnxkd.prune(TEACHER, "0.5")
+    with pytest.raises(onnxkd.OnnxkdError, match="--ignore \\['conv1'\\]: expected one regular expression"):
+        onnxkd.prune(TEACHER, 0.5, ignore=["conv1"])  # a TypeError from re before
 
 
 def test_dotted_names_resolve_after_import_onnxkd_alone():

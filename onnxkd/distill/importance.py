@@ -25,10 +25,11 @@ import itertools
 from typing import Any
 
 import numpy as np
+import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
-from onnxkd.data import Dataset
+from onnxkd.data import DataLike, Dataset, as_dataset, input_specs
 from onnxkd.distill.batch_first import batch_axes, batch_first, run_entering
 from onnxkd.distill.loader import in_order
 from onnxkd.distill.progress import reporter
@@ -45,7 +46,7 @@ MAX_SAMPLES = 1024
 BATCH = 16  # small batches: each batch's squared mask gradient is one draw of the estimate
 
 
-def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = None, prune_normalized: bool = False,
+def kd_scores(model: ModelLike, data: DataLike, *, teacher: ModelLike | None = None, prune_normalized: bool = False,
               temperature: float = 4.0, batch_size: int = BATCH, max_samples: int = MAX_SAMPLES, seed: int = 0,
               device: str = "cpu", progress: Any = None) -> dict[int, np.ndarray]:
     """Scores per prunable group of ``model``, keyed like ``channel_groups(model, prune_normalized)``.
@@ -53,6 +54,8 @@ def kd_scores(model: ModelLike, data: Dataset, *, teacher: ModelLike | None = No
     ``teacher``: where the labels are sampled from (default: ``model`` itself, i.e. a model not yet
     pruned). At most ``max_samples`` samples of ``data`` are used.
     """
+    if not isinstance(data, Dataset):  # a path, arrays, (x, y): what every command's --data takes
+        data = as_dataset(data, input_specs(ir.to_proto(load(model))))
     prepared, groups = channel_groups(model, prune_normalized)
     prunable = [g for g in groups if g.prunable]
     student = to_torch(prepared, half_as_float32=True).to(device).eval()

@@ -161,3 +161,17 @@ def test_kd_scores_against_a_teacher_whose_logits_are_named_otherwise(tmp_path):
     assert got.keys() == expected.keys() and got
     for gid in got:
         np.testing.assert_allclose(got[gid], expected[gid], rtol=1e-5, err_msg=str(gid))
+
+
+def test_kd_scores_take_data_as_the_commands_do(digits, digits_data):
+    """A path or (x, y), as --data and the API's data= take it (only a Dataset was read: AttributeError)."""
+    from onnxkd.data import load_npz
+
+    expected = kd_scores(digits["teacher"], digits_data.take(np.arange(32)))
+    raw = load_npz(digits["train"])
+    x, y = (np.asarray(raw.arrays["image"][:256]), np.asarray(raw.labels[:256]))
+    for given in (digits["train"], (x, y)):
+        got = kd_scores(digits["teacher"], given, max_samples=32)
+        assert got.keys() == expected.keys()
+        for gid in got:
+            np.testing.assert_allclose(got[gid], expected[gid], rtol=1e-5)

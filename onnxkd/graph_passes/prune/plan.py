@@ -39,6 +39,8 @@ def _matches(pattern: re.Pattern, group: ChannelGroup) -> bool:
 
 
 def _compile(text: str, what: str) -> re.Pattern:
+    if not isinstance(text, str):  # ignore=["conv1"] from Python: one pattern, as --ignore takes it
+        raise OnnxkdError(f"{what} {text!r}: expected one regular expression (a string; 'conv1|fc' for several)")
     try:
         return re.compile(text)
     except re.error as exc:
