@@ -376,6 +376,8 @@ def prepare_save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *,
     path = Path(path)
     if isinstance(model, onnx.ModelProto):
         model = ir.from_proto(model)
+    if not isinstance(model, ir.Model):
+        raise OnnxkdError(f"save: expected an onnx_ir.Model or onnx.ModelProto, got {type(model).__name__}")
     if external_data is None:  # weights still read from another model's file are re-written beside this one
         external_data = has_external_tensors(model)
     external_data = external_data or initializer_bytes(model) > PROTOBUF_LIMIT

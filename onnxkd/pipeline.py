@@ -642,7 +642,7 @@ class _State:
                 shown = f" ({'; '.join(details[:4])})" if details else ""
                 raise OnnxkdError(f"--resume: the run in {work} used another {', '.join(changed)}{shown}; "
                                   "run without --resume to start over")
-            self.results = saved.get("results", {})
+            self.results = _with_their_files(work, saved.get("results", {}))
         else:
             _clear(work, keep_lock=True)  # a previous failed run's leftovers: start clean
         work.mkdir(parents=True, exist_ok=True)
@@ -659,6 +659,23 @@ class _State:
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "results": self.results}, default=str))
         os.replace(tmp, self.path)
+
+
+# each stage's output in the work folder, in stage order: a stage whose file is gone is not done
+STAGE_FILES = {"prune": "pruned.onnx", "distill": "student.onnx", "optimize": "optimized.onnx", "quantize": "int8.onnx"}
+
+
+def _with_their_files(work: Path, results: dict) -> dict:
+    """The completed stages up to the first whose output file is missing (a work folder emptied by hand while
+    the run went on: resuming after it read 'student ... no such file' on every try)."""
+    kept = {}
+    for stage, name in STAGE_FILES.items():
+        if stage not in results:
+            continue
+        if not (work / name).exists():
+            break
+        kept[stage] = results[stage]
+    return kept
 
 
 # what a run puts in its work folder (and all it ever deletes there: the folder may be the user's)

@@ -83,6 +83,10 @@ def test_options_are_read_as_the_cli_reads_them():
         onnxkd.prune(TEACHER, "0.5")
     with pytest.raises(onnxkd.OnnxkdError, match="--ignore \\['conv1'\\]: expected one regular expression"):
         onnxkd.prune(TEACHER, 0.5, ignore=["conv1"])  # a TypeError from re before
+    with pytest.raises(onnxkd.OnnxkdError, match="save: expected an onnx_ir.Model or onnx.ModelProto, got int"):
+        onnxkd.save(3, "x.onnx")
+    with pytest.raises(onnxkd.OnnxkdError, match="write_back: expected the module onnxkd.to_torch made, got object"):
+        onnxkd.write_back(object(), TEACHER)
 
 
 def test_dotted_names_resolve_after_import_onnxkd_alone():

@@ -26,6 +26,8 @@ def write_back(module: OnnxModule, model: model_io.ModelLike, out_path: str | os
     whose value did not change keeps its original tensor object (bits, external-data reference).
     A model that kept its weights in an external file is written with an external file again.
     """
+    if not hasattr(module, "onnx_tensors"):
+        raise OnnxkdError(f"write_back: expected the module onnxkd.to_torch made, got {type(module).__name__}")
     target = _private_copy(model)
     initializers = _all_initializers(target.graph)
     external = any(isinstance(v.const_value, ir.ExternalTensor) for v in initializers.values())

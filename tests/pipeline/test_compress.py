@@ -291,6 +291,27 @@ def test_a_work_folder_in_use_by_another_run_is_refused_and_a_dead_runs_lock_is_
     assert not work.exists() and (workspace / "s.onnx").exists()
 
 
+def test_resume_redoes_the_stages_whose_files_are_gone(workspace, monkeypatch):
+    """A work folder emptied by hand: the state said distill was done, and every --resume failed reading the
+    missing student. The stages from the first missing file on run again."""
+    from onnxkd import pipeline
+
+    real = pipeline._validate
+    monkeypatch.setattr(pipeline, "_validate", lambda *a, **k: (_ for _ in ()).throw(onnxkd.OnnxkdError("down")))
+    args = dict(ratio=0.5, data=workspace / "train.npz", epochs=1, output=workspace / "s.onnx", report=False)
+    with pytest.raises(onnxkd.OnnxkdError, match="down"):
+        onnxkd.compress(workspace / "teacher.onnx", **args)
+    work = workspace / "s.onnx.work"
+    assert {"pruned.onnx", "student.onnx", "optimized.onnx"} <= {p.name for p in work.iterdir()}
+    (work / "student.onnx").unlink()
+    monkeypatch.setattr(pipeline, "_validate", real)
+    redone = []
+    distill = onnxkd.distill.api.distill
+    monkeypatch.setattr(onnxkd.distill.api, "distill", lambda *a, **k: redone.append(1) or distill(*a, **k))
+    result = onnxkd.compress(workspace / "teacher.onnx", resume=True, **args)
+    assert redone and result.student == str(workspace / "s.onnx") and not work.exists()
+
+
 def test_data_free_compress_still_gives_a_valid_faster_student(workspace):
     result = onnxkd.compress(workspace / "teacher.onnx", 0.5, None, epochs=1, report=False)
     r = result.to_dict()
