@@ -80,7 +80,8 @@ def _fit_array(array: np.ndarray, spec: InputSpec, label: str) -> np.ndarray:
     # axis 0 counts samples; the model's batch dim only limits how many run at once
     for axis, (want, got) in enumerate(zip(spec.sample_dims, array.shape[1:]), start=1):
         if isinstance(want, int) and want != got:
-            raise OnnxkdError(f"{label}: dim {axis} is {got}, model expects {spec.describe()}{_seq_first(spec)}")
+            raise OnnxkdError(f"{label}: dim {axis} is {got}, model expects {spec.describe()}{_seq_first(spec)}"
+                              + _fixed_seq_first(spec, array.shape))
     if getattr(array, "checked", False):
         return array.astype(spec.dtype)
     nonfinite, cast = 0, None
@@ -115,6 +116,18 @@ def _check_values(block: np.ndarray, spec: InputSpec, label: str) -> tuple[int, 
     if cast.dtype.kind == "f" and not np.isfinite(cast).all():  # e.g. float64 beyond float16's range
         raise OnnxkdError(f"{label}: values overflow {spec.dtype}")
     return 0, cast
+
+
+def _fixed_seq_first(spec: InputSpec, shape: tuple[int, ...]) -> str:
+    """Advice where the data would fit a seq-first model of fixed batch (x[T, N, C] with T and N numbers, which
+    nothing tells from a batch-first one): say how to make the batch axis known."""
+    dims = spec.shape
+    if spec.batch_axis or len(dims) < 3 or not all(isinstance(d, int) for d in dims[:2]):
+        return ""
+    if tuple(shape[1:]) != (dims[0], *dims[2:]):
+        return ""
+    return (f" (if the model is seq-first, x[T={dims[0]}, N={dims[1]}, ...], onnxkd cannot tell its batch axis from "
+            "fixed numbers: export it with a named batch dim, dynamic_axes={'" + spec.name + "': {1: 'batch'}})")
 
 
 def _check_ids(block: np.ndarray, rows: int, label: str) -> None:

@@ -359,3 +359,11 @@ def test_inputs_that_share_a_named_dim_must_get_the_same_size():
         as_dataset({"ids": np.zeros((4, 12), np.int64), "mask": np.ones((4, 16), np.int64)}, [ids, mask])
     a, b = InputSpec("a", np.dtype(np.float32), ("N", "?")), InputSpec("b", np.dtype(np.float32), ("N", "?"))
     assert len(as_dataset({"a": np.zeros((4, 3), np.float32), "b": np.zeros((4, 5), np.float32)}, [a, b])) == 4
+
+
+def test_data_for_a_fixed_batch_seq_first_model_says_how_to_name_its_batch():
+    """x[T=16, N=4, C=8] with fixed numbers reads as batch-first; data [N, T, C] is refused, with the way out."""
+    seq_first = InputSpec("x", np.dtype(np.float32), (16, 4, 8))
+    with pytest.raises(OnnxkdError, match=r"dim 1 is 16, .*if the model is seq-first, x\[T=16, N=4, \.\.\.\].*"
+                                          r"dynamic_axes=\{'x': \{1: 'batch'\}\}"):
+        as_dataset({"x": np.zeros((4, 16, 8), np.float32)}, [seq_first])
