@@ -199,9 +199,14 @@ def _small_weights_inside(model: ir.Model) -> ir.Model:
     return model
 
 
-def _external_attribute_tensors(model: ir.Model) -> list[ir.ExternalTensor]:
-    return [attr.value for graph in model.graphs() for node in graph for attr in node.attributes.values()
+def _external_attributes(model: ir.Model) -> list[tuple[ir.Node, str, ir.Attr]]:
+    """(node, name, attribute) of every tensor attribute whose bytes are in a weights file."""
+    return [(node, name, attr) for graph in model.graphs() for node in graph for name, attr in node.attributes.items()
             if attr.type == ir.AttributeType.TENSOR and isinstance(attr.value, ir.ExternalTensor)]
+
+
+def _external_attribute_tensors(model: ir.Model) -> list[ir.ExternalTensor]:
+    return [attr.value for _, _, attr in _external_attributes(model)]
 
 
 def _attribute_tensors_inside(model: ir.Model) -> ir.Model:
@@ -213,11 +218,8 @@ def _attribute_tensors_inside(model: ir.Model) -> ir.Model:
 
 
 def _replace_external_attribute_tensors(model: ir.Model, replace: Callable[[ir.ExternalTensor], ir.TensorProtocol]):
-    for graph in model.graphs():
-        for node in graph:
-            for name, attr in list(node.attributes.items()):
-                if attr.type == ir.AttributeType.TENSOR and isinstance(attr.value, ir.ExternalTensor):
-                    node.attributes[name] = ir.AttrTensor(name, replace(attr.value), doc_string=attr.doc_string)
+    for node, name, attr in _external_attributes(model):
+        node.attributes[name] = ir.AttrTensor(name, replace(attr.value), doc_string=attr.doc_string)
 
 
 def _in_memory(tensor: ir.ExternalTensor) -> ir.Tensor:

@@ -32,6 +32,7 @@ from onnxkd import work_lock
 from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, as_dataset, data_identity,
                          input_specs, reference_shapes, same_data)
 from onnxkd.errors import OnnxkdError
+from onnxkd.json_file import write_json
 from onnxkd.model import ModelLike
 from onnxkd.recipe import FLAT_OPTIONS, PruneOptions, Recipe, ValidateOptions, load_recipe, save_recipe
 
@@ -656,9 +657,7 @@ class _State:
         self._write()
 
     def _write(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps({"fingerprint": self.fingerprint, "results": self.results}, default=str))
-        os.replace(tmp, self.path)
+        write_json(self.path, {"fingerprint": self.fingerprint, "results": self.results}, default=str)
 
 
 # each stage's output in the work folder, in stage order: a stage whose file is gone is not done

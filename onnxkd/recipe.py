@@ -32,6 +32,7 @@ from typing import Any
 from onnxkd import __version__
 from onnxkd.distill.config import DistillConfig
 from onnxkd.errors import OnnxkdError
+from onnxkd.json_file import write_json
 from onnxkd.qat import QAT_LR
 
 CRITERIA = ("l1", "l2", "bn", "random", "taylor", "kd")
@@ -207,15 +208,7 @@ def load_recipe(path: str | os.PathLike) -> tuple[Recipe, dict]:
 
 def save_recipe(recipe: Recipe, path: str | os.PathLike, teacher_sha256: str | None = None) -> Path:
     """Write the recipe atomically (temp file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(recipe.to_dict(teacher_sha256), indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_json(path, recipe.to_dict(teacher_sha256), indent=2)
 
 
 def _section(kind: type, values: dict[str, Any], where: str):

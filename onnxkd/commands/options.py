@@ -120,4 +120,3 @@ def warn_other_teacher(teacher: str, saved_sha: str | None, console) -> None:
     if current != saved_sha:
         console.print("[yellow]Warning:[/] the recipe was made for another teacher (SHA-256 differs); "
                       "group-specific settings may not apply", highlight=False)
-

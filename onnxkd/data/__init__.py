@@ -29,7 +29,8 @@ DataLike = Union[str, os.PathLike, Dataset, Mapping[str, Any], np.ndarray, MapSt
 __all__ = [
     "DataLike", "as_dataset", "Dataset", "ImageOptions", "InputSpec", "check_input_shapes", "concrete_shape",
     "fit_to_model", "input_specs", "load_data", "load_hf", "load_image_folder", "load_image_list", "load_npz",
-    "open_source", "parse_input_shapes", "random_inputs", "reference_shapes", "same_data", "SAME_DATA_WARNING", "data_identity",
+    "open_source", "parse_input_shapes", "random_inputs", "reference_shapes", "same_data", "SAME_DATA_WARNING",
+    "data_identity",
 ]
 
 SAME_DATA_WARNING = ("--val-data is the --data file: the student is measured on samples it was trained on, so its "

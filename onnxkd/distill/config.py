@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 from onnxkd.errors import OnnxkdError
 
+LOSSES = ("kl", "mse", "cosine")  # what --loss names (distill/losses.py computes them)
+
 OPTIMIZERS = ("adamw", "sgd")
 AUGMENTS = ("none", "crop", "light", "strong")  # see augment.py
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.05}
@@ -97,8 +99,8 @@ class DistillConfig:
         if any(w < 0 for w in self.output_weights.values()):
             raise OnnxkdError("--output-weight: weights must be >= 0")
         for output, kind in self.loss.items():
-            if kind not in ("kl", "mse", "cosine"):
-                raise OnnxkdError(f"--loss {output}={kind}: choose kl, mse or cosine")
+            if kind not in LOSSES:
+                raise OnnxkdError(f"--loss {output}={kind}: choose {', '.join(LOSSES[:-1])} or {LOSSES[-1]}")
 
     @property
     def peak_lr(self) -> float:

@@ -54,8 +54,9 @@ def kd_scores(model: ModelLike, data: DataLike, *, teacher: ModelLike | None = N
     ``teacher``: where the labels are sampled from (default: ``model`` itself, i.e. a model not yet
     pruned). At most ``max_samples`` samples of ``data`` are used.
     """
+    model = load(model)  # once: the data's fit and the groups read it
     if not isinstance(data, Dataset):  # a path, arrays, (x, y): what every command's --data takes
-        data = as_dataset(data, input_specs(ir.to_proto(load(model))))
+        data = as_dataset(data, input_specs(ir.to_proto(model)))
     prepared, groups = channel_groups(model, prune_normalized)
     prunable = [g for g in groups if g.prunable]
     student = to_torch(prepared, half_as_float32=True).to(device).eval()

@@ -25,6 +25,7 @@ import onnx_ir as ir
 
 from onnxkd import model as model_io
 from onnxkd.errors import OnnxkdError
+from onnxkd.json_file import write_json
 
 STATE = "steps.json"
 
@@ -62,9 +63,7 @@ class StepProgress:
         state = {"ratio": self.ratio, "steps": self.steps, "distilled": self.distilled,
                  "final_counts": {str(g): n for g, n in self.final_counts.items()},
                  "composed": {str(g): kept for g, kept in self.composed.items()}, "history": self.history}
-        tmp = self.folder / (STATE + ".tmp")
-        tmp.write_text(json.dumps(state))
-        os.replace(tmp, self.folder / STATE)
+        write_json(self.folder / STATE, state)
         if model is not None:
             for older in self.folder.glob("step-*.onnx"):
                 if older != self.model_path():

@@ -27,7 +27,7 @@ from typing import Mapping
 import onnx_ir as ir
 import torch
 
-from onnxkd.distill.losses import LOSSES
+from onnxkd.distill.config import LOSSES
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.classifier_heads import scores_behind, token_score_outputs
 from onnxkd.graph_passes.analyze.compared import compared_tensors
