@@ -6,13 +6,16 @@ gradients cross the layer boundary as plain numpy arrays.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+import onnx_ir as ir
 import torch
 import torch.nn.functional as F
 
+from onnxkd.data import as_dataset, input_specs
 from onnxkd.data.labels import labelled_output
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.compared import compared_tensors
@@ -29,8 +32,10 @@ def initializer_gradients(model: ModelLike | OnnxModule, batches: Any, labels: n
     """d(loss)/d(initializer), averaged over the samples, for every float initializer the bridge trains.
 
     ``batches``: a ``onnxkd.data.Dataset`` (cut into ``batch_size`` samples), one feeds dict
-    (input name -> array, samples on axis 0), or an iterable of feeds dicts or ``(feeds, labels)``
-    pairs (what ``Dataset.batches`` yields). ``labels``: int class ids for all samples in batch order,
+    (input name -> array, samples on axis 0), an iterable of feeds dicts or ``(feeds, labels)``
+    pairs (what ``Dataset.batches`` yields), or what every command's ``--data`` takes (a path, one array,
+    ``(x, y)``, a dict of arrays with ``labels``), read with ``onnxkd.data.as_dataset`` for ``model``
+    (a model, not an ``OnnxModule``: fitting the data needs its graph's inputs). ``labels``: int class ids for all samples in batch order,
     for batches that carry none. ``max_batches`` stops early. ``progress``: a rich ``Console`` (a bar
     with samples/s and ETA on a terminal) or a callable ``progress(stage, samples_done, samples_total)``.
 
@@ -54,9 +59,15 @@ def initializer_gradients(model: ModelLike | OnnxModule, batches: Any, labels: n
     are restored).
     """
     if isinstance(model, OnnxModule):
+        if _needs_fitting(batches):
+            raise OnnxkdError("initializer_gradients: data given as a path, an array or (x, y) is fitted to the "
+                              "model's inputs; give the model (a path or a ModelProto), not an OnnxModule, or "
+                              "give an onnxkd.data.Dataset")
         module, compared = model, list(model.output_names)
     else:
         graph = load(model)
+        if _needs_fitting(batches):
+            batches = as_dataset(batches, input_specs(ir.to_proto(graph)))
         module, compared = to_torch(graph, half_as_float32=True), compared_tensors(graph)
         if device is not None:
             module = module.to(device)
@@ -95,6 +106,15 @@ def initializer_gradients(model: ModelLike | OnnxModule, batches: Any, labels: n
 
 
 # --------------------------------------------------------------------------- batches
+
+
+def _needs_fitting(batches: Any) -> bool:
+    """Data in a form of the commands' ``--data`` (read by ``as_dataset``), not already cut into feeds."""
+    if isinstance(batches, (str, os.PathLike, np.ndarray)):
+        return True
+    if isinstance(batches, tuple) and len(batches) == 2 and all(isinstance(b, np.ndarray) for b in batches):
+        return True  # (x, y): a list of (feeds, labels) pairs is a list, and its pairs hold dicts
+    return isinstance(batches, Mapping) and "labels" in batches
 
 
 def _batches(batches: Any, labels: np.ndarray | None, batch_size: int,

@@ -95,6 +95,20 @@ def test_max_batches_and_dataset_batches(tiny):
         assert_rel(grads[name], ref, name)
 
 
+def test_data_in_the_commands_forms(tiny, tmp_path):
+    """A path, (x, y) and a dict with labels, as --data takes them: the same cross-entropy gradients."""
+    net, path = tiny
+    x, y = data()
+    np.savez(tmp_path / "d.npz", x=x, labels=y)
+    expected = torch_grads(net, F.cross_entropy(net(torch.from_numpy(x)), torch.from_numpy(y)))
+    for given in (str(tmp_path / "d.npz"), tmp_path / "d.npz", (x, y), {"x": x, "labels": y}):
+        grads = initializer_gradients(path, given, batch_size=4)
+        for name, ref in expected.items():
+            assert_rel(grads[name], ref, f"{type(given).__name__}: {name}")
+    with pytest.raises(OnnxkdError, match="not an OnnxModule"):
+        initializer_gradients(to_torch(path), (x, y))
+
+
 def test_given_module_is_left_as_it_was(tiny):
     _, path = tiny
     module = to_torch(path).train()
