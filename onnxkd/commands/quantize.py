@@ -137,6 +137,9 @@ def render_quantize(summary: dict, console) -> None:
         shown = f"{q['drop']:.2%} {q['metric']} drop (budget {summary['max_accuracy_drop']:.2%})"
         if q["float"] is not None:
             shown += f": {q['float']:.2%} -> {q['int8']:.2%}"
+        if q.get("outputs"):  # several outputs: the worst counts; say which, and the others' drops
+            others = [f"{o['output']} {o['drop']:.2%} ({o['metric']})" for o in q["outputs"] if o["output"] != q["output"]]
+            shown += f", on {q['output']} (the worst output; {', '.join(others)})"
         table.add_row("accuracy", shown)
     size = summary["size_bytes"]
     table.add_row("weights", f"{size['float'] / 1e6:.2f} MB -> {size['int8'] / 1e6:.2f} MB")

@@ -26,7 +26,7 @@ import onnx_ir as ir
 
 from onnxkd.data import Dataset, InputSpec
 from onnxkd.data.labels import check_labels_fit, labelled_output
-from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs
+from onnxkd.graph_passes.analyze.classifier_heads import class_id_outputs, scores_behind
 from onnxkd.graph_passes.analyze.data_shaped import data_shaped
 from onnxkd.graph_passes.analyze.output_parts import OutputParts, output_parts
 from onnxkd.model import load
@@ -40,13 +40,24 @@ from onnxkd.validate.shaped_outputs import session_exposing
 
 @dataclass
 class Quality:
+    """The output that loses most: its metric, values and drop; ``outputs`` holds every compared output's."""
+
     metric: str  # "accuracy" | "agreement" | "relative error"
     float_value: float | None  # float model's accuracy (accuracy only)
     int8_value: float  # accuracy, agreement or relative error of the int8 model
     drop: float  # what the budget limits
+    output: str | None = None  # the output it was measured on
+    outputs: list[dict] = field(default_factory=list)  # with several outputs: each one's {output, metric, drop}
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "float": self.float_value, "int8": self.int8_value, "drop": self.drop}
+        found = {"metric": self.metric, "float": self.float_value, "int8": self.int8_value, "drop": self.drop}
+        if len(self.outputs) > 1:
+            found.update(output=self.output, outputs=self.outputs)
+        return found
+
+    def describe(self) -> str:
+        """``'agreement'``, or ``'relative error of box'`` where the model has several outputs."""
+        return f"{self.metric} of {self.output}" if len(self.outputs) > 1 else self.metric
 
 
 Evaluate = Callable[[Path], Quality]
@@ -74,29 +85,51 @@ def evaluator(float_path: Path, data: Dataset, specs: list[InputSpec], batch: in
     chosen = None if class_ids else _scored_output(reference, labels)
     if chosen is not None:
         check_labels_fit(labels, reference[chosen], (outputs + exposed)[compared[chosen]])
-    return lambda candidate: compare(reference, outputs_of(candidate, "int8 model"), labels, class_ids, parts)
+    names = [(outputs + exposed)[i] for i in compared]
+    behind = scores_behind(float_model)
+    sources = [behind.get(name, name) for name in names]
+    return lambda candidate: compare(reference, outputs_of(candidate, "int8 model"), labels, class_ids, parts, names,
+                                     sources)
 
 
 def compare(reference: list[np.ndarray], outputs: list[np.ndarray], labels: np.ndarray | None,
-            class_ids: bool = False, parts: list[OutputParts | None] | None = None) -> Quality:
-    """Accuracy or agreement on the first output where it is an ArgMax's class ids (``class_ids``), or on the
-    class-score output the labels belong to (without labels: the first output, if it is class scores), else the
-    mean relative error of the float outputs (``parts``: each output's, or None; an output with parts counts with
-    its worst part's error)."""
-    chosen = 0 if class_ids else _scored_output(reference, labels)
-    if chosen is not None:
-        first, got = reference[chosen], outputs[chosen]
-        first, got = (quality.predicted_classes(o, class_ids) for o in (first, got))
-        if labels is not None:
-            accuracy = quality.accuracy_comparison(first, got, labels)
-            return Quality("accuracy", accuracy["teacher"], accuracy["student"], accuracy["drop"])
-        agreement = float(np.mean(first == got))
-        return Quality("agreement", None, agreement, 1.0 - agreement)
+            class_ids: bool = False, parts: list[OutputParts | None] | None = None,
+            names: list[str] | None = None, sources: list[str] | None = None) -> Quality:
+    """Every output's loss, the worst one counting against the budget: the class scores the labels belong to (an
+    ArgMax's class ids where ``class_ids``, the first output; without labels: the first output, if it is class
+    scores) lose accuracy or agreement; every other float output its relative error (``parts``: each output's, or
+    None; an output with parts counts with its worst part's error). A second head int8 ruins (a box regression next
+    to the class scores) is not hidden by the first's accuracy. ``sources``: the class scores each output is
+    computed from (``scores_behind``); a deployment export's confidence, the maximum of the same probabilities as
+    its class id, is judged with the class id."""
+    names = names or [f"output {i}" for i in range(len(reference))]
     parts = parts or [None] * len(reference)
-    errors = [max(quality.relative_error(r[piece], o[piece]) for piece in quality.part_slices(r.ndim, found))
-              for r, o, found in zip(reference, outputs, parts) if r.dtype.kind == "f"]
-    error = float(np.mean(errors)) if errors else 0.0
-    return Quality("relative error", None, error, error)
+    sources = sources or names
+    chosen = 0 if class_ids else _scored_output(reference, labels)
+    found = []
+    for i, (r, o) in enumerate(zip(reference, outputs)):
+        if i == chosen:
+            found.append(_classes_kept(r, o, labels, class_ids, names[i]))
+        elif chosen is not None and sources[i] == sources[chosen]:
+            continue
+        elif r.dtype.kind == "f":
+            error = max(quality.relative_error(r[piece], o[piece]) for piece in quality.part_slices(r.ndim, parts[i]))
+            found.append(Quality("relative error", None, error, error, names[i]))
+    if not found:
+        return Quality("relative error", None, 0.0, 0.0)
+    worst = max(found, key=lambda q: q.drop)
+    worst.outputs = [{"output": q.output, "metric": q.metric, "drop": q.drop} for q in found]
+    return worst
+
+
+def _classes_kept(reference: np.ndarray, output: np.ndarray, labels: np.ndarray | None, class_ids: bool,
+                  name: str) -> Quality:
+    first, got = (quality.predicted_classes(o, class_ids) for o in (reference, output))
+    if labels is not None:
+        accuracy = quality.accuracy_comparison(first, got, labels)
+        return Quality("accuracy", accuracy["teacher"], accuracy["student"], accuracy["drop"], name)
+    agreement = float(np.mean(first == got))
+    return Quality("agreement", None, agreement, 1.0 - agreement, name)
 
 
 def _scored_output(reference: list[np.ndarray], labels: np.ndarray | None) -> int | None:

@@ -81,7 +81,7 @@ class Search:
                 best = (scope, fast, ptq)
             if within(ptq.drop, self.max_drop):
                 break
-            tried[scope] = (f"{SCOPE_TEXT[scope]}: int8 loses {ptq.drop:.2%} ({ptq.metric}), over the "
+            tried[scope] = (f"{SCOPE_TEXT[scope]}: int8 loses {ptq.drop:.2%} ({ptq.describe()}), over the "
                             f"{self.max_drop:.2%} budget")
         if best is None:  # every scope was too slow: say it once, with each scope's speed-ups
             outcome.notes.append(f"int8 does not pay on this machine, even with the slow nodes left in float: it is "
@@ -126,7 +126,7 @@ class Search:
                      if len(kept.trials) > 1 else f"and its most sensitive node back in float (with the nodes feeding "
                      f"it) would leave more than half of the {total} compute nodes in float")
             remedy = "" if outcome.qat else " (quantization-aware distillation, --qat, is the remedy)"
-            outcome.notes.append(f"int8 loses {kept.quality.drop:.2%} ({kept.quality.metric}), over the "
+            outcome.notes.append(f"int8 loses {kept.quality.drop:.2%} ({kept.quality.describe()}), over the "
                                  f"{self.max_drop:.2%} budget, {tried}: wrote the float model{remedy}")
             return outcome
         outcome.float_nodes.update({name: f"accuracy: {why}" for name, why in kept.float_nodes.items()})

@@ -232,8 +232,9 @@ def int8(r: dict) -> Table:
     table.rows += [[f"speed-up over float, batch {b}", fmt.ratio(v)] for b, v in q["speedups"].items()]
     if q.get("quality"):
         quality = q["quality"]
-        table.rows.append([f"{quality['metric']} drop", f"{fmt.pct(quality['drop'])} (budget "
-                                                        f"{fmt.pct(q['max_accuracy_drop'])})"])
+        on = f" of {quality['output']} (the worst output)" if quality.get("outputs") else ""
+        table.rows.append([f"{quality['metric']} drop{on}", f"{fmt.pct(quality['drop'])} (budget "
+                                                             f"{fmt.pct(q['max_accuracy_drop'])})"])
     if q.get("qat"):
         table.rows.append(["quantization-aware distillation", f"drop {fmt.pct(q['qat']['ptq']['drop'])} (PTQ) → "
                            f"{fmt.pct(q['qat']['qat']['drop'])}{'' if q['qat']['kept'] else ', not kept'}"])

@@ -350,10 +350,11 @@ def test_a_detectors_int8_error_is_measured_on_what_non_max_suppression_reads(tm
         proto = onnx.load(str(path))
         proto.graph.output.extend(helper.make_empty_tensor_value_info(name) for name in ("boxes", "scores"))
         heads.append(ort.InferenceSession(proto.SerializeToString()).run(["boxes", "scores"], {"images": x}))
-    expected = np.mean([np.linalg.norm(q.astype(np.float64) - f) / np.linalg.norm(f.astype(np.float64))
-                        for f, q in zip(*heads)])
+    errors = [np.linalg.norm(q.astype(np.float64) - f) / np.linalg.norm(f.astype(np.float64)) for f, q in zip(*heads)]
     assert result.int8 and result.quality["metric"] == "relative error"
-    assert result.quality["drop"] == pytest.approx(expected, rel=1e-3) and 0 < expected < 0.05
+    # the worst of the two counts (their mean would let scores int8 ruins hide behind accurate boxes)
+    assert result.quality["drop"] == pytest.approx(max(errors), rel=1e-3) and 0 < max(errors) < 0.05
+    assert [o["drop"] for o in result.quality["outputs"]] == pytest.approx(errors, rel=1e-3)
 
 
 def test_a_class_id_classifiers_budget_is_its_accuracy(digits, val, tmp_path):
