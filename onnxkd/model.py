@@ -127,10 +127,15 @@ def describe(model: ModelLike) -> str:
     return graph.name or "the model"
 
 
-def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag: str = "-o") -> Path:
+def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag: str = "-o",
+                      data: dict[str, object] | None = None) -> Path:
     """Refuse, before any work, an output path that is one of the ``inputs`` (label -> path or in-memory
-    model), a directory, or in a folder that does not exist or cannot be written."""
+    model) or of their weights files, one of the ``data`` files (label -> path or arrays), a directory, or in a
+    folder that does not exist or cannot be written."""
     output = Path(output)
+    for label, source in (data or {}).items():  # compared as files: a data file is not read as a model
+        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and _same_file(Path(source), output):
+            raise OnnxkdError(f"{flag} {output}: the output path is the {label}; choose another path")
     for label, source in inputs.items():  # (a new output's own weights file never takes an existing name)
         if not isinstance(source, (str, os.PathLike)) or not Path(source).exists():
             continue

@@ -72,7 +72,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     started = time.perf_counter()
     plan = _recipe(recipe, dict(options, **({} if ratio is None else {"ratio": ratio})))
     say = _Say(progress)
-    output, report_dir, work = _paths(teacher, output, report, work_dir)
+    output, report_dir, work = _paths(teacher, output, report, work_dir, {"data": data, "validation data": val_data})
     teacher_model = _load_teacher(teacher)
     teacher_sha = model_io.sha256_of(teacher)
     specs = input_specs(ir.to_proto(teacher_model))
@@ -506,13 +506,13 @@ def _set(section, key: str, value, where: str) -> None:
     setattr(section, key, list(value) if key == "hints" else value)
 
 
-def _paths(teacher, output, report, work_dir) -> tuple[Path, Path | None, Path]:
+def _paths(teacher, output, report, work_dir, data: dict) -> tuple[Path, Path | None, Path]:
     source = Path(teacher) if isinstance(teacher, (str, os.PathLike)) else None
     if output is None:
         if source is None:
             raise OnnxkdError("compress: give output= for a teacher that is not a file")
         output = source.with_name(source.name.removesuffix(".onnx") + ".student.onnx")
-    output = model_io.check_output_path(output, {"teacher": teacher})
+    output = model_io.check_output_path(output, {"teacher": teacher}, data=data)
     if report is None:
         # Beside the student, not the teacher: the teacher's folder may be read-only or shared, and two students
         # of one teacher keep a report each. teacher.student.onnx -> teacher.report; small.onnx -> small.report.

@@ -87,7 +87,7 @@ def command(model, ratio, output, criterion, global_rank, round_to, ignore, reci
         raise OnnxkdError(f"--round-to {options['round_to']}: must be >= 1")
     if target_speedup is None and options["round_to"] is None:
         options["round_to"] = DEFAULT_ROUND_TO
-    source, target = Path(model), check_output_path(output, {"input model": model})
+    source, target = Path(model), check_output_path(output, {"input model": model}, data={"data": data})
     teacher = load(source)  # once: every candidate below is cut from this object
     refuse_quantized(teacher, str(source), QUANTIZED_ADVICE)  # before its importance is measured
     dataset, shapes = _data_and_shapes(teacher, data, input_shapes, needed=target_speedup is not None)

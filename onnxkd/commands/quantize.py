@@ -72,7 +72,7 @@ def command(model, output, data, random_data, activation_type, calibration, cali
     from onnxkd.quantize.result import written_text
     from onnxkd.validate.gates import GateFailed
 
-    target = check_output_path(output, {"input model": model})
+    target = check_output_path(output, {"input model": model, "teacher": teacher}, data={"calibration data": data})
     if teacher is not None and not Path(teacher).is_file():  # refused now, not after calibration and timing
         raise OnnxkdError(f"--teacher {teacher}: no such file")
     status = make_console(stderr=True)

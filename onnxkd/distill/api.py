@@ -94,7 +94,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
         config = replace(config, recalibrate_bn=False, freeze_bn=True)
     world = distributed.init(config.device)
     report = reporter(progress, world.main)
-    output, work_dir = _paths(teacher, student, output, work_dir)
+    output, work_dir = _paths(teacher, student, output, work_dir, {"data": data, "validation data": val_data})
     warnings: list[str] = []
 
     # ----------------------------------------------------------------- models and data
@@ -232,11 +232,11 @@ def _config(config: DistillConfig | None, options: dict) -> DistillConfig:
     return config
 
 
-def _paths(teacher, student, output, work_dir) -> tuple[Path | None, Path | None]:
+def _paths(teacher, student, output, work_dir, data: dict) -> tuple[Path | None, Path | None]:
     """The output path (checked before any training: same as an input, missing folder) and the work dir."""
     if output is None:
         return None, Path(work_dir) if work_dir is not None else None
-    output = model_io.check_output_path(output, {"teacher model": teacher, "student model": student})
+    output = model_io.check_output_path(output, {"teacher model": teacher, "student model": student}, data=data)
     return output, Path(work_dir) if work_dir is not None else output.with_name(output.name + ".work")
 
 

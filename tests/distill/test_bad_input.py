@@ -75,6 +75,7 @@ def test_bad_flags_and_pairs(case, capsys, tmp_path):
         ((teacher, student, "--data", data, "-o", out, "--loss", "nope=mse"), "unknown output 'nope'"),
         ((teacher, student, "--data", data, "-o", out, "--hint", "no_such_tensor"), "no tensor of that name"),
         ((teacher, student, "--data", data, "-o", teacher), "output path is the teacher"),
+        ((teacher, student, "--data", data, "-o", data), "output path is the data"),
         ((teacher, student, "--data", data, "-o", tmp_path / "missing" / "s.onnx"), "does not exist"),
         ((teacher, student, "--data", data, "-o", out, "--resume"), "no checkpoint"),
         ((teacher, student, "--data", tmp_path / "nope.npz", "-o", out), "no such file"),

@@ -135,6 +135,8 @@ def test_a_failed_gate_exits_1_and_still_writes_student_and_report(workspace):
 
 @pytest.mark.parametrize("args, message", [
     (["-o", "{teacher}"], "the output path is the teacher"),
+    (["--data", "{train}", "-o", "{train}"], "the output path is the data"),
+    (["--data", "{train}", "--val-data", "{unlabelled}", "-o", "{unlabelled}"], "the output path is the validation data"),
     (["--ratio", "1.5"], "--ratio 1.5"),
     (["--max-accuracy-drop", "0.01", "--data", "{unlabelled}"], "--max-accuracy-drop needs --data with labels"),
     (["--max-accuracy-drop", "0.01", "--data", "{train}", "--val-data", "{unlabelled}"],

@@ -227,6 +227,21 @@ def test_bad_inputs_give_one_line_and_write_nothing(case, digits, tmp_path, caps
         p.name for p in tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("taken", ["calibration data", "teacher"])
+def test_an_output_path_that_is_an_input_is_refused(taken, digits, tmp_path, capsys):
+    """-o naming --data or --teacher would replace the user's file with the int8 model."""
+    import shutil
+
+    data, teacher = shutil.copy(digits["val"], tmp_path / "calib.npz"), shutil.copy(digits["teacher"], tmp_path / "t.onnx")
+    out = data if taken == "calibration data" else teacher
+    before = [_sha(Path(data)), _sha(Path(teacher))]
+    code, _, stderr = cli(capsys, "quantize", str(digits["teacher"]), "--data", data, "--qat", "--teacher", teacher,
+                          "-o", out)
+    assert code == 2 and stderr.strip() == f"Error: -o {out}: the output path is the {taken}; choose another path"
+    assert [_sha(Path(data)), _sha(Path(teacher))] == before and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["calib.npz", "t.onnx"]
+
+
 def test_random_data_calibrates_with_a_note(tmp_path):
     import models  # the zoo: torch only for the export
 
