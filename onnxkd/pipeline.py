@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -60,8 +61,11 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
              val_data: DataLike = None, recipe: Recipe | str | os.PathLike | dict | None = None, work_dir=None,
              resume: bool = False, image_options: ImageOptions | None = None, input_shapes: dict | None = None,
              progress: Any = None, transform: Callable | None = None, columns: Any = None,
-             **options: Any) -> CompressResult:
+             **options: Any) -> CompressResult | None:
     """Prune ``teacher`` at ``ratio``, distil the student on ``data``, validate it with onnxruntime, report.
+
+    Under torchrun, rank 0 does all of it and returns the result; the other ranks distil with it, write nothing
+    and return None.
 
     ``output`` defaults to ``<teacher>.student.onnx`` and ``report`` to a folder beside the student, named after
     it (``small.onnx``: ``small.report``; ``<teacher>.student.onnx``: ``<teacher>.report``; ``report=False``: none). ``recipe``: a ``Recipe``, its dict or a JSON path; ``options`` override it —
@@ -71,8 +75,13 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     """
     started = time.perf_counter()
     plan = _recipe(recipe, dict(options, **({} if ratio is None else {"ratio": ratio})))
-    say = _Say(progress)
     output, report_dir, work = _paths(teacher, output, report, work_dir, {"data": data, "validation data": val_data})
+    from onnxkd.distill import distributed
+
+    world = distributed.init(plan.distill.device, timeout=FOLLOWER_WAIT)  # torchrun: every rank joins
+    if not world.main:
+        progress = None  # rank 0 alone prints
+    say = _Say(progress)
     teacher_model = _load_teacher(teacher)
     teacher_sha = model_io.sha256_of(teacher)
     specs = input_specs(ir.to_proto(teacher_model))
@@ -84,6 +93,8 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     # the dynamic dims (a PaddlePaddle or tf2onnx export's height and width), --input-shape overrides them.
     samples = train if train is not None else val
     input_shapes = reference_shapes(specs, input_shapes, samples.sample_shapes() if samples is not None else None)
+    if not world.main:
+        return _follow(teacher, train, val, work, input_shapes, world)
     fingerprint = {"teacher": teacher_sha, "recipe": _trajectory(plan),
                    "data": {"train": data_identity(train), "val": data_identity(val)}}
     state = _State(work, fingerprint, resume)
@@ -112,8 +123,9 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         say(f"[1/{total}] prune: {aim}, criterion {plan.prune.criterion_for(train is not None)}"
             + (f", {plan.prune.steps} steps" if plan.prune.steps > 1 else ""))
         clock = time.perf_counter()
-        pruned_model, prune_info = _prune(teacher_model, plan, train, val, input_shapes, progress,
-                                          steps_dir=work / STEPS, resume=resume)
+        with distributed.alone():  # under torchrun the other ranks wait: the steps' distillations run here only
+            pruned_model, prune_info = _prune(teacher_model, plan, train, val, input_shapes, progress,
+                                              steps_dir=work / STEPS, resume=resume)
         if not prune_info["summary"]["pruned"] and plan.prune.ratio > 0 and not plan.quantize.enabled:
             _clear(work)  # a student that is the teacher is not worth distilling, validating and reporting
             with contextlib.suppress(OSError):
@@ -136,18 +148,19 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     if state.done("distill"):
         distilled = state.results["distill"]
         say(f"[2/{total}] distill: done before ({student_path}), resuming")
+        distributed.share(None, world)  # torchrun: the other ranks have nothing to do
     else:
         say(f"[2/{total}] distill")
         from onnxkd.distill import checkpoint
-        from onnxkd.distill.api import distill
 
-        result = distill(teacher, pruned_path, train, student_path, val_data=val, work_dir=work / "distill",
-                         resume=resume and checkpoint.path_in(work / "distill").exists(), input_shapes=input_shapes,
-                         progress=progress, config=plan.distill)
+        resumed = resume and checkpoint.path_in(work / "distill").exists()
+        distributed.share({"resume": resumed, "config": plan.distill}, world)  # torchrun: the other ranks join
+        result = _distill(teacher, work, train, val, input_shapes, resumed, plan.distill, progress)
         distilled = {k: v for k, v in result.to_dict().items() if k != "config"}
         # distill was given compress's split: whether its validation samples were held out is compress's to say
         distilled["data"]["val"]["held_out"] = held_out
         state.complete("distill", distilled)
+    distributed.leave(world)  # torchrun: rank 0 goes on alone
     stages.append(_stage("distill", distilled["wall_s"], _describe_distill(distilled)))
 
     # ------------------------------------------------------------------ 3. optimize
@@ -241,6 +254,31 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
 
 
 # --------------------------------------------------------------------------- the stages
+
+
+def _distill(teacher, work: Path, train, val, input_shapes, resume: bool, config, progress):
+    """pruned.onnx distilled into student.onnx, checkpointing in work/distill (every rank of a torchrun job)."""
+    from onnxkd.distill.api import distill
+
+    return distill(teacher, work / "pruned.onnx", train, work / "student.onnx", val_data=val,
+                   work_dir=work / "distill", resume=resume, input_shapes=input_shapes, progress=progress,
+                   config=config)
+
+
+# --------------------------------------------------------------------------- torchrun: one run, several processes
+# Rank 0 runs the pipeline and writes every file; the other ranks only train with it. They read the data as it
+# does (the same split), wait while it prunes alone, distil with it from its pruned.onnx, and leave.
+FOLLOWER_WAIT = timedelta(hours=12)  # how long the other ranks wait for rank 0's pruning (--steps distils too)
+
+
+def _follow(teacher, train, val, work: Path, input_shapes, world) -> None:
+    """A rank other than 0: distil with rank 0 if it says so (its ``distributed.share`` before distilling)."""
+    from onnxkd.distill import distributed
+
+    told = distributed.share(None, world)
+    if told is not None:
+        _distill(teacher, work, train, val, input_shapes, told["resume"], told["config"], None)
+    distributed.leave(world)
 
 
 def _prune(teacher: ir.Model, plan: Recipe, train: Dataset | None, val: Dataset | None, input_shapes,

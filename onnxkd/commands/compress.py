@@ -93,6 +93,8 @@ def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resum
     result = compress(teacher, data=data, output=output, report=report_dir, val_data=val_data, recipe=plan,
                       work_dir=work_dir, resume=resume, image_options=options,
                       input_shapes=parse_input_shapes(input_shapes), progress=console, columns=flags.pop("columns"))
+    if result is None:  # another rank than 0 of a torchrun job: rank 0 prints and writes
+        return
     r = result.to_dict()
     if as_json:
         click.echo(json.dumps(r, indent=2))

@@ -7,8 +7,10 @@ checkpoints and writes files; the others compute.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -31,10 +33,16 @@ class World:
         return self.size > 1
 
 
-def init(device: str) -> World:
-    """Join the process group torchrun describes (once); one process without torchrun."""
+# set while this process works alone although torchrun started others: compress's rank 0 pruning, optimizing,
+# quantizing (QAD) and validating while the other ranks wait for the distillation or have left
+_alone = False
+
+
+def init(device: str, timeout: timedelta | None = None) -> World:
+    """Join the process group torchrun describes (once); one process without torchrun, or ``alone``.
+    ``timeout``: how long a collective may wait for the other processes (the first call sets it)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
+    if size <= 1 or _alone:
         return World()
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
@@ -43,8 +51,36 @@ def init(device: str) -> World:
         if backend == "nccl":
             check_gpu_count(local_rank)
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, **({} if timeout is None else {"timeout": timeout}))
     return World(rank, size, local_rank)
+
+
+@contextlib.contextmanager
+def alone():
+    """Within: this process is a world of its own (distillation in it uses no collective), the others wait."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
+
+
+def share(value, world: World):
+    """Rank 0's ``value`` (any picklable object), on every process; the others wait until rank 0 gets here."""
+    if not world.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def leave(world: World) -> None:
+    """The processes part (after compress's distillation): rank 0 goes on alone, the others are done."""
+    global _alone
+    if world.distributed:
+        shutdown()
+        _alone = True
 
 
 def check_gpu_count(local_rank: int) -> None:

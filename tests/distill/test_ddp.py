@@ -64,3 +64,30 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
     with pytest.raises(OnnxkdError, match=message):
         _device("cuda", distributed.World(rank=1, size=2, local_rank=1))
     assert _device("cuda", distributed.World(rank=0, size=2, local_rank=0)) == torch.device("cuda", 0)
+
+
+def test_torchrun_compress_runs_the_pipeline_once_and_trains_as_one_process(digits, small_digits, tmp_path):
+    """Every rank ran the whole pipeline: two summaries, two report.json documents on stdout, the student written
+    twice (one weights file left unreferenced), the work files raced. Rank 0 alone prunes, validates and writes;
+    the other rank only trains with it: the student is the one process's, and stdout is one JSON document."""
+    import json
+
+    args = [str(digits["teacher"]), "--ratio", "0.5", "--data", str(small_digits["train"]), "--val-data",
+            str(small_digits["val"]), "--epochs", "2", "--batch-size", "16", "--optimizer", "sgd", "--lr", "0.02",
+            "--seed", "5", "--json"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    runs = {}
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"])):
+        folder = tmp_path / name
+        folder.mkdir()
+        command = [sys.executable, *launcher, "-m", "onnxkd", "compress", *args, "-o", str(folder / "s.onnx")]
+        runs[name] = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+    report = json.loads(runs["two"].stdout)  # one document: rank 0 alone prints
+    assert report["compress"]["distill"]["world_size"] == 2
+    assert runs["two"].stderr.count("[1/5] prune") == 1
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["s.onnx", "s.recipe.json", "s.report"]
+    one, two = _initializers(tmp_path / "one" / "s.onnx"), _initializers(tmp_path / "two" / "s.onnx")
+    assert one.keys() == two.keys()
+    for name in one:
+        np.testing.assert_allclose(two[name], one[name], rtol=1e-4, atol=1e-5, err_msg=name)
