@@ -30,8 +30,8 @@ import onnx_ir as ir
 
 from onnxkd import model as model_io
 from onnxkd import work_lock
-from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, as_dataset, data_identity,
-                         input_specs, reference_shapes, same_data)
+from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, align_classes, as_dataset,
+                         data_identity, input_specs, reference_shapes, same_data)
 from onnxkd.errors import OnnxkdError
 from onnxkd.json_file import write_json
 from onnxkd.model import ModelLike
@@ -580,7 +580,7 @@ def _datasets(data, val_data, specs, seed: int, **read) -> tuple[Dataset | None,
         return None, as_dataset(val_data, specs, **read) if val_data is not None else None, False
     train = as_dataset(data, specs, **read)
     if val_data is not None:
-        return train, as_dataset(val_data, specs, **read), False
+        return train, align_classes(train, as_dataset(val_data, specs, **read)), False
     from onnxkd.distill.batches import split_holdout
 
     train, val = split_holdout(train, 0.1, seed)

@@ -14,7 +14,7 @@ import numpy as np
 from onnxkd.data.dataset import Dataset
 from onnxkd.data.fit import fit_to_model
 from onnxkd.data.hf import Columns, is_hf_object, is_hf_path, load_hf, open_hf_object
-from onnxkd.data.images import LIST_SUFFIXES, ImageOptions, load_image_folder, load_image_list
+from onnxkd.data.images import LIST_SUFFIXES, ImageOptions, align_classes, load_image_folder, load_image_list
 from onnxkd.data.npz import load_npz
 from onnxkd.data.sources import MapStyle, Transform, open_source, to_numpy
 from onnxkd.data.spec import (InputSpec, check_input_shapes, concrete_shape, input_specs, parse_input_shapes,
@@ -30,7 +30,7 @@ __all__ = [
     "DataLike", "as_dataset", "Dataset", "ImageOptions", "InputSpec", "check_input_shapes", "concrete_shape",
     "fit_to_model", "input_specs", "load_data", "load_hf", "load_image_folder", "load_image_list", "load_npz",
     "open_source", "parse_input_shapes", "random_inputs", "reference_shapes", "same_data", "SAME_DATA_WARNING",
-    "data_identity",
+    "data_identity", "align_classes",
 ]
 
 SAME_DATA_WARNING = ("--val-data is the --data file: the student is measured on samples it was trained on, so its "

@@ -52,7 +52,24 @@ def load_image_folder(folder: str | Path, spec: InputSpec, options: ImageOptions
         labels += [label] * len(found)
     if not files:
         raise OnnxkdError(f"{folder}: no images found (expected {folder}/<class>/*.png|jpg, or images in it)")
-    return _image_dataset(files, labels, spec, options, str(folder))
+    dataset = _image_dataset(files, labels, spec, options, str(folder))
+    dataset.classes = tuple(classes) if dataset.labels is not None else None
+    return dataset
+
+
+def align_classes(train: Dataset, val: Dataset) -> Dataset:
+    """``val`` with the label ids of ``train``'s class names, where both come from class folders: each folder
+    numbers its own sorted names, so a validation folder without one class (or with an empty one) would label
+    its samples as the next class. A validation class training has not got is refused."""
+    if train.classes is None or val.classes is None or train.classes == val.classes:
+        return val
+    unknown = [name for name in val.classes if name not in train.classes]
+    if unknown:
+        raise OnnxkdError(f"{val.source}: class folder {unknown[0]!r} is not among the training data's classes "
+                          f"({', '.join(train.classes[:8])}{', ...' if len(train.classes) > 8 else ''}): the class "
+                          "ids are taken from the training folders' names")
+    ids = np.array([train.classes.index(name) for name in val.classes], dtype=np.int64)
+    return Dataset(val.arrays, ids[val.labels], val.source, val.origin, train.classes)
 
 
 def _is_image(name: str) -> bool:

@@ -22,8 +22,8 @@ import onnx_ir as ir
 import torch
 
 from onnxkd import model as model_io
-from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, as_dataset, check_input_shapes,
-                         data_identity, input_specs, random_inputs, same_data)
+from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, align_classes, as_dataset,
+                         check_input_shapes, data_identity, input_specs, random_inputs, same_data)
 from onnxkd.data.decoded import cache_decoded_images, drop_decoded_images
 from onnxkd.data.labels import labelled_output
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
@@ -260,7 +260,7 @@ def _datasets(data, val_data, specs, config: DistillConfig, read: dict, input_sh
         return train, val, _data_info(train, val, held_out=False, data_free=True)
     train = as_dataset(data, specs, **read)
     if val_data is not None:
-        val = as_dataset(val_data, specs, **read)
+        val = align_classes(train, as_dataset(val_data, specs, **read))
         if same_data(data, val_data):
             warnings.append(SAME_DATA_WARNING)
             report.line(f"Warning: {SAME_DATA_WARNING}", "bold yellow")
