@@ -182,6 +182,10 @@ class ImageReader:
         self.channels = 1 if grey else 3
         self.cache = None  # a DecodedCache (decoded.py) once a run gives it a folder
         mean, std = np.asarray(options.mean, np.float32), np.asarray(options.std, np.float32)
+        for flag, values in (("--mean", mean), ("--std", std)):
+            if not grey and values.size not in (1, 3):  # (a grey model takes the mean of any number)
+                raise OnnxkdError(f"{flag} {','.join(f'{v:g}' for v in values.ravel())}: {values.size} values for "
+                                  "3 colour channels; give 1 or 3")
         if grey:  # a one-channel model: the mean of several --mean/--std values is used for its one channel
             mean, std = mean.mean(keepdims=True), std.mean(keepdims=True)
         # (pixel / 255 - mean) / std as one multiply-add per value

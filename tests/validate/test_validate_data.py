@@ -93,6 +93,17 @@ def test_image_folder_is_preprocessed_like_an_independent_computation(tmp_path):
     np.testing.assert_allclose(data.arrays["x"][3], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_mean_or_std_of_another_channel_count_is_bad_input(tmp_path):
+    """It was an internal error (numpy's broadcast error, exit 3)."""
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a" / "0.png")
+    with pytest.raises(OnnxkdError, match=r"^--mean 0.5,0.5: 2 values for 3 colour channels; give 1 or 3$"):
+        load_data(tmp_path, [X], ImageOptions(mean=(0.5, 0.5)))
+    with pytest.raises(OnnxkdError, match=r"^--std 1,1,1,1: 4 values"):
+        load_data(tmp_path, [X], ImageOptions(std=(1, 1, 1, 1)))
+    assert load_data(tmp_path, [X], ImageOptions(mean=(0.5,), std=(0.5,))).arrays["x"][0].max() == -1.0
+
+
 @pytest.mark.parametrize("layout, order", [("nchw", "rgb"), ("nhwc", "bgr")])
 def test_an_integer_image_input_gets_the_pixels_themselves(tmp_path, layout, order):
     """A uint8 input (TensorFlow exports; models that scale inside) takes 0-255 pixels: normalised floats cast
