@@ -50,7 +50,17 @@ def data_identity(dataset: Dataset | None) -> dict | None:
         stat = path.stat()
         identity.update(source=str(path.resolve()), mtime_ns=stat.st_mtime_ns,
                         bytes=stat.st_size if path.is_file() else None)
+        if path.is_dir() and dataset.content is None:  # .npy files rewritten in place leave the folder's mtime
+            identity["files"] = _files_in(path)
+    if dataset.content is not None:
+        identity["content"] = dataset.content
     return identity
+
+
+def _files_in(folder: Path) -> list:
+    """(name, size, mtime) of the files directly in a folder of arrays (a few .npy or arrow files)."""
+    return sorted([entry.name, entry.stat().st_size, entry.stat().st_mtime_ns]
+                  for entry in os.scandir(folder) if entry.is_file())
 
 
 def same_data(data: DataLike, val_data: DataLike) -> bool:

@@ -24,6 +24,9 @@ class Dataset:
     # names the arrays had in the file, for error messages after renaming (e.g. "arr_0" -> "input")
     origin: dict[str, str] = field(default_factory=dict)
     classes: tuple[str, ...] | None = None  # an image folder's class folder names, by label id
+    # what --resume compares besides the file's stat: a digest of an image folder's files, labels and
+    # preprocessing (data_identity)
+    content: str | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values()))) if self.arrays else 0
@@ -33,7 +36,7 @@ class Dataset:
             indices = np.arange(*indices.indices(len(self)))
         labels = None if self.labels is None else self.labels[indices]
         return Dataset({k: subset(v, indices) for k, v in self.arrays.items()}, labels, self.source, self.origin,
-                       self.classes)
+                       self.classes, self.content)
 
     def batches(self, size: int, ahead: int = 2) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray | None]]:
         """Consecutive batches of numpy arrays (the last one may be short). Rows read from disk (decoded images,

@@ -32,7 +32,7 @@ def fit_to_model(data: Dataset, specs: list[InputSpec]) -> Dataset:
     _check_shared_dims(fitted, specs, where)
     seq_first = next((_seq_first(spec) for spec in specs if spec.batch_axis), "")
     labels = None if data.labels is None else _fit_labels(data.labels, n, where, seq_first)
-    return Dataset(fitted, labels, data.source, classes=data.classes)
+    return Dataset(fitted, labels, data.source, classes=data.classes, content=data.content)
 
 
 def _check_shared_dims(arrays: dict[str, np.ndarray], specs: list[InputSpec], where: str) -> None:

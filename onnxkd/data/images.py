@@ -14,6 +14,7 @@ normalised per batch, so memory does not grow with the number of images.
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,7 @@ def align_classes(train: Dataset, val: Dataset) -> Dataset:
                           f"({', '.join(train.classes[:8])}{', ...' if len(train.classes) > 8 else ''}): the class "
                           "ids are taken from the training folders' names")
     ids = np.array([train.classes.index(name) for name in val.classes], dtype=np.int64)
-    return Dataset(val.arrays, ids[val.labels], val.source, val.origin, train.classes)
+    return Dataset(val.arrays, ids[val.labels], val.source, val.origin, train.classes, val.content)
 
 
 def _is_image(name: str) -> bool:
@@ -139,7 +140,16 @@ def _image_dataset(files: list[str], labels: list[int], spec: InputSpec, options
         if not (labels < 0).all():
             raise OnnxkdError(f"{source}: some images have labels and some do not")
         labels = None
-    return Dataset({spec.name: pixels}, labels, source)
+    return Dataset({spec.name: pixels}, labels, source, content=_content(reader, labels))
+
+
+def _content(reader: "ImageReader", labels: np.ndarray | None) -> str:
+    """The files, their labels and how they are preprocessed: images moved between class folders, or other
+    --mean/--std/--image-size flags, are other data to --resume (a folder's own mtime does not see the first)."""
+    digest = hashlib.sha256(reader.files.tobytes())
+    digest.update(b"" if labels is None else labels.tobytes())
+    digest.update(repr((reader.options, reader.height, reader.width, reader.grey, str(reader.raw))).encode())
+    return digest.hexdigest()
 
 
 def _target_size(spec: InputSpec, options: ImageOptions) -> tuple[int, int]:
