@@ -148,6 +148,8 @@ def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag
     if output.is_dir():
         raise OnnxkdError(f"{flag} {output}: is a directory, expected a file path")
     folder = output.parent if str(output.parent) else Path(".")
+    if folder.exists() and not folder.is_dir():
+        raise OnnxkdError(f"{flag} {output}: {folder} is a file, not a folder")
     if not folder.is_dir():
         raise OnnxkdError(f"{flag} {output}: output folder {folder} does not exist")
     if not os.access(folder, os.W_OK):

@@ -58,10 +58,11 @@ def test_human_output_is_a_table(written, tmp_path):
     (["{missing}", "-o", "{out}"], "no such file"),
     (["{model}", "-o", "{model}"], "the output path is the input model"),
     (["{model}", "-o", "{nofolder}"], "does not exist"),
+    (["{model}", "-o", "{under_a_file}"], "is a file, not a folder"),
 ])
 def test_bad_input_is_one_line_exit_2(written, tmp_path, args, message):
     names = {"missing": tmp_path / "missing.onnx", "out": tmp_path / "o.onnx", "model": written,
-             "nofolder": tmp_path / "no" / "o.onnx"}
+             "nofolder": tmp_path / "no" / "o.onnx", "under_a_file": f"{written}/o.onnx"}
     run = run_cli("optimize", *[a.format(**names) for a in args])
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0], run.stderr
