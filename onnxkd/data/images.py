@@ -155,6 +155,11 @@ def _content(reader: "ImageReader", labels: np.ndarray | None) -> str:
 def _target_size(spec: InputSpec, options: ImageOptions) -> tuple[int, int]:
     if spec.rank != 4:
         raise OnnxkdError(f"input {spec.name!r}: an image folder needs a rank-4 input, model expects {spec.describe()}")
+    channels_at = {layout: spec.shape[axis] for layout, axis in (("nchw", 1), ("nhwc", 3))}
+    other = "nhwc" if options.layout == "nchw" else "nchw"
+    if channels_at[options.layout] not in (1, 3, 4) and channels_at[other] in (1, 3):  # a fixed dim says so
+        raise OnnxkdError(f"input {spec.name!r} is {spec.describe()}: its channels are where --layout {other} puts "
+                          f"them (the images are read as --layout {options.layout}); give --layout {other}")
     if options.size is not None:
         return options.size
     spatial = spec.shape[2:4] if options.layout == "nchw" else spec.shape[1:3]

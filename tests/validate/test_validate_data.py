@@ -93,6 +93,15 @@ def test_image_folder_is_preprocessed_like_an_independent_computation(tmp_path):
     np.testing.assert_allclose(data.arrays["x"][3], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_a_channels_last_model_read_as_nchw_is_told_the_layout_flag(tmp_path):
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a" / "0.png")
+    nhwc = InputSpec("x", np.dtype(np.float32), ("N", "h", "w", 3))  # a tf2onnx export: dynamic H and W
+    with pytest.raises(OnnxkdError, match=r"input 'x' is float32\[N,h,w,3\]: .*; give --layout nhwc$"):
+        load_data(tmp_path, [nhwc], ImageOptions())
+    assert load_data(tmp_path, [nhwc], ImageOptions(layout="nhwc", size=(8, 8))).arrays["x"].shape == (1, 8, 8, 3)
+
+
 def test_a_mean_or_std_of_another_channel_count_is_bad_input(tmp_path):
     """It was an internal error (numpy's broadcast error, exit 3)."""
     (tmp_path / "a").mkdir()
@@ -118,7 +127,7 @@ def test_an_integer_image_input_gets_the_pixels_themselves(tmp_path, layout, ord
     assert got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected.transpose(2, 0, 1) if layout == "nchw" else expected)
     with pytest.raises(OnnxkdError, match="takes uint8: images are fed as their 0-255 pixels, and --mean/--std"):
-        load_data(tmp_path, [spec], ImageOptions(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
+        load_data(tmp_path, [spec], ImageOptions(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), layout=layout))
 
 
 def test_list_files_take_a_header_and_name_the_files_lines(tmp_path):
