@@ -48,7 +48,8 @@ def load_image_folder(folder: str | Path, spec: InputSpec, options: ImageOptions
     # names as plain strings from scandir (a million Path objects would cost hundreds of MB)
     files, labels = [], []
     for label, name in enumerate(classes) if classes else [(-1, "")]:  # no class folders: unlabelled images
-        found = sorted(entry.path for entry in os.scandir(folder / name) if _is_image(entry.name))
+        found = sorted(_images_under(folder / name) if name else
+                       (entry.path for entry in os.scandir(folder) if _is_image(entry.name)))
         files += found
         labels += [label] * len(found)
     if not files:
@@ -71,6 +72,12 @@ def align_classes(train: Dataset, val: Dataset) -> Dataset:
                           "ids are taken from the training folders' names")
     ids = np.array([train.classes.index(name) for name in val.classes], dtype=np.int64)
     return Dataset(val.arrays, ids[val.labels], val.source, val.origin, train.classes, val.content)
+
+
+def _images_under(folder: Path):
+    """A class folder's images, in its subfolders too (as torchvision's ImageFolder reads them)."""
+    for root, _, names in os.walk(folder, followlinks=True):
+        yield from (os.path.join(root, name) for name in names if _is_image(name))
 
 
 def _is_image(name: str) -> bool:

@@ -60,3 +60,16 @@ def test_a_validation_class_training_has_not_got_is_refused(digit_images, digits
     val = load_image_folder(digit_images["val"], spec, digit_images["options"])
     with pytest.raises(OnnxkdError, match="class folder '7' is not among the training data's classes"):
         align_classes(train, val)
+
+
+def test_images_in_a_class_folders_subfolders_are_that_class(digit_images, digits, tmp_path):
+    """As torchvision's ImageFolder reads them; they were skipped."""
+    train = shutil.copytree(digit_images["train"], tmp_path / "train")
+    before = len(load_image_folder(train, _spec(digits), digit_images["options"]))
+    nested = train / "4" / "more" / "deeper"
+    nested.mkdir(parents=True)
+    for image in sorted((train / "4").glob("*.png"))[:3]:
+        shutil.copy(image, nested / f"copy-{image.name}")
+    data = load_image_folder(train, _spec(digits), digit_images["options"])
+    fours = len(list((train / "4").glob("*.png")))
+    assert len(data) == before + 3 and (data.labels == 4).sum() == fours + 3
