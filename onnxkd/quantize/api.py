@@ -17,6 +17,7 @@ from typing import Any
 
 import onnx
 import onnx_ir as ir
+from onnx_ir.passes.common import RemoveUnusedOpsetsPass
 
 from onnxkd.data import DataLike, Dataset, ImageOptions, as_dataset, input_specs, random_inputs, reference_shapes
 from onnxkd.errors import OnnxkdError
@@ -120,7 +121,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         final, speedups = outcome.path, outcome.speedups
         notes += quantizer.notes + outcome.notes
         quantized = len(quantized_nodes(final)) if final is not None else 0
-        result_model = _same_interface(_load_in_memory(final), original) if final is not None else original
+        result_model = _delivered(_load_in_memory(final), original) if final is not None else original
         padded = padded_convolutions(result_model.graph) if final is not None else []
     over_budget = outcome.quality is not None and not within(outcome.quality["drop"], max_accuracy_drop)
     float_reason = None if final is not None else ("accuracy" if over_budget else "speed")
@@ -144,13 +145,18 @@ def _load_in_memory(path: Path) -> ir.Model:
     return ir.from_proto(onnx.load(str(path)))  # weights read now: the work folder goes away
 
 
-def _same_interface(model: ir.Model, original: ir.Model) -> ir.Model:
-    """The original's input and output dims: onnxruntime's symbolic shape inference renames dynamic dims it
-    proves equal (``unk__13`` became ``p2o.DynamicDimension.0``), and a model must drop in where the float one ran."""
+def _delivered(model: ir.Model, original: ir.Model) -> ir.Model:
+    """The int8 model as it is written: it must drop in where the float one ran.
+
+    - The original's input and output dims: onnxruntime's symbolic shape inference renames dynamic dims it proves
+      equal (``unk__13`` became ``p2o.DynamicDimension.0``).
+    - Only the opsets its nodes use: onnxruntime's pre-processing declares every domain it knows
+      (``ai.onnx.training``, ``com.microsoft.nchwc``, ``org.pytorch.aten``, ...), which other runtimes may refuse."""
     declared = {v.name: v for v in [*original.graph.inputs, *original.graph.outputs]}
     for value in [*model.graph.inputs, *model.graph.outputs]:
         if value.name in declared:
             value.shape = declared[value.name].shape
+    RemoveUnusedOpsetsPass()(model)
     return model
 
 

@@ -68,6 +68,8 @@ def test_the_worst_output_counts_against_the_budget(two_heads, tmp_path):
     result = onnxkd.quantize(path, x, protocol=FAST, times_of=lambda candidate: {},
                              speedups_of=lambda *args, **kw: (lambda candidate: {b: 2.0 for b in args[1]}))
     assert result.int8 and any(why.startswith("accuracy") for why in result.float_nodes.values())
+    # only the opsets its nodes use (onnxruntime's pre-processing declared ai.onnx.training, org.pytorch.aten, ...)
+    assert set(result.model.opset_imports) == {node.domain for node in result.model.graph}
     measured = _relative_errors(path, result.model, x, tmp_path)  # onnxruntime on every sample, not the code's figure
     assert measured["box"] <= 0.01, measured
     quality = result.quality
