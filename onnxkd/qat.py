@@ -29,6 +29,9 @@ def qad_refiner(teacher: ModelLike, *, learn_scales: bool = True, epochs: int | 
                 steps: int | None = None, lr: float = QAT_LR, batch_size: int = 64, device: str = "auto",
                 seed: int = 0, progress: Any = None, **distill_options: Any) -> Callable[[ir.Model, Dataset], ir.Model]:
     """``refine(int8_model, training_samples) -> int8_model`` for ``onnxkd.quantize(refine=...)``."""
+    from onnxkd.distill.api import resolve_device
+
+    resolve_device(device)  # refused now, not after calibration and timing when QAD starts
 
     def refine(int8_model: ir.Model, samples: Dataset) -> ir.Model:
         from onnxkd.distill.api import distill

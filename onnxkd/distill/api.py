@@ -107,7 +107,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     input_shapes = check_input_shapes(input_shapes, specs)
     read = dict(image_options=image_options, transform=transform, columns=columns)
     train_set, val_set, data_info = _datasets(data, val_data, specs, config, read, input_shapes, report, warnings)
-    device = _device(config.device, world)
+    device = resolve_device(config.device, world)
     torch.manual_seed(config.seed)
 
     teacher_module = to_torch(teacher_model, half_as_float32=True).to(device).eval()
@@ -282,7 +282,8 @@ def _data_info(train: Dataset, val: Dataset, held_out: bool, data_free: bool) ->
             "data_free": data_free}
 
 
-def _device(choice: str, world: distributed.World) -> torch.device:
+def resolve_device(choice: str, world: distributed.World = distributed.World()) -> torch.device:
+    """``--device`` as a torch device, or one error line (CUDA absent, a name torch does not know)."""
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice.startswith("cuda"):

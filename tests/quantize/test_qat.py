@@ -112,3 +112,12 @@ def test_qad_regains_the_accuracy_ptq_loses(digits, val, tmp_path, capsys):
         if node.op_type in ("Conv", "Gemm") and node.name not in summary["float_nodes"]:
             bias = producer[node.input[2]]
             assert bias.op_type == "DequantizeLinear" and bias.input[0] in int32_tensors, node.name
+
+
+def test_a_bad_device_for_qad_is_refused_before_any_work(digits, tmp_path, capsys):
+    """Checked only when QAD started (after calibration and timing), or never where PTQ was within budget."""
+    out = tmp_path / "int8.onnx"
+    code, _, err = cli(capsys, "quantize", str(digits["teacher"]), "--data", str(digits["val"]), "--qat",
+                       "--device", "tpu", "-o", str(out))
+    assert code == 2 and err.strip() == "Error: --device 'tpu': expected auto, cpu, cuda or cuda:N", err
+    assert not out.exists()
