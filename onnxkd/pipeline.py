@@ -593,41 +593,18 @@ def _refuse_early(plan: Recipe, train: Dataset | None, val: Dataset | None, teac
     measure, a hint on a tensor the teacher does not have), refused before any stage runs."""
     from onnxkd.distill.hints import AUTO, tensor_names
     from onnxkd.validate.gates import Gates
+    from onnxkd.validate.label_check import check_label_classes
     from onnxkd.validate.sessions import resolve_providers
 
     plan.prune.criterion_for(train is not None)
     missing = [name for name in plan.distill.hints if name != AUTO and name not in tensor_names(teacher)]
     if missing:  # (the student, cut from the teacher, keeps its tensor names)
         raise OnnxkdError(f"--hint {missing[0]}: no tensor of that name in the teacher graph")
-    _check_label_classes(source, specs, [d for d in (train, val) if d is not None])
+    check_label_classes(source, specs, [d for d in (train, val) if d is not None])
     options = plan.validate
     resolve_providers(options.provider)
     gates = Gates(options.max_accuracy_drop, options.min_agreement, options.min_speedup)
     gates.check_measurable(val is not None, val is not None and val.labels is not None, val_flag)
-
-
-def _check_label_classes(teacher: ModelLike, specs: list, datasets: list[Dataset]) -> None:
-    """Labels naming a class no class-score output of the teacher has, found from one sample through
-    onnxruntime before any stage (distillation found them after pruning and kd scoring)."""
-    labelled = [d for d in datasets if d.labels is not None and len(d.labels)]
-    if not labelled:
-        return
-    from onnxkd.data.labels import check_labels_fit
-    from onnxkd.validate.inference import batch_limit
-    from onnxkd.validate.quality import is_class_scores
-    from onnxkd.validate.sessions import SessionConfig, create_session
-
-    session = create_session(model_io.session_source(teacher), SessionConfig(), "teacher")[0]
-    try:
-        outputs = session.run(None, labelled[0].first(batch_limit(specs, 1)))
-    except Exception:  # noqa: BLE001  (a run that fails here fails in the stages, which say why)
-        return
-    names = [o.name for o in session.get_outputs()]
-    scores = [(out, name) for out, name in zip(outputs, names) if is_class_scores(out) and out.dtype.kind == "f"]
-    for dataset in labelled:
-        if scores and not any(out.shape[1] > int(dataset.labels.max()) for out, _ in scores):
-            widest, name = max(scores, key=lambda pair: pair[0].shape[1])
-            check_labels_fit(dataset.labels, widest, name, dataset.source)
 
 
 def _timed_batch(plan: Recipe, specs, say) -> None:

@@ -30,6 +30,7 @@ from onnxkd.quantize.ptq import SCOPES, Quantizer, Settings, compute_nodes, quan
 from onnxkd.quantize.result import QuantizeResult
 from onnxkd.quantize.search import Search
 from onnxkd.quantize.target import choose_target
+from onnxkd.validate.label_check import check_label_classes
 from onnxkd.validate.gates import within
 from onnxkd.validate.inference import batch_limit
 from onnxkd.validate.latency import LatencyProtocol
@@ -71,6 +72,8 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
     if data is None and not random_data:
         raise OnnxkdError("quantize needs calibration data (--data), or --random-data to calibrate on random inputs")
     dataset = as_dataset(data, specs, image_options, transform=transform, columns=columns)
+    if dataset is not None:
+        check_label_classes(original, specs, [dataset])  # now, not after calibration and timing
     notes = []
     if dataset is None:
         shapes = reference_shapes(specs, dict(input_shapes or {}), None)
