@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 
 import numpy as np
 import pytest
+from ctrl_c import interrupt_at
 
 import onnxkd
 from onnxkd.data import ImageOptions
@@ -16,19 +16,10 @@ from onnxkd.data import ImageOptions
 FAST = dict(epochs=2, batch_size=8, seed=3)
 
 
-def _interrupt_at(stage: str):
-    def callback(event):
-        if event["event"] == "update" and event["stage"] == stage and not callback.sent:
-            callback.sent = True
-            os.kill(os.getpid(), signal.SIGINT)
-    callback.sent = False
-    return callback
-
-
 def _interrupted(digits, student, train, val, work, **options):
     with pytest.raises(KeyboardInterrupt):
         onnxkd.distill(digits["teacher"], student, train, work.parent / "s.onnx", val_data=val, work_dir=work,
-                       progress=_interrupt_at("epoch 1/2"), **FAST, **options)
+                       progress=interrupt_at("epoch 1/2"), **FAST, **options)
 
 
 def _resume(digits, student, train, val, work, **options):

@@ -3,7 +3,6 @@ and no failure leaves a half-written student."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -11,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from ctrl_c import interrupt_at
 
 import onnxkd
 from onnxkd.distill import checkpoint
@@ -21,16 +21,6 @@ FAST = dict(epochs=2, batch_size=8, seed=3)
 def _initializers(path) -> dict[str, np.ndarray]:
     model = onnxkd.load(path)
     return {name: value.const_value.numpy() for name, value in model.graph.initializers.items()}
-
-
-def _interrupt_at(stage: str):
-    """A progress callback that presses Ctrl-C (a real SIGINT) when ``stage`` reports progress."""
-    def callback(event):
-        if event["event"] == "update" and event["stage"] == stage and not callback.sent:
-            callback.sent = True
-            os.kill(os.getpid(), signal.SIGINT)
-    callback.sent = False
-    return callback
 
 
 @pytest.mark.parametrize("stage,images", [("epoch 1/2", False), ("epoch 2/2", False), ("epoch 2/2", True)])
@@ -48,7 +38,7 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(digits, digits_
     out, work = tmp_path / "resumed.onnx", tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
         onnxkd.distill(digits["teacher"], digits_student, train, out, val_data=small_digits["val"],
-                       work_dir=work, progress=_interrupt_at(stage), **FAST, **options)
+                       work_dir=work, progress=interrupt_at(stage), **FAST, **options)
     assert not out.exists() and checkpoint.path_in(work).exists()
     saved = checkpoint.load(work, checkpoint_fingerprint(work))
     assert saved["train"]["step"] > 0  # stopped mid-epoch, not at a boundary
@@ -73,7 +63,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(digits, digits_student, smal
     work = tmp_path / "work"
     with pytest.raises(KeyboardInterrupt):
         onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "a.onnx",
-                       val_data=small_digits["val"], work_dir=work, progress=_interrupt_at("epoch 1/2"), **FAST)
+                       val_data=small_digits["val"], work_dir=work, progress=interrupt_at("epoch 1/2"), **FAST)
     with pytest.raises(onnxkd.OnnxkdError, match="different run \\(options: seed 3 -> 4 changed\\)"):
         onnxkd.distill(digits["teacher"], digits_student, small_digits["train"], tmp_path / "a.onnx",
                        val_data=small_digits["val"], work_dir=work, resume=True, **dict(FAST, seed=4))
@@ -83,7 +73,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(digits, digits_student, smal
         np.savez(moved, image=train["image"], labels=train["labels"])
     with pytest.raises(KeyboardInterrupt):
         onnxkd.distill(digits["teacher"], digits_student, moved, tmp_path / "b.onnx", val_data=small_digits["val"],
-                       work_dir=tmp_path / "w2", progress=_interrupt_at("epoch 1/2"), **FAST)
+                       work_dir=tmp_path / "w2", progress=interrupt_at("epoch 1/2"), **FAST)
     with np.load(small_digits["train"]) as train:
         np.savez(moved, image=1 - train["image"], labels=train["labels"][::-1])
     with pytest.raises(onnxkd.OnnxkdError, match="different run \\(train_data changed\\)"):
