@@ -49,7 +49,7 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
     import torch
 
     from onnxkd.distill import distributed
-    from onnxkd.distill.api import _device
+    from onnxkd.distill.api import resolve_device
     from onnxkd.errors import OnnxkdError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -62,7 +62,7 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
     with pytest.raises(OnnxkdError, match=message):
         distributed.init("auto")
     with pytest.raises(OnnxkdError, match=message):
-        _device("cuda", distributed.World(rank=1, size=2, local_rank=1))
+        resolve_device("cuda", distributed.World(rank=1, size=2, local_rank=1))
     assert _device("cuda", distributed.World(rank=0, size=2, local_rank=0)) == torch.device("cuda", 0)
 
 
