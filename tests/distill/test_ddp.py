@@ -63,7 +63,7 @@ def test_more_processes_than_gpus_is_one_clear_error(monkeypatch):
         distributed.init("auto")
     with pytest.raises(OnnxkdError, match=message):
         resolve_device("cuda", distributed.World(rank=1, size=2, local_rank=1))
-    assert _device("cuda", distributed.World(rank=0, size=2, local_rank=0)) == torch.device("cuda", 0)
+    assert resolve_device("cuda", distributed.World(rank=0, size=2, local_rank=0)) == torch.device("cuda", 0)
 
 
 def test_torchrun_compress_runs_the_pipeline_once_and_trains_as_one_process(digits, small_digits, tmp_path):
