@@ -132,7 +132,7 @@ def render_summary(data: dict[str, Any], console) -> None:
         table.add_row(kind, "\n".join(f"{v['name']}: {v['dtype']} {v['shape']}" + _distilled_note(v)
                                       for v in data[kind]) or "-")
     table.add_row("nodes", str(data["nodes"]))
-    table.add_row("parameters", f"{data['parameters']:,} ({_human(data['parameters'])})")
+    table.add_row("trainable parameters", f"{data['parameters']:,} ({_human(data['parameters'])})")
     table.add_row("buffers", f"{data['buffer_elements']:,} elements")
     if data.get("macs") is not None:
         unknown = f", {len(data['macs_unknown_nodes'])} node(s) of unknown shape" if data.get("macs_unknown_nodes") else ""
