@@ -157,8 +157,12 @@ def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag
     return output
 
 
+GRAPH_ONLY_BYTES = 64 << 20
+
+
 def _weight_files(path: Path) -> list[Path]:
-    """The external weights files a model file reads (none when it cannot be read: loading reports that)."""
+    """The external weights files a model file reads, as it names them (none when it cannot be read: loading
+    reports that)."""
     try:
         model = ir.load(path.absolute())
     except Exception:  # noqa: BLE001  (not a model: the command's load says so, naming the problem)
@@ -490,10 +494,20 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_of(model: ModelLike) -> str:
-    """The identity of a model: its file's SHA-256, or that of its serialised proto when in memory."""
-    if isinstance(model, (str, os.PathLike)):
-        return sha256_file(model)
-    return sha256_bytes(to_proto(model).SerializeToString())
+    """The identity of a model: its file's SHA-256, with its weights files' where it has some (new weights under
+    the same file names are another model: --resume and a recipe's teacher_sha256 must see them), or that of its
+    serialised proto when in memory. A model without weights files has its file's SHA-256."""
+    if not isinstance(model, (str, os.PathLike)):
+        return sha256_bytes(to_proto(model).SerializeToString())
+    path = Path(model)
+    # a file above the graph-only size holds its weights (a weights file's model is its graph: a few MB)
+    weights = _weight_files(path) if path.stat().st_size <= GRAPH_ONLY_BYTES else []
+    if not weights:
+        return sha256_file(path)
+    digest = hashlib.sha256(sha256_file(path).encode())
+    for file in weights:
+        digest.update(f"{os.path.relpath(file, path.parent.absolute())}:{sha256_file(file)}".encode())
+    return digest.hexdigest()
 
 
 def opset_of(model: ir.Model, domain: str = "") -> int:

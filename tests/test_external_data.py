@@ -227,3 +227,40 @@ def test_a_hub_cache_layout_of_symlinks_reads_the_weights_beside_the_link(export
     assert got.keys() == expected.keys()
     for name in got:
         np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
+
+
+def _other_weights(model: Path) -> None:
+    """The same graph file, the weights file rewritten with other values of the same size (a retrained export)."""
+    data = Path(f"{model}.data")
+    values = np.frombuffer(data.read_bytes(), np.uint8)
+    data.write_bytes(np.roll(values, 4).tobytes())
+
+
+def test_resume_and_recipes_know_a_teacher_by_its_weights_too(exported, tmp_path, digits):
+    """Only the .onnx file was hashed: new weights under the same names resumed on the old teacher's pruned and
+    half-distilled student, whose agreement with the real teacher was 10%."""
+    from ctrl_c import interrupt_at
+
+    before, graph = model_io.sha256_of(exported), model_io.sha256_file(exported)
+    out = tmp_path / "s.onnx"
+    with pytest.raises(KeyboardInterrupt):
+        onnxkd.compress(exported, 0.5, digits["val"], output=out, epochs=2, batch_size=8, report=False,
+                        progress=interrupt_at("epoch 1/2"))
+    resumed_from = json.loads((tmp_path / "s.onnx.work" / "compress-state.json").read_text())["fingerprint"]["teacher"]
+    assert resumed_from == before
+    _other_weights(exported)
+    assert model_io.sha256_file(exported) == graph and model_io.sha256_of(exported) != before
+    with pytest.raises(onnxkd.OnnxkdError, match="--resume: the run in .* used another teacher"):
+        onnxkd.compress(exported, 0.5, digits["val"], output=out, epochs=2, batch_size=8, report=False, resume=True)
+
+
+def test_a_recipe_replayed_on_its_own_external_data_teacher_gives_no_warning(exported, tmp_path, capsys):
+    recipe = tmp_path / "r.json"
+    from onnxkd.recipe import Recipe, save_recipe
+
+    save_recipe(Recipe(), recipe, model_io.sha256_of(exported))
+    code, _, err = cli(capsys, "prune", str(exported), "--recipe", str(recipe), "-o", str(tmp_path / "p.onnx"))
+    assert code == 0 and "another teacher" not in err, err
+    _other_weights(exported)
+    code, _, err = cli(capsys, "prune", str(exported), "--recipe", str(recipe), "-o", str(tmp_path / "q.onnx"))
+    assert code == 0 and "the recipe was made for another teacher" in err, err

@@ -111,10 +111,10 @@ def warn_other_teacher(teacher: str, saved_sha: str | None, console) -> None:
     per-node overrides may name other layers)."""
     if not saved_sha:
         return
-    from onnxkd.model import sha256_file
+    from onnxkd.model import sha256_of
 
     try:
-        current = sha256_file(teacher)
+        current = sha256_of(teacher)  # as the recipe saved it: the weights files' too
     except OSError:
         return  # a missing teacher is reported by the pipeline
     if current != saved_sha:
