@@ -114,6 +114,7 @@ def render_quantize(summary: dict, console) -> None:
     from rich.table import Table
 
     from onnxkd.quantize.result import SCOPE_TEXT
+    from onnxkd.report import fmt
 
     table = Table(title="Quantize", title_justify="left", title_style="bold", box=box.SIMPLE, pad_edge=False,
                   show_header=False)
@@ -142,7 +143,7 @@ def render_quantize(summary: dict, console) -> None:
             shown += f", on {q['output']} (the worst output; {', '.join(others)})"
         table.add_row("accuracy", shown)
     size = summary["size_bytes"]
-    table.add_row("weights", f"{size['float'] / 1e6:.2f} MB -> {size['int8'] / 1e6:.2f} MB")
+    table.add_row("weights", f"{fmt.size(size['float'])} -> {fmt.size(size['int8'])}")
     console.print(table)
     if summary["float_nodes"]:
         nodes = Table(title="Nodes kept in float", title_justify="left", box=box.SIMPLE, pad_edge=False)

@@ -239,7 +239,7 @@ def int8(r: dict) -> Table:
         table.rows.append(["quantization-aware distillation", f"drop {fmt.pct(q['qat']['ptq']['drop'])} (PTQ) → "
                            f"{fmt.pct(q['qat']['qat']['drop'])}{'' if q['qat']['kept'] else ', not kept'}"])
     size = q["size_bytes"]
-    table.rows.append(["weights", f"{size['float'] / 1e6:.2f} MB → {size['int8'] / 1e6:.2f} MB"])
+    table.rows.append(["weights", f"{fmt.size(size['float'])} → {fmt.size(size['int8'])}"])
     table.rows += [[f"float: {name}", why] for name, why in q["float_nodes"].items()]
     table.note = " ".join(q["notes"])
     return table

@@ -16,9 +16,10 @@ def count(value: int | float | None) -> str:
 
 
 def size(value: int | None) -> str:
+    """Bytes in decimal units, as quantize's summary and disk tools show them (2,416,565,585 bytes: 2.42 GB)."""
     if value is None:
         return DASH
-    for unit, scale in (("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)):
+    for unit, scale in (("GB", 10 ** 9), ("MB", 10 ** 6), ("kB", 10 ** 3)):
         if value >= scale:
             return f"{value / scale:.3g} {unit}"
     return f"{value} B"
