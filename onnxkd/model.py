@@ -100,8 +100,11 @@ def _check_weight_files(model: ir.Model, path: Path) -> None:
         needed[file] = max(needed.get(file, 0), (tensor.offset or 0) + (tensor.length or tensor.nbytes))
     for file, size in needed.items():
         if not file.is_file():
-            raise OnnxkdError(f"{path}: its weights are in {file.name}, which is not beside it ({file.parent}): "
-                              f"move or copy {file.name} with the model")
+            # named as the model names it (weights/w.bin: a subfolder beside the model), where it was looked for
+            named = os.path.relpath(file, Path(path).absolute().parent)
+            where = "beside it" if os.sep not in named else f"in {os.path.dirname(named)}/ beside it"
+            raise OnnxkdError(f"{path}: its weights are in {named}, which is not {where} ({file}): "
+                              f"move or copy {named} with the model")
         if file.stat().st_size < size:
             raise OnnxkdError(f"{path}: its weights file {file.name} holds {file.stat().st_size:,} bytes, fewer than "
                               f"the {size:,} the model reads from it (a truncated copy?)")

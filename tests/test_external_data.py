@@ -72,6 +72,17 @@ def test_a_model_moved_without_its_weights_file_is_refused_with_what_to_move(exp
     assert _files(elsewhere) == ["t.onnx"]  # nothing written
 
 
+def test_weights_in_a_subfolder_are_named_as_the_model_names_them(tmp_path, elsewhere, capsys):
+    """location="weights/w.bin": the advice named w.bin, and a user copying w.bin beside the model was still refused."""
+    (tmp_path / "weights").mkdir()
+    onnx.save_model(onnx.load(str(TEACHER)), str(tmp_path / "c.onnx"), save_as_external_data=True,
+                    location="weights/w.bin", size_threshold=0)
+    shutil.copy(tmp_path / "c.onnx", elsewhere / "c.onnx")
+    code, _, err = cli(capsys, "inspect", "c.onnx")
+    assert code == 2 and "c.onnx: its weights are in weights/w.bin, which is not in weights/ beside it" in err, err
+    assert "move or copy weights/w.bin with the model" in err
+
+
 def test_validate_and_inspect_count_an_external_data_model_from_another_folder(exported, elsewhere, capsys):
     """The figures of the embedded teacher (one file) are the oracle."""
     from onnxkd.graph_passes.metrics import count_params, mac_summary
