@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from onnxkd.log_lines import LogLines
+
 
 class Reporter:
     """Silent: the base of the others, and what non-zero ranks use."""
@@ -47,12 +49,13 @@ class RichReporter(Reporter):
     """A transient bar per stage on a terminal; the lines stay."""
 
     def __init__(self, console):
-        self.console, self.bar, self.task, self.started = console, None, None, 0.0
+        self.console, self.bar, self.task, self.started, self.log = console, None, None, 0.0, None
 
     def start(self, stage, total):
         self.stop()
         self.started = time.perf_counter()
-        if not self.console.is_terminal:
+        if not self.console.is_terminal:  # a log: a line every half minute instead of a bar
+            self.log = LogLines(self.console, stage, total, "samples")
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -63,6 +66,8 @@ class RichReporter(Reporter):
         self.bar.start()
 
     def update(self, done, **fields):
+        if self.log is not None:
+            self.log.update(done)
         if self.bar is None:
             return
         rate = done / max(time.perf_counter() - self.started, 1e-9)
@@ -73,7 +78,7 @@ class RichReporter(Reporter):
     def stop(self):
         if self.bar is not None:
             self.bar.stop()
-        self.bar, self.task = None, None
+        self.bar, self.task, self.log = None, None, None
 
     def line(self, text, style=""):
         self.console.print(f"[{style}]{text}[/]" if style else text, highlight=False)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from onnxkd.log_lines import LogLines
+
 
 class StageBars:
-    """A rich progress bar (stage, it/s, ETA) on a terminal; nothing when output is piped or tested."""
+    """A rich progress bar (stage, it/s, ETA) on a terminal; a line every half minute when output is piped."""
 
     def __init__(self, console):
-        self.console, self.bar, self.tasks = console, None, {}
+        self.console, self.bar, self.tasks, self.logs = console, None, {}, {}
 
     def __enter__(self):
         if not self.console.is_terminal:
-            return None
+            return self.log
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -27,6 +29,11 @@ class StageBars:
         self.bar.update(task, completed=done)
         speed = self.bar.tasks[task].speed
         self.bar.update(task, rate=f"{speed:,.0f} it/s" if speed else "")
+
+    def log(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.logs:
+            self.logs[stage] = LogLines(self.console, stage, total, "runs")
+        self.logs[stage].update(done)
 
     def __exit__(self, *exc):
         if self.bar is not None:
