@@ -73,7 +73,7 @@ def quantize(model: ModelLike, data: DataLike = None, *, activation_type: str = 
         raise OnnxkdError("quantize needs calibration data (--data), or --random-data to calibrate on random inputs")
     dataset = as_dataset(data, specs, image_options, transform=transform, columns=columns)
     if dataset is not None:
-        check_label_classes(original, specs, [dataset])  # now, not after calibration and timing
+        check_label_classes(model, specs, [dataset])  # now, not after calibration and timing (a path: no copy)
     notes = []
     if dataset is None:
         shapes = reference_shapes(specs, dict(input_shapes or {}), None)
