@@ -83,7 +83,6 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         progress = None  # rank 0 alone prints
     say = _Say(progress)
     teacher_model = _load_teacher(teacher)
-    teacher_sha = model_io.sha256_of(teacher)
     specs = input_specs(ir.to_proto(teacher_model))
     train, val, held_out = _datasets(data, val_data, specs, plan.seed, image_options=image_options,
                                      transform=transform, columns=columns)
@@ -95,6 +94,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     input_shapes = reference_shapes(specs, input_shapes, samples.sample_shapes() if samples is not None else None)
     if not world.main:
         return _follow(teacher, train, val, work, input_shapes, world)
+    teacher_sha = model_io.sha256_of(teacher)
     fingerprint = {"teacher": teacher_sha, "recipe": _trajectory(plan),
                    "data": {"train": data_identity(train), "val": data_identity(val)}}
     state = _State(work, fingerprint, resume)
