@@ -91,6 +91,7 @@ def kd_scores(model: ModelLike, data: DataLike, *, teacher: ModelLike | None = N
         gradients = {name: g.detach().cpu().numpy() for (name, _), g in zip(named, grads) if g is not None}
         for group in prunable:
             totals[group.id] += np.square(channel_sums(group, arrays, gradients))
+        del grads, gradients, loss, values  # else two batches' gradients (the model's size each) are alive at once
         samples += len(batch.indices)
         report.update(samples)
     report.stop()
