@@ -21,7 +21,7 @@ import onnx_ir as ir
 
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.quantized import refuse_quantized
-from onnxkd.model import opset_of, save
+from onnxkd.model import opset_of, remove, save
 from onnxkd.validate.sessions import first_line
 
 QUANTIZE_OPSET = 13
@@ -83,6 +83,7 @@ def prepare_float(model: ir.Model, folder: Path) -> tuple[Path, dict]:
             except Exception:
                 raise OnnxkdError("onnxruntime cannot prepare the model for quantization "
                                   f"({first_line(exc)})") from None
+    remove(raw)  # a whole copy of the weights on disk for the rest of the run (2.4 GB on a 2.4 GB model)
     return prepared, {"opset_before": upgrade.opset_before, "opset_after": upgrade.opset_after,
                       "batchnorm_folded": _count(model, "BatchNormalization") - _count_path(prepared, "BatchNormalization"),
                       "spatial_means_pooled": pooled}
