@@ -7,6 +7,7 @@ Commands live in ``onnxkd/commands/<name>.py`` (one file each) and are registere
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
@@ -83,7 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
+        if os.environ.get("RANK", "0") == "0":  # torchrun's other ranks are interrupted too: one line is enough
+            click.echo("Interrupted.", err=True)
         sys.exit(130)
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:
