@@ -110,7 +110,7 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     device = resolve_device(config.device, world)
     torch.manual_seed(config.seed)
 
-    teacher_module = to_torch(teacher_model, half_as_float32=True).to(device).eval()
+    teacher_module = to_torch(teacher_model, half_as_float32=True, frozen=True).to(device).eval()
     student_module = to_torch(student_model, half_as_float32=True).to(device)
     input_names = student_module.input_names
     autocast = _autocast(device, config.bf16)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import onnx_ir as ir
 import torch
@@ -49,8 +51,9 @@ def to_ir_dtype(dtype: torch.dtype) -> ir.DataType:
     return _TORCH_TO_IR[dtype]
 
 
-def array_to_torch(array: np.ndarray, data_type: ir.DataType) -> torch.Tensor:
-    """A torch tensor with exactly the array's values (copied, contiguous, writable)."""
+def array_to_torch(array: np.ndarray, data_type: ir.DataType, copy: bool = True) -> torch.Tensor:
+    """A torch tensor with exactly the array's values (copied, contiguous, writable; ``copy=False``: the array's
+    own memory where torch can read it as it is, which may be a read-only mapping of a weights file)."""
     target = to_torch_dtype(data_type)
     if array.dtype.kind == "V" or target in (torch.bfloat16,) or target.is_floating_point and target.itemsize == 1:
         np_bits, torch_bits = _BITS[target.itemsize]
@@ -58,6 +61,10 @@ def array_to_torch(array: np.ndarray, data_type: ir.DataType) -> torch.Tensor:
         return bits.view(torch_bits).view(target)
     if array.dtype == object:  # strings have no torch form; ops that need them get numpy arrays
         return array
+    if not copy and array.flags.c_contiguous and array.dtype.isnative:
+        with warnings.catch_warnings():  # a read-only mapping: the caller never writes to it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.from_numpy(array)
     return torch.from_numpy(np.array(array, copy=True, order="C"))
 
 

@@ -436,10 +436,11 @@ def _check_signature(fn: Callable, ctx: OpContext, attrs: dict[str, Any]) -> Non
         )
 
 
-def tensor_from_ir(tensor: ir.TensorProtocol) -> torch.Tensor:
-    """An ONNX tensor as a torch tensor (bfloat16/float8 through their raw bits where numpy lacks them)."""
+def tensor_from_ir(tensor: ir.TensorProtocol, copy: bool = True) -> torch.Tensor:
+    """An ONNX tensor as a torch tensor (bfloat16/float8 through their raw bits where numpy lacks them);
+    ``copy=False``: in the tensor's own memory where it can be (``dtypes.array_to_torch``)."""
     array = tensor.numpy()
-    return dtypes.array_to_torch(array, tensor.dtype)
+    return dtypes.array_to_torch(array, tensor.dtype, copy)
 
 
 def array_to_tensor(array: np.ndarray) -> torch.Tensor:
