@@ -62,7 +62,7 @@ def kd_scores(model: ModelLike, data: DataLike, *, teacher: ModelLike | None = N
     student = to_torch(prepared, half_as_float32=True).to(device).eval()
     # the teacher under the student's names: the logits behind a Softmax are another tensor in each graph
     oracle = student if teacher is None else to_torch(paired_teacher(load(teacher), prepared)[0],
-                                                      half_as_float32=True).to(device).eval()
+                                                      half_as_float32=True, frozen=True).to(device).eval()
     compared = compared_tensors(prepared)
     capture = [t for t in compared if t not in student.output_names]
     named = list(student.onnx_parameters())
