@@ -69,8 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code != 0:
             sys.exit(code)
     except click.exceptions.Abort:  # click's form of KeyboardInterrupt
-        click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        _interrupted()
     except click.ClickException as exc:  # a bad flag or value: one line, like any bad input
         command = exc.ctx.command_path if isinstance(exc, click.UsageError) and exc.ctx is not None else None
         help_hint = f" (see {command} --help)" if command else ""
@@ -84,11 +83,15 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        if os.environ.get("RANK", "0") == "0":  # torchrun's other ranks are interrupted too: one line is enough
-            click.echo("Interrupted.", err=True)
-        sys.exit(130)
+        _interrupted()
     except Exception as exc:  # a bug: still one line unless --debug
         if debug:
             raise
         click.echo(f"Error: internal error: {type(exc).__name__}: {exc} (add --debug for the traceback)", err=True)
         sys.exit(INTERNAL_ERROR)
+
+
+def _interrupted() -> None:
+    if os.environ.get("RANK", "0") == "0":  # torchrun interrupts its other ranks too: one line is enough
+        click.echo("Interrupted.", err=True)
+    sys.exit(130)

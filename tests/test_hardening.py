@@ -33,6 +33,23 @@ def test_an_internal_error_exits_3_not_1_like_a_failed_gate(monkeypatch, capsys,
         main(["prune", str(TEACHER), "--ratio", "0.5", "-o", str(tmp_path / "s.onnx"), "--debug"])
 
 
+@pytest.mark.parametrize("rank, said", [(None, "Interrupted.\n"), ("0", "Interrupted.\n"), ("1", "")])
+def test_ctrl_c_exits_130_and_one_torchrun_rank_says_so(monkeypatch, capsys, tmp_path, rank, said):
+    """torchrun interrupts every rank: each printed the line."""
+    from onnxkd.cli import main
+    from onnxkd.graph_passes import api
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "prune", interrupted)
+    if rank is not None:
+        monkeypatch.setenv("RANK", rank)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prune", str(TEACHER), "--ratio", "0.5", "-o", str(tmp_path / "s.onnx")])
+    assert exit_info.value.code == 130 and capsys.readouterr().err.strip() == said.strip()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--criterion", "foo"], "Invalid value for '--criterion': 'foo' is not one of"),
     (["--batch-size", "0"], "Invalid value for '--batch-size': 0 is not in the range"),
