@@ -136,14 +136,14 @@ def check_output_path(output: str | os.PathLike, inputs: dict[str, object], flag
     model) or of their weights files, one of the ``data`` files (label -> path or arrays), a directory, or in a
     folder that does not exist or cannot be written."""
     output = Path(output)
-    for label, source in (data or {}).items():  # compared as files: a data file is not read as a model
-        if isinstance(source, (str, os.PathLike)) and Path(source).exists() and _same_file(Path(source), output):
-            raise OnnxkdError(f"{flag} {output}: the output path is the {label}; choose another path")
-    for label, source in inputs.items():  # (a new output's own weights file never takes an existing name)
+    given = [(label, source, True) for label, source in inputs.items()]
+    given += [(label, source, False) for label, source in (data or {}).items()]
+    for label, source, is_model in given:  # (a new output's own weights file never takes an existing name)
         if not isinstance(source, (str, os.PathLike)) or not Path(source).exists():
             continue
-        # an output that does not exist yet is none of the input's files: its weights files are read only then
-        weights = _weight_files(Path(source)) if output.exists() else []
+        # an output that does not exist yet is none of a model's files: its weights files are read only then;
+        # a data file is compared as the file it is, never read as a model
+        weights = _weight_files(Path(source)) if is_model and output.exists() else []
         for own in [Path(source), *weights]:
             if _same_file(own, output):
                 what = f"the {label}" if own == Path(source) else f"the weights file of the {label} ({own.name})"

@@ -59,7 +59,7 @@ def data_identity(dataset: Dataset | None) -> dict | None:
 
 def _files_in(folder: Path) -> list:
     """(name, size, mtime) of the files directly in a folder of arrays (a few .npy or arrow files)."""
-    return sorted([entry.name, entry.stat().st_size, entry.stat().st_mtime_ns]
+    return sorted([entry.name, (stat := entry.stat()).st_size, stat.st_mtime_ns]
                   for entry in os.scandir(folder) if entry.is_file())
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +71,7 @@ def align_classes(train: Dataset, val: Dataset) -> Dataset:
                           f"({', '.join(train.classes[:8])}{', ...' if len(train.classes) > 8 else ''}): the class "
                           "ids are taken from the training folders' names")
     ids = np.array([train.classes.index(name) for name in val.classes], dtype=np.int64)
-    return Dataset(val.arrays, ids[val.labels], val.source, val.origin, train.classes, val.content)
+    return replace(val, labels=ids[val.labels], classes=train.classes)
 
 
 def _images_under(folder: Path):
