@@ -118,6 +118,7 @@ import int8_text  # noqa: E402  (the trained transformer and its task)
 
 import onnxkd  # noqa: E402
 from onnxkd.model import save as save_model  # noqa: E402
+from onnxkd.validate.environment import cpu_model  # noqa: E402
 
 DIGITS = ROOT / "examples" / "digits"
 THREADS = 2
@@ -878,6 +879,22 @@ def summary(rows: list[dict]) -> list[str]:
     return [line for line in lines if line]
 
 
+def cpu_text() -> str:
+    """The CPU the speed-ups were timed on, as exactly as /proc/cpuinfo says: int8's gain over float differs
+    between CPUs that share a model name (the zoo ResNet at 64x64, batch 8: 1.70x and 2.17x on two "AMD EPYC"
+    hosts), so the family, model and int8 instructions go with every table."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return cpu_model()
+    int8 = sorted(set(fields.get("flags", "").split()) & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return (f"{cpu_model()} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}; "
+            f"{', '.join(int8) or 'no VNNI'})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help=f"comma-separated subset of {','.join(CASES)}")
@@ -932,13 +949,13 @@ def main() -> None:
     notes = summary(rows)
     for line in notes:
         console.print(line, highlight=False)
-    console.print(f"command: {command} ({elapsed:.0f} s, {ort.get_device()} onnxruntime {ort.__version__})",
-                  highlight=False)
+    where = f"{ort.get_device()} onnxruntime {ort.__version__} on {cpu_text()}"
+    console.print(f"command: {command} ({elapsed:.0f} s, {where})", highlight=False)
     if args.markdown:
         lines = [title, "", "| " + " | ".join(HEADERS) + " |",
                  "|" + "|".join("---" if h in LEFT else "---:" for h in HEADERS) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(row)) + " |" for row in rows]
-        lines += ["", *notes, "", f"`{command}` ({elapsed:.0f} s, onnxruntime {ort.__version__})", ""]
+        lines += ["", *notes, "", f"`{command}` ({elapsed:.0f} s, {where})", ""]
         args.markdown.write_text("\n".join(lines))
 
 

@@ -7,13 +7,13 @@ Commands live in ``onnxkd/commands/<name>.py`` (one file each) and are registere
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 
 import click
 
 from onnxkd import __version__
 from onnxkd.errors import OnnxkdError
+from onnxkd.torchrun_rank import is_rank_zero
 
 INTERNAL_ERROR = 3
 
@@ -92,6 +92,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _interrupted() -> None:
-    if os.environ.get("RANK", "0") == "0":  # torchrun interrupts its other ranks too: one line is enough
+    if is_rank_zero():  # torchrun interrupts its other ranks too: one line is enough
         click.echo("Interrupted.", err=True)
     sys.exit(130)

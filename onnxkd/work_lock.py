@@ -15,13 +15,12 @@ from onnxkd.errors import OnnxkdError
 NAME = "onnxkd.lock"
 
 
-def acquire(work: Path) -> Path | None:
+def acquire(work: Path) -> Path:
     """Take ``work``'s lock (making the folder), or refuse naming the run that holds it. The processes of one
-    torchrun job are one run: rank 0 holds the lock for all of them."""
+    torchrun job are one run: rank 0 alone takes the lock (the other ranks never open the work state:
+    ``pipeline._follow``)."""
     work.mkdir(parents=True, exist_ok=True)
     lock = work / NAME
-    if not _first_process():
-        return None
     for _ in range(2):  # a stale lock is removed once, then taken
         try:
             fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -42,11 +41,6 @@ def release(work: Path) -> None:
     lock = work / NAME
     if _owner(lock) == os.getpid():
         lock.unlink(missing_ok=True)
-
-
-def _first_process() -> bool:
-    """Rank 0 of a torchrun job (torchrun sets RANK), or a run of its own."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def _owner(lock: Path) -> int | None:

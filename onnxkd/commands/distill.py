@@ -8,6 +8,7 @@ import click
 
 from onnxkd.commands.options import image_folder_options, image_options, input_shape_option
 from onnxkd.errors import OnnxkdError
+from onnxkd.torchrun_rank import is_rank_zero
 
 
 def distill_options(command, optimizer_steps: bool = True):
@@ -102,7 +103,7 @@ def command(teacher, student, output, data, val_data, work_dir, resume, input_sh
         from onnxkd.distill import distributed
 
         distributed.shutdown()
-        if not _is_main():
+        if not is_rank_zero():
             return
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2, default=str))
@@ -149,9 +150,3 @@ def parse_weights(items) -> dict[str, float]:
         except ValueError:
             raise OnnxkdError(f"--output-weight {item!r}: expected OUTPUT=WEIGHT") from None
     return weights
-
-
-def _is_main() -> bool:
-    import os
-
-    return os.environ.get("RANK", "0") == "0"

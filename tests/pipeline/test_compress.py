@@ -293,24 +293,6 @@ def test_a_work_folder_in_use_by_another_run_is_refused_and_a_dead_runs_lock_is_
     assert not work.exists() and (workspace / "s.onnx").exists()
 
 
-def test_the_processes_of_one_torchrun_job_share_the_work_folder_lock(tmp_path, monkeypatch):
-    """torchrun -m onnxkd compress: every rank runs the pipeline in one work folder; rank 0 holds the lock and
-    the others must not be refused by it."""
-    from onnxkd import work_lock
-
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # rank 0, alive
-    try:
-        tmp_path.joinpath(work_lock.NAME).write_text(str(other.pid))
-        monkeypatch.setenv("RANK", "1")
-        assert work_lock.acquire(tmp_path) is None
-        monkeypatch.setenv("RANK", "0")
-        with pytest.raises(onnxkd.OnnxkdError, match="another onnxkd run"):
-            work_lock.acquire(tmp_path)
-    finally:
-        other.kill()
-        other.wait()
-
-
 def test_resume_redoes_the_stages_whose_files_are_gone(workspace, monkeypatch):
     """A work folder emptied by hand: the state said distill was done, and every --resume failed reading the
     missing student. The stages from the first missing file on run again."""
