@@ -13,13 +13,13 @@ path that would resolve against the current folder.
 
 from __future__ import annotations
 
-import atexit
 import glob
 import hashlib
 import os
 import shutil
 import tempfile
 import uuid
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Union
@@ -257,27 +257,33 @@ def weights_inside(model: ir.Model, max_bytes: int | None = None) -> ir.Model:
     return copy
 
 
-_SESSION_COPIES: list[str] = []  # temp folders of models written out for onnxruntime, removed at exit
+# An in-memory model goes to onnxruntime as serialized bytes only while its weights are small. The bytes cost
+# three to five times the weights at once (the tensors read, the proto, its serialization): checking a 269 MB
+# MLP's optimized copy peaked 1.3 GB above where it started, and 0.34 GB given as a file, which onnx-ir writes
+# one tensor at a time.
+SESSION_BYTES_IN_MEMORY = 64 << 20
 
 
-@atexit.register
-def _remove_session_copies() -> None:
-    for folder in _SESSION_COPIES:
-        shutil.rmtree(folder, ignore_errors=True)
+class _SessionCopyPath(str):
+    """The path of a model written out for onnxruntime. Its temp folder is removed when the last reference to
+    the path goes (or at exit): a long run (quantize's candidates, validate's sessions) would otherwise keep a
+    copy of every model it looked at on disk until it ends. onnxruntime has read the weights by then."""
 
 
 def session_source(model: ModelLike) -> str | bytes:
     """What ``onnxruntime.InferenceSession`` is given for the model: a file's path (onnxruntime resolves its
-    external data next to it), or the bytes of an in-memory model with every weight inside. Above the
-    protobuf limit an in-memory model is written, self-contained, to a temp folder removed at exit."""
+    external data next to it), or, for an in-memory model, the bytes with every weight inside; above
+    SESSION_BYTES_IN_MEMORY of weights, a self-contained copy in a temp folder that lives as long as the
+    returned path."""
     if isinstance(model, (str, os.PathLike)):
         return str(Path(model).absolute())  # not resolved: weights beside a symlinked model are found by its path
     model = load(model)
-    if initializer_bytes(model) <= PROTOBUF_LIMIT:
+    if initializer_bytes(model) <= SESSION_BYTES_IN_MEMORY:
         return ir.to_proto(weights_inside(model)).SerializeToString()
     folder = tempfile.mkdtemp(prefix="onnxkd-session-")
-    _SESSION_COPIES.append(folder)
-    return str(save(model, Path(folder) / "model.onnx", external_data=True))
+    path = _SessionCopyPath(save(model, Path(folder) / "model.onnx", external_data=True))
+    weakref.finalize(path, shutil.rmtree, folder, ignore_errors=True)
+    return path
 
 
 def _in_order(model: ir.Model) -> ir.Model:

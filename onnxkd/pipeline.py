@@ -29,7 +29,7 @@ from typing import Any, Callable
 import onnx_ir as ir
 
 from onnxkd import model as model_io
-from onnxkd import work_lock
+from onnxkd import freed_memory, work_lock
 from onnxkd.data import (SAME_DATA_WARNING, DataLike, Dataset, ImageOptions, align_classes, as_dataset,
                          data_identity, input_specs, reference_shapes, same_data)
 from onnxkd.errors import OnnxkdError
@@ -132,9 +132,11 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
                 work.rmdir()
             raise OnnxkdError(nothing_to_cut(teacher, prune_info))
         model_io.save(pruned_model, pruned_path)
+        del pruned_model  # distillation reads pruned.onnx
         prune_info["seconds"] = time.perf_counter() - clock
         state.complete("prune", prune_info)
         shutil.rmtree(work / STEPS, ignore_errors=True)  # the steps' students: pruned.onnx holds the last
+        freed_memory.release()  # each stage starts without what the ones before it freed
     stages.append(_stage("prune", prune_info["seconds"], _describe_prune(prune_info)))
     say(f"      {stages[-1]['detail']} ({prune_info['seconds']:.1f} s)")
     from onnxkd.graph_passes.prune.plan import rounding_note
@@ -160,6 +162,8 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         # distill was given compress's split: whether its validation samples were held out is compress's to say
         distilled["data"]["val"]["held_out"] = held_out
         state.complete("distill", distilled)
+        del result
+        freed_memory.release()
     distributed.leave(world)  # torchrun: rank 0 goes on alone
     stages.append(_stage("distill", distilled["wall_s"], _describe_distill(distilled)))
 
@@ -176,6 +180,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
             optimized = _optimize(student_path, final_path, input_shapes, val)
             optimized["seconds"] = time.perf_counter() - clock
             state.complete("optimize", optimized)
+            freed_memory.release()
         stages.append(_stage("optimize", optimized["seconds"], _describe_optimize(optimized)))
 
     # ------------------------------------------------------------------ 4. quantize (--int8)
@@ -193,6 +198,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
                                   input_shapes, progress, say)
             quantized["seconds"] = time.perf_counter() - clock
             state.complete("quantize", quantized)
+            freed_memory.release()
         stages.append(_stage("quantize", quantized["seconds"], _describe_quantize(quantized)))
         final_path = int8_path
 
@@ -200,6 +206,7 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
     say(f"[{total - 1}/{total}] validate with onnxruntime against the original teacher")
     clock = time.perf_counter()
     validation = _validate(teacher, final_path, val, plan.validate, input_shapes, plan.seed, progress)
+    freed_memory.release()
     if plan.optimize:  # the same protocol on the teacher optimized alone: what fusion gives without pruning
         teacher_optimized = work / "teacher.optimized.onnx"
         _optimize(teacher, teacher_optimized, input_shapes, val)

@@ -39,7 +39,8 @@ def load_model(model: model_io.ModelLike, label: str) -> LoadedModel:
     source = model_io.session_source(loaded)  # the weights inside: no external-data path left to resolve
     if isinstance(source, bytes):
         return LoadedModel(label, proto, loaded, source, "<in memory>", sha256_bytes(source), len(source))
-    return LoadedModel(label, proto, loaded, source, "<in memory>", sha256_bytes(proto.SerializeToString()),
+    # written out for onnxruntime (large weights): hashed with its weights, as its bytes would have been
+    return LoadedModel(label, proto, loaded, source, "<in memory>", model_io.sha256_of(source),
                        model_io.initializer_bytes(loaded))
 
 
