@@ -128,7 +128,7 @@ def _classes_kept(reference: np.ndarray, output: np.ndarray, labels: np.ndarray 
     if labels is not None:
         accuracy = quality.accuracy_comparison(first, got, labels)
         return Quality("accuracy", accuracy["teacher"], accuracy["student"], accuracy["drop"], name)
-    agreement = float(np.mean(first == got))
+    agreement = float(np.mean(quality.agreeing(first, got)))
     return Quality("agreement", None, agreement, 1.0 - agreement, name)
 
 

@@ -45,7 +45,11 @@ def points(value: float | None, unit: bool = True) -> str:
 
 
 def ratio(value: float | None) -> str:
-    return DASH if value is None else f"{value:.2f}x"
+    return ratio_digits(value)
+
+
+def ratio_digits(value: float | None, digits: int = 2) -> str:
+    return DASH if value is None else f"{value:.{digits}f}x"
 
 
 def ci(bounds: list | None, style=ratio) -> str:

@@ -62,10 +62,23 @@ def _int8(figures: dict) -> str:
 def gates(r: dict) -> Table:
     table = Table("gates", "Gates", ["gate", "threshold", "measured", "result"])
     for g in r.get("gates", []):
-        style = fmt.ratio if "speed" in g["name"] else fmt.pct
-        table.rows.append([g["name"], f"{g['op']} {style(g['threshold'])}", style(g["value"]),
-                           "PASS" if g["passed"] else "FAIL"])
+        threshold, value = _gate_figures(g)
+        table.rows.append([g["name"], f"{g['op']} {threshold}", value, "PASS" if g["passed"] else "FAIL"])
     return table
+
+
+def _gate_figures(gate: dict) -> tuple[str, str]:
+    """Threshold and measured value with the digits that tell them apart: an agreement of 83.123% failing a
+    limit of 83.13% read '>= 83.1% | 83.1% | FAIL'."""
+    if "speed" not in gate["name"] and "agreement" not in gate["name"] and "accuracy" not in gate["name"]:
+        return str(gate["threshold"]), str(gate["value"])  # a count (finite outputs)
+    show = fmt.ratio_digits if "speed" in gate["name"] else fmt.pct
+    digits = 2 if "speed" in gate["name"] else 1
+    threshold, value = show(gate["threshold"], digits), show(gate["value"], digits)
+    while threshold == value and gate["threshold"] != gate["value"] and digits < 6:
+        digits += 1
+        threshold, value = show(gate["threshold"], digits), show(gate["value"], digits)
+    return threshold, value
 
 
 def quality(r: dict) -> Table:

@@ -103,7 +103,7 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     detected = next((q["detections"]["map50"] for q in result_quality if q.get("detections")), None)
     gate_results = evaluate(gates, accuracy["drop"] if accuracy else None,
                             agreement["top1"] if agreement else per_token if per_token is not None else detected,
-                            speedup["p50"])
+                            speedup["p50"], _broken_values(result_quality))
     channels = static.compare_channels(static.channels_per_layer(t_model.proto), static.channels_per_layer(s_model.proto))
     run_config = {
         "session": config.to_dict(),
@@ -199,6 +199,12 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
             check_labels_fit(labels, t_out[scores], names[scores])
         accuracy = dict(quality.accuracy_comparison(t, s, labels, seed), output=names[chosen])
     return per_output, accuracy, agreement, warnings
+
+
+def _broken_values(per_output: list[dict]) -> int:
+    """The student's NaN and Inf values, in the outputs where the teacher has none (the finite-outputs gate)."""
+    return sum(q["student_nonfinite"]["nan"] + q["student_nonfinite"]["inf"] for q in per_output
+               if not q["teacher_nonfinite"]["nan"] and not q["teacher_nonfinite"]["inf"])
 
 
 def _parts_metrics(teacher: np.ndarray, student: np.ndarray, parts) -> dict:

@@ -29,7 +29,12 @@ def within(value: float, limit: float) -> bool:
     return value <= limit + FRACTION_TOLERANCE
 
 
+FINITE = "finite outputs"  # the gate every run with a gate gets: no NaN/Inf where the teacher has none
+
+
 def _show(name: str, value: float) -> str:
+    if name == FINITE:
+        return f"{value:g} NaN/Inf values"
     return f"{value:.2f}x" if "speed" in name else f"{value * 100:.2f}%"
 
 
@@ -66,7 +71,11 @@ class Gates:
                 "min_speedup": self.min_speedup}
 
 
-def evaluate(gates: Gates, accuracy_drop: float | None, agreement: float | None, speedup: float | None) -> list[dict]:
+def evaluate(gates: Gates, accuracy_drop: float | None, agreement: float | None, speedup: float | None,
+             broken_values: int = 0) -> list[dict]:
+    """The gates given, and where any is: ``broken_values`` (the student's NaN/Inf where the teacher's outputs are
+    finite) must be 0. A student that outputs NaN is broken whatever its figures: it scores 0% (``quality.top1``),
+    yet a loose drop limit against a weak teacher would pass it."""
     results = []
     checks = [
         ("accuracy drop", "<=", gates.max_accuracy_drop, accuracy_drop),
@@ -82,4 +91,7 @@ def evaluate(gates: Gates, accuracy_drop: float | None, agreement: float | None,
         passed = within(value, threshold) if op == "<=" else (
             value >= threshold if "speed" in name else within(threshold, value))
         results.append({"name": name, "op": op, "threshold": threshold, "value": value, "passed": bool(passed)})
+    if results:
+        results.append({"name": FINITE, "op": "==", "threshold": 0, "value": broken_values,
+                        "passed": broken_values == 0})
     return results

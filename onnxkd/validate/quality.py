@@ -14,7 +14,18 @@ def is_class_scores(output: np.ndarray) -> bool:
 
 
 def top1(scores: np.ndarray) -> np.ndarray:
-    return np.argmax(scores, axis=1)
+    """Each row's class over the last axis; -1 (no class) for a row holding a NaN. numpy's argmax takes the
+    first NaN for the maximum, so a student that outputs only NaN read as predicting class 0: right on every
+    sample of class 0, and through a loose gate."""
+    classes = np.argmax(scores, axis=-1)
+    if scores.dtype.kind == "f":
+        classes = np.where(np.isnan(scores).any(axis=-1), -1, classes)
+    return classes
+
+
+def agreeing(teacher_classes: np.ndarray, student_classes: np.ndarray) -> np.ndarray:
+    """Where the two classes agree; a row without a class (NaN: -1) agrees with nothing, not even another."""
+    return (teacher_classes == student_classes) & (teacher_classes >= 0)
 
 
 def softmax(scores: np.ndarray) -> np.ndarray:
@@ -96,7 +107,7 @@ def output_metrics(name: str, teacher: np.ndarray, student: np.ndarray) -> dict:
         # the student is NaN/Inf where the teacher is not: errors over the rest would read as a perfect match
         metrics.update(max_abs_error=None, mean_abs_error=None, cosine=None)
     if is_class_scores(teacher) and teacher.dtype.kind == "f":
-        metrics["top1_agreement"] = float(np.mean(top1(teacher) == top1(student)))
+        metrics["top1_agreement"] = float(np.mean(agreeing(top1(teacher), top1(student))))
         if finite.all():
             metrics["kl"] = kl_divergence(teacher, student)
     return metrics
@@ -126,7 +137,7 @@ def token_score_metrics(name: str, teacher: np.ndarray, student: np.ndarray) -> 
     metrics = output_metrics(name, teacher, student)
     metrics["per_token"] = True
     if teacher.dtype.kind == "f" and teacher.shape[-1] > 1:
-        metrics["top1_agreement"] = float(np.mean(teacher.argmax(-1) == student.argmax(-1)))
+        metrics["top1_agreement"] = float(np.mean(agreeing(top1(teacher), top1(student))))
         if np.isfinite(teacher).all() and np.isfinite(student).all():
             classes = teacher.shape[-1]
             metrics["kl"] = kl_divergence(teacher.reshape(-1, classes), student.reshape(-1, classes))
@@ -161,5 +172,5 @@ def accuracy_comparison(teacher: np.ndarray, student: np.ndarray, labels: np.nda
 
 def agreement(teacher: np.ndarray, student: np.ndarray, seed: int = 0) -> dict:
     """Top-1 agreement of each sample's predicted classes (``predicted_classes``), with a bootstrap CI."""
-    same = (teacher == student).astype(np.float64)
+    same = agreeing(teacher, student).astype(np.float64)
     return {"top1": float(same.mean()), "top1_ci95": mean_ci(same, seed), "n": int(len(same))}

@@ -78,6 +78,38 @@ def test_exit_codes_for_gates(models, labelled, tmp_path):
     assert (tmp_path / "r" / "report.json").exists()  # the report is still written for the pipeline to read
 
 
+def test_a_student_that_outputs_nan_scores_zero_and_fails_any_gate(models, labelled, tmp_path):
+    """numpy's argmax reads a NaN row as class 0: a NaN student was scored as right on every sample of class 0,
+    and a loose gate passed it with exit 0."""
+    import onnx
+    from onnx import numpy_helper
+
+    student = onnx.load(str(models["student"]))
+    for init in student.graph.initializer:
+        if init.name == "bf":
+            init.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(init).shape, np.nan, np.float32), "bf"))
+    broken = tmp_path / "nan.onnx"
+    onnx.save(student, broken)
+    proc = _run(models["teacher"], broken, "--data", labelled["path"], "--max-accuracy-drop", "1",
+                "--min-agreement", "0", "--json")
+    assert proc.returncode == 1, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["student"]["accuracy"] == 0 and r["agreement"]["top1"] == 0
+    assert {g["name"]: g["passed"] for g in r["gates"]} == {
+        "accuracy drop": True, "top-1 agreement": True, "finite outputs": False}
+    assert "finite outputs" in proc.stderr
+
+
+def test_a_failing_gate_shows_the_digits_that_tell_it_from_its_limit():
+    from onnxkd.report.tables import gates
+
+    rows = gates({"gates": [
+        {"name": "top-1 agreement", "op": ">=", "threshold": 0.8313, "value": 0.83123, "passed": False},
+        {"name": "speed-up p50", "op": ">=", "threshold": 2.4, "value": 2.3981, "passed": False},
+        {"name": "accuracy drop", "op": "<=", "threshold": 0.01, "value": 0.005, "passed": True}]}).rows
+    assert [row[1:3] for row in rows] == [[">= 83.13%", "83.12%"], [">= 2.400x", "2.398x"], ["<= 1.0%", "0.5%"]]
+
+
 def test_bad_inputs_exit_2_with_one_line_and_no_report(models, tmp_path):
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"this is not onnx")
