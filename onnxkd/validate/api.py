@@ -42,7 +42,8 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     if batch_size < 1 or runs < 1 or warmup < 0 or budget_s <= 0:
         raise OnnxkdError("batch size and runs must be >= 1, warm-up >= 0 and the time budget > 0")
     gates = Gates(max_accuracy_drop, min_agreement, min_speedup)
-    t_model, pairing_notes = paired(load_model(teacher, "teacher"), s_model := load_model(student, "student"))
+    t_file = load_model(teacher, "teacher")
+    t_model, pairing_notes = paired(t_file, s_model := load_model(student, "student"))
     specs = _common_inputs(input_specs(t_model.proto), input_specs(s_model.proto))
     given = input_shapes if input_shapes is None or isinstance(input_shapes, Mapping) else parse_input_shapes(input_shapes)
     dataset = as_dataset(data, specs, image_options, transform=transform, columns=columns)
@@ -81,7 +82,7 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
 
     # the shapes the model ran at, in its own layout (feeds hold samples on axis 0)
     measured = {s.name: s.with_batch(feeds_one[s.name].shape[1:], len(feeds_one[s.name])) for s in specs}
-    t_fig = _figures(t_model, specs, measured, t_session, t_create_ms, t_first_ms)
+    t_fig = _figures(t_model, specs, measured, t_session, t_create_ms, t_first_ms, _own_names(t_file, t_model))
     s_fig = _figures(s_model, specs, measured, s_session, s_create_ms, s_first_ms)
     t_fig.latency_ms, s_fig.latency_ms = lat_one["teacher"], lat_one["student"]
     if lat_batched:
@@ -239,16 +240,29 @@ def _latency_pair(t_session, s_session, feeds, batch: int, protocol: LatencyProt
     }
 
 
-def _figures(model: LoadedModel, specs, measured, session, create_ms: float, first_ms: float) -> ModelFigures:
+def _own_names(file: LoadedModel, renamed: LoadedModel) -> dict[str, str]:
+    """The teacher's input and output names as its file gives them, for the names ``paired`` gave it (the
+    student's, paired by position): the report describes each model as it is."""
+    def interface(proto):
+        weights = {init.name for init in proto.graph.initializer}
+        return [i.name for i in proto.graph.input if i.name not in weights] + [o.name for o in proto.graph.output]
+
+    return dict(zip(interface(renamed.proto), interface(file.proto)))
+
+
+def _figures(model: LoadedModel, specs, measured, session, create_ms: float, first_ms: float,
+             own_names: Mapping[str, str] | None = None) -> ModelFigures:
+    """``own_names``: the model's own name for each name it runs under here (a teacher paired with a student)."""
+    own = (own_names or {}).get
     macs = static.count_macs(model.proto, measured)
     return ModelFigures(
         path=model.path, sha256=model.sha256, size_bytes=model.size_bytes,
         params=static.count_params(model.proto), macs=macs["total"], macs_int8=macs["int8"], macs_by_op=macs["by_op"],
         macs_unknown_nodes=macs["unknown_nodes"], nodes=static.node_count(model.proto),
         op_histogram=static.op_histogram(model.proto),
-        inputs=[{"name": s.name, "dtype": str(s.dtype), "shape": list(s.shape), "measured_shape": list(measured[s.name])}
-                for s in specs],
-        outputs=[o.name for o in session.get_outputs()],
+        inputs=[{"name": own(s.name, s.name), "dtype": str(s.dtype), "shape": list(s.shape),
+                 "measured_shape": list(measured[s.name])} for s in specs],
+        outputs=[own(o.name, o.name) for o in session.get_outputs()],
         session_create_ms=create_ms, first_run_ms=first_ms,
     )
 

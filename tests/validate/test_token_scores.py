@@ -58,7 +58,8 @@ def test_the_agreement_gate_reads_the_agreement_per_token(tmp_path):
     _tagger(student, 1, "", "logits")
     x = np.random.default_rng(2).standard_normal((20, 7, 4)).astype(np.float32)
     report = onnxkd.validate(str(teacher), str(student), data={"x": x}, min_agreement=0.99).to_dict()
-    [gate] = report["gates"]
+    gate, finite = report["gates"]
+    assert finite["name"] == "finite outputs" and finite["passed"]
     assert gate["value"] == report["quality"][0]["top1_agreement"] and gate["passed"] is False
     _tagger(teacher, 0, "", "hidden")
     _tagger(student, 1, "", "hidden")

@@ -98,7 +98,7 @@ def test_gates(models, labelled):
     r = validate(models["teacher"], models["student"], labelled["path"], max_accuracy_drop=1.0, min_agreement=0.0,
                  min_speedup=1e6, **FAST)
     assert [(g["name"], g["passed"]) for g in r.gates] == [
-        ("accuracy drop", True), ("top-1 agreement", True), ("speed-up p50", False)]
+        ("accuracy drop", True), ("top-1 agreement", True), ("speed-up p50", False), ("finite outputs", True)]
     assert not r.passed and r.to_dict()["passed"] is False
 
 
@@ -108,8 +108,8 @@ def test_a_gate_at_its_threshold_passes_despite_floating_point_rounding():
     drop, agreement = 0.5 - 0.49, 0.99 - 1e-15  # 0.010000000000000009, and 0.99 off by a rounding
     results = evaluate(Gates(max_accuracy_drop=0.01, min_agreement=0.99), drop, agreement, None)
     assert drop > 0.01 and agreement < 0.99 and all(g["passed"] for g in results)
-    assert not any(g["passed"] for g in evaluate(Gates(max_accuracy_drop=0.0099, min_agreement=0.9901), drop,
-                                                 agreement, None))
+    failing = evaluate(Gates(max_accuracy_drop=0.0099, min_agreement=0.9901), drop, agreement, None)
+    assert [g["passed"] for g in failing] == [False, False, True]  # the third: finite outputs
 
 
 def test_models_that_cannot_be_compared(tmp_path, models):
@@ -117,7 +117,12 @@ def test_models_that_cannot_be_compared(tmp_path, models):
     other.graph.input[0].name = "image"
     other.graph.node[0].input[0] = "image"
     # another name alone is paired by position (a student exported by another tool), and said so
-    assert any("paired by position" in w for w in validate(models["teacher"], other, **FAST).warnings)
+    result = validate(models["teacher"], other, **FAST)
+    assert any("paired by position" in w for w in result.warnings)
+    # each model is described under its own names (the teacher's were reported as the student's)
+    figures = result.to_dict()
+    assert [i["name"] for i in figures["teacher"]["inputs"]] == ["x"]
+    assert [i["name"] for i in figures["student"]["inputs"]] == ["image"]
     other.graph.input.append(onnx.helper.make_tensor_value_info("extra", onnx.TensorProto.FLOAT, [1]))
     with pytest.raises(OnnxkdError, match="inputs .* differ"):
         validate(models["teacher"], other, **FAST)
