@@ -16,12 +16,14 @@ from __future__ import annotations
 import re
 from typing import Iterable, Iterator, Sequence
 
+import numpy as np
 import onnx_ir as ir
 import torch
 from torch import nn
 
 from onnxkd import model as model_io
 from onnxkd.data.batch_axes import declared_batch_axes
+from onnxkd.errors import OnnxkdError
 from onnxkd.torch_bridge import dtypes
 from onnxkd.torch_bridge.fixed_batch import declared_batch, run_in_chunks
 from onnxkd.torch_bridge.program import Program, tensor_from_ir
@@ -51,6 +53,7 @@ class OnnxModule(nn.Module):
 
     def __init__(self, model: ir.Model, frozen: bool = False):
         super().__init__()
+        self.frozen = frozen
         self.params = nn.ParameterDict()
         self.consts = _BufferDict()
         self.onnx_to_key: dict[str, str] = {}  # initializer name -> key in params/consts
@@ -104,6 +107,14 @@ class OnnxModule(nn.Module):
         found = declared_batch_axes(graph)
         self.input_batch_axes = [found.get(name, 0) for name in self.input_names]
 
+    def train(self, mode: bool = True) -> OnnxModule:
+        """Train mode, refused for a frozen module: it reads the model's own weights (a weights file mapped into
+        memory), and train mode would update its BatchNorm statistics in place, which ``write_back`` then ships."""
+        if mode and self.frozen:
+            raise OnnxkdError("this module was made with to_torch(frozen=True), to be run as the model is (a "
+                              "teacher): it cannot train; make it with frozen=False to train it")
+        return super().train(mode)
+
     # ------------------------------------------------------------------ running
 
     def samples_entering(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -113,6 +124,9 @@ class OnnxModule(nn.Module):
     def forward(self, *inputs: torch.Tensor, capture: Sequence[str] | None = None):
         if len(inputs) != len(self.input_names):
             raise TypeError(f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}")
+        # numeric numpy arrays, as onnxruntime takes them, run as tensors (string arrays stay as they are)
+        inputs = tuple(torch.as_tensor(x) if isinstance(x, np.ndarray) and x.dtype.kind not in "OSU" else x
+                       for x in inputs)
         batch = self.declared_batch
         if batch is not None and all(isinstance(x, torch.Tensor) and x.dim() > 0 for x in inputs) \
                 and len({x.shape[0] for x in inputs}) == 1 and inputs[0].shape[0] != batch:
@@ -142,7 +156,7 @@ class OnnxModule(nn.Module):
             return outputs
         missing = [name for name, value in captured.items() if value is None]
         if missing:
-            raise KeyError(f"no tensor named {', '.join(missing)} in the graph")
+            raise OnnxkdError(f"capture: no tensor named {', '.join(missing)} in the graph")
         return outputs, captured
 
     def _initial_env(self) -> dict[str, torch.Tensor]:

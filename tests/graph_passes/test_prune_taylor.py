@@ -16,6 +16,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from test_prune_cli import cli  # the same in-process CLI runner
 from onnxkd.graph_passes.api import channel_groups, prune, read_plan
+from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.prune.importance import importance
 
 pytest.importorskip("torch")
@@ -85,6 +86,20 @@ def test_taylor_removes_the_dead_channel_l1_removes_the_small_one(tmp_path):
     taylor = prune(path, 0.25, criterion="taylor", gradients=grads, round_to=1)
     assert kept_by_head(l1, "W2") == [1, 2, 3]
     assert kept_by_head(taylor, "W2") == [0, 1, 2]
+
+
+def test_gradients_of_another_model_are_refused(tmp_path):
+    """Gradients keyed by another export's weight names left every channel at 0, and a first-k cut came out
+    as a Taylor one; gradients of another shape fail the same way."""
+    w1, b1 = hidden_weights(large=(DEAD,))
+    path = mlp(tmp_path / "mlp.onnx", [("W2", head(DEAD))], w1, b1)
+    x, y = samples()
+    grads = initializer_gradients(path, {"x": x}, labels=y)
+    renamed = {f"layer.{name}": g for name, g in grads.items()}
+    with pytest.raises(OnnxkdError, match="gradients: none for channel group .*another model"):
+        prune(path, 0.25, criterion="taylor", gradients=renamed, round_to=1)
+    with pytest.raises(OnnxkdError, match="'W1' has shape"):
+        prune(path, 0.25, criterion="taylor", gradients=dict(grads, W1=grads["W1"][:, :1]), round_to=1)
 
 
 def test_gradients_keyed_by_original_names_reach_untied_copies(tmp_path):

@@ -4,6 +4,7 @@ mapped into memory, is not copied into the process (on a 269 MB MLP, distill's p
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import onnx
 import onnxruntime as ort
 import torch
@@ -29,3 +30,18 @@ def test_a_frozen_module_reads_the_weights_file_in_place_and_runs_as_onnxruntime
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
     copied = to_torch(model)  # the default: weights of its own, to train
     assert all(copied.parameter(name).data_ptr() != array.ctypes.data for name, array in weights.items())
+
+
+def test_a_frozen_module_refuses_train_mode_and_takes_numpy_inputs(digits):
+    """Train mode on a frozen module updated the model's BatchNorm statistics in place (write_back then shipped
+    them); numpy inputs, as onnxruntime takes them, failed inside the first op."""
+    frozen = to_torch(digits["teacher"], frozen=True)
+    with pytest.raises(onnxkd.OnnxkdError, match="frozen=True"):
+        frozen.train()
+    assert not frozen.training
+    frozen.eval()  # eval stays allowed
+    x = np.load(digits["val"])["image"][:4]
+    with torch.no_grad():
+        torch.testing.assert_close(frozen(x)[0], frozen(torch.from_numpy(x))[0])
+        with pytest.raises(onnxkd.OnnxkdError, match="no tensor named nowhere"):
+            frozen(x, capture=["nowhere"])

@@ -410,7 +410,7 @@ def test_capture_equals_onnxruntime_intermediates(zoo_model, name):
     assert rel_err(outputs[0], expected[0]) <= 1e-4
     for tensor_name, value in zip(names, expected[1:]):
         assert rel_err(captured[tensor_name], value) <= 1e-4, tensor_name
-    with pytest.raises(KeyError, match="no_such_tensor"):
+    with pytest.raises(onnxkd.OnnxkdError, match="no_such_tensor"):
         module(x, capture=["no_such_tensor"])
 
 

@@ -57,6 +57,9 @@ def _slice_sums(group, arrays, gradients):
     for s in group.slices:
         grad = gradients.get(s.name, gradients.get(origin(s.name)))
         if s.role in WEIGHT_ROLES and grad is not None:
+            if np.shape(grad) != np.shape(arrays[s.name]):
+                raise OnnxkdError(f"gradients: {s.name!r} has shape {list(np.shape(grad))}, the model's weight "
+                                  f"{list(np.shape(arrays[s.name]))}: computed on another model?")
             yield per_channel(_products_by_channel(s.view(arrays[s.name]), s.view(np.asarray(grad)), s.axis), s,
                               group.size)
 
@@ -93,7 +96,12 @@ def _taylor(group, arrays, gradients, rng):
     """|sum over a channel's weights of w * dL/dw| (first-order change of the loss when it is removed)."""
     if not gradients:
         raise OnnxkdError("criterion 'taylor' needs gradients (from the distillation bridge)")
-    return sum((np.abs(t) for t in _slice_sums(group, arrays, gradients)), np.zeros(group.size))
+    sums = list(_slice_sums(group, arrays, gradients))
+    if not sums:  # gradients of another model (other weight names) would leave every channel at 0: a first-k cut
+        weights = sorted({s.name for s in group.slices if s.role in WEIGHT_ROLES})
+        raise OnnxkdError(f"gradients: none for channel group {group.id}'s weights ({', '.join(weights[:3])}"
+                          f"{', ...' if len(weights) > 3 else ''}): computed on another model?")
+    return sum((np.abs(t) for t in sums), np.zeros(group.size))
 
 
 def _kd(group, arrays, gradients, rng):
