@@ -83,7 +83,7 @@ def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resum
     from onnxkd.commands.console import make_console
     from onnxkd.data import parse_input_shapes
     from onnxkd.pipeline import compress
-    from onnxkd.report.terminal import render, render_compress
+    from onnxkd.report.terminal import render, render_compress, render_warnings
     from onnxkd.validate.gates import GateFailed
 
     options = image_options(flags)
@@ -98,6 +98,7 @@ def command(teacher, data, val_data, output, report_dir, recipe, work_dir, resum
     r = result.to_dict()
     if as_json:
         click.echo(json.dumps(r, indent=2))
+        render_warnings(r, console)  # console: stderr
     else:
         render(r, console)
         render_compress(r, console)

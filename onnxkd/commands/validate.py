@@ -40,7 +40,7 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
     """
     from onnxkd.commands.console import make_console
     from onnxkd.report import write_report
-    from onnxkd.report.terminal import render
+    from onnxkd.report.terminal import render, render_warnings
     from onnxkd.validate.api import validate
     from onnxkd.validate.gates import GateFailed
 
@@ -56,6 +56,7 @@ def command(teacher, student, data, report_dir, provider, threads, graph_opt, ba
     r = result.to_dict()
     if as_json:
         click.echo(json.dumps(r, indent=2))
+        render_warnings(r, console)  # console: stderr
     else:
         render(r, console)
     if report_dir:

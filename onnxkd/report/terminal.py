@@ -19,8 +19,13 @@ def render(r: dict, console: Console) -> None:
     gate_table = gates(r)
     if gate_table.rows:
         console.print(_rich(gate_table, status_column=3))
+    render_warnings(r, console)
+
+
+def render_warnings(r: dict, console: Console) -> None:
+    """One line each: the whole of the terminal view that --json still prints (to stderr), for CI logs."""
     for warning in r.get("warnings", []):
-        console.print(f"[yellow]Warning:[/] {warning}", highlight=False)
+        console.print(f"[yellow]Warning:[/] {warning}", highlight=False, soft_wrap=True)
 
 
 def render_compress(r: dict, console: Console) -> None:

@@ -98,6 +98,7 @@ def test_a_student_that_outputs_nan_scores_zero_and_fails_any_gate(models, label
     assert {g["name"]: g["passed"] for g in r["gates"]} == {
         "accuracy drop": True, "top-1 agreement": True, "finite outputs": False}
     assert "finite outputs" in proc.stderr
+    assert "Warning: student output 'logits' has" in proc.stderr  # --json still tells the log why
 
 
 def test_a_failing_gate_shows_the_digits_that_tell_it_from_its_limit():
