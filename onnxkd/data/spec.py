@@ -120,6 +120,14 @@ def parse_input_shapes(items: Iterable[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def shape_overrides(given: ShapeOverrides | str | Iterable[str] | None) -> ShapeOverrides | None:
+    """Input shapes as a Python caller gives them: a mapping, or the flag's ``"x=1,3,8,8"``, alone or in a list
+    (a lone string was read character by character)."""
+    if given is None or isinstance(given, Mapping):
+        return given
+    return parse_input_shapes([given] if isinstance(given, str) else given)
+
+
 def check_input_shapes(overrides: ShapeOverrides | None, specs: list[InputSpec]) -> dict[str, tuple[int, ...]]:
     """``--input-shape`` checked against the model before any work: every name an input, every shape of the
     input's rank and equal to the dims the model fixes. Returns the shapes as tuples."""

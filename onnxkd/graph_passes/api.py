@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import ShapeInferencePass
 
+from onnxkd.data.spec import check_input_shapes, input_specs, shape_overrides
 from onnxkd.errors import OnnxkdError
 from onnxkd.graph_passes.analyze.dependency import analyze
 from onnxkd.graph_passes.analyze.groups import ChannelGroup
@@ -86,6 +88,7 @@ def prune(model: ModelLike, ratio: float, criterion: str = "l1", global_rank: bo
     prune_normalized = prune_normalized or bool((recipe or {}).get("prune_normalized", False))
     teacher = load(model)
     refuse_quantized(teacher, describe(model), QUANTIZED_ADVICE)
+    input_shapes = _checked_shapes(input_shapes, teacher)
     prepared, groups = channel_groups(teacher, prune_normalized)
     names = {s.name for g in groups if g.prunable for s in g.slices}
     arrays = {name: prepared.graph.initializers[name].const_value.numpy() for name in names}
@@ -108,6 +111,7 @@ def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[i
     """
     teacher = load(model)
     refuse_quantized(teacher, describe(model), QUANTIZED_ADVICE)
+    input_shapes = _checked_shapes(input_shapes, teacher)
     prepared, groups = channel_groups(teacher, prune_normalized)
     by_id = {g.id: g for g in groups}
     for gid, kept in plan.items():
@@ -118,6 +122,15 @@ def prune_with_plan(model: ModelLike, plan: Plan, input_shapes: dict[str, list[i
             raise OnnxkdError(f"plan group {gid}: kept indices must be distinct, in [0, {group.size}), not empty")
     plan = {gid: sorted(int(i) for i in kept) for gid, kept in plan.items()}
     return _rewrite(teacher, prepared, groups, plan, input_shapes, describe(model))
+
+
+def _checked_shapes(input_shapes, model: ir.Model) -> dict[str, tuple[int, ...]] | None:
+    """``input_shapes`` (a mapping, or the flag's strings) checked against the model's inputs before any work,
+    as the CLI checks --input-shape: an unknown name or a wrong rank gave MACs of None or 0 in the summary."""
+    if input_shapes is None:
+        return None
+    interface = onnx.ModelProto(graph=onnx.GraphProto(input=[ir.serde.serialize_value(v) for v in model.graph.inputs]))
+    return check_input_shapes(shape_overrides(input_shapes), input_specs(interface))
 
 
 def _rewrite(teacher, prepared, groups, plan, input_shapes, label: str) -> PruneResult:

@@ -12,7 +12,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from onnxkd.data import (DataLike, Dataset, ImageOptions, InputSpec, as_dataset, input_specs,
-                         parse_input_shapes, random_inputs, reference_shapes)
+                         random_inputs, reference_shapes)
+from onnxkd.data.spec import shape_overrides
 from onnxkd.data.labels import check_labels_fit, labelled_output
 from onnxkd.errors import OnnxkdError
 from onnxkd.model import ModelLike
@@ -28,7 +29,7 @@ from onnxkd.validate.shaped_outputs import QualityView, quality_view
 
 def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, batch_size: int = 8,
              provider: str = "auto", threads: int = 0, graph_opt: str = "all",
-             input_shapes: Mapping[str, Sequence[int]] | Iterable[str] | None = None,
+             input_shapes: Mapping[str, Sequence[int]] | str | Iterable[str] | None = None,
              image_options: ImageOptions | None = None, warmup: int = 5, runs: int = 50, budget_s: float = 2.0,
              max_accuracy_drop: float | None = None, min_agreement: float | None = None,
              min_speedup: float | None = None, seed: int = 0, progress: Progress | None = None,
@@ -45,7 +46,7 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
     t_file = load_model(teacher, "teacher")
     t_model, pairing_notes = paired(t_file, s_model := load_model(student, "student"))
     specs = _common_inputs(input_specs(t_model.proto), input_specs(s_model.proto))
-    given = input_shapes if input_shapes is None or isinstance(input_shapes, Mapping) else parse_input_shapes(input_shapes)
+    given = shape_overrides(input_shapes)
     dataset = as_dataset(data, specs, image_options, transform=transform, columns=columns)
     gates.check_measurable(dataset is not None, dataset is not None and dataset.labels is not None)
     # sizes for dynamic dims, refused now rather than after the sessions are built

@@ -42,6 +42,24 @@ def test_unsized_dynamic_dims_leave_macs_out_and_say_which_flag_sizes_them(zoo_m
     assert code == 0 and "--input-shape" not in stdout.split("Wrote")[0], stdout
 
 
+def test_the_python_api_checks_input_shapes_as_the_flag_does(zoo_model):
+    """prune(input_shapes=...) took an unknown name or a wrong rank and summarised MACs of None or 0; a lone
+    "x=1,3,32,32" string, as the flag takes it, was read character by character by validate."""
+    import onnxkd
+
+    source = zoo_model("resnet", "legacy")
+    [name] = [i.name for i in onnx.load(str(source)).graph.input]
+    with pytest.raises(onnxkd.OnnxkdError, match="has no input 'nope'"):
+        onnxkd.prune(source, 0.5, input_shapes={"nope": [1, 3, 32, 32]})
+    with pytest.raises(onnxkd.OnnxkdError, match="rank 3"):
+        onnxkd.prune(source, 0.5, input_shapes={name: [1, 3, 32]})
+    at_two = onnxkd.prune(source, 0.5, input_shapes=f"{name}=2,3,32,32").summary
+    at_one = onnxkd.prune(source, 0.5, input_shapes={name: [1, 3, 32, 32]}).summary
+    assert at_two["macs_before"] == 2 * at_one["macs_before"] > 0
+    result = onnxkd.validate(source, source, input_shapes=f"{name}=1,3,32,32", runs=3, warmup=1, budget_s=0.1)
+    assert result.to_dict()["teacher"]["inputs"][0]["measured_shape"] == [1, 3, 32, 32]
+
+
 def test_a_model_with_nothing_to_cut_is_written_as_it_is_with_why(tmp_path, capsys):
     linear = helper.make_model(helper.make_graph(
         [helper.make_node("Gemm", ["x", "w"], ["logits"], transB=1)], "linear",
