@@ -146,7 +146,7 @@ def as_dataset(data: DataLike, specs: list[InputSpec], image_options: ImageOptio
         return fit_to_model(Dataset(arrays, labels, "data"), specs)
     if _inputs_and_labels(data, specs):  # (x, y), as scikit-learn and Keras take them
         only_for_sources("arrays")
-        arrays, labels = (to_numpy(part) for part in data)
+        arrays, labels = to_numpy(data[0]), _class_ids(np.asarray(to_numpy(data[1])))
         return fit_to_model(Dataset({specs[0].name: arrays}, labels, "data"), specs)
     if _is_tensor(data):  # one tensor: like one array
         data = to_numpy(data)
@@ -171,8 +171,24 @@ def _inputs_and_labels(data: Any, specs: list[InputSpec]) -> bool:
     if not (isinstance(data, tuple) and len(data) == 2 and len(specs) == 1):
         return False
     x, labels = data
-    if not all(isinstance(part, np.ndarray) or _is_tensor(part) for part in data):
+    if isinstance(labels, list):
+        labels = np.asarray(labels)
+    if not all(isinstance(part, np.ndarray) or _is_tensor(part) for part in (x, labels)):
         return False
     column = len(labels.shape) == 2 and labels.shape[1] == 1
-    return (len(x.shape) == specs[0].rank and (len(labels.shape) == 1 or column)
-            and np.issubdtype(to_numpy(labels[:0]).dtype, np.integer))
+    if not (len(x.shape) == specs[0].rank and (len(labels.shape) == 1 or column)):
+        return False
+    kind = to_numpy(labels[:0]).dtype
+    # float labels (pandas and scikit-learn often give float64) only where they count the samples: a float
+    # second sample of a one-input model has the input's rank, never one axis
+    return np.issubdtype(kind, np.integer) or (np.issubdtype(kind, np.floating) and len(labels) == len(x))
+
+
+def _class_ids(labels: np.ndarray) -> np.ndarray:
+    """Labels as int64 class ids: float labels holding whole numbers are converted, others refused."""
+    if np.issubdtype(labels.dtype, np.integer):
+        return labels
+    if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+        raise OnnxkdError("labels: float values that are not class ids (such as 0.5 or NaN); give integer class "
+                          "ids, one per sample")
+    return labels.astype(np.int64)

@@ -238,6 +238,16 @@ def test_inputs_and_labels_as_a_pair_are_read_as_x_and_y(as_given):
         as_dataset((as_given(XS), as_given(YS[:10])), [X])
 
 
+def test_float_and_list_labels_in_a_pair_are_class_ids():
+    """pandas and scikit-learn often give labels as float64, and users pass lists: the pair was read as two
+    samples ("sample 1 has shape [30]"); whole-number floats are class ids, others are refused by name."""
+    np.testing.assert_array_equal(as_dataset((XS, YS.astype(np.float64)), [X]).labels, YS, strict=False)
+    assert as_dataset((XS, YS.astype(np.float64)), [X]).labels.dtype == np.int64
+    np.testing.assert_array_equal(as_dataset((XS, list(YS)), [X]).labels, YS)
+    with pytest.raises(OnnxkdError, match="labels: float values that are not class ids"):
+        as_dataset((XS, YS + 0.5), [X])
+
+
 def test_labels_of_one_value_in_an_npz_are_refused_in_one_line(tmp_path):
     np.savez(tmp_path / "d.npz", x=XS, labels=np.int64(3))  # an internal error (IndexError) before
     with pytest.raises(OnnxkdError, match=r"d.npz: labels: expected a 1-D array of class ids, got shape \[\]"):
