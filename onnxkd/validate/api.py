@@ -72,7 +72,7 @@ def validate(teacher: ModelLike, student: ModelLike, data: DataLike = None, *, b
         result_quality, accuracy, agreement, warnings = _quality(view, dataset, specs, batch_size, seed)
         if progress:
             progress("quality", 1, 1)
-    warnings = pairing_notes + warnings
+    warnings = pairing_notes + _unused_batches(given, specs, batch_size) + warnings
 
     protocol = LatencyProtocol(warmup=warmup, runs=runs, budget_s=budget_s)
     lat_one = _latency_pair(t_session, s_session, feeds_one, batch_one, protocol, progress)
@@ -201,6 +201,19 @@ def _quality(view: QualityView, dataset: Dataset, specs: list[InputSpec], batch_
             check_labels_fit(labels, t_out[scores], names[scores])
         accuracy = dict(quality.accuracy_comparison(t, s, labels, seed), output=names[chosen])
     return per_output, accuracy, agreement, warnings
+
+
+def _unused_batches(given, specs: list[InputSpec], batch_size: int) -> list[str]:
+    """A batch size in --input-shape is not what validate runs at (batch 1, where MACs are counted, and
+    --batch-size): said, rather than dropped without a word (inspect counts MACs at the batch given)."""
+    notes = []
+    for spec in specs:
+        shape = (given or {}).get(spec.name)
+        if shape is not None and len(shape) > spec.batch_axis and shape[spec.batch_axis] != 1 \
+                and not isinstance(spec.shape[spec.batch_axis], int):
+            notes.append(f"--input-shape {spec.name}: its batch ({shape[spec.batch_axis]}) is not used; validate runs "
+                         f"at batch 1 (MACs are counted there) and at --batch-size ({batch_size})")
+    return notes
 
 
 def _broken_values(per_output: list[dict]) -> int:
