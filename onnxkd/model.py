@@ -404,6 +404,8 @@ def prepare_save(model: ir.Model | onnx.ModelProto, path: str | os.PathLike, *,
         external_data = has_external_tensors(model)
     external_data = external_data or initializer_bytes(model) > PROTOBUF_LIMIT
     folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():  # the rename over it failed late, as 'Device or resource busy'
+        raise OnnxkdError(f"{path}: is a folder; give the model's file name (such as {path / 'model.onnx'})")
     if not folder.is_dir():
         raise OnnxkdError(f"{path}: output folder {folder} does not exist")
     if not os.access(folder, os.W_OK):

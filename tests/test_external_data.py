@@ -129,6 +129,14 @@ def test_save_writes_a_pair_named_after_the_output_that_survives_a_move(exported
     assert _files(exported.parent) == ["t.onnx", "t.onnx.data"]  # the input's files are untouched
 
 
+def test_save_to_a_folder_says_it_is_a_folder_and_leaves_nothing(exported, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    with pytest.raises(onnxkd.OnnxkdError, match="is a folder; give the model's file name"):
+        model_io.save(model_io.load(exported), folder)
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["models", "out"]
+
+
 def test_save_embedded_reads_external_weights_in(exported, elsewhere, tmp_path):
     model_io.save(model_io.load(exported), tmp_path / "embedded.onnx", external_data=False)
     assert not (tmp_path / "embedded.onnx.data").exists()

@@ -38,6 +38,11 @@ def test_prune_and_optimize_show_their_summary(teacher):
     _shows_figures_not_the_graph(pruned, "PruneResult(", f"'channels_after': {pruned.summary['channels_after']}")
     optimized = onnxkd.optimize(pruned.model)
     _shows_figures_not_the_graph(optimized, "OptimizeResult(", f"nodes_after={optimized.nodes_after}")
+    # every result has a JSON-ready to_dict (OptimizeResult had none)
+    import json
+
+    for result in (pruned, optimized):
+        assert json.loads(json.dumps(result.to_dict(), allow_nan=False))
 
 
 def test_distill_validate_and_compress_show_their_figures(teacher, images, tmp_path):

@@ -46,6 +46,10 @@ class OptimizeResult:
                 "initializers_removed": self.initializers_removed, "opset_before": self.opset_before,
                 "opset_after": self.opset_after, "notes": self.notes}
 
+    def to_dict(self) -> dict:
+        """JSON-ready, as every other result's (``onnxkd optimize --json`` prints the summary)."""
+        return self.summary
+
 
 def optimize(model: ModelLike, fusions: tuple[Fusion, ...] = FUSIONS) -> OptimizeResult:
     """A deploy-ready copy of ``model``: same inputs and outputs (names, dims), same function; weights the
