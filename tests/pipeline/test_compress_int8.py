@@ -30,6 +30,7 @@ def test_compress_int8_writes_an_int8_student_validated_against_the_teacher(work
                          "val.npz", *FAST, "--int8", "--no-qat", "-o", "student.onnx", "--report", "report", "--json")
     assert code == 0, err
     r = json.loads(out)
+    assert all(f"Warning: {warning}" in err for warning in r["warnings"])  # --json still logs them, on stderr
     q = r["compress"]["quantize"]
     assert [s["name"] for s in r["compress"]["stages"]] == ["prune", "distill", "optimize", "quantize", "validate"]
     assert sorted(p.name for p in workspace.iterdir()) == ["report", "student.onnx", "student.recipe.json",
