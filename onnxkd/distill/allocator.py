@@ -21,8 +21,8 @@ threshold: the peak, which training reaches in its first steps anyway, does not 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import sys
+
+from onnxkd.freed_memory import glibc
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameter numbers (malloc.h)
 MMAP_THRESHOLD = 32 * 2**20  # glibc's largest allowed value on 64-bit systems
@@ -34,13 +34,10 @@ _tuned = False
 def keep_freed_memory() -> bool:
     """Tune glibc's malloc once per process; True when it was tuned (now or before)."""
     global _tuned
-    if _tuned or not sys.platform.startswith("linux"):
+    libc = glibc()
+    if _tuned or libc is None:  # not glibc
         return _tuned
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     _tuned = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return _tuned
