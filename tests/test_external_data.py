@@ -143,43 +143,32 @@ def test_save_embedded_reads_external_weights_in(exported, elsewhere, tmp_path):
     np.testing.assert_array_equal(_run(str(tmp_path / "embedded.onnx")), _run(str(TEACHER)))
 
 
-def test_an_in_memory_model_with_external_weights_runs_in_onnxruntime_from_any_folder(exported, elsewhere):
+@pytest.mark.parametrize("in_memory_limit", [None, 0], ids=["bytes", "temp-copy"])
+def test_an_in_memory_model_with_external_weights_runs_in_onnxruntime_from_any_folder(exported, elsewhere,
+                                                                                       monkeypatch, in_memory_limit):
+    """As bytes; above SESSION_BYTES_IN_MEMORY (bytes cost 3-5x the weights at once) as a copy written out, which
+    is removed when the path (and the session holding it) is dropped."""
+    import gc
+
+    if in_memory_limit is not None:
+        monkeypatch.setattr(model_io, "SESSION_BYTES_IN_MEMORY", in_memory_limit)
     model = model_io.load(exported)
     fc = model.graph.initializers["classifier.weight"]  # one weight changed in memory, the others still in the file
     fc.const_value = ir.Tensor(fc.const_value.numpy() * 2, name="classifier.weight")
     assert model_io.has_external_tensors(model)
     source = model_io.session_source(model)
-    assert isinstance(source, bytes)
+    assert isinstance(source, bytes) == (in_memory_limit is None)
     session, _ = create_session(source, SessionConfig(provider="cpu"), "changed")
     oracle = onnx.load(str(TEACHER))
     for init in oracle.graph.initializer:
         if init.name == "classifier.weight":
             init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * 2, "classifier.weight"))
     np.testing.assert_allclose(session.run(None, {"image": X})[0], _run(oracle.SerializeToString()), rtol=1e-6)
-
-
-def test_a_large_in_memory_model_goes_to_onnxruntime_as_a_temp_copy_that_goes_with_its_path(exported, elsewhere,
-                                                                                           monkeypatch):
-    """Above SESSION_BYTES_IN_MEMORY the bytes would cost 3-5x the weights at once: the model is written out, with
-    the weight changed in memory, and the copy is removed when the path (and the session holding it) is dropped."""
-    import gc
-
-    monkeypatch.setattr(model_io, "SESSION_BYTES_IN_MEMORY", 0)
-    model = model_io.load(exported)
-    fc = model.graph.initializers["classifier.weight"]
-    fc.const_value = ir.Tensor(fc.const_value.numpy() * 2, name="classifier.weight")
-    source = model_io.session_source(model)
-    assert isinstance(source, str) and Path(source).exists()
-    folder = Path(source).parent
-    session, _ = create_session(source, SessionConfig(provider="cpu"), "changed")
-    oracle = onnx.load(str(TEACHER))
-    for init in oracle.graph.initializer:
-        if init.name == "classifier.weight":
-            init.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(init) * 2, "classifier.weight"))
-    np.testing.assert_allclose(session.run(None, {"image": X})[0], _run(oracle.SerializeToString()), rtol=1e-6)
-    del source, session  # onnxruntime's session keeps the path it was given
-    gc.collect()
-    assert not folder.exists()
+    if isinstance(source, str):
+        folder = Path(source).parent
+        del source, session  # onnxruntime's session keeps the path it was given
+        gc.collect()
+        assert not folder.exists()
 
 
 def test_weights_inside_leaves_the_model_as_it_was(exported):
