@@ -151,6 +151,14 @@ def compress(teacher: ModelLike, ratio: float | None = None, data: DataLike = No
         distilled = state.results["distill"]
         say(f"[2/{total}] distill: done before ({student_path}), resuming")
         distributed.share(None, world)  # torchrun: the other ranks have nothing to do
+    elif not prune_info["summary"]["pruned"] and plan.quantize.enabled:
+        # nothing was cut: the teacher is quantized as it is (distilling it retrained it into another model)
+        distilled = {"skipped": NOTHING_CUT_INT8, "wall_s": 0.0, "steps": 0, "epochs": 0, "best_epoch": None,
+                     "best": None, "history": []}
+        say(f"[2/{total}] distill: skipped, {NOTHING_CUT_INT8}")
+        distributed.share(None, world)
+        model_io.save(model_io.load(pruned_path), student_path)
+        state.complete("distill", distilled)
     else:
         say(f"[2/{total}] distill")
         from onnxkd.distill import checkpoint
@@ -778,7 +786,12 @@ def _describe_prune(info: dict) -> str:
             f"{s['channels_before']:,} → {s['channels_after']:,}{macs}")
 
 
+NOTHING_CUT_INT8 = "nothing was cut: the teacher goes on to int8 as it is"
+
+
 def _describe_distill(info: dict) -> str:
+    if info.get("skipped"):
+        return f"skipped: {info['skipped']}"
     best = info.get("best") or {}
     figures = ", ".join([f"{k.replace('_', ' ')} {best[k]:.1%}" for k in ("accuracy", "agreement", "token_agreement")
                          if best.get(k) is not None]

@@ -243,4 +243,5 @@ def _check_type(value: Any, annotation: str, where: str) -> None:
 def _no_unknown(values: dict, known: set[str], where: str) -> None:
     unknown = sorted(set(values) - known)
     if unknown:
-        raise OnnxkdError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
+        shown = sorted("global" if name == "global_rank" else name for name in known)  # as recipes write it
+        raise OnnxkdError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(shown)}")

@@ -186,6 +186,9 @@ def training(r: dict) -> Table:
     d = r["compress"]["distill"]
     headers = ["epoch", "train loss", "val loss", "agreement", "accuracy", "output error", "samples/s", ""]
     table = Table("training", "Training (validation figures per epoch, measured in PyTorch)", headers, left=1)
+    if d.get("skipped"):  # nothing was cut (compress --int8 of the teacher as it is): no training to show
+        table.note = f"No distillation: {d['skipped']}."
+        return table
     recalibration = d.get("recalibration")
     kept_as_it_was = "best" if d.get("best_epoch") == 0 else ""  # epoch 0: the student before training
     if recalibration:

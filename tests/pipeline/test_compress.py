@@ -192,6 +192,29 @@ def test_a_teacher_with_nothing_to_cut_is_refused_after_pruning_with_why(workspa
         assert _leftovers(workspace) == ["flat.npz", "linear.onnx"]
 
 
+def test_with_int8_a_teacher_with_nothing_to_cut_goes_to_int8_as_it_is(workspace, monkeypatch):
+    """The README's promise: with --int8, nothing to cut quantizes the teacher as it is. Distillation ran anyway
+    and retrained it into another model (12% agreement with its teacher on an untrained one)."""
+    import onnxkd.pipeline as pipeline
+
+    quantized_from = []
+    real_quantize = pipeline._quantize
+    monkeypatch.setattr(pipeline, "_quantize",
+                        lambda teacher, student, *a, **k: quantized_from.append(
+                            _outputs(student, workspace)) or real_quantize(teacher, student, *a, **k))
+    result = onnxkd.compress(workspace / "teacher.onnx", 0.5, workspace / "train.npz", epochs=2, round_to=512,
+                             int8=True, qat=False, output=workspace / "s.onnx", report=False)
+    distill = result.to_dict()["compress"]["distill"]
+    assert distill["steps"] == 0 and "nothing was cut" in distill["skipped"]
+    [float_student] = quantized_from
+    np.testing.assert_allclose(float_student, _outputs(workspace / "teacher.onnx", workspace), rtol=1e-4, atol=1e-4)
+
+
+def _outputs(model, workspace) -> np.ndarray:
+    images = np.load(workspace / "val.npz")["image"]
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"image": images})[0]
+
+
 def test_ctrl_c_leaves_nothing_then_resume_finishes(workspace):
     args = [workspace / "teacher.onnx", "--data", workspace / "train.npz", "--val-data", workspace / "val.npz",
             "--epochs", "40", "--batch-size", "8"]
