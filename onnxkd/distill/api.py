@@ -28,6 +28,7 @@ from onnxkd.data.decoded import cache_decoded_images, drop_decoded_images
 from onnxkd.data.labels import labelled_output
 from onnxkd.distill import batchnorm, checkpoint, distributed, hints as hint_rules
 from onnxkd.distill.allocator import keep_freed_memory
+from onnxkd.distill.data_fit import first_run_on_data
 from onnxkd.distill.augment import Augmenter, policy as augment_policy
 from onnxkd.distill.batch_first import batch_axes, batch_first
 from onnxkd.distill.batches import Batches, split_holdout
@@ -122,8 +123,10 @@ def distill(teacher: ModelLike, student: ModelLike, data: DataLike = None, outpu
     # ----------------------------------------------------------------- what is distilled, and the teacher's side
     hints = hint_rules.resolve(config.hints, teacher_model, student_model, read_plan_details(student_model))
     probe = next(in_order(train_set, input_names, min(config.batch_size, len(train_set)), device))
-    axes = batch_axes(teacher_module, probe.inputs, probed_tensors(student_model) + [h.tensor for h in hints],
-                      run_module)
+    axes = first_run_on_data(
+        teacher_module, teacher_model, probe.inputs, "the teacher",
+        lambda: batch_axes(teacher_module, probe.inputs, probed_tensors(student_model) + [h.tensor for h in hints],
+                           run_module))
     hints = [h.samples_first(axes[h.tensor]) if h.tensor in axes else h for h in hints]
     run = batch_first(run_module, student_module.output_names, axes)
     objective, teacher_values = _objective(teacher_module, student_module, student_model, probe, hints, config, run)

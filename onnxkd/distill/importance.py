@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxkd.data import DataLike, Dataset, as_dataset, input_specs
+from onnxkd.distill.data_fit import first_run_on_data
 from onnxkd.distill.batch_first import batch_axes, batch_first, run_entering
 from onnxkd.distill.loader import in_order
 from onnxkd.distill.progress import reporter
@@ -82,7 +83,9 @@ def kd_scores(model: ModelLike, data: DataLike, *, teacher: ModelLike | None = N
     batches = in_order(subset, student.input_names, batch_size, torch.device(device))
     probe = next(batches)
     # every tensor with its samples on axis 0, as distillation holds them (a seq-first model's outputs moved there)
-    run = batch_first(run_entering, student.output_names, batch_axes(student, probe.inputs, compared, run_entering))
+    axes = first_run_on_data(student, prepared, probe.inputs, "the model",
+                             lambda: batch_axes(student, probe.inputs, compared, run_entering))
+    run = batch_first(run_entering, student.output_names, axes)
     for batch in itertools.chain([probe], batches):
         values = named_outputs(student, run(student, batch.inputs, capture))
         if oracle is student:
