@@ -23,17 +23,28 @@ def group_key(group: ChannelGroup) -> tuple:
     return group.source, tuple(sorted({(m.tensor, m.axis) for m in group.members}))
 
 
+def weights_key(group: ChannelGroup) -> tuple:
+    """A looser identity: where the group starts and which weights it slices. A step can rename or fold the
+    tensors between them: a dynamo-exported stacked LSTM's second layer lost two of its member tensors in the
+    first step's student, went unmatched, and was not cut again (48 of 64 hidden units kept, not 32)."""
+    return group.source, tuple(sorted({s.name for s in group.slices}))
+
+
 def match_groups(teacher: list[ChannelGroup], student: list[ChannelGroup]) -> dict[int, int]:
     """student group id -> teacher group id, for keys that name one group on each side (and no more channels
-    in the student than in the teacher)."""
-    def unique(groups):
-        keys = [group_key(g) for g in groups]
+    in the student than in the teacher): by ``group_key``, then the rest by ``weights_key``."""
+    def unique(groups, key_of):
+        keys = [key_of(g) for g in groups]
         counts = Counter(keys)
         return {key: g for key, g in zip(keys, groups) if counts[key] == 1}
 
-    in_teacher = unique(teacher)
-    return {g.id: in_teacher[key].id for key, g in unique(student).items()
-            if key in in_teacher and g.size <= in_teacher[key].size}
+    matched: dict[int, int] = {}
+    for key_of in (group_key, weights_key):
+        in_teacher = unique([g for g in teacher if g.id not in matched.values()], key_of)
+        for key, g in unique([g for g in student if g.id not in matched], key_of).items():
+            if key in in_teacher and g.size <= in_teacher[key].size:
+                matched[g.id] = in_teacher[key].id
+    return matched
 
 
 def compose(previous: Plan, step: Plan, student_to_teacher: dict[int, int], teacher_sizes: dict[int, int]) -> Plan:
