@@ -286,6 +286,21 @@ def session_source(model: ModelLike) -> str | bytes:
     return path
 
 
+def onnxruntime_failure(model: ModelLike, feeds: dict[str, np.ndarray]) -> str | None:
+    """The first line of onnxruntime's error where it cannot run ``model`` on ``feeds``, else None: the judge of
+    whether data fits a model, for the layers that do not run onnxruntime themselves (distill's first run on
+    the data, ``distill/data_fit.py``). onnxruntime is imported here only when asked."""
+    import onnxruntime as ort
+
+    try:
+        session = ort.InferenceSession(session_source(model), providers=["CPUExecutionProvider"])
+        session.run(None, feeds)
+    except Exception as exc:  # onnxruntime's own: a shape mismatch inside the graph
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        return lines[0][:240] if lines else repr(exc)
+    return None
+
+
 def _in_order(model: ir.Model) -> ir.Model:
     """The main graph's nodes in topological order. onnxruntime sorts a graph itself, so files with a node
     before its inputs' producers run there (onnxruntime's own float16 converter appends the input Casts at the

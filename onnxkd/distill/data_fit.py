@@ -37,13 +37,5 @@ def first_run_on_data(module: OnnxModule, model: ir.Model, inputs: list[torch.Te
 
 
 def _onnxruntime_failure(module: OnnxModule, model: ir.Model, inputs: list[torch.Tensor]) -> str | None:
-    import onnxruntime as ort
-
     feeds = {name: x.detach().cpu().numpy() for name, x in zip(module.input_names, module.samples_entering(inputs))}
-    try:
-        session = ort.InferenceSession(model_io.session_source(model), providers=["CPUExecutionProvider"])
-        session.run(None, feeds)
-    except Exception as exc:  # onnxruntime's own: a shape mismatch inside the graph
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        return lines[0][:240] if lines else repr(exc)
-    return None
+    return model_io.onnxruntime_failure(model, feeds)
