@@ -296,8 +296,7 @@ def onnxruntime_failure(model: ModelLike, feeds: dict[str, np.ndarray]) -> str |
         session = ort.InferenceSession(session_source(model), providers=["CPUExecutionProvider"])
         session.run(None, feeds)
     except Exception as exc:  # onnxruntime's own: a shape mismatch inside the graph
-        lines = [line for line in str(exc).splitlines() if line.strip()]
-        return lines[0][:240] if lines else repr(exc)
+        return _first_line(exc)
     return None
 
 

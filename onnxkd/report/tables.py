@@ -70,10 +70,13 @@ def gates(r: dict) -> Table:
 def _gate_figures(gate: dict) -> tuple[str, str]:
     """Threshold and measured value with the digits that tell them apart: an agreement of 83.123% failing a
     limit of 83.13% read '>= 83.1% | 83.1% | FAIL'."""
-    if "speed" not in gate["name"] and "agreement" not in gate["name"] and "accuracy" not in gate["name"]:
-        return str(gate["threshold"]), str(gate["value"])  # a count (finite outputs)
-    show = fmt.ratio_digits if "speed" in gate["name"] else fmt.pct
-    digits = 2 if "speed" in gate["name"] else 1
+    name = gate["name"]
+    if "speed" in name:
+        show, digits = fmt.ratio_digits, 2
+    elif "agreement" in name or "accuracy" in name:
+        show, digits = fmt.pct, 1
+    else:  # a count (finite outputs)
+        return str(gate["threshold"]), str(gate["value"])
     threshold, value = show(gate["threshold"], digits), show(gate["value"], digits)
     while threshold == value and gate["threshold"] != gate["value"] and digits < 6:
         digits += 1
